@@ -1,0 +1,3 @@
+from flk_fast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The exception hierarchy. Every error flk_fast raises on purpose derives from FlkError."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DedupUnavailableError",
+    "FlkError",
+    "InputError",
+    "KeyLoadError",
+    "PCSValidationError",
+    "SignatureError",
+    "StorageError",
+    "WalCorruptionError",
+]
+
+
+class FlkError(Exception):
+    """Base class of every flk_fast error."""
+
+
+class PCSValidationError(FlkError, ValueError):
+    """A PCS body breaks the shape of SPEC §1 (HTTP 400). ``field`` names the culprit."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}" if field else rule)
+
+
+class SignatureError(FlkError):
+    """The signature is missing, does not decode, has the wrong length or does not match
+    (HTTP 401)."""
+
+
+class KeyLoadError(FlkError):
+    """A signing or verification key could not be loaded (file, env var or bytes)."""
+
+
+class InputError(FlkError, ValueError):
+    """Event input (CSV / JSONL) is malformed. ``position`` is the 1-based line number."""
+
+    def __init__(self, message: str, *, source: str = "", position: int = 0) -> None:
+        self.source = source
+        self.position = position
+        where = f"{source}:{position}: " if position else (f"{source}: " if source else "")
+        super().__init__(f"{where}{message}")
+
+
+class ConfigError(FlkError, ValueError):
+    """A configuration value is invalid; the message names the option."""
+
+
+class StorageError(FlkError):
+    """Base class of storage failures."""
+
+
+class DedupUnavailableError(StorageError):
+    """The dedup store did not answer in time or is down. Retryable (HTTP 503)."""
+
+
+class WalCorruptionError(StorageError):
+    """A WAL record failed its checksum; ``seq`` is its position."""
+
+    def __init__(self, seq: int, message: str) -> None:
+        self.seq = seq
+        super().__init__(f"WAL record {seq}: {message}")
