@@ -1,0 +1,312 @@
+"""Canonical signing of a PCS (SPEC §3). The only module that touches keys.
+
+HMAC-SHA256 goes through the standard library's one-shot ``hmac.digest``: the same
+OpenSSL primitive that ``cryptography`` wraps, without building an object per call
+(cheaper per PCS, see bench/bench_protocol.py). Ed25519 uses ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from flk_fast.errors import KeyLoadError, SignatureError
+from flk_fast.protocol.pcs import PCS
+
+__all__ = [
+    "Ed25519Key",
+    "Ed25519Signer",
+    "HmacKey",
+    "HmacSigner",
+    "Keyring",
+    "Signer",
+    "VerificationKey",
+    "canonical_payload",
+    "canonical_payload_reference",
+    "generate_ed25519",
+    "load_ed25519_private",
+    "load_ed25519_public",
+    "load_hmac_key",
+]
+
+_HMAC_SIG_LEN = 32
+_ED25519_SIG_LEN = 64
+_dumps_str = json.JSONEncoder(ensure_ascii=True).encode
+
+
+def _num(x: float) -> str:
+    # json.dumps renders a float with float.__repr__ (shortest round-trip form).
+    return float.__repr__(round(float(x), 9))
+
+
+def canonical_payload(pcs: PCS) -> bytes:
+    """The signed bytes of SPEC §3: 8 fields, keys sorted, no spaces, ASCII-only.
+
+    Hand-assembled in sorted-key order (``D_hat`` sorts before the lowercase keys);
+    ``canonical_payload_reference`` is the plain ``json.dumps`` it must always equal.
+    """
+    return (
+        f'{{"D_hat":{_num(pcs.D_hat)},"budget":{_num(pcs.budget)},'
+        f'"coh_star":{_num(pcs.coh_star)},"epoch":{pcs.epoch},'
+        f'"merkle_root":{_dumps_str(pcs.merkle_root)},"pcs_id":{_dumps_str(pcs.pcs_id)},'
+        f'"r":{_num(pcs.r)},"shard_id":{_dumps_str(pcs.shard_id)}}}'
+    ).encode("ascii")
+
+
+def canonical_payload_reference(pcs: PCS) -> bytes:
+    """SPEC §3 spelled out with ``json.dumps``: the oracle for ``canonical_payload``."""
+    subset = {
+        "pcs_id": pcs.pcs_id,
+        "merkle_root": pcs.merkle_root,
+        "epoch": pcs.epoch,
+        "shard_id": pcs.shard_id,
+        "D_hat": round(pcs.D_hat, 9),
+        "coh_star": round(pcs.coh_star, 9),
+        "r": round(pcs.r, 9),
+        "budget": round(pcs.budget, 9),
+    }
+    text = json.dumps(subset, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return text.encode("utf-8")
+
+
+# ------------------------------------------------------------------------- keys
+def load_hmac_key(
+    path: str | os.PathLike[str] | None = None,
+    env: str | None = None,
+    value: bytes | str | None = None,
+) -> bytes:
+    """Load an HMAC secret from exactly one of a file, an environment variable or bytes.
+
+    One trailing newline is stripped from files and variables (``echo secret > f``).
+
+    Raises
+    ------
+    KeyLoadError
+        None or several sources given, the source is missing, or the key is empty.
+    """
+    given = [x is not None for x in (path, env, value)]
+    if sum(given) != 1:
+        raise KeyLoadError(
+            "give exactly one HMAC key source: a file, an env var or a value"
+        )
+    if path is not None:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise KeyLoadError(f"HMAC key file {path}: {exc.strerror}") from None
+        where = f"HMAC key file {path}"
+    elif env is not None:
+        text = os.environ.get(env)
+        if text is None:
+            raise KeyLoadError(f"HMAC key variable {env} is not set")
+        raw, where = text.encode(), f"HMAC key variable {env}"
+    else:
+        raw = value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
+        where = "HMAC key"
+    key = raw.removesuffix(b"\n").removesuffix(b"\r")
+    if not key:
+        raise KeyLoadError(f"{where} is empty")
+    return key
+
+
+def load_ed25519_private(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """Read an Ed25519 private key: PEM (PKCS#8, unencrypted) or 32 raw bytes."""
+    raw = _read_key_file(path, "Ed25519 private key")
+    try:
+        if raw.startswith(b"-----"):
+            key = serialization.load_pem_private_key(raw, password=None)
+        else:
+            key = Ed25519PrivateKey.from_private_bytes(raw)
+    except (ValueError, TypeError) as exc:
+        raise KeyLoadError(f"Ed25519 private key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyLoadError(f"Ed25519 private key {path}: not an Ed25519 key")
+    return key
+
+
+def load_ed25519_public(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """Read an Ed25519 public key: PEM (SubjectPublicKeyInfo) or 32 raw bytes."""
+    raw = _read_key_file(path, "Ed25519 public key")
+    try:
+        if raw.startswith(b"-----"):
+            key = serialization.load_pem_public_key(raw)
+        else:
+            key = Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, TypeError) as exc:
+        raise KeyLoadError(f"Ed25519 public key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyLoadError(f"Ed25519 public key {path}: not an Ed25519 key")
+    return key
+
+
+def _read_key_file(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyLoadError(f"{what} {path}: {exc.strerror}") from None
+
+
+def generate_ed25519(private_path: Path, public_path: Path) -> None:
+    """Write a fresh Ed25519 key pair as PEM; the private file is created mode 0600."""
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # O_EXCL: never overwrite an existing key; mode set at creation, no window of 0644.
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_pem)
+    public_path.write_bytes(public_pem)
+
+
+# ---------------------------------------------------------------------- signers
+class Signer(Protocol):
+    key_id: str
+
+    def sign_payload(self, payload: bytes) -> str: ...
+
+    def sign(self, pcs: PCS) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HmacSigner:
+    """``sig = base64(HMAC_SHA256(key, payload))``.
+
+    Examples
+    --------
+    >>> HmacSigner(b"testsecret").sign_payload(b"{}")
+    'nTUVVCoPC9n19MruRpLGIbnvKfgDi4kbT1UJsEhR26M='
+    """
+
+    key: bytes
+    key_id: str = "default"
+
+    def sign_payload(self, payload: bytes) -> str:
+        return base64.b64encode(hmac.digest(self.key, payload, "sha256")).decode(
+            "ascii"
+        )
+
+    def sign(self, pcs: PCS) -> str:
+        return self.sign_payload(canonical_payload(pcs))
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519Signer:
+    """``sig = base64(Ed25519_sign(private_key, sha256(payload)))``."""
+
+    private_key: Ed25519PrivateKey
+    key_id: str = "default"
+
+    def sign_payload(self, payload: bytes) -> str:
+        digest = hashlib.sha256(payload).digest()
+        return base64.b64encode(self.private_key.sign(digest)).decode("ascii")
+
+    def sign(self, pcs: PCS) -> str:
+        return self.sign_payload(canonical_payload(pcs))
+
+
+# -------------------------------------------------------------------- verifiers
+class VerificationKey(Protocol):
+    sig_len: int
+
+    def matches(self, payload: bytes, sig: bytes) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HmacKey:
+    secret: bytes
+    sig_len: int = _HMAC_SIG_LEN
+
+    def matches(self, payload: bytes, sig: bytes) -> bool:
+        return hmac.compare_digest(hmac.digest(self.secret, payload, "sha256"), sig)
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519Key:
+    public_key: Ed25519PublicKey
+    sig_len: int = _ED25519_SIG_LEN
+
+    def matches(self, payload: bytes, sig: bytes) -> bool:
+        try:
+            self.public_key.verify(sig, hashlib.sha256(payload).digest())
+        except InvalidSignature:
+            return False
+        return True
+
+
+class Keyring:
+    """The keys a verifier accepts, by key id. Two keys may be live during a rotation:
+    a signature is valid if any key matches.
+
+    Examples
+    --------
+    >>> ring = Keyring({"old": HmacKey(b"old-secret"), "new": HmacKey(b"new-secret")})
+    >>> ring.key_ids
+    ('old', 'new')
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Mapping[str, VerificationKey]) -> None:
+        if not keys:
+            raise KeyLoadError("a keyring needs at least one key")
+        self._keys = tuple(keys.items())
+
+    @classmethod
+    def hmac(cls, secrets: Mapping[str, bytes] | Iterable[bytes]) -> Keyring:
+        if isinstance(secrets, Mapping):
+            return cls({kid: HmacKey(s) for kid, s in secrets.items()})
+        return cls({f"key{i}": HmacKey(s) for i, s in enumerate(secrets)})
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(kid for kid, _ in self._keys)
+
+    def verify(self, pcs: PCS) -> str:
+        """Return the id of the key that signed ``pcs``.
+
+        Raises
+        ------
+        SignatureError
+            Empty, undecodable, wrong-length or non-matching signature.
+        """
+        if not pcs.sig:
+            raise SignatureError("sig: missing (empty)")
+        try:
+            sig = base64.b64decode(pcs.sig, validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureError("sig: not valid base64") from None
+        payload = canonical_payload(pcs)
+        right_length = False
+        for key_id, key in self._keys:
+            if len(sig) != key.sig_len:
+                continue
+            right_length = True
+            if key.matches(payload, sig):
+                return key_id
+        if not right_length:
+            lengths = sorted({k.sig_len for _, k in self._keys})
+            raise SignatureError(
+                f"sig: decodes to {len(sig)} bytes, expected {lengths}"
+            )
+        raise SignatureError("sig: does not match any key")
