@@ -1,0 +1,96 @@
+"""A fault-injecting stand-in for the submit endpoint, shared by the agent tests.
+
+Each request body must be JSON with a ``pcs_id``; the server pops the next scripted
+action for that id (default ``"200"``) and logs what it did, so a test can predict the
+exact outcome of every record and check that nothing was lost.
+
+Actions: ``"200"``, ``"202"`` (verdict JSON), any other status code as text (``"500"``,
+``"401"`` …), ``"429:N"`` / ``"503:N"`` (with ``Retry-After: N``), ``"429:date"`` (an
+HTTP-date ``Retry-After`` 7 s after ``FaultServer.now``), ``"reset"`` (abort the TCP
+connection), ``"slow"`` (answer 200 after ``slow_s``, beyond the client's timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+from collections import defaultdict
+
+from aiohttp import web
+
+__all__ = ["FakeSleep", "FaultServer"]
+
+
+class FakeSleep:
+    """Records every requested wait and returns at once (yielding to the loop)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+
+class FaultServer:
+    def __init__(self, *, slow_s: float = 1.0, now: float = 1_700_000_000.0) -> None:
+        self.script: dict[str, list[str]] = defaultdict(list)
+        self.log: list[tuple[str, str]] = []
+        self.bodies: dict[str, list[bytes]] = defaultdict(list)
+        self.slow_s = slow_s
+        self.now = now
+        self.inflight = 0
+        self.max_inflight = 0
+        self.peers: set[object] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/pcs/submit", self.handle)
+        return app
+
+    def outcomes(self, pcs_id: str) -> list[str]:
+        return [a for k, a in self.log if k == pcs_id]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        pcs_id = json.loads(body)["pcs_id"]
+        queue = self.script.get(pcs_id)
+        action = queue.pop(0) if queue else "200"
+        self.log.append((pcs_id, action))
+        self.bodies[pcs_id].append(body)
+        if request.transport is not None:
+            self.peers.add(request.transport.get_extra_info("peername"))
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            return await self._act(request, pcs_id, action)
+        finally:
+            self.inflight -= 1
+
+    async def _act(self, request: web.Request, pcs_id: str, action: str) -> web.StreamResponse:
+        if action == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            raise web.HTTPInternalServerError()  # never reaches the client
+        if action == "slow":
+            await asyncio.sleep(self.slow_s)
+            action = "200"
+        if action in ("200", "202"):
+            await asyncio.sleep(0.005)  # long enough for concurrent requests to overlap
+            verdict = {
+                "pcs_id": pcs_id,
+                "accepted": True,
+                "escalated": action == "202",
+                "recomputed_D_hat": 1.0,
+                "recomputed_budget": 0.5,
+                "reason": "" if action == "200" else "regime mismatch",
+            }
+            return web.json_response(verdict, status=int(action))
+        code, _, hint = action.partition(":")
+        headers = {}
+        if hint == "date":
+            headers["Retry-After"] = email.utils.formatdate(self.now + 7, usegmt=True)
+        elif hint:
+            headers["Retry-After"] = hint
+        return web.json_response({"error": f"scripted {code}"}, status=int(code), headers=headers)
