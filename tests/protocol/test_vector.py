@@ -15,7 +15,16 @@ from flk_fast.protocol.signing import HmacSigner, canonical_payload
 
 from .conftest import KEY, VECTOR_BYTES
 
-SIGNED = ("pcs_id", "merkle_root", "epoch", "shard_id", "D_hat", "coh_star", "r", "budget")
+SIGNED = (
+    "pcs_id",
+    "merkle_root",
+    "epoch",
+    "shard_id",
+    "D_hat",
+    "coh_star",
+    "r",
+    "budget",
+)
 
 
 def _ring() -> Keyring:
@@ -71,7 +80,10 @@ def test_changing_a_signed_field_breaks_the_signature(
         ("seed", 43),
         ("v_star", [1.0, 0.0, 0.0]),
         ("regime", "sticky"),
-        ("ft", {"outbox_seq": 9, "degraded": True, "fallbacks": ["x"], "clock_skew_ms": 5}),
+        (
+            "ft",
+            {"outbox_seq": 9, "degraded": True, "fallbacks": ["x"], "clock_skew_ms": 5},
+        ),
         ("N_j", {"2": 6, "4": 10, "8": 13, "16": 15}),
         ("scales", [2, 4, 8]),
     ],

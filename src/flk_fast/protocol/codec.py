@@ -57,7 +57,13 @@ def decode_pcs(body: bytes | bytearray | memoryview | str) -> PCS:
     """
     try:
         pcs = _DECODER.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+    # msgspec reports bad UTF-8 inside a string as UnicodeDecodeError.
+    except (
+        msgspec.ValidationError,
+        msgspec.DecodeError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
         raise _explain(body, exc) from None
     _check_beyond_schema(pcs)
     return pcs
@@ -136,7 +142,7 @@ def _plain_json(body: Any) -> Any:
         raise PCSValidationError("body", "JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise PCSValidationError(
-            "body", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            "body", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
 
 
