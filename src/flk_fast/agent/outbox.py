@@ -1,0 +1,338 @@
+"""The agent's durable outbox and dead-letter queue, on two LMDB WALs.
+
+Layout of a data directory::
+
+    DIR/outbox/     LmdbWal: one record per PCS (encoded JSON, signed), acked once
+                    the server answered 200/202 or once the record went to the DLQ
+    DIR/dlq/        LmdbWal: one DeadLetter record per PCS that cannot be delivered;
+                    "acked" there means dropped by an operator or requeued
+    DIR/agent.lock  held (flock) by the one process that sends from this directory
+
+Exactly-once summarising. A PCS is appended *together with* the input checkpoint (how
+far the input has been summarised) and the next epoch of its shard, in one LMDB
+transaction. After any crash, kill -9 included, either both are on disk or neither is:
+a restart resumes reading right after the last window that has a PCS in the outbox and
+numbers the next window with the next epoch, so it never builds a second PCS for
+events already summarised and never reuses an epoch.
+
+At-least-once delivery. A record stays pending until acked; every start-up resends
+everything pending. The server deduplicates on ``pcs_id`` so a resend after a lost
+answer is judged once.
+
+``ft.outbox_seq`` is stamped at send time (see :func:`stamp`): the seq is only known
+once the append committed, and ``ft`` is outside the signed subset (SPEC §3), so the
+stored bytes stay as signed and each send carries its seq, attempt and ``sent_at``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from flk_fast.errors import ConfigError, StorageError
+from flk_fast.protocol.codec import decode_pcs, encode_pcs
+from flk_fast.protocol.pcs import PCS
+from flk_fast.storage.base import WalRecord
+from flk_fast.storage.wal_lmdb import LmdbWal
+
+__all__ = [
+    "AgentState",
+    "Checkpoint",
+    "DeadLetter",
+    "Outbox",
+    "OutboxBusyError",
+    "OutboxStatus",
+    "fingerprint",
+    "stamp",
+    "utc_now",
+]
+
+_STATE = b"agent-state"  # -> AgentState JSON: every input checkpoint and shard epoch
+_FROM = b"from-outbox:"  # (DLQ meta) + outbox seq -> b"1": dead-lettered already
+#: Bytes of input hashed into a checkpoint's fingerprint: enough to notice that a file
+#: was replaced or rewritten, cheap to recompute on every start.
+FINGERPRINT_BYTES = 4096
+
+
+class OutboxBusyError(StorageError):
+    """Another process holds this data directory (an agent is running on it)."""
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """How far one input has been summarised.
+
+    ``offset`` is the byte offset just after the last event of the last window that
+    has a PCS (0 for sources that cannot seek, such as stdin), ``line`` the 1-based
+    line number of that event, ``events`` the events summarised so far and
+    ``fingerprint`` the hash of the input's first bytes (see :func:`fingerprint`).
+    """
+
+    offset: int = 0
+    line: int = 0
+    events: int = 0
+    fingerprint: str = ""
+    windows: int = 0
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A PCS that could not be delivered, with why."""
+
+    outbox_seq: int
+    pcs_id: str
+    shard_id: str
+    epoch: int
+    status: int | None
+    reason: str
+    attempts: int
+    dead_at: float
+    response: str
+    pcs: msgspec.Raw
+    dlq_seq: int = 0  # filled in when read back
+
+    def body(self) -> bytes:
+        """The PCS bytes as they sat in the outbox."""
+        raw = bytes(self.pcs)
+        # A body that was not JSON is kept as a JSON string (see Outbox.dead_letter).
+        return msgspec.json.decode(raw).encode() if raw.startswith(b'"') else raw
+
+
+class AgentState(msgspec.Struct):
+    """Everything an agent needs to resume, stored as one meta value so that it is
+    replaced atomically with each append. Small: one entry per input and per shard."""
+
+    checkpoints: dict[str, Checkpoint] = msgspec.field(default_factory=dict)
+    epochs: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    pending: int
+    acked: int
+    first_pending: int | None
+    dead_letters: int
+    disk_bytes: int
+    checkpoints: dict[str, Checkpoint]
+    epochs: dict[str, int]
+
+
+def fingerprint(head: bytes) -> str:
+    """Identity of an input from its first ``FINGERPRINT_BYTES`` bytes."""
+    return hashlib.sha256(head[:FINGERPRINT_BYTES]).hexdigest()
+
+
+def utc_now(clock: float | None = None) -> str:
+    """RFC 3339 UTC with second precision, like the reference vector."""
+    t = time.time() if clock is None else clock
+    return _dt.datetime.fromtimestamp(int(t), _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp(pcs: PCS, *, outbox_seq: int, attempt: int, sent_at: str) -> bytes:
+    """The wire bytes of one send: the stored PCS with this send's unsigned fields."""
+    ft = msgspec.structs.replace(pcs.ft, outbox_seq=outbox_seq)
+    return encode_pcs(msgspec.structs.replace(pcs, attempt=attempt, sent_at=sent_at, ft=ft))
+
+
+_state_encoder = msgspec.json.Encoder()
+_state_decoder = msgspec.json.Decoder(AgentState)
+_dl_encoder = msgspec.json.Encoder()
+_dl_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+class Outbox:
+    """Outbox + DLQ of one data directory.
+
+    Parameters
+    ----------
+    data_dir : path
+        Created if missing.
+    sync : bool
+        fsync each commit (default). ``False`` survives a process crash but not a
+        machine crash.
+    lock : bool
+        Take the directory's exclusive lock (the sending agent does; read-only
+        inspection such as ``flk outbox status`` does not).
+    """
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, sync: bool = True, lock: bool = False
+    ) -> None:
+        self.dir = Path(data_dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--data-dir {self.dir}: {exc.strerror}") from None
+        self._lock_fd: int | None = None
+        if lock:
+            self.acquire_lock()
+        self.wal = LmdbWal(self.dir / "outbox", sync=sync)
+        self.dlq = LmdbWal(self.dir / "dlq", sync=sync)
+        raw = self.wal.get_meta(_STATE)
+        self._state = AgentState() if raw is None else _state_decoder.decode(raw)
+        self._pending_state = self._state
+
+    # -- process lock ------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        """Hold the directory for this process. The kernel drops an flock when the
+        process dies, kill -9 included, so a crash never leaves a stale lock."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutboxBusyError(
+                f"{self.dir} is in use by another agent process (agent.lock is held)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        self.wal.close()
+        self.dlq.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- state kept beside the records ---------------------------------------------------
+    def checkpoint(self, source_id: str) -> Checkpoint | None:
+        return self._state.checkpoints.get(source_id)
+
+    def next_epoch(self, shard_id: str, default: int) -> int:
+        return max(default, self._state.epochs.get(shard_id, default))
+
+    # -- writes --------------------------------------------------------------------------
+    def _state_meta(
+        self, shard_id: str | None, next_epoch: int | None,
+        source_id: str | None, checkpoint: Checkpoint | None,
+    ) -> dict[bytes, bytes]:
+        state = AgentState(dict(self._state.checkpoints), dict(self._state.epochs))
+        if shard_id is not None and next_epoch is not None:
+            state.epochs[shard_id] = next_epoch
+        if source_id is not None and checkpoint is not None:
+            state.checkpoints[source_id] = checkpoint
+        self._pending_state = state
+        return {_STATE: _state_encoder.encode(state)}
+
+    def append(
+        self,
+        pcs_bodies: Sequence[bytes],
+        *,
+        shard_id: str,
+        next_epoch: int,
+        source_id: str | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> list[int]:
+        """Durably append PCS bodies with the shard's next epoch and the input
+        checkpoint, in one transaction (one fsync). Returns their seqs."""
+        meta = self._state_meta(shard_id, next_epoch, source_id, checkpoint)
+        seqs = self.wal.append_many(list(pcs_bodies), meta)
+        # Only a committed state becomes the in-memory one.
+        self._state = self._pending_state
+        return seqs
+
+    def save_checkpoint(self, source_id: str, checkpoint: Checkpoint) -> None:
+        """Record progress without a PCS (e.g. malformed lines skipped at the end)."""
+        meta = self._state_meta(None, None, source_id, checkpoint)
+        self.wal.append_many([], meta)
+        self._state = self._pending_state
+
+    def ack(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            self.wal.ack_many(list(seqs))
+
+    def dead_letter(self, seq: int, body: bytes, *, status: int | None, reason: str,
+                    attempts: int, response: bytes = b"") -> None:
+        """Move outbox record ``seq`` to the DLQ (DLQ append first, then outbox ack).
+
+        A crash between the two leaves the record pending in the outbox; the DLQ's
+        ``from-outbox`` marker makes the second dead-lettering a no-op, so the DLQ never
+        holds the same record twice.
+        """
+        marker = _FROM + str(seq).encode()
+        if self.dlq.get_meta(marker) is None:
+            try:
+                pcs = decode_pcs(body)
+                pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
+                raw = msgspec.Raw(body)
+            except Exception:  # noqa: BLE001 - a DLQ must take even an undecodable body
+                pcs_id, shard, epoch = "", "", -1
+                raw = msgspec.Raw(msgspec.json.encode(body.decode("utf-8", "replace")))
+            letter = DeadLetter(
+                outbox_seq=seq, pcs_id=pcs_id, shard_id=shard, epoch=epoch, status=status,
+                reason=reason, attempts=attempts, dead_at=time.time(),
+                response=response.decode("utf-8", "replace"), pcs=raw,
+            )
+            self.dlq.append(_dl_encoder.encode(letter), meta={marker: b"1"})
+        self.wal.ack(seq)
+
+    # -- reads ---------------------------------------------------------------------------
+    def pending(self) -> Iterator[WalRecord]:
+        return self.wal.pending()
+
+    def dead_letters(self, *, include_dropped: bool = False) -> list[DeadLetter]:
+        out = []
+        for rec in self.dlq.replay(include_acked=include_dropped):
+            letter = _dl_decoder.decode(rec.data)
+            out.append(msgspec.structs.replace(letter, dlq_seq=rec.seq))
+        return out
+
+    def _select(self, seqs: Iterable[int] | None) -> list[DeadLetter]:
+        letters = self.dead_letters()
+        if seqs is None:
+            return letters
+        wanted = set(seqs)
+        chosen = [d for d in letters if d.dlq_seq in wanted]
+        missing = wanted - {d.dlq_seq for d in chosen}
+        if missing:
+            raise ConfigError(f"no pending dead letter with seq {sorted(missing)}")
+        return chosen
+
+    def dlq_retry(self, seqs: Iterable[int] | None = None) -> list[int]:
+        """Requeue dead letters (all when ``seqs`` is None) into the outbox; the next
+        delivery round sends them again. Returns the new outbox seqs."""
+        chosen = self._select(seqs)
+        new: list[int] = []
+        for d in chosen:
+            # Outbox append first: a crash before the DLQ ack leaves the record in both,
+            # and a duplicate send is absorbed by the server's dedup.
+            new.extend(self.wal.append_many([d.body()]))
+            self.dlq.ack(d.dlq_seq)
+        return new
+
+    def dlq_drop(self, seqs: Iterable[int] | None = None) -> int:
+        """Drop dead letters for good (compaction deletes them later)."""
+        chosen = self._select(seqs)
+        self.dlq.ack_many([d.dlq_seq for d in chosen])
+        return len(chosen)
+
+    def compact(self, older_than_s: float) -> tuple[int, int]:
+        """Delete acked outbox records and dropped dead letters older than the horizon."""
+        return self.wal.compact(older_than_s), self.dlq.compact(older_than_s)
+
+    def status(self) -> OutboxStatus:
+        st = self.wal.stats()
+        dl = self.dlq.stats()
+        first = next(iter(self.wal.pending()), None)
+        return OutboxStatus(
+            pending=st.pending, acked=st.acked,
+            first_pending=None if first is None else first.seq,
+            dead_letters=dl.pending,
+            disk_bytes=st.disk_bytes + dl.disk_bytes,
+            checkpoints=dict(self._state.checkpoints), epochs=dict(self._state.epochs),
+        )
