@@ -54,6 +54,14 @@ def _num(x: float) -> str:
     return float.__repr__(round(float(x), 9))
 
 
+def _json_str(s: str) -> str:
+    # Plain printable ASCII without quote or backslash is its own JSON text; anything
+    # else goes through the json encoder (ensure_ascii escaping, as SPEC §3 asks).
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return f'"{s}"'
+    return _dumps_str(s)
+
+
 def canonical_payload(pcs: PCS) -> bytes:
     """The signed bytes of SPEC §3: 8 fields, keys sorted, no spaces, ASCII-only.
 
@@ -63,8 +71,8 @@ def canonical_payload(pcs: PCS) -> bytes:
     return (
         f'{{"D_hat":{_num(pcs.D_hat)},"budget":{_num(pcs.budget)},'
         f'"coh_star":{_num(pcs.coh_star)},"epoch":{pcs.epoch},'
-        f'"merkle_root":{_dumps_str(pcs.merkle_root)},"pcs_id":{_dumps_str(pcs.pcs_id)},'
-        f'"r":{_num(pcs.r)},"shard_id":{_dumps_str(pcs.shard_id)}}}'
+        f'"merkle_root":{_json_str(pcs.merkle_root)},"pcs_id":{_json_str(pcs.pcs_id)},'
+        f'"r":{_num(pcs.r)},"shard_id":{_json_str(pcs.shard_id)}}}'
     ).encode("ascii")
 
 
