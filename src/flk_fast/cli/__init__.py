@@ -38,8 +38,10 @@ def version_text() -> str:
     lines = [
         f"flk_fast {__version__}",
         f"python {sys.version.split()[0]}",
-        "compiled kernels: " + (", ".join(compiled) if compiled else "none (pure build)"),
-        "numba: " + ("installed" if importlib.util.find_spec("numba") else "not installed"),
+        "compiled kernels: "
+        + (", ".join(compiled) if compiled else "none (pure build)"),
+        "numba: "
+        + ("installed" if importlib.util.find_spec("numba") else "not installed"),
     ]
     env = settings()
     if env:
@@ -49,8 +51,12 @@ def version_text() -> str:
 
 class _VersionAction(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kw: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="show version, compiled "
-                         "kernels and FLK_FAST_* settings, then exit")
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            help="show version, compiled kernels and FLK_FAST_* settings, then exit",
+        )
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
         print(version_text())

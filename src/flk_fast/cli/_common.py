@@ -9,7 +9,9 @@ from typing import Any
 __all__ = ["add_command", "fail"]
 
 
-def add_command(sub: Any, name: str, *, help: str, examples: str) -> argparse.ArgumentParser:
+def add_command(
+    sub: Any, name: str, *, help: str, examples: str
+) -> argparse.ArgumentParser:
     """Add a subcommand whose --help ends with an Examples section."""
     return sub.add_parser(  # type: ignore[no-any-return]
         name,
