@@ -1,0 +1,211 @@
+"""``make_app(cfg)``: the ingest application, built without side effects.
+
+Nothing is opened, bound or started by :func:`make_app`; the stores are opened by the
+app's cleanup context when a runner starts it, and closed (after a drain) when the
+runner cleans it up. Replay of the inbox WAL runs in the background after start-up, so
+the port answers at once: ``/health`` 200, ``/ready`` and submissions 503 + Retry-After
+until the stores are open and the replay is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from flk_fast.metrics import ServerMetrics
+
+from .config import ServerConfig
+from .handlers import IngestService
+from .keys import KeyStore
+from .middleware import make_middleware
+from .ratelimit import RateLimiter
+
+__all__ = ["SERVICE", "SUBMIT_PATH", "make_app", "openapi_document"]
+
+log = logging.getLogger("flk_fast.server")
+
+SUBMIT_PATH = "/v1/pcs/submit"
+SERVICE: web.AppKey[IngestService] = web.AppKey("flk_service", IngestService)
+_REPLAY_CHUNK = 256
+
+
+@cache
+def openapi_document() -> bytes:
+    """The OpenAPI 3 document shipped in the package (``server/openapi.json``)."""
+    return resources.files(__package__).joinpath("openapi.json").read_bytes()
+
+
+def make_app(
+    cfg: ServerConfig,
+    *,
+    worker_index: int = 0,
+    num_workers: int = 1,
+    dedup: Any = None,
+    metrics: ServerMetrics | None = None,
+    keys: KeyStore | None = None,
+) -> web.Application:
+    """Build the application.
+
+    Parameters
+    ----------
+    cfg : ServerConfig
+    worker_index, num_workers : int
+        This process's place among ``--workers``: it owns the inbox WAL
+        ``DATA_DIR/inbox/w<index>``; worker 0 also replays WALs of workers that no
+        longer exist (the worker count went down since the last run).
+    dedup : DedupStore, optional
+        An already-open store to use instead of opening ``cfg.dedup_url`` (tests). It is
+        closed with the app all the same.
+    metrics, keys : optional
+        Injected collaborators (tests); built from ``cfg`` otherwise.
+
+    Raises
+    ------
+    ConfigError, KeyLoadError
+        The keys cannot be loaded (checked here so that a bad key fails fast).
+    """
+    metrics = metrics or ServerMetrics()
+    keys = keys or KeyStore(cfg)
+    share = max(1, num_workers)
+    limiter = RateLimiter(
+        cfg.rate_limit / share,
+        max(1, cfg.rate_burst // share) if cfg.rate_burst else 0,
+        cfg.tenant_rate_limit / share,
+        max(1, cfg.tenant_rate_burst // share) if cfg.tenant_rate_burst else 0,
+    )
+    service = IngestService(cfg, keys, metrics, limiter)
+    # client_max_size makes request.read() refuse bodies that outgrow the limit while
+    # streaming (chunked, or a lying Content-Length).
+    app = web.Application(
+        client_max_size=cfg.max_body,
+        middlewares=[make_middleware(metrics, access=cfg.access_log)],
+    )
+    app[SERVICE] = service
+    app.router.add_route("*", SUBMIT_PATH, service.submit)
+    app.router.add_get("/health", service.health)
+    app.router.add_get("/ready", service.ready_check)
+    app.router.add_get("/metrics", service.metrics_page)
+    app.router.add_get("/openapi.json", _openapi)
+    app.cleanup_ctx.append(
+        _lifecycle(cfg, service, worker_index, max(1, num_workers), dedup)
+    )
+    return app
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi_document(),
+                        headers={"Content-Type": "application/json"})
+
+
+def _inbox_dir(cfg: ServerConfig, index: int) -> Path:
+    return Path(cfg.data_dir) / "inbox" / f"w{index}"
+
+
+def _lifecycle(
+    cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from flk_fast.storage.aio import AsyncWal
+        from flk_fast.storage.wal_lmdb import LmdbWal
+
+        wal = LmdbWal(_inbox_dir(cfg, index), sync=cfg.wal_sync, rotate_daily=True,
+                      retention_days=14)
+        service.wal = AsyncWal(wal)
+        task = asyncio.get_running_loop().create_task(
+            _bring_up(cfg, service, index, workers, dedup)
+        )
+        try:
+            yield
+        finally:
+            service.ready = False
+            service.loading_reason = "shutting down"
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await service.drain(cfg.drain_timeout_s)
+            await _maybe_await(service.wal.close())
+            if service.dedup is not None:
+                await service.dedup.close()
+
+    return ctx
+
+
+async def _maybe_await(x: Any) -> Any:
+    return await x if inspect.isawaitable(x) else x
+
+
+async def _bring_up(
+    cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
+) -> None:
+    """Open the dedup store (retrying while it is down), replay, then go ready."""
+    from flk_fast.errors import DedupUnavailableError, StorageError
+
+    delay = 0.2
+    while True:
+        try:
+            if service.dedup is None:
+                service.loading_reason = "opening dedup store"
+                if dedup is None:
+                    from flk_fast.storage import open_dedup
+
+                    dedup = await _maybe_await(open_dedup(cfg.dedup_url))
+                service.dedup = dedup
+            service.loading_reason = "replaying inbox WAL"
+            judged = await service.replay(_chunks(service.wal))
+            if index == 0:
+                judged += await _replay_orphans(cfg, service, workers)
+            break
+        except (DedupUnavailableError, StorageError, OSError) as exc:
+            log.warning("start-up waits for the dedup store: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    service.ready = True
+    service.loading_reason = ""
+    service.replayed_at_start = judged
+    log.info("replay done", extra={"replayed": judged})
+
+
+def _chunks(wal: Any) -> Callable[[], Any]:
+    """Pull unacked records in chunks from an ``AsyncWal`` (reads run on its writer
+    thread, each chunk in its own short read transaction)."""
+    pos = 0
+
+    async def next_chunk() -> list[tuple[int, bytes]]:
+        nonlocal pos
+        recs = await wal.pending(_REPLAY_CHUNK, pos)
+        if recs:
+            pos = recs[-1].seq + 1
+        return [(r.seq, r.data) for r in recs]
+
+    return next_chunk
+
+
+async def _replay_orphans(cfg: ServerConfig, service: IngestService, workers: int) -> int:
+    """Replay the WALs of worker indexes >= ``workers`` left by an earlier, wider run."""
+    from flk_fast.storage.aio import AsyncWal
+    from flk_fast.storage.wal_lmdb import LmdbWal
+
+    root = Path(cfg.data_dir) / "inbox"
+    if not root.is_dir():
+        return 0
+    judged = 0
+    for entry in sorted(os.listdir(root)):
+        if not (entry.startswith("w") and entry[1:].isdigit()) or int(entry[1:]) < workers:
+            continue
+        wal = LmdbWal(root / entry, sync=cfg.wal_sync, rotate_daily=True, retention_days=14)
+        own = service.wal
+        service.wal = AsyncWal(wal)  # acks of this replay go to the orphan WAL
+        try:
+            judged += await service.replay(_chunks(service.wal))
+        finally:
+            await _maybe_await(service.wal.close())
+            service.wal = own
+    return judged

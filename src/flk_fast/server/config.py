@@ -1,0 +1,250 @@
+"""Server configuration: CLI flags > ``FLK_*`` environment variables > TOML file > defaults.
+
+Every option is declared once in :data:`OPTIONS`; the CLI (``cli/serve.py``), the
+environment reader, the TOML reader and the table in ``docs/server.md`` all derive from
+it (a test checks that the docs table names every option).
+
+Secrets (the metrics password) are accepted from the environment or the TOML file only,
+never as a flag, because flags are visible to every user through ``ps``. ``repr`` of a
+:class:`ServerConfig` masks them, so logging a config never leaks a secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flk_fast.errors import ConfigError
+
+__all__ = ["OPTIONS", "Option", "ServerConfig", "load_config"]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration option. ``cli=False`` keeps a secret off the command line."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    cli: bool = True
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "FLK_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("config", str, "", "TOML file with any of these options (top level or a "
+           "[serve] table)"),
+    Option("host", str, "127.0.0.1", "address to bind"),
+    Option("port", int, 8080, "TCP port (0 picks a free one; the ready line says which)"),
+    Option("data_dir", str, "./flk-data", "directory of the inbox WAL (and the default "
+           "LMDB dedup store)"),
+    Option("dedup", str, "", "dedup store URL: lmdb:///path, memory://, redis://..., "
+           "postgresql://... (default lmdb://DATA_DIR/dedup)"),
+    Option("sign_alg", str, "hmac", "signature algorithm of the default key",
+           choices=("hmac", "ed25519", "none")),
+    Option("hmac_key_file", str, "", "file holding the HMAC key (else env "
+           "FLK_HMAC_KEY holds the key itself)"),
+    Option("ed25519_public_key_file", str, "", "PEM or raw 32-byte Ed25519 public key"),
+    Option("tenants_dir", str, "", "multi-tenant keys: DIR/<tenant>.hmac (HMAC key) or "
+           "DIR/<tenant>.pub (Ed25519 public key), chosen by X-Tenant-Id; reloaded on "
+           "SIGHUP"),
+    Option("workers", int, 1, "worker processes sharing the port (SO_REUSEPORT)"),
+    Option("tls_cert", str, "", "TLS certificate chain (PEM); enables HTTPS"),
+    Option("tls_key", str, "", "TLS private key (PEM)"),
+    Option("tls_client_ca", str, "", "CA bundle; when set, clients must present a "
+           "certificate it signed (mTLS)"),
+    Option("max_body", int, 1 << 20, "largest accepted body in bytes (413 above)"),
+    Option("rate_limit", float, 0.0, "global token bucket, requests per second (0 = off)"),
+    Option("rate_burst", int, 0, "global bucket size (0 = one second of rate_limit)"),
+    Option("tenant_rate_limit", float, 0.0, "per-tenant token bucket, requests per "
+           "second (0 = off)"),
+    Option("tenant_rate_burst", int, 0, "per-tenant bucket size (0 = one second)"),
+    Option("dedup_ttl_s", int, 14 * 24 * 3600, "lifetime of a stored outcome"),
+    Option("wal_sync", bool, True, "fsync the inbox WAL (off only for experiments)"),
+    Option("retry_after_s", int, 1, "Retry-After seconds on 503"),
+    Option("drain_timeout_s", float, 10.0, "SIGTERM: seconds to drain in-flight requests"),
+    Option("metrics_user", str, "", "Basic Auth user for /metrics (off when empty)"),
+    Option("metrics_password", str, "", "Basic Auth password for /metrics",
+           cli=False, secret=True),
+    Option("access_log", bool, False, "one JSON log line per request"),
+    Option("log_level", str, "info", "log level",
+           choices=("debug", "info", "warning", "error")),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Resolved configuration of ``flk serve``. Field names are the option names."""
+
+    config: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./flk-data"
+    dedup: str = ""
+    sign_alg: str = "hmac"
+    hmac_key_file: str = ""
+    ed25519_public_key_file: str = ""
+    tenants_dir: str = ""
+    workers: int = 1
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    max_body: int = 1 << 20
+    rate_limit: float = 0.0
+    rate_burst: int = 0
+    tenant_rate_limit: float = 0.0
+    tenant_rate_burst: int = 0
+    dedup_ttl_s: int = 14 * 24 * 3600
+    wal_sync: bool = True
+    retry_after_s: int = 1
+    drain_timeout_s: float = 10.0
+    metrics_user: str = ""
+    metrics_password: str = dataclasses.field(default="", repr=False)
+    access_log: bool = False
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for opt in OPTIONS:
+            value = getattr(self, opt.name)
+            if opt.choices and value not in opt.choices:
+                raise ConfigError(f"{opt.flag}: {value!r} is not one of "
+                                  f"{', '.join(opt.choices)}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port: {self.port} is not a TCP port")
+        if self.workers < 1:
+            raise ConfigError("--workers: must be >= 1")
+        if self.max_body < 1:
+            raise ConfigError("--max-body: must be >= 1")
+        if self.rate_limit < 0 or self.tenant_rate_limit < 0:
+            raise ConfigError("--rate-limit/--tenant-rate-limit: must be >= 0")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("--tls-client-ca needs --tls-cert/--tls-key")
+        if self.metrics_user and not self.metrics_password:
+            raise ConfigError("--metrics-user needs FLK_METRICS_PASSWORD")
+        if self.dedup_ttl_s < 1:
+            raise ConfigError("--dedup-ttl-s: must be >= 1")
+
+    @property
+    def dedup_url(self) -> str:
+        """The dedup URL, defaulting to an LMDB store inside the data directory."""
+        if self.dedup:
+            return self.dedup
+        return "lmdb://" + os.path.join(os.path.abspath(self.data_dir), "dedup")
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+    def public(self) -> dict[str, Any]:
+        """The options safe to log: secrets shown only as set / not set."""
+        out: dict[str, Any] = {}
+        for opt in OPTIONS:
+            value = getattr(self, opt.name)
+            out[opt.name] = ("<set>" if value else "") if opt.secret else value
+        out["dedup"] = _mask_url(self.dedup_url)
+        return out
+
+
+def _mask_url(url: str) -> str:
+    """Hide a password inside a URL (redis://:pw@host, postgresql://u:pw@host)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    creds, _, host = rest.partition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+def _coerce(opt: Option, value: Any, source: str) -> Any:
+    try:
+        if opt.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(text)
+        if opt.type is int:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError(value)
+            return int(value)
+        if opt.type is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{opt.name} (from {source}): {value!r} is not a valid {opt.type.__name__}"
+        ) from None
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+    table = data.get("serve", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"--config: [serve] in {path} is not a table")
+    out = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in _BY_NAME or name == "config":
+            raise ConfigError(f"--config: unknown option {key!r} in {path}")
+        out[name] = value
+    return out
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Resolve the configuration. ``cli`` maps option names to values, ``None`` meaning
+    "flag not given"; ``env`` defaults to ``os.environ``.
+
+    Raises
+    ------
+    ConfigError
+        A value is malformed or inconsistent; the message names the option.
+    """
+    cli = {k: v for k, v in (cli or {}).items() if v is not None and k in _BY_NAME}
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    config_path = cli.get("config") or env.get("FLK_CONFIG", "")
+    if config_path:
+        for name, value in _read_toml(config_path).items():
+            values[name] = _coerce(_BY_NAME[name], value, config_path)
+        values["config"] = config_path
+    for opt in OPTIONS:
+        if opt.env in env and opt.name != "config":
+            values[opt.name] = _coerce(opt, env[opt.env], opt.env)
+    for name, value in cli.items():
+        opt = _BY_NAME[name]
+        if not opt.cli:
+            raise ConfigError(f"{name} is not accepted on the command line; use {opt.env}")
+        values[name] = _coerce(opt, value, opt.flag)
+    return ServerConfig(**values)

@@ -1,0 +1,337 @@
+"""Request handlers: the SPEC §7 ingest pipeline, replay, health, readiness, metrics.
+
+The order of ``POST /v1/pcs/submit`` (SPEC §7):
+
+0. Cheap refusals that need no body: 405, 415, 413 from ``Content-Length``, 401 for an
+   unknown ``X-Tenant-Id``, 429, 503 while loading. None of them can ever be judged,
+   so they are not logged to the WAL (which also keeps floods off the disk).
+1. Read the body (413 if it outgrows ``max_body`` while streaming) and append it to the
+   inbox WAL; the append returns only once the record is fsynced (group commit in
+   ``storage.aio``). From here the request is never lost.
+2. Parse and shape-check → 400 naming the field.
+3. Signature → 401; never cached, never written to dedup.
+4. Dedup lookup: a hit returns the stored status and body, byte for byte.
+5. Verify (SPEC §6), store ``status + body`` first-write-wins, answer with the winner
+   (a concurrent twin on another process may have won; both then answer the same bytes).
+6. Ack the WAL record (batched, off the response path): a record is acked once its fate
+   is final (400, 401, or an outcome in dedup). Unacked records are re-judged by
+   :meth:`IngestService.replay` at start-up; re-judging is idempotent because step 4
+   finds an already-stored outcome.
+
+Stored dedup values are ``b"200"`` or ``b"202"`` followed by the exact response body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from flk_fast.errors import DedupUnavailableError, PCSValidationError, SignatureError
+from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from flk_fast.protocol.codec import decode_pcs
+from flk_fast.protocol.verify import VerifyParams, verify_pcs
+
+from .config import ServerConfig
+from .keys import TENANT_RE, KeyStore, UnknownTenantError
+from .ratelimit import RateLimiter
+
+__all__ = [
+    "IngestService",
+    "frame_record",
+    "json_error",
+    "split_outcome",
+    "unframe_record",
+]
+
+log = logging.getLogger("flk_fast.server")
+
+_JSON = "application/json"
+_JSON_HEADERS = {"Content-Type": _JSON}
+_ENC = msgspec.json.Encoder()
+
+
+def json_error(status: int, error: str, headers: dict[str, str] | None = None,
+               **fields: Any) -> web.Response:
+    """A JSON error response ``{"error": ..., **fields}``."""
+    body = _ENC.encode({"error": error, **fields})
+    h = dict(_JSON_HEADERS)
+    if headers:
+        h.update(headers)
+    return web.Response(status=status, body=body, headers=h)
+
+
+def frame_record(tenant: str, body: bytes) -> bytes:
+    """WAL payload: ``u8 len(tenant) | tenant | body``, so replay knows whose key to use."""
+    t = tenant.encode("ascii")  # TENANT_RE admits only ASCII
+    return bytes((len(t),)) + t + body
+
+
+def unframe_record(data: bytes) -> tuple[str, bytes]:
+    n = data[0]
+    return data[1 : 1 + n].decode("ascii"), data[1 + n :]
+
+
+def split_outcome(stored: bytes) -> tuple[int, bytes]:
+    """``b"202{...}"`` → ``(202, b"{...}")``."""
+    return int(stored[:3]), stored[3:]
+
+
+class _Outcome(Exception):
+    """A final answer other than a verdict (400, 401): carries status and body."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+
+class IngestService:
+    """Owns the pipeline's collaborators; the app's handlers are its bound methods.
+
+    ``wal`` is an ``AsyncWal``-like object (``append``, ``ack_many``) or None while it is
+    being opened; ``dedup`` a ``DedupStore``. Both are set by the app's start-up hook.
+    """
+
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        keys: KeyStore,
+        metrics: ServerMetrics,
+        limiter: RateLimiter,
+        params: VerifyParams | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.keys = keys
+        self.metrics = metrics
+        self.limiter = limiter
+        self.params = params or VerifyParams()
+        self.wal: Any = None
+        self.dedup: Any = None
+        self.ready = False
+        self.loading_reason = "starting"
+        self.replayed_at_start = 0
+        self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
+        self._max_body = cfg.max_body
+        self._ttl = cfg.dedup_ttl_s
+        self._acks: list[int] = []
+        self._ack_task: asyncio.Task[None] | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+
+    # ------------------------------------------------------------------ judging
+    async def judge(self, tenant: str, body: bytes) -> tuple[int, bytes]:
+        """Steps 2-5 for one body. Returns ``(status, response body)``.
+
+        Raises ``DedupUnavailableError`` (→ 503; the WAL record stays unacked) and
+        ``UnknownTenantError`` (a tenant removed by a key reload; → 401).
+        """
+        m = self.metrics
+        try:
+            pcs = decode_pcs(body)
+        except PCSValidationError as exc:
+            m.invalid.inc()
+            raise _Outcome(400, _ENC.encode(
+                {"error": "invalid_pcs", "field": exc.field, "rule": exc.rule}
+            )) from None
+        ring = self.keys.keyring_for(tenant)
+        if ring is not None:
+            try:
+                ring.verify(pcs)
+            except SignatureError as exc:
+                m.signature_errors.inc()
+                raise _Outcome(401, _ENC.encode(
+                    {"error": "signature", "detail": str(exc)}
+                )) from None
+        key = pcs.pcs_id
+        stored = await self.dedup.get(key)
+        if stored is not None:
+            m.dedup_hits.inc()
+            return split_outcome(stored)
+        result = verify_pcs(pcs, self.params)
+        status = 200 if result.accepted and not result.escalated else 202
+        value = (b"200" if status == 200 else b"202") + result.to_json()
+        winner, inserted = await self.dedup.put_if_absent(key, value, self._ttl)
+        if inserted:
+            if result.accepted:
+                m.accepted.inc()
+            if result.escalated:
+                m.escalated.inc()
+        else:
+            # A concurrent twin (this or another process) stored first: answer its bytes.
+            m.dedup_hits.inc()
+        return split_outcome(winner)
+
+    # ------------------------------------------------------------------ handlers
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            return json_error(405, "method_not_allowed", {"Allow": "POST"})
+        headers = request.headers
+        ctype = headers.get("Content-Type")
+        if ctype != _JSON and request.content_type != _JSON:
+            return json_error(415, "unsupported_media_type", expected=_JSON)
+        clen = request.content_length
+        if clen is not None and clen > self._max_body:
+            return json_error(413, "body_too_large", limit=self._max_body)
+        tenant = headers.get("X-Tenant-Id", "")
+        if tenant and TENANT_RE.fullmatch(tenant) is None or not self.keys.known(tenant):
+            self.metrics.signature_errors.inc()
+            return json_error(401, "unknown_tenant")
+        if self.limiter.enabled:
+            wait = self.limiter.check(tenant)
+            if wait:
+                self.metrics.rate_limited.inc()
+                return json_error(429, "rate_limited", {"Retry-After": str(wait)})
+        if not self.ready:
+            return json_error(503, "unavailable", self._retry_after,
+                              detail=self.loading_reason)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, "body_too_large", limit=self._max_body)
+        self._inflight += 1
+        try:
+            return await self._ingest(tenant, body)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    async def _ingest(self, tenant: str, body: bytes) -> web.Response:
+        m = self.metrics
+        try:
+            seq = await self.wal.append(frame_record(tenant, body))
+        except Exception:
+            m.wal_errors.inc()
+            log.exception("inbox WAL append failed")
+            return json_error(503, "wal_unavailable", self._retry_after)
+        m.ingest.inc()
+        try:
+            status, out = await self.judge(tenant, body)
+        except _Outcome as o:
+            self._ack(seq)
+            return web.Response(status=o.status, body=o.body, headers=_JSON_HEADERS)
+        except UnknownTenantError:
+            self._ack(seq)
+            m.signature_errors.inc()
+            return json_error(401, "unknown_tenant")
+        except DedupUnavailableError as exc:
+            m.dedup_errors.inc()
+            log.warning("dedup store unavailable: %s", exc)
+            return json_error(503, "dedup_unavailable", self._retry_after)
+        self._ack(seq)
+        return web.Response(status=status, body=out, headers=_JSON_HEADERS)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def ready_check(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return json_error(503, "not_ready", self._retry_after,
+                              detail=self.loading_reason)
+        try:
+            await asyncio.wait_for(self.dedup.ping(), 2.0)
+        except (DedupUnavailableError, TimeoutError, OSError) as exc:
+            return json_error(503, "not_ready", self._retry_after,
+                              detail=f"dedup: {type(exc).__name__}")
+        return web.Response(body=b'{"status":"ready"}', headers=_JSON_HEADERS)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        user = self.cfg.metrics_user
+        if user and not _basic_auth_ok(request, user, self.cfg.metrics_password):
+            return web.Response(status=401, text="authentication required",
+                                headers={"WWW-Authenticate": 'Basic realm="metrics"'})
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # ------------------------------------------------------------------ WAL acks
+    def _ack(self, seq: int) -> None:
+        # Acks only shorten the next replay, so they are batched into one transaction
+        # per burst instead of one write per request, and nobody waits for them.
+        self._acks.append(seq)
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            batch, self._acks = self._acks, []
+            try:
+                await self.wal.ack_many(batch)
+            except Exception:
+                # Unacked records are only re-judged at the next start: harmless.
+                self.metrics.wal_errors.inc()
+                log.exception("inbox WAL ack failed (%d records)", len(batch))
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for in-flight pipelines (bounded) and for the last acks."""
+        deadline = time.monotonic() + timeout
+        while self._inflight and time.monotonic() < deadline:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        if self._ack_task is not None:
+            await asyncio.wait({self._ack_task}, timeout=max(0.1, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ replay
+    async def replay(
+        self,
+        records: Callable[[], Awaitable[list[tuple[int, bytes]]]],
+        concurrency: int = 64,
+    ) -> int:
+        """Re-judge unacked WAL records; ``records()`` yields the next chunk (empty at
+        the end). Returns how many were judged to a final state."""
+        judged = 0
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(seq: int, data: bytes) -> None:
+            nonlocal judged
+            async with sem:
+                try:
+                    tenant, body = unframe_record(data)
+                except (IndexError, UnicodeDecodeError):
+                    self._ack(seq)  # not our framing: can never be judged
+                    return
+                try:
+                    await self.judge(tenant, body)
+                except (_Outcome, UnknownTenantError):
+                    pass
+                except DedupUnavailableError:
+                    raise
+                except Exception:
+                    # A bug must not block start-up forever; the record stays unacked
+                    # and is tried again at the next start.
+                    log.exception("replay of WAL record %d failed", seq)
+                    return
+                self._ack(seq)
+                self.metrics.replayed.inc()
+                judged += 1
+
+        while True:
+            chunk = await records()
+            if not chunk:
+                break
+            await asyncio.gather(*(one(s, d) for s, d in chunk))
+        await self.drain(5.0)
+        return judged
+
+
+def _basic_auth_ok(request: web.Request, user: str, password: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        got = base64.b64decode(token, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    expected = f"{user}:{password}".encode()
+    return hmac.compare_digest(got, expected)

@@ -1,0 +1,259 @@
+"""Run the server: uvloop, signals, TLS, the ready line, and ``--workers N``.
+
+One worker is one process with one event loop. ``--workers N`` starts N spawned worker
+processes that each bind the same port with ``SO_REUSEPORT`` (the kernel spreads
+connections over them); the supervisor holds one bound-but-not-listening socket on that
+port first, so ``--port 0`` still gives every worker the same port. Workers share the
+dedup store (one LMDB environment, or Redis/PostgreSQL) and write Prometheus values to a
+shared multiprocess directory; each has its own inbox WAL (``DATA_DIR/inbox/w<i>``), so
+a worker's replay never races another worker's live requests.
+
+Signals: SIGTERM/SIGINT drain (stop accepting, finish in-flight requests up to
+``drain_timeout_s``, flush acks, close stores); SIGHUP reloads the keys. The supervisor
+forwards both and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import ssl
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .config import ServerConfig
+
+__all__ = ["configure_logging", "serve", "ssl_context"]
+
+log = logging.getLogger("flk_fast.server")
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr for every logger of the process."""
+    from .middleware import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    if not cfg.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    if cfg.tls_client_ca:
+        ctx.load_verify_locations(cfg.tls_client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _warm_up() -> None:
+    """Compile/load the kernels before the first request pays for it."""
+    kernels = importlib.import_module("flk_fast.kernels")
+    fn = getattr(kernels, "warm_up", None)
+    if callable(fn):
+        fn()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # Windows: no uvloop, plain asyncio still works
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def serve(cfg: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    configure_logging(cfg.log_level)
+    if cfg.workers > 1:
+        return _supervise(cfg)
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(_serve(cfg, 0, 1, reuse_port=False, ready_conn=None))
+
+
+async def _serve(
+    cfg: ServerConfig, index: int, workers: int, *, reuse_port: bool,
+    ready_conn: Connection | None,
+) -> int:
+    from aiohttp import web
+
+    from .app import SERVICE, make_app
+
+    _warm_up()
+    app = make_app(cfg, worker_index=index, num_workers=workers)
+    service = app[SERVICE]
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=cfg.drain_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context(cfg),
+                       reuse_port=reuse_port or None, backlog=2048)
+    await site.start()
+    port = _bound_port(runner) or cfg.port
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def reload_keys() -> None:
+        try:
+            service.keys.reload()
+        except Exception as exc:  # keep serving with the old keys
+            log.error("key reload failed, old keys kept: %s", exc)
+        else:
+            log.info("keys reloaded", extra={"tenants": len(service.keys.tenant_names)})
+
+    loop.add_signal_handler(signal.SIGHUP, reload_keys)
+
+    while not service.ready and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.02)
+    if not stop.is_set():
+        info = {"host": cfg.host, "port": port, "pid": os.getpid(),
+                "tls": bool(cfg.tls_cert), "replayed": service.replayed_at_start}
+        if ready_conn is not None:
+            ready_conn.send(("ready", info))
+        else:
+            scheme = "https" if cfg.tls_cert else "http"
+            log.info(f"flk serve ready on {scheme}://{cfg.host}:{port}",
+                     extra={"event": "ready", **info, "workers": 1,
+                            "config": cfg.public()})
+    await stop.wait()
+    log.info("draining", extra={"event": "draining", "pid": os.getpid()})
+    # AppRunner.cleanup stops the listener first, then waits up to shutdown_timeout for
+    # in-flight handlers, then runs the app's cleanup context (drain acks, close stores).
+    await runner.cleanup()
+    log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
+    return 0
+
+
+def _bound_port(runner: Any) -> int | None:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return None
+
+
+# --------------------------------------------------------------------- workers
+def _worker_main(cfg: ServerConfig, index: int, workers: int, conn: Connection) -> None:
+    configure_logging(cfg.log_level)
+    # The supervisor handles Ctrl-C for the group; a worker stops on SIGTERM only.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        code = runner.run(_serve(cfg, index, workers, reuse_port=True, ready_conn=conn))
+    sys.exit(code)
+
+
+def _supervise(cfg: ServerConfig) -> int:
+    mp_dir = Path(cfg.data_dir).resolve() / "prometheus-mp"
+    # Stale files of a previous run would be summed into this run's counters.
+    shutil.rmtree(mp_dir, ignore_errors=True)
+    mp_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir)
+
+    # Reserve the port (and learn it, for --port 0): bound with SO_REUSEPORT but never
+    # listening, so the kernel hands connections only to the workers.
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((cfg.host, cfg.port))
+    port = holder.getsockname()[1]
+    wcfg = cfg.replace(port=port)
+
+    ctx = multiprocessing.get_context("spawn")
+    procs: dict[int, Any] = {}
+    conns: dict[int, Connection] = {}
+
+    def start(i: int) -> None:
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker_main, args=(wcfg, i, cfg.workers, child),
+                        name=f"flk-worker-{i}", daemon=False)
+        p.start()
+        child.close()
+        procs[i], conns[i] = p, parent
+
+    stopping = False
+    hup = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    def on_hup(signum: int, frame: Any) -> None:
+        nonlocal hup
+        hup = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    for i in range(cfg.workers):
+        start(i)
+    ready: set[int] = set()
+    announced = False
+    while not stopping:
+        for i, conn in list(conns.items()):
+            with contextlib.suppress(EOFError, OSError):
+                while conn.poll():
+                    msg = conn.recv()
+                    if msg[0] == "ready":
+                        ready.add(i)
+        if not announced and len(ready) == cfg.workers:
+            scheme = "https" if cfg.tls_cert else "http"
+            log.info(f"flk serve ready on {scheme}://{cfg.host}:{port}",
+                     extra={"event": "ready", "host": cfg.host, "port": port,
+                            "pid": os.getpid(), "workers": cfg.workers,
+                            "config": cfg.public()})
+            announced = True
+        if hup:
+            hup = False
+            for p in procs.values():
+                if p.is_alive() and p.pid:
+                    os.kill(p.pid, signal.SIGHUP)
+        for i, p in list(procs.items()):
+            if not p.is_alive() and not stopping:
+                log.error("worker %d (pid %s) exited with %s; restarting", i, p.pid,
+                          p.exitcode)
+                _mark_dead(p.pid)
+                ready.discard(i)
+                start(i)
+        time.sleep(0.05)
+
+    for p in procs.values():
+        if p.is_alive() and p.pid:
+            os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + cfg.drain_timeout_s + 5
+    for p in procs.values():
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            log.error("worker pid %s did not drain in time; killing", p.pid)
+            p.kill()
+            p.join()
+        _mark_dead(p.pid)
+    holder.close()
+    log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
+    return 0
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is None:
+        return
+    with contextlib.suppress(Exception):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
