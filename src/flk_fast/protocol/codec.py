@@ -76,7 +76,7 @@ def encode_pcs(pcs: PCS) -> bytes:
 
 def pcs_to_dict(pcs: PCS) -> dict[str, Any]:
     """The PCS as plain Python values (lists, dicts), fields in wire order."""
-    return msgspec.to_builtins(pcs)  # type: ignore[no-any-return]
+    return msgspec.to_builtins(pcs)
 
 
 def encode_pcs_pretty(pcs: PCS) -> str:

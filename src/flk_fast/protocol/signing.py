@@ -235,7 +235,8 @@ class Ed25519Signer:
 
 # -------------------------------------------------------------------- verifiers
 class VerificationKey(Protocol):
-    sig_len: int
+    @property
+    def sig_len(self) -> int: ...
 
     def matches(self, payload: bytes, sig: bytes) -> bool: ...
 
