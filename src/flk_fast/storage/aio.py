@@ -1,0 +1,308 @@
+"""Async facades over the LMDB stores, with group commit on one writer thread.
+
+LMDB binds a write transaction to the thread that began it, so every write of a store
+runs on one dedicated single-thread executor owned by its facade, never on the loop's
+default pool (py-lmdb 2.3.0 fixed exactly this bug in its own ``lmdb/aio.py``).
+
+Group commit: callers that ``await append(...)`` (or ``put_if_absent``) while a commit
+is in flight are queued; when the commit finishes, the whole queue goes down in ONE
+transaction and ONE fsync. No timer is involved, so a lone caller pays one fsync and
+nothing more, and under load the batch size adapts to the fsync latency. Every caller
+is answered only after the commit that holds its record returned, so ``append`` is as
+durable as ``LmdbWal.append``. ``group_commit=False`` gives one transaction per call
+(for benchmarks and comparison).
+
+A facade belongs to the event loop it is first used on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from flk_fast.errors import DedupUnavailableError, StorageError
+
+from .base import DEFAULT_TTL_S, DedupKey, WalRecord, WalStats
+from .dedup_lmdb import LmdbDedup
+from .wal_lmdb import LmdbWal
+
+__all__ = ["AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH"]
+
+#: Most records one group commit may carry; bigger queues are split.
+DEFAULT_MAX_BATCH = 4096
+_T = TypeVar("_T")
+
+
+class _GroupCommitter:
+    """Queue of (payload, future) drained in batches by ``commit`` on one thread."""
+
+    def __init__(self, name: str, commit: Callable[[list[Any]], list[Any]],
+                 max_batch: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._commit = commit
+        self._max_batch = max_batch
+        self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.batches = 0  # commits done, for stats and tests
+        self.items = 0
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` on the writer thread."""
+        if self.closed:
+            raise StorageError("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    def submit(self, item: Any) -> asyncio.Future[Any]:
+        if self.closed:
+            raise StorageError("store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((item, fut))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                try:
+                    results = await loop.run_in_executor(
+                        self.executor, self._commit, [item for item, _ in batch]
+                    )
+                except BaseException as exc:  # every waiter of the batch learns why
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                self.batches += 1
+                self.items += len(batch)
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():  # a cancelled caller: its record is still stored
+                        fut.set_result(result)
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
+        self.closed = True
+        self.executor.shutdown(wait=True)
+
+
+class AsyncWal:
+    """``await``-able ``LmdbWal`` whose concurrent appends share one commit and fsync.
+
+    Parameters
+    ----------
+    wal
+        The WAL to drive; the facade owns it from now on (``close`` closes it).
+    group_commit
+        Batch concurrent appends (default). ``False``: one transaction per append.
+    max_batch
+        Largest batch in one transaction.
+
+    Examples
+    --------
+    >>> import asyncio, tempfile
+    >>> async def demo():
+    ...     wal = AsyncWal(LmdbWal(tempfile.mkdtemp()))
+    ...     seqs = await asyncio.gather(*(wal.append(b"x%d" % i) for i in range(3)))
+    ...     await wal.close()
+    ...     return seqs
+    >>> asyncio.run(demo())
+    [1, 2, 3]
+    """
+
+    def __init__(self, wal: LmdbWal, *, group_commit: bool = True,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.wal = wal
+        self.group_commit = group_commit
+        self._gc = _GroupCommitter("flk-wal-writer", self._commit, max_batch)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, group_commit: bool = True,
+             **wal_options: Any) -> AsyncWal:
+        """Open ``LmdbWal(path, **wal_options)`` behind a facade."""
+        return cls(LmdbWal(path, **wal_options), group_commit=group_commit)
+
+    def _commit(self, items: list[tuple[bytes, Mapping[bytes, bytes] | None]]) -> list[int]:
+        meta: dict[bytes, bytes] = {}
+        for _, m in items:
+            if m:
+                meta.update(m)  # later callers win, as if they had committed later
+        return self.wal.append_many([data for data, _ in items], meta or None)
+
+    async def append(self, data: bytes, meta: Mapping[bytes, bytes] | None = None) -> int:
+        """Append one record durably (see ``LmdbWal.append``); return its seq."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"WAL records are bytes, not {type(data).__name__}")
+        if not self.group_commit:
+            return await self._gc.run(self.wal.append, data, meta)
+        return int(await self._gc.submit((data, meta)))
+
+    async def append_many(self, items: Sequence[bytes],
+                          meta: Mapping[bytes, bytes] | None = None) -> list[int]:
+        """Append several records in one transaction (bypasses the queue)."""
+        return await self._gc.run(self.wal.append_many, list(items), meta)
+
+    async def ack(self, seq: int) -> None:
+        await self._gc.run(self.wal.ack, seq)
+
+    async def ack_many(self, seqs: Sequence[int]) -> None:
+        await self._gc.run(self.wal.ack_many, list(seqs))
+
+    async def get(self, seq: int) -> WalRecord | None:
+        return await self._gc.run(self.wal.get, seq)
+
+    async def get_meta(self, key: bytes) -> bytes | None:
+        return await self._gc.run(self.wal.get_meta, key)
+
+    async def pending(self, limit: int = 1000, start: int = 0) -> list[WalRecord]:
+        """Up to ``limit`` unacked records from ``start``, in order."""
+        return await self._gc.run(_take, self.wal.pending(start), limit)
+
+    async def replay(self, start: int = 0, include_acked: bool = False,
+                     chunk: int = 512) -> AsyncIterator[WalRecord]:
+        """Async iterator over ``LmdbWal.replay``, fetched ``chunk`` records at a time."""
+        pos = start
+        while True:
+            recs = await self._gc.run(_take, self.wal.replay(pos, include_acked), chunk)
+            for rec in recs:
+                yield rec
+            if len(recs) < chunk:
+                return
+            pos = recs[-1].seq + 1
+
+    async def compact(self, older_than_s: float) -> int:
+        return await self._gc.run(self.wal.compact, older_than_s)
+
+    async def stats(self) -> WalStats:
+        return await self._gc.run(self.wal.stats)
+
+    @property
+    def commits(self) -> tuple[int, int]:
+        """``(group commits, records they carried)`` since the facade was made."""
+        return self._gc.batches, self._gc.items
+
+    async def close(self) -> None:
+        """Finish queued appends, then close the WAL on its writer thread."""
+        if self._gc.closed:
+            return
+        await self._gc.run(lambda: None)
+        await self._gc.close()
+        self.wal.close()
+
+
+def _take(it: Any, limit: int) -> list[Any]:
+    out = []
+    for rec in it:
+        out.append(rec)
+        if len(out) >= limit:
+            break
+    return out
+
+
+class AsyncLmdbDedup:
+    """The LMDB ``DedupStore``: group-committed ``put_if_absent``, reads on the loop.
+
+    Concurrent ``put_if_absent`` calls share one transaction and one fsync; each
+    returns once its entry is durable. Reads are answered from LMDB's memory map on
+    the calling thread (microseconds, no lock shared with commits). LMDB errors and a
+    writer that does not answer within ``timeout_s`` raise ``DedupUnavailableError``.
+    """
+
+    def __init__(self, store: LmdbDedup, *, timeout_s: float = 5.0,
+                 group_commit: bool = True,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.store = store
+        self.timeout_s = timeout_s
+        self.group_commit = group_commit
+        self._gc = _GroupCommitter("flk-dedup-writer", store.put_many_if_absent,
+                                   max_batch)
+
+    async def _guard(self, aw: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await aw
+        except TimeoutError as exc:
+            raise DedupUnavailableError(
+                f"lmdb dedup {self.store.path}: no answer within {self.timeout_s} s"
+            ) from exc
+        except (OSError, StorageError) as exc:
+            if isinstance(exc, DedupUnavailableError):
+                raise
+            raise DedupUnavailableError(f"lmdb dedup {self.store.path}: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("lmdb"):
+                raise DedupUnavailableError(
+                    f"lmdb dedup {self.store.path}: {exc}") from exc
+            raise
+
+    async def get(self, key: DedupKey) -> bytes | None:
+        return (await self.get_many([key]))[0]
+
+    async def get_many(self, keys: Sequence[DedupKey]) -> list[bytes | None]:
+        async def read() -> list[bytes | None]:
+            return self.store.get_many(keys)
+
+        result: list[bytes | None] = await self._guard(read())
+        return result
+
+    async def put_if_absent(self, key: DedupKey, value: bytes,
+                            ttl_s: float = DEFAULT_TTL_S) -> tuple[bytes, bool]:
+        if not self.group_commit:
+            out = await self._guard(
+                self._gc.run(self.store.put_many_if_absent, [(key, value, ttl_s)]))
+            return out[0]  # type: ignore[no-any-return]
+        self.store_check(key, value, ttl_s)
+        return await self._guard(self._gc.submit((key, value, ttl_s)))  # type: ignore[no-any-return]
+
+    @staticmethod
+    def store_check(key: DedupKey, value: bytes, ttl_s: float) -> None:
+        """Reject bad input in the caller, not inside a shared batch."""
+        from .base import dedup_key
+
+        dedup_key(key)
+        if not isinstance(value, bytes):
+            raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
+
+    async def put_many_if_absent(self, items: Sequence[tuple[DedupKey, bytes]],
+                                 ttl_s: float = DEFAULT_TTL_S) -> list[tuple[bytes, bool]]:
+        batch = [(k, v, ttl_s) for k, v in items]
+        for k, v, t in batch:
+            self.store_check(k, v, t)
+        out: list[tuple[bytes, bool]] = await self._guard(
+            self._gc.run(self.store.put_many_if_absent, batch))
+        return out
+
+    async def sweep(self, limit: int = 100_000) -> int:
+        """Delete up to ``limit`` expired entries; return how many."""
+        n: int = await self._guard(self._gc.run(self.store.sweep, limit))
+        return n
+
+    async def ping(self) -> None:
+        await self._guard(self._gc.run(self.store.count))
+
+    async def close(self) -> None:
+        if self._gc.closed:
+            return
+        await self._gc.close()
+        self.store.close()
+
+    async def __aenter__(self) -> AsyncLmdbDedup:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

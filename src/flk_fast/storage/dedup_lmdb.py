@@ -1,0 +1,203 @@
+"""The embedded dedup store on LMDB (the default backend).
+
+``LmdbDedup`` is the synchronous core: one write transaction per batch, fsynced before
+it returns, so an entry is durable when the call returns. LMDB's writer lock makes
+check-then-insert atomic across every process on the host that opens the same path.
+The async ``DedupStore`` for it is ``storage.aio.AsyncLmdbDedup``, which group-commits
+concurrent ``put_if_absent`` calls on one writer thread; ``open_dedup("lmdb:///path")``
+returns that.
+
+Layout: ``kv`` maps key -> ``expires_at:u32 BE`` + value; ``exp`` maps
+``expires_at:u32 BE ‖ key`` -> b"" so expired entries are found in expiry order without
+a scan. Expired entries are invisible at once and deleted lazily: each write batch
+also removes up to ``_SWEEP_PER_BATCH`` of them, and ``sweep()`` removes them on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from flk_fast.errors import StorageError
+
+from .base import DEFAULT_TTL_S, DedupKey, dedup_key
+
+__all__ = ["LmdbDedup"]
+
+log = logging.getLogger("flk_fast.storage.dedup")
+
+_EXP = struct.Struct(">I")  # whole seconds since the epoch; fine until 2106
+_SWEEP_PER_BATCH = 64
+_T = TypeVar("_T")
+
+
+class LmdbDedup:
+    """First-write-wins key -> bytes store with expiry, durable on return.
+
+    Writes must all come from one thread (LMDB binds write transactions to their
+    thread); ``storage.aio.AsyncLmdbDedup`` guarantees that. Reads may come from any
+    thread.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = LmdbDedup(tempfile.mkdtemp())
+    >>> d.put_many_if_absent([(b"id", b"first", 60), (b"id", b"second", 60)])
+    [(b'first', True), (b'first', False)]
+    >>> d.get_many([b"id", b"other"])
+    [b'first', None]
+    >>> d.close()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: bool = True,
+        map_size: int = 64 << 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        # Held by readers and by a map resize, never across a commit: a resize needs
+        # every read transaction of this process closed, and readers must not wait
+        # for an fsync.
+        self._map_lock = threading.Lock()
+        self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=2, sync=sync,
+                             metasync=sync, readahead=False)
+        with self.env.begin(write=True) as txn:
+            self.kv = self.env.open_db(b"kv", txn=txn)
+            self.exp = self.env.open_db(b"exp", txn=txn)
+
+    # -- plumbing --------------------------------------------------------------------
+    def _write(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
+        for _ in range(64):
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                with self._map_lock:
+                    size = int(self.env.info()["map_size"])
+                    self.env.set_mapsize(size * 2)
+                log.info("dedup %s: map grown to %d MiB", self.path, size * 2 >> 20)
+            except lmdb.MapResizedError:
+                with self._map_lock:
+                    self.env.set_mapsize(0)
+        raise StorageError(f"dedup {self.path}: could not grow the LMDB map")
+
+    def _read(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
+        for _ in range(100):
+            with self._map_lock:
+                try:
+                    with self.env.begin() as txn:
+                        return fn(txn)
+                except lmdb.MapResizedError:
+                    try:
+                        self.env.set_mapsize(0)
+                    except lmdb.Error:
+                        pass  # our writer is mid-transaction; it adopts the size itself
+            time.sleep(0.001)
+        raise StorageError(f"dedup {self.path}: map keeps being resized")
+
+    def _live(self, raw: bytes | None, now: float) -> bytes | None:
+        if raw is None or _EXP.unpack_from(raw)[0] <= now:
+            return None
+        return bytes(raw[_EXP.size :])
+
+    # -- API -------------------------------------------------------------------------
+    def get_many(self, keys: Sequence[DedupKey]) -> list[bytes | None]:
+        """Live values of ``keys`` (``None`` for missing or expired)."""
+        ks = [dedup_key(k) for k in keys]
+        now = self._clock()
+        return self._read(lambda txn: [self._live(txn.get(k, db=self.kv), now) for k in ks])
+
+    def get(self, key: DedupKey) -> bytes | None:
+        return self.get_many([key])[0]
+
+    def put_many_if_absent(
+        self, items: Sequence[tuple[DedupKey, bytes, float]]
+    ) -> list[tuple[bytes, bool]]:
+        """Insert each ``(key, value, ttl_s)`` unless a live entry exists; one commit.
+
+        Returns ``(winner, inserted)`` per item, in order; a key repeated in the batch
+        is won by its first occurrence.
+        """
+        prepared = []
+        for key, value, ttl_s in items:
+            if not isinstance(value, bytes):
+                raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
+            if ttl_s <= 0:
+                raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
+            prepared.append((dedup_key(key), value, ttl_s))
+        now = self._clock()
+
+        def put(txn: lmdb.Transaction) -> list[tuple[bytes, bool]]:
+            out = []
+            for key, value, ttl_s in prepared:
+                raw = txn.get(key, db=self.kv)
+                live = self._live(raw, now)
+                if live is not None:
+                    out.append((live, False))
+                    continue
+                if raw is not None:  # expired: replace it and its index entry
+                    txn.delete(bytes(raw[: _EXP.size]) + key, db=self.exp)
+                # Rounded up to the next whole second: an entry may outlive its TTL by
+                # under a second, never expire early.
+                expires = _EXP.pack(min(math.ceil(now + ttl_s), 2**32 - 1))
+                txn.put(key, expires + value, db=self.kv)
+                txn.put(expires + key, b"", db=self.exp)
+                out.append((value, True))
+            _sweep(self, txn, now, _SWEEP_PER_BATCH)
+            return out
+
+        return self._write(put)
+
+    def sweep(self, limit: int = 100_000) -> int:
+        """Delete up to ``limit`` expired entries now; return how many went."""
+        now = self._clock()
+        return self._write(lambda txn: _sweep(self, txn, now, limit))
+
+    def count(self) -> int:
+        """Entries stored, expired ones not yet swept included."""
+        return int(self._read(lambda txn: txn.stat(self.kv)["entries"]))
+
+    def disk_bytes(self) -> int:
+        """Bytes the store's files occupy on disk (allocated blocks)."""
+        return sum(
+            os.stat(self.path / n).st_blocks * 512
+            for n in ("data.mdb", "lock.mdb")
+            if (self.path / n).exists()
+        )
+
+    def close(self) -> None:
+        with self._map_lock:
+            self.env.close()
+
+
+def _sweep(store: LmdbDedup, txn: lmdb.Transaction, now: float, limit: int) -> int:
+    cur = txn.cursor(db=store.exp)
+    removed = 0
+    if not cur.first():
+        return 0
+    while removed < limit:
+        ikey = bytes(cur.key())
+        if not ikey or _EXP.unpack_from(ikey)[0] > now:  # b"": walked off the end
+            break
+        key = ikey[_EXP.size :]
+        raw = txn.get(key, db=store.kv)
+        if raw is not None and bytes(raw[: _EXP.size]) == ikey[: _EXP.size]:
+            txn.delete(key, db=store.kv)
+        removed += 1
+        if not cur.delete():  # deletes and moves to the next entry
+            break
+    return removed

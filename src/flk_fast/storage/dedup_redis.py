@@ -1,0 +1,160 @@
+"""Dedup on Redis (redis-py asyncio, hiredis parser): shared by every server replica.
+
+``put_if_absent`` is ONE command, ``SET key value NX PX ttl GET`` (Redis >= 7.0): the
+server either stores our value and answers nil, or keeps the existing one and returns
+it, atomically, so first write wins across processes and hosts with one round trip.
+
+Key layout: ``<prefix>{<pcs_id>}``, default prefix ``flk:dedup:``. The braces are a
+Redis Cluster hash tag: the slot is computed from the pcs_id alone, so keys spread
+over the cluster by id while any future per-PCS key (say ``<prefix2>{<pcs_id>}``)
+lands in the same slot and can join it in a multi-key command. Batches are pipelines
+of single-key commands (no MGET), which a cluster client can split by slot. The client
+here is the plain ``redis.asyncio.Redis``; a cluster deployment needs
+``RedisCluster`` wired in ``open_redis`` (TODO(#4)).
+
+Every call is bounded by ``timeout_s``: connection refused, a silent server or any
+Redis error raises ``DedupUnavailableError`` (retryable, HTTP 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from flk_fast.errors import DedupUnavailableError
+
+from .base import DEFAULT_TTL_S, DedupKey, dedup_key
+
+__all__ = ["RedisDedup", "DEFAULT_PREFIX"]
+
+DEFAULT_PREFIX = "flk:dedup:"
+_T = TypeVar("_T")
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Separate flk_fast's own query options (``prefix``) from redis-py's."""
+    parts = urlsplit(url)
+    ours, theirs = {}, []
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k == "prefix":
+            ours[k] = v
+        else:
+            theirs.append((k, v))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+class RedisDedup:
+    """``DedupStore`` on Redis. ``url``: ``redis://[:password@]host:port/db[?prefix=…]``
+    (``rediss://`` for TLS, ``unix:///path.sock`` for a socket)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 2.0,
+                 prefix: str | None = None) -> None:
+        plain, opts = _split_url(url)
+        self.timeout_s = timeout_s
+        self.prefix = (prefix if prefix is not None else opts.get("prefix", DEFAULT_PREFIX)
+                       ).encode()
+        self._url = plain
+        self.client = aioredis.Redis.from_url(
+            plain,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # One immediate retry replaces a pooled connection the server dropped;
+            # more would only push the answer past the caller's timeout.
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
+
+    def key(self, key: DedupKey) -> bytes:
+        """The Redis key of a dedup key (see the module docstring)."""
+        return self.prefix + b"{" + dedup_key(key) + b"}"
+
+    async def _call(self, aw: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await aw
+        except TimeoutError as exc:
+            raise DedupUnavailableError(
+                f"redis dedup: no answer within {self.timeout_s} s") from exc
+        except (RedisError, OSError) as exc:
+            raise DedupUnavailableError(f"redis dedup: {exc}") from exc
+
+    async def get(self, key: DedupKey) -> bytes | None:
+        value: bytes | None = await self._call(self.client.get(self.key(key)))
+        return value
+
+    async def get_many(self, keys: Sequence[DedupKey]) -> list[bytes | None]:
+        if not keys:
+            return []
+        ks = [self.key(k) for k in keys]
+
+        async def run() -> list[bytes | None]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for k in ks:
+                    pipe.get(k)
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        result: list[bytes | None] = await self._call(run())
+        return result
+
+    @staticmethod
+    def _ttl_ms(ttl_s: float) -> int:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
+        return max(1, round(ttl_s * 1000))
+
+    async def put_if_absent(self, key: DedupKey, value: bytes,
+                            ttl_s: float = DEFAULT_TTL_S) -> tuple[bytes, bool]:
+        if not isinstance(value, bytes):
+            raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
+        old = await self._call(self.client.set(self.key(key), value, nx=True,
+                                               px=self._ttl_ms(ttl_s), get=True))
+        return (value, True) if old is None else (old, False)
+
+    async def put_many_if_absent(self, items: Sequence[tuple[DedupKey, bytes]],
+                                 ttl_s: float = DEFAULT_TTL_S) -> list[tuple[bytes, bool]]:
+        if not items:
+            return []
+        ttl_ms = self._ttl_ms(ttl_s)
+        prepared = []
+        for k, v in items:
+            if not isinstance(v, bytes):
+                raise TypeError(f"dedup values are bytes, not {type(v).__name__}")
+            prepared.append((self.key(k), v))
+
+        async def run() -> list[bytes | None]:
+            # Pipelined commands run in order, so a key repeated in the batch is won
+            # by its first occurrence, as with the other backends.
+            async with self.client.pipeline(transaction=False) as pipe:
+                for k, v in prepared:
+                    pipe.set(k, v, nx=True, px=ttl_ms, get=True)
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        olds: list[bytes | None] = await self._call(run())
+        return [(v, True) if old is None else (old, False)
+                for (_, v), old in zip(prepared, olds, strict=True)]
+
+    async def ping(self) -> None:
+        await self._call(self.client.ping())
+
+    async def delete_prefix(self) -> int:
+        """Delete every key under this store's prefix (tests and tooling; uses SCAN)."""
+        n = 0
+        async for k in self.client.scan_iter(match=self.prefix + b"*", count=1000):
+            n += await self._call(self.client.delete(k))
+        return n
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> RedisDedup:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

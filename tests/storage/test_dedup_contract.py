@@ -1,0 +1,198 @@
+"""The DedupStore contract, run against every backend (lmdb, memory, redis, postgres)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from flk_fast.errors import ConfigError, DedupUnavailableError
+from flk_fast.storage import DedupStore, open_dedup
+from flk_fast.storage.base import DEFAULT_TTL_S
+
+# Values with every byte value, an empty-looking JSON and a large body: results must
+# come back byte-identical (SPEC §7 step 4).
+VALUES = [bytes(range(256)), b'{"accepted":true}', b"\x00", b"x" * 70_000]
+
+
+async def test_store_satisfies_protocol(dedup_url: str) -> None:
+    store = open_dedup(dedup_url)
+    try:
+        assert isinstance(store, DedupStore)
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_missing_key_is_none(dedup_url: str) -> None:
+    store = open_dedup(dedup_url)
+    try:
+        assert await store.get("0" * 64) is None
+        assert await store.get_many(["a", "b"]) == [None, None]
+        assert await store.get_many([]) == []
+    finally:
+        await store.close()
+
+
+async def test_first_write_wins_byte_identical(dedup_url: str) -> None:
+    store = open_dedup(dedup_url)
+    try:
+        for i, value in enumerate(VALUES):
+            key = f"{i:064x}"
+            assert await store.put_if_absent(key, value) == (value, True)
+            assert await store.put_if_absent(key, b"loser") == (value, False)
+            assert await store.get(key) == value
+            # str and bytes spellings name the same entry
+            assert await store.get(key.encode()) == value
+    finally:
+        await store.close()
+
+
+async def test_batches_keep_order_and_first_occurrence_wins(dedup_url: str) -> None:
+    store = open_dedup(dedup_url)
+    try:
+        assert await store.put_if_absent("old", b"old-v") == (b"old-v", True)
+        got = await store.put_many_if_absent(
+            [("n1", b"a"), ("old", b"x"), ("n1", b"b"), ("n2", b"c")]
+        )
+        assert got == [(b"a", True), (b"old-v", False), (b"a", False), (b"c", True)]
+        assert await store.get_many(["n2", "nope", "n1", "old"]) == [b"c", None, b"a",
+                                                                     b"old-v"]
+        assert await store.put_many_if_absent([]) == []
+    finally:
+        await store.close()
+
+
+async def test_expiry_hides_then_allows_a_new_winner(dedup_url: str) -> None:
+    store = open_dedup(dedup_url)
+    try:
+        assert await store.put_if_absent("short", b"v1", ttl_s=0.5) == (b"v1", True)
+        assert await store.put_if_absent("long", b"L", ttl_s=60) == (b"L", True)
+        assert await store.get("short") == b"v1"
+        # LMDB rounds expiry up to the next whole second (never early): wait past it.
+        await asyncio.sleep(1.6)
+        assert await store.get("short") is None
+        assert await store.get_many(["short", "long"]) == [None, b"L"]
+        assert await store.put_if_absent("short", b"v2", ttl_s=60) == (b"v2", True)
+        assert await store.get("short") == b"v2"
+    finally:
+        await store.close()
+
+
+async def test_bad_input_is_rejected(dedup_url: str) -> None:
+    store = open_dedup(dedup_url)
+    try:
+        with pytest.raises(TypeError):
+            await store.put_if_absent("k", "text")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await store.put_if_absent("k", b"v", ttl_s=0)
+        with pytest.raises(ValueError):
+            await store.get("")
+        with pytest.raises(ValueError):
+            await store.get("k" * 1000)
+        assert await store.get("k") is None  # nothing half-written
+    finally:
+        await store.close()
+
+
+async def test_default_ttl_is_14_days() -> None:
+    assert DEFAULT_TTL_S == 14 * 86400
+
+
+async def test_lmdb_is_durable_across_reopen(dedup_url_for: object) -> None:
+    url = dedup_url_for("lmdb")  # type: ignore[operator]
+    store = open_dedup(url)
+    assert (await store.put_if_absent("k", b"v"))[1]
+    await store.close()
+    store = open_dedup(url)
+    try:
+        assert await store.put_if_absent("k", b"other") == (b"v", False)
+    finally:
+        await store.close()
+
+
+async def test_lmdb_grows_its_map(tmp_path: object) -> None:
+    from flk_fast.storage.aio import AsyncLmdbDedup
+    from flk_fast.storage.dedup_lmdb import LmdbDedup
+
+    store = AsyncLmdbDedup(LmdbDedup(f"{tmp_path}/d", map_size=1 << 16))
+    try:
+        big = b"y" * 10_000
+        got = await asyncio.gather(*(store.put_if_absent(f"k{i}", big) for i in range(300)))
+        assert all(inserted for _, inserted in got)
+        assert await store.get("k299") == big
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_lmdb_group_commit_batches(tmp_path: object) -> None:
+    from flk_fast.storage.aio import AsyncLmdbDedup
+    from flk_fast.storage.dedup_lmdb import LmdbDedup
+
+    store = AsyncLmdbDedup(LmdbDedup(f"{tmp_path}/d"))
+    try:
+        await asyncio.gather(*(store.put_if_absent(f"k{i}", b"v") for i in range(200)))
+        assert store._gc.items == 200
+        assert store._gc.batches < 200  # several puts shared one commit
+    finally:
+        await store.close()
+
+
+async def test_lmdb_sweep_removes_expired(tmp_path: object) -> None:
+    from flk_fast.storage.dedup_lmdb import LmdbDedup
+
+    now = [1_000_000.0]
+    store = LmdbDedup(f"{tmp_path}/d", clock=lambda: now[0])
+    try:
+        store.put_many_if_absent([(f"k{i}", b"v", 10) for i in range(100)]
+                                 + [("keep", b"v", 1000)])
+        now[0] += 11
+        assert store.get("k1") is None
+        assert store.sweep() == 100
+        assert store.count() == 1
+        assert store.get("keep") == b"v"
+    finally:
+        store.close()
+
+
+async def test_memory_snapshot_round_trip(tmp_path: object) -> None:
+    snap = f"{tmp_path}/snap.bin"
+    store = open_dedup(f"memory://{snap}")
+    await store.put_if_absent("a", b"\x00\x01")
+    await store.put_if_absent("gone", b"x", ttl_s=0.01)
+    await asyncio.sleep(0.05)
+    await store.close()
+    store = open_dedup(f"memory://?snapshot={snap}")
+    try:
+        assert await store.get("a") == b"\x00\x01"
+        assert await store.get("gone") is None
+    finally:
+        await store.close()
+
+
+def test_unknown_scheme_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown scheme"):
+        open_dedup("mongodb://x")
+    with pytest.raises(ConfigError, match="needs a path"):
+        open_dedup("lmdb://")
+
+
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+@pytest.mark.parametrize("failure", ["refused", "silent"])
+async def test_down_backend_raises_within_timeout(
+    backend: str, failure: str, closed_port: int, silent_server: int
+) -> None:
+    port = closed_port if failure == "refused" else silent_server
+    url = (f"redis://127.0.0.1:{port}/0" if backend == "redis"
+           else f"postgresql://postgres@127.0.0.1:{port}/test")
+    store = open_dedup(url, timeout_s=0.5)
+    try:
+        for op in (store.get("k"), store.put_if_absent("k", b"v"), store.ping()):
+            t0 = time.monotonic()
+            with pytest.raises(DedupUnavailableError):
+                await op
+            assert time.monotonic() - t0 < 1.5
+    finally:
+        await store.close()
