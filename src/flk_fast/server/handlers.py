@@ -35,7 +35,11 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from flk_fast.errors import DedupUnavailableError, PCSValidationError, SignatureError
+from flk_fast.errors import (
+    PCSValidationError,
+    SignatureError,
+    StorageError,
+)
 from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from flk_fast.protocol.codec import decode_pcs
 from flk_fast.protocol.verify import VerifyParams, verify_pcs
@@ -222,7 +226,7 @@ class IngestService:
             self._ack(seq)
             m.signature_errors.inc()
             return json_error(401, "unknown_tenant")
-        except DedupUnavailableError as exc:
+        except StorageError as exc:  # DedupUnavailableError, or a closed store
             m.dedup_errors.inc()
             log.warning("dedup store unavailable: %s", exc)
             return json_error(503, "dedup_unavailable", self._retry_after)
@@ -238,7 +242,7 @@ class IngestService:
                               detail=self.loading_reason)
         try:
             await asyncio.wait_for(self.dedup.ping(), 2.0)
-        except (DedupUnavailableError, TimeoutError, OSError) as exc:
+        except (StorageError, TimeoutError, OSError) as exc:
             return json_error(503, "not_ready", self._retry_after,
                               detail=f"dedup: {type(exc).__name__}")
         return web.Response(body=b'{"status":"ready"}', headers=_JSON_HEADERS)
@@ -304,8 +308,8 @@ class IngestService:
                     await self.judge(tenant, body)
                 except (_Outcome, UnknownTenantError):
                     pass
-                except DedupUnavailableError:
-                    raise
+                except StorageError:
+                    raise  # the store is down: start-up retries the whole replay
                 except Exception:
                     # A bug must not block start-up forever; the record stays unacked
                     # and is tried again at the next start.
