@@ -55,14 +55,19 @@ class RedisDedup:
     (``rediss://`` for TLS, ``unix:///path.sock`` for a socket)."""
 
     def __init__(self, url: str, *, timeout_s: float = 2.0,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None, max_connections: int = 32) -> None:
         plain, opts = _split_url(url)
         self.timeout_s = timeout_s
         self.prefix = (prefix if prefix is not None else opts.get("prefix", DEFAULT_PREFIX)
                        ).encode()
         self._url = plain
-        self.client = aioredis.Redis.from_url(
+        # A blocking pool: under a burst, callers wait (within timeout_s) for one of
+        # ``max_connections`` connections instead of failing with "Too many
+        # connections" as the default pool does.
+        pool = aioredis.BlockingConnectionPool.from_url(
             plain,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             # One immediate retry replaces a pooled connection the server dropped;
@@ -70,6 +75,7 @@ class RedisDedup:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
         )
+        self.client = aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
 
     def key(self, key: DedupKey) -> bytes:
         """The Redis key of a dedup key (see the module docstring)."""
