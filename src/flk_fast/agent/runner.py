@@ -1,0 +1,654 @@
+"""The agent: input → windows → signed PCS → durable outbox → delivery.
+
+Threads and tasks
+-----------------
+* One *work thread* (a single-thread executor) does everything that touches LMDB or
+  burns CPU: reading and parsing input, summarising windows, appending to the outbox,
+  acknowledging and dead-lettering. LMDB write transactions are bound to a thread, and a
+  single thread also makes the order of outbox writes the order of the input.
+* The event loop runs the delivery workers (``concurrency`` of them, sharing one
+  keep-alive ``DeliveryClient``), the ack batcher and the progress display. Work is
+  handed to the thread one small step at a time (one input chunk, one batch of acks),
+  so acknowledgements never wait behind a whole file.
+
+Bounded memory: at most ``max_inflight`` PCS are created but not yet acknowledged or
+dead-lettered; the reader waits when that many are outstanding. The windower holds at
+most one window of events plus one input chunk.
+
+Crash safety: see :mod:`flk_fast.agent.outbox`. Every PCS is durably appended with the
+input checkpoint before it is sent; a restart resends what is pending and resumes the
+input after the last summarised event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from flk_fast.agent.outbox import Checkpoint, Outbox, fingerprint, stamp, utc_now
+from flk_fast.agent.retry import RetryPolicy
+from flk_fast.agent.source import (
+    CHUNK,
+    EventBatch,
+    FileSource,
+    LineSplitter,
+    Malformed,
+    StdinSource,
+    parse_block,
+)
+from flk_fast.agent.windows import Window, Windower
+from flk_fast.errors import ConfigError, InputError
+from flk_fast.protocol.codec import decode_pcs, encode_pcs
+from flk_fast.protocol.pcs import PCS
+
+__all__ = ["Agent", "AgentConfig", "AgentSummary", "Summarizer"]
+
+log = logging.getLogger("flk_fast.agent")
+
+#: ``summarize(window, shard_id=..., epoch=...) -> PCS`` (signed, ``ft.outbox_seq`` 0).
+Summarizer = Callable[..., PCS]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything ``flk agent`` can be told; each field is one CLI option (docs/agent.md).
+
+    Only ``endpoint``, ``shard_id`` and ``data_dir`` are required; the summarizer
+    (signals, Merkle, signing) is configured separately and handed to :class:`Agent`.
+    """
+
+    endpoint: str
+    shard_id: str
+    data_dir: str | os.PathLike[str]
+    window: int = 10_000
+    window_seconds: float | None = None
+    start_epoch: int = 1
+    concurrency: int = 8
+    timeout_s: float = 10.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    on_malformed: str = "skip"
+    follow: bool = False
+    poll_s: float = 0.25
+    idle_flush_s: float | None = None
+    exit_when_drained: bool = True
+    sync: bool = True
+    max_inflight: int = 256
+    compact_after_s: float | None = 7 * 86400.0
+    source_id: str | None = None
+    restart_input: bool = False
+    progress: str = "auto"
+    log_every_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.shard_id:
+            raise ConfigError("--shard-id must not be empty")
+        if self.on_malformed not in ("skip", "stop"):
+            raise ConfigError("--on-malformed must be 'skip' or 'stop'")
+        if self.start_epoch < 0:
+            raise ConfigError("--start-epoch must be >= 0")
+        if self.max_inflight < 1:
+            raise ConfigError("--max-inflight must be >= 1")
+        if self.progress not in ("auto", "bar", "log", "off"):
+            raise ConfigError("--progress must be auto, bar, log or off")
+        if self.idle_flush_s is not None and not self.idle_flush_s > 0:
+            raise ConfigError("--idle-flush must be > 0 seconds")
+        Windower(self.window, self.window_seconds)  # validates both
+
+
+@dataclass(slots=True)
+class AgentSummary:
+    """Counters of one agent run (the ``--exit-when-drained`` line)."""
+
+    events: int = 0
+    windows: int = 0
+    resent: int = 0
+    sent: int = 0
+    accepted: int = 0
+    escalated: int = 0
+    dead_lettered: int = 0
+    malformed: int = 0
+    requests: int = 0
+    retries: int = 0
+    elapsed_s: float = 0.0
+
+    def line(self) -> str:
+        rate = self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return (
+            f"sent={self.sent} accepted={self.accepted} escalated={self.escalated} "
+            f"dead_lettered={self.dead_lettered} windows={self.windows} "
+            f"resent={self.resent} events={self.events} malformed={self.malformed} "
+            f"retries={self.retries} elapsed={self.elapsed_s:.2f}s "
+            f"rate={rate:,.0f} events/s"
+        )
+
+
+class _Progress:
+    """A one-line bar on a terminal, a log line every ``every_s`` otherwise."""
+
+    def __init__(self, mode: str, every_s: float, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.mode = ("bar" if tty else "log") if mode == "auto" else mode
+        self.every_s = every_s if self.mode == "log" else 0.2
+        self._last = 0.0
+        self._drawn = False
+
+    def update(self, s: AgentSummary, total_bytes: int, done_bytes: int, *,
+               force: bool = False) -> None:
+        if self.mode == "off":
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        rate = s.events / s.elapsed_s if s.elapsed_s > 0 else 0.0
+        if self.mode == "bar":
+            frac = min(1.0, done_bytes / total_bytes) if total_bytes else 0.0
+            bar = "#" * int(frac * 20)
+            pct = f"{frac:6.1%} " if total_bytes else ""
+            line = (f"\r[{bar:<20}] {pct}{s.events:,} ev  {s.windows} win  "
+                    f"{s.accepted + s.escalated} acked  {s.dead_lettered} dlq  "
+                    f"{rate:,.0f} ev/s ")
+            self.stream.write(line)
+            self._drawn = True
+        else:
+            log.info(
+                "progress: events=%d windows=%d acked=%d dead=%d pending=%d rate=%.0f/s",
+                s.events, s.windows, s.accepted + s.escalated, s.dead_lettered,
+                s.windows + s.resent - s.accepted - s.escalated - s.dead_lettered, rate,
+            )
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Agent:
+    """Turn events into delivered PCS (see the module docstring for the design).
+
+    Use as ``async with Agent(config, summarize=...) as agent:`` then
+    ``await agent.feed(array)``, ``await agent.run_file(path)`` or
+    ``await agent.run_stdin()``; finish with ``await agent.drain()``.
+
+    Parameters
+    ----------
+    config : AgentConfig
+    summarize : callable
+        ``summarize(window, shard_id=, epoch=) -> PCS``, signed.
+    client : DeliveryClient, optional
+        Injected in tests (fake clock/sleep); by default one is built from the config.
+    """
+
+    def __init__(self, config: AgentConfig, *, summarize: Summarizer,
+                 client: Any = None, progress_stream: Any = None) -> None:
+        self.cfg = config
+        self._summarize = summarize
+        self._client = client
+        self._own_client = client is None
+        self.summary = AgentSummary()
+        self._progress = _Progress(config.progress, config.log_every_s, progress_stream)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="flk-agent-io")
+        self.outbox: Outbox | None = None
+        self._queue: asyncio.Queue[tuple[int, PCS] | None] = asyncio.Queue()
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._room = asyncio.Condition()
+        self._acks: list[int] = []
+        self._ack_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._windowers: dict[str, Windower] = {}
+        self._epochs: dict[str, int] = {}
+        self._t0 = time.monotonic()
+        self._bytes_total = 0
+        self._bytes_done = 0
+        self._stopping = False
+        self.malformed: list[Malformed] = []  # the first 1000, for callers and tests
+        self._closed = False
+        self._api_fed: dict[str, int] = {}  # events given to feed() per source
+        self._api_done: dict[str, int] = {}  # of those, events summarised
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def _run_io(self, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, partial(fn, *args, **kw))
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the outbox (locking the data dir), connect, resend everything pending."""
+        cfg = self.cfg
+        self.outbox = await self._run_io(Outbox, cfg.data_dir, sync=cfg.sync, lock=True)
+        if cfg.compact_after_s is not None:
+            removed = await self._run_io(self.outbox.compact, cfg.compact_after_s)
+            if any(removed):
+                log.info("compacted %d outbox and %d DLQ records", *removed)
+        if self._client is None:
+            from flk_fast.agent.client import DeliveryClient
+
+            self._client = DeliveryClient(
+                cfg.endpoint, policy=cfg.policy, concurrency=cfg.concurrency,
+                timeout_s=cfg.timeout_s,
+            )
+        await self._client.start()
+        for _ in range(cfg.concurrency):
+            self._tasks.append(asyncio.create_task(self._sender()))
+        self._tasks.append(asyncio.create_task(self._ack_batcher()))
+        pending = await self._run_io(lambda: [(r.seq, r.data) for r in self.outbox.pending()])
+        for seq, body in pending:
+            try:
+                pcs = decode_pcs(body)
+            except Exception as exc:  # noqa: BLE001 - an unreadable record is dead, not fatal
+                await self._run_io(self.outbox.dead_letter, seq, body, status=None,
+                                   reason=f"outbox record unreadable: {exc}", attempts=0)
+                self.summary.dead_lettered += 1
+                continue
+            self.summary.resent += 1
+            await self._enqueue(seq, pcs)
+        if pending:
+            log.info("resending %d pending PCS from %s", len(pending), cfg.data_dir)
+
+    async def close(self) -> None:
+        """Stop sending (pending records stay in the outbox) and release everything."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        for _ in range(self.cfg.concurrency):
+            self._queue.put_nowait(None)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.outbox is not None and self._acks:
+            acks, self._acks = self._acks, []
+            await self._run_io(self.outbox.ack, acks)
+        if self._client is not None:  # started by start(), injected or not
+            await self._client.close()
+        if self.outbox is not None:
+            await self._run_io(self.outbox.close)
+        self._io.shutdown(wait=True)
+        self._progress.close()
+
+    # -- delivery --------------------------------------------------------------------------
+    async def _enqueue(self, seq: int, pcs: PCS) -> None:
+        self._outstanding += 1
+        self._idle.clear()
+        self._queue.put_nowait((seq, pcs))
+
+    async def _done_one(self) -> None:
+        self._outstanding -= 1
+        async with self._room:
+            self._room.notify_all()
+        if self._outstanding == 0 and not self._acks:
+            self._idle.set()
+
+    async def _sender(self) -> None:
+        assert self._client is not None and self.outbox is not None
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            seq, pcs = item
+
+            def body(attempt: int, seq: int = seq, pcs: PCS = pcs) -> bytes:
+                return stamp(pcs, outbox_seq=seq, attempt=attempt, sent_at=utc_now())
+
+            result = await self._client.submit(body)
+            self.summary.sent += 1
+            self.summary.requests += result.attempts
+            self.summary.retries += len(result.waits)
+            if result.acked:
+                if result.escalated or (result.status == 202 and result.escalated is None):
+                    self.summary.escalated += 1
+                else:
+                    self.summary.accepted += 1
+                self._acks.append(seq)
+                self._ack_wake.set()
+            else:
+                log.warning("PCS epoch %d (outbox seq %d) dead-lettered: %s",
+                            pcs.epoch, seq, result.reason)
+                await self._run_io(
+                    self.outbox.dead_letter, seq, encode_pcs(pcs), status=result.status,
+                    reason=result.reason, attempts=result.attempts, response=result.body,
+                )
+                self.summary.dead_lettered += 1
+                await self._done_one()
+
+    async def _ack_batcher(self) -> None:
+        """Acks are batched: a lost ack only causes a resend that the server dedups, so
+        one commit per ~20 ms instead of one fsync per PCS is safe and much cheaper."""
+        assert self.outbox is not None
+        while True:
+            await self._ack_wake.wait()
+            await asyncio.sleep(0.02)
+            self._ack_wake.clear()
+            acks, self._acks = self._acks, []
+            if acks:
+                await self._run_io(self.outbox.ack, acks)
+                for _ in acks:
+                    await self._done_one()
+
+    async def drain(self) -> None:
+        """Wait until every PCS made or found so far is acknowledged or dead-lettered."""
+        while self._outstanding or self._acks:
+            await self._idle.wait()
+            if self._outstanding or self._acks:
+                await asyncio.sleep(0.01)
+        self._tick(force=True)
+
+    async def _wait_for_room(self) -> None:
+        async with self._room:
+            await self._room.wait_for(lambda: self._outstanding < self.cfg.max_inflight)
+
+    # -- producing PCS -----------------------------------------------------------------------
+    def _windower(self, shard: str) -> Windower:
+        w = self._windowers.get(shard)
+        if w is None:
+            w = self._windowers[shard] = Windower(self.cfg.window, self.cfg.window_seconds)
+        return w
+
+    def _make_and_append(
+        self, windows: list[Window], shard: str, source_id: str | None,
+        checkpoint: Callable[[Window], Checkpoint] | None,
+    ) -> list[tuple[int, PCS]]:
+        """Work thread: summarise windows and append them in one transaction."""
+        assert self.outbox is not None
+        if not windows:
+            return []
+        epoch = self._epochs.get(shard)
+        if epoch is None:
+            epoch = self.outbox.next_epoch(shard, self.cfg.start_epoch)
+        made = []
+        for w in windows:
+            made.append(self._summarize(w, shard_id=shard, epoch=epoch))
+            epoch += 1
+        ck = checkpoint(windows[-1]) if checkpoint is not None else None
+        seqs = self.outbox.append(
+            [encode_pcs(p) for p in made], shard_id=shard, next_epoch=epoch,
+            source_id=source_id, checkpoint=ck,
+        )
+        self._epochs[shard] = epoch
+        return list(zip(seqs, made, strict=True))
+
+    async def _publish(self, items: list[tuple[int, PCS]], n_events: int) -> None:
+        self.summary.windows += len(items)
+        self.summary.events += n_events
+        for seq, pcs in items:
+            await self._enqueue(seq, pcs)
+        self._tick()
+
+    def _tick(self, *, force: bool = False) -> None:
+        self.summary.elapsed_s = time.monotonic() - self._t0
+        c = getattr(self._client, "counters", None)
+        if c is not None:
+            self.summary.requests = c.requests
+        self._progress.update(self.summary, self._bytes_total, self._bytes_done, force=force)
+
+    async def feed(self, events: Any, *, shard_id: str | None = None,
+                   source_id: str = "api") -> int:
+        """Add events: an ``(n, 4)`` array of ``t, x, y, z`` (or ``(n, 3)`` of ``x, y, z``
+        with ``t`` = running event index). Returns the number of windows completed.
+
+        The checkpoint of ``source_id`` counts the events summarised so far
+        (``agent.checkpoint(source_id).events``), so a caller that can replay its source
+        knows where to resume after a crash.
+        """
+        arr = np.asarray(events, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] not in (3, 4):
+            raise InputError(f"expected an (n, 4) or (n, 3) array, got shape {arr.shape}")
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise InputError("a value is not finite", source=source_id, position=bad + 1)
+        if source_id not in self._api_done:
+            prev = self.checkpoint(source_id)
+            self._api_done[source_id] = self._api_fed[source_id] = prev.events if prev else 0
+        shard = shard_id or self.cfg.shard_id
+        n = len(arr)
+        if arr.shape[1] == 3:
+            base = self._api_fed[source_id]
+            arr = np.column_stack([np.arange(base, base + n, dtype=np.float64), arr])
+        self._api_fed[source_id] += n
+        xyz = np.ascontiguousarray(arr[:, 1:])
+        # Original text for the canonical rows: Python's shortest repr of each float
+        # (``%a`` of a float is its repr), formatted in one C loop.
+        tails = ((b"%a,%a,%a\n" * n) % tuple(xyz.ravel().tolist()))[:-1].split(b"\n") if n else []
+        zeros = np.zeros(n, np.int64)
+        batch = EventBatch(arr[:, 0].copy(), xyz, tails, zeros, zeros)
+        windows = self._windower(shard).push(batch)
+        for w in windows:
+            await self._append_windows([w], shard, source_id)
+        return len(windows)
+
+    async def _append_windows(self, windows: list[Window], shard: str,
+                              source_id: str) -> None:
+        await self._wait_for_room()
+        self._api_done[source_id] += sum(len(w) for w in windows)
+        done = self._api_done[source_id]
+        items = await self._run_io(self._make_and_append, windows, shard, source_id,
+                                   lambda _w: Checkpoint(events=done))
+        await self._publish(items, sum(len(w) for w in windows))
+
+    async def feed_stream(self, batches: AsyncIterable[Any] | Iterable[Any], *,
+                          shard_id: str | None = None) -> int:
+        """Feed every array of an (async) iterator; flush at its end. Returns windows."""
+        total = 0
+        if hasattr(batches, "__aiter__"):
+            async for arr in batches:  # type: ignore[union-attr]
+                total += await self.feed(arr, shard_id=shard_id)
+        else:
+            for arr in batches:  # type: ignore[union-attr]
+                total += await self.feed(arr, shard_id=shard_id)
+        total += await self.flush(shard_id=shard_id)
+        return total
+
+    async def flush(self, *, shard_id: str | None = None, source_id: str = "api") -> int:
+        """Summarise the partial window of a shard now (the end of a fed stream)."""
+        shard = shard_id or self.cfg.shard_id
+        w = self._windower(shard).flush()
+        if w is None:
+            return 0
+        self._api_done.setdefault(source_id, 0)
+        await self._append_windows([w], shard, source_id)
+        return 1
+
+    def checkpoint(self, source_id: str = "api") -> Checkpoint | None:
+        return self.outbox.checkpoint(source_id) if self.outbox else None
+
+    # -- file and stdin inputs ---------------------------------------------------------------
+    def _report(self, bad: list[Malformed], where: str) -> None:
+        for m in bad:
+            self.summary.malformed += 1
+            if len(self.malformed) < 1000:
+                self.malformed.append(m)
+            verb = "stopped at" if self.cfg.on_malformed == "stop" else "skipped"
+            log.warning("%s:%d: %s malformed line (%s): %r", where, m.line, verb, m.reason,
+                        m.text[:120])
+
+    async def run_file(self, path: str | os.PathLike[str], *, fmt: str | None = None) -> None:
+        """Summarise a file from its checkpoint; in follow mode keep reading as it grows
+        (until cancelled, or until idle when ``exit_when_drained``)."""
+        from flk_fast.agent.source import guess_format
+
+        p = Path(path)
+        source_id = self.cfg.source_id or str(p.resolve())
+        ck = None if self.cfg.restart_input else self.checkpoint(source_id)
+        start = ck.offset if ck else 0
+        src = await self._run_io(FileSource, p, start=start)
+        try:
+            if ck is not None and ck.offset:
+                head = await self._run_io(src.head, min(ck.offset, 4096))
+                if fingerprint(head) != ck.fingerprint:
+                    raise InputError(
+                        "does not start like the input checkpointed in "
+                        f"{self.cfg.data_dir} (replaced or rewritten?); "
+                        "use --restart-input to summarise it from the start",
+                        source=str(p),
+                    )
+                log.info("%s: resuming at line %d (byte %d, %d events already summarised)",
+                         p, ck.line + 1, ck.offset, ck.events)
+            self._bytes_total = os.path.getsize(p)
+            self._bytes_done = start
+            await self._pump(src, fmt or guess_format(str(p)), source_id, ck, str(p))
+        finally:
+            await self._run_io(src.close)
+
+    async def run_stdin(self, *, fmt: str = "csv", fd: int | None = None) -> None:
+        """Summarise standard input until EOF. A pipe cannot be re-read, so stdin is never
+        resumed by position: a restart treats what arrives as new events."""
+        src = StdinSource(fd)
+        source_id = self.cfg.source_id or "stdin"
+        prev = self.checkpoint(source_id)
+        base = Checkpoint(events=prev.events, windows=prev.windows) if prev else None
+        await self._pump(src, fmt, source_id, base, "<stdin>", stdin=True)
+
+    async def _pump(self, src: Any, fmt: str, source_id: str, ck: Checkpoint | None,
+                    where: str, *, stdin: bool = False) -> None:
+        shard = self.cfg.shard_id
+        windower = self._windower(shard)
+        splitter = LineSplitter(
+            offset=0 if stdin or ck is None else ck.offset,
+            line=1 if stdin or ck is None else ck.line + 1,
+        )
+        events_before = ck.events if ck else 0
+        windows_before = ck.windows if ck else 0
+        head = b"" if stdin else await self._run_io(src.head, 4096)
+        # Events parsed but not yet in a window sit in the windower; the checkpoint of a
+        # window counts only the events up to its end.
+        counted = {"events": events_before, "windows": windows_before}
+
+        def make_ck(w: Window) -> Checkpoint:
+            nonlocal head
+            off = 0 if stdin else w.end_offset
+            if not stdin and len(head) < min(off, 4096):
+                head = src.head(4096)
+            return Checkpoint(
+                offset=off, line=w.end_line, events=counted["events"],
+                fingerprint="" if stdin else fingerprint(head[: min(off, 4096)]),
+                windows=counted["windows"],
+            )
+
+        # Parsed events not yet pushed into the windower: a chunk can hold thousands of
+        # windows' worth of events (small windows), and pushing them in slices keeps the
+        # PCS made per step within the room left under max_inflight.
+        carry: dict[str, Any] = {"batch": None, "eof": False, "stop": None, "final": False}
+
+        def step(room: int) -> tuple[list[tuple[int, PCS]], int, bool, bool,
+                                     InputError | None]:
+            """Work thread: read one chunk (unless events are carried over), parse,
+            window, summarise and append at most ``room`` windows."""
+            got = False
+            if carry["batch"] is None:
+                data, eof = src.read(CHUNK)
+                got = bool(data)
+                final = eof and not self.cfg.follow
+                block, off, line = splitter.feed(data, final=final)
+                self._bytes_done += len(data)
+                batch, bad = parse_block(fmt, block, off, line)
+                stop: InputError | None = None
+                if bad and self.cfg.on_malformed == "stop":
+                    # Summarise what precedes the first bad line (complete windows only),
+                    # then stop: the checkpoint stays before it, so a fixed file resumes
+                    # right there.
+                    first = bad[0]
+                    batch = batch.slice(0, int(np.searchsorted(batch.lines, first.line)))
+                    stop = InputError(f"{first.reason}: {first.text!r}", source=where,
+                                      position=first.line)
+                    bad = bad[:1]
+                    final = False
+                self._report(bad, where)
+                carry.update(batch=batch, eof=eof, stop=stop, final=final)
+                if bad and not len(batch) and windower.pending == 0 and not stdin:
+                    # Only malformed lines since the last window: remember we passed them
+                    # so that a restart does not report them again.
+                    self.outbox.save_checkpoint(source_id, Checkpoint(  # type: ignore[union-attr]
+                        offset=splitter.offset, line=splitter.line - 1,
+                        events=counted["events"], windows=counted["windows"],
+                        fingerprint=fingerprint(src.head(4096)[: min(splitter.offset, 4096)]),
+                    ))
+            batch = carry["batch"]
+            windows: list[Window] = []
+            while batch is not None and len(batch) and len(windows) < room:
+                take = min(len(batch), windower.count - windower.pending)
+                windows += windower.push(batch.slice(0, take))
+                batch = batch.slice(take, len(batch))
+            done = batch is None or not len(batch)
+            carry["batch"] = None if done else batch
+            if done and carry["final"]:
+                last = windower.flush()
+                if last is not None:
+                    windows.append(last)
+            items: list[tuple[int, PCS]] = []
+            n_ev = 0
+            for w in windows:
+                counted["events"] += len(w)
+                counted["windows"] += 1
+                n_ev += len(w)
+            if windows:
+                items = self._make_and_append(windows, shard, source_id, make_ck)
+            return (items, n_ev, done and carry["eof"], got,
+                    carry["stop"] if done else None)
+
+        idle_since = time.monotonic()
+        while not self._stopping:
+            await self._wait_for_room()
+            room = self.cfg.max_inflight - self._outstanding
+            items, n_ev, eof, got, stop = await self._run_io(step, room)
+            await self._publish(items, n_ev)
+            if stop is not None:
+                raise stop
+            if got:
+                idle_since = time.monotonic()
+            if eof and not self.cfg.follow:
+                return
+            if eof:
+                if self.cfg.exit_when_drained and not got:
+                    # Follow mode asked to stop once caught up: flush and leave.
+                    await self._flush_partial(shard, source_id, make_ck, counted)
+                    return
+                if (self.cfg.idle_flush_s is not None and windower.pending
+                        and time.monotonic() - idle_since >= self.cfg.idle_flush_s):
+                    await self._flush_partial(shard, source_id, make_ck, counted)
+                if not got:
+                    await asyncio.sleep(self.cfg.poll_s)
+
+    async def _flush_partial(self, shard: str, source_id: str,
+                             make_ck: Callable[[Window], Checkpoint],
+                             counted: dict[str, int]) -> None:
+        w = self._windower(shard).flush()
+        if w is None:
+            return
+        counted["events"] += len(w)
+        counted["windows"] += 1
+        items = await self._run_io(self._make_and_append, [w], shard, source_id, make_ck)
+        await self._publish(items, len(w))
+
+
+def install_signal_handlers(task: asyncio.Task[Any]) -> None:
+    """SIGTERM/SIGINT cancel the run; pending PCS stay in the outbox for the next start."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, task.cancel)
+        except (NotImplementedError, RuntimeError):  # not the main thread / platform
+            pass

@@ -1,0 +1,265 @@
+"""agent.runner against the fault-injecting server: windows → outbox → delivery."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flk_fast.agent.client import DeliveryClient
+from flk_fast.agent.outbox import Outbox
+from flk_fast.agent.retry import RetryPolicy
+from flk_fast.agent.runner import Agent, AgentConfig
+from flk_fast.agent.windows import Window
+from flk_fast.errors import ConfigError, InputError
+from flk_fast.protocol.codec import decode_pcs
+from flk_fast.protocol.pcs import PCS
+
+from . import plainsum
+from .faults import FakeSleep, FaultServer
+
+
+def summarize(w: Window, *, shard_id: str, epoch: int) -> PCS:
+    return plainsum.summarize(w.points, w.rows, shard_id=shard_id, epoch=epoch)
+
+
+def write_csv(path: Path, n: int, *, start: int = 0, header: bool = True) -> bytes:
+    rnd = random.Random(start)
+    lines = ["timestamp,x,y,z"] if header else []
+    for i in range(start, start + n):
+        lines.append(f"{i * 0.01:.2f},{rnd.random():.4f},{rnd.random():.4f},{rnd.random():.4f}")
+    data = ("\n".join(lines) + "\n").encode()
+    with open(path, "ab") as f:
+        f.write(data)
+    return data
+
+
+@pytest.fixture
+async def fault(aiohttp_server: Callable[..., Awaitable[Any]]) -> Any:
+    fs = FaultServer()
+    server = await aiohttp_server(fs.app())
+    fs.url = str(server.make_url("/"))  # type: ignore[attr-defined]
+    return fs
+
+
+def cfg(fs: Any, tmp_path: Path, **kw: Any) -> AgentConfig:
+    kw.setdefault("window", 50)
+    kw.setdefault("progress", "off")
+    return AgentConfig(endpoint=fs.url, shard_id="s1", data_dir=tmp_path / "data", **kw)
+
+
+def client(fs: Any, sleep: FakeSleep | None = None) -> DeliveryClient:
+    return DeliveryClient(fs.url, sleep=sleep or FakeSleep(), rng=random.Random(5),
+                          timeout_s=0.5)
+
+
+def delivered(fs: Any) -> dict[int, dict[str, Any]]:
+    """epoch -> last body the server answered 200/202 for."""
+    out = {}
+    for pcs_id, bodies in fs.bodies.items():
+        if fs.outcomes(pcs_id)[-1] in ("200", "202", "slow"):
+            doc = json.loads(bodies[-1])
+            out[doc["epoch"]] = doc
+    return out
+
+
+async def test_file_delivered_once_per_window(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 230)
+    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+        s = a.summary
+    assert (s.events, s.windows, s.sent, s.accepted, s.dead_lettered) == (230, 5, 5, 5, 0)
+    got = delivered(fault)
+    assert sorted(got) == [1, 2, 3, 4, 5]
+    # ft.outbox_seq names the outbox record; attempt and sent_at are stamped per send.
+    assert sorted(d["ft"]["outbox_seq"] for d in got.values()) == [1, 2, 3, 4, 5]
+    assert all(d["attempt"] == 1 for d in got.values())
+    with Outbox(tmp_path / "data") as ob:
+        assert list(ob.pending()) == []
+        ck = ob.checkpoint(str(src.resolve()))
+        assert ck is not None and (ck.offset, ck.events, ck.windows) == (src.stat().st_size, 230, 5)
+        assert ob.next_epoch("s1", 1) == 6
+
+
+async def test_rerun_on_same_file_makes_no_new_pcs(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 100)
+    for _ in range(2):
+        async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+            await a.run_file(src)
+            await a.drain()
+    assert a.summary.windows == 0 and len(fault.bodies) == 2
+    # Appended events are summarised with the next epochs.
+    write_csv(src, 120, start=100, header=False)
+    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert a.summary.windows == 3 and a.summary.events == 120
+    assert sorted(delivered(fault)) == [1, 2, 3, 4, 5]
+
+
+async def test_retries_and_dead_letters(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 200)
+    # Precompute the ids: same summarizer, epochs 1..4.
+    from flk_fast.agent.source import parse_csv_block
+    from flk_fast.agent.windows import Windower
+
+    b, _ = parse_csv_block(src.read_bytes())
+    ws = Windower(50).push(b)
+    ids = [summarize(w, shard_id="s1", epoch=e).pcs_id for e, w in enumerate(ws, 1)]
+    fault.script[ids[0]] = ["500", "reset", "429:2"]
+    fault.script[ids[1]] = ["401"]
+    fault.script[ids[2]] = ["503"] * 6
+    fault.script[ids[3]] = ["202"]
+    sleep = FakeSleep()
+    async with Agent(cfg(fault, tmp_path), summarize=summarize,
+                     client=client(fault, sleep)) as a:
+        await a.run_file(src)
+        await a.drain()
+        s = a.summary
+    assert (s.sent, s.accepted, s.escalated, s.dead_lettered) == (4, 1, 1, 2)
+    with Outbox(tmp_path / "data") as ob:
+        assert list(ob.pending()) == []
+        dl = {d.epoch: d for d in ob.dead_letters()}
+    assert sorted(dl) == [2, 3]
+    assert (dl[2].status, dl[2].attempts, dl[2].pcs_id) == (401, 1, ids[1])
+    assert (dl[3].status, dl[3].attempts) == (503, 6)
+    assert "retries exhausted" in dl[3].reason
+    assert decode_pcs(dl[2].body()).pcs_id == ids[1]
+    # The retried record carried its attempt number.
+    assert [json.loads(x)["attempt"] for x in fault.bodies[ids[0]]] == [1, 2, 3, 4]
+
+
+async def test_pending_resent_on_start(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 100)
+    # First run: nothing listens, and the backoff is long, so both PCS are appended
+    # and left pending when the agent stops.
+    dead = AgentConfig(endpoint="http://127.0.0.1:9", shard_id="s1",
+                       data_dir=tmp_path / "data", window=50, progress="off")
+    slow = DeliveryClient("http://127.0.0.1:9", timeout_s=0.2,
+                          policy=RetryPolicy(base_s=100.0))
+    async with Agent(dead, summarize=summarize, client=slow) as a:
+        await a.run_file(src)
+    with Outbox(tmp_path / "data") as ob:
+        assert [r.seq for r in ob.pending()] == [1, 2]
+    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+        assert (a.summary.windows, a.summary.resent, a.summary.accepted) == (0, 2, 2)
+    assert sorted(delivered(fault)) == [1, 2]
+    with Outbox(tmp_path / "data") as ob:
+        assert list(ob.pending()) == []
+
+
+async def test_malformed_skip_reports_positions(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"timestamp,x,y,z\n1,0.1,0.2,0.3\n2,0.2,oops,0.4\n3,0.3,0.4\n4,0.5,0.5,0.5\n")
+    async with Agent(cfg(fault, tmp_path, window=10), summarize=summarize,
+                     client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert a.summary.malformed == 2 and a.summary.events == 2
+    assert [(m.line, m.reason) for m in a.malformed] == [
+        (3, "a cell is not a number"), (4, "expected 4 cells, got 3")]
+
+
+async def test_malformed_stop(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 120)
+    with open(src, "ab") as f:
+        f.write(b"1.0,bad,2,3\n")
+    write_csv(src, 10, start=500, header=False)
+    c = cfg(fault, tmp_path, on_malformed="stop")
+    async with Agent(c, summarize=summarize, client=client(fault)) as a:
+        with pytest.raises(InputError, match=r"in\.csv:122: a cell is not a number"):
+            await a.run_file(src)
+        await a.drain()
+    # The two complete windows before the bad line were summarised and delivered; the
+    # partial window (events 101-120) was not, so fixing the file resumes at line 102.
+    assert a.summary.windows == 2
+    with Outbox(tmp_path / "data") as ob:
+        ck = ob.checkpoint(str(src.resolve()))
+    assert ck is not None and ck.line == 101 and ck.events == 100
+
+
+async def test_replaced_input_is_refused(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 100)
+    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+    src.unlink()
+    write_csv(src, 100, start=7)
+    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+        with pytest.raises(InputError, match="replaced or rewritten"):
+            await a.run_file(src)
+    async with Agent(cfg(fault, tmp_path, restart_input=True), summarize=summarize,
+                     client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert a.summary.windows == 2 and sorted(delivered(fault)) == [1, 2, 3, 4]
+
+
+async def test_feed_api_windows_and_checkpoint(fault: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    async with Agent(cfg(fault, tmp_path, window=40), summarize=summarize,
+                     client=client(fault)) as a:
+        assert await a.feed(rng.random((30, 3))) == 0
+        assert await a.feed(rng.random((60, 3))) == 2
+        assert await a.flush() == 1
+        await a.drain()
+        ck = a.checkpoint()
+    assert ck is not None and ck.events == 90
+    assert a.summary.windows == 3 and a.summary.accepted == 3
+    with pytest.raises(InputError, match="not finite"):
+        async with Agent(cfg(fault, tmp_path), summarize=summarize,
+                         client=client(fault)) as a:
+            await a.feed(np.array([[0.0, 1, 2, 3], [1.0, np.nan, 0, 0]]))
+
+
+async def test_feed_stream_async_iterator(fault: Any, tmp_path: Path) -> None:
+    async def gen():  # type: ignore[no-untyped-def]
+        for i in range(5):
+            yield np.column_stack([np.arange(i * 20, i * 20 + 20), np.full((20, 3), i / 10)])
+
+    async with Agent(cfg(fault, tmp_path, window=30), summarize=summarize,
+                     client=client(fault)) as a:
+        assert await a.feed_stream(gen()) == 4
+        await a.drain()
+    assert a.summary.events == 100 and a.summary.accepted == 4
+
+
+async def test_backpressure_bounds_outstanding(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 500)
+    async with Agent(cfg(fault, tmp_path, window=10, max_inflight=3, concurrency=2),
+                     summarize=summarize, client=client(fault)) as a:
+        seen = []
+        orig = a._enqueue
+
+        async def spy(seq: int, pcs: PCS) -> None:
+            await orig(seq, pcs)
+            seen.append(a._outstanding)
+
+        a._enqueue = spy  # type: ignore[method-assign]
+        await a.run_file(src)
+        await a.drain()
+    # One input step may append several windows at once; the bound holds per step.
+    assert a.summary.windows == 50 and max(seen) <= 3
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    for kw in ({"window": 0}, {"on_malformed": "ignore"}, {"shard_id": ""},
+               {"window_seconds": -1.0}, {"max_inflight": 0}, {"progress": "x"}):
+        base = {"endpoint": "http://h", "shard_id": "s", "data_dir": tmp_path}
+        with pytest.raises(ConfigError):
+            AgentConfig(**{**base, **kw})  # type: ignore[arg-type]
