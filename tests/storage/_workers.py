@@ -1,11 +1,13 @@
-"""Child-process workers for the storage tests (run as ``python -m tests.storage._workers``).
+"""Child-process workers for the storage tests.
+
+Run as ``python -m tests.storage._workers CMD ...``:
 
 ``dedup URL TAG N KEYS START_AT``: N concurrent put_if_absent over KEYS keys, starting
 at wall time START_AT so both processes overlap; prints one JSON list of
 ``[key, winner, inserted]``.
 
 ``wal PATH ROUND``: appends forever; after each append RETURNS it prints
-``seq payload-length`` and flushes, so every printed line is a durable promise.
+``seq round index`` and flushes, so every printed line is a durable promise.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ def wal(path: str, round_: int) -> None:
     while True:
         data = payload(round_, i)
         if i % 5 == 4:
-            seqs = w.append_many([data, payload(round_, i + 1)],
-                                 meta={b"checkpoint": str(i + 1).encode()})
+            seqs = w.append_many(
+                [data, payload(round_, i + 1)],
+                meta={b"checkpoint": str(i + 1).encode()},
+            )
             print(f"{seqs[0]} {round_} {i}\n{seqs[1]} {round_} {i + 1}", flush=True)
             i += 2
         else:

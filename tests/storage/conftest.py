@@ -42,7 +42,7 @@ def drop_redis_prefix(url: str, prefix: str) -> None:
 def dedup_url_for(
     request: pytest.FixtureRequest, tmp_path: Path, unique_prefix: str
 ) -> Iterator[object]:
-    """A function backend -> URL; Redis keys and PostgreSQL schemas are removed after."""
+    """A function backend -> URL; Redis keys and PostgreSQL schemas go after."""
     cleanups: list[object] = []
 
     def make(backend: str) -> str:

@@ -47,9 +47,21 @@ async def test_two_processes_race(backend: str, dedup_url_for: object) -> None:
     start_at = time.time() + 1.5  # both children are up (imports done) by then
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.storage._workers", "dedup", url, tag, str(N),
-             str(KEYS), str(start_at)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.storage._workers",
+                "dedup",
+                url,
+                tag,
+                str(N),
+                str(KEYS),
+                str(start_at),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for tag in ("p1", "p2")
     ]

@@ -1,4 +1,4 @@
-"""The DedupStore contract, run against every backend (lmdb, memory, redis, postgres)."""
+"""The DedupStore contract, run on every backend (lmdb, memory, redis, postgres)."""
 
 from __future__ import annotations
 
@@ -57,8 +57,12 @@ async def test_batches_keep_order_and_first_occurrence_wins(dedup_url: str) -> N
             [("n1", b"a"), ("old", b"x"), ("n1", b"b"), ("n2", b"c")]
         )
         assert got == [(b"a", True), (b"old-v", False), (b"a", False), (b"c", True)]
-        assert await store.get_many(["n2", "nope", "n1", "old"]) == [b"c", None, b"a",
-                                                                     b"old-v"]
+        assert await store.get_many(["n2", "nope", "n1", "old"]) == [
+            b"c",
+            None,
+            b"a",
+            b"old-v",
+        ]
         assert await store.put_many_if_absent([]) == []
     finally:
         await store.close()
@@ -119,7 +123,9 @@ async def test_lmdb_grows_its_map(tmp_path: object) -> None:
     store = AsyncLmdbDedup(LmdbDedup(f"{tmp_path}/d", map_size=1 << 16))
     try:
         big = b"y" * 10_000
-        got = await asyncio.gather(*(store.put_if_absent(f"k{i}", big) for i in range(300)))
+        got = await asyncio.gather(
+            *(store.put_if_absent(f"k{i}", big) for i in range(300))
+        )
         assert all(inserted for _, inserted in got)
         assert await store.get("k299") == big
         await store.ping()
@@ -146,8 +152,9 @@ async def test_lmdb_sweep_removes_expired(tmp_path: object) -> None:
     now = [1_000_000.0]
     store = LmdbDedup(f"{tmp_path}/d", clock=lambda: now[0])
     try:
-        store.put_many_if_absent([(f"k{i}", b"v", 10) for i in range(100)]
-                                 + [("keep", b"v", 1000)])
+        store.put_many_if_absent(
+            [(f"k{i}", b"v", 10) for i in range(100)] + [("keep", b"v", 1000)]
+        )
         now[0] += 11
         assert store.get("k1") is None
         assert store.sweep() == 100
@@ -185,8 +192,11 @@ async def test_down_backend_raises_within_timeout(
     backend: str, failure: str, closed_port: int, silent_server: int
 ) -> None:
     port = closed_port if failure == "refused" else silent_server
-    url = (f"redis://127.0.0.1:{port}/0" if backend == "redis"
-           else f"postgresql://postgres@127.0.0.1:{port}/test")
+    url = (
+        f"redis://127.0.0.1:{port}/0"
+        if backend == "redis"
+        else f"postgresql://postgres@127.0.0.1:{port}/test"
+    )
     store = open_dedup(url, timeout_s=0.5)
     try:
         for op in (store.get("k"), store.put_if_absent("k", b"v"), store.ping()):

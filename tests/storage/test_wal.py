@@ -1,4 +1,4 @@
-"""LmdbWal and AsyncWal: append/replay/ack/compact, meta, rotation, growth, corruption."""
+"""LmdbWal and AsyncWal: append/replay/ack/compact, meta, rotation, corruption."""
 
 from __future__ import annotations
 
@@ -29,12 +29,21 @@ def test_append_get_replay_ack(tmp_path: Path) -> None:
         wal.ack(2)
         assert [r.seq for r in wal.pending()] == [1, 3]
         assert [(r.seq, r.acked) for r in wal.replay(include_acked=True)] == [
-            (1, False), (2, True), (3, False)]
+            (1, False),
+            (2, True),
+            (3, False),
+        ]
         assert [r.seq for r in wal.replay(start=3)] == [3]
         wal.ack_many([1, 3, 77])  # an unknown seq is ignored
         assert list(wal.pending()) == []
         st = wal.stats()
-        assert (st.count, st.acked, st.pending, st.first_seq, st.last_seq) == (3, 3, 0, 1, 3)
+        assert (st.count, st.acked, st.pending, st.first_seq, st.last_seq) == (
+            3,
+            3,
+            0,
+            1,
+            3,
+        )
         assert st.disk_bytes > 0 and st.used_bytes > 0
     with pytest.raises(StorageError):
         wal.append(b"closed")
@@ -109,7 +118,7 @@ def test_daily_rotation_and_retention(tmp_path: Path) -> None:
 
 
 def _raw_put(path: Path, seq: int, value: bytes) -> None:
-    """Overwrite a record's bytes behind the WAL's back (a flipped bit, a torn write)."""
+    """Overwrite a record's bytes behind the WAL's back (bit flip, torn write)."""
     env = lmdb.open(str(path), max_dbs=4)
     with env.begin(write=True) as txn:
         txn.put(seq.to_bytes(8, "big"), value, db=env.open_db(b"records", txn=txn))
@@ -119,7 +128,9 @@ def _raw_put(path: Path, seq: int, value: bytes) -> None:
 def _raw_get(path: Path, seq: int) -> bytes:
     env = lmdb.open(str(path), max_dbs=4, readonly=True)
     with env.begin() as txn:
-        value = bytes(txn.get(seq.to_bytes(8, "big"), db=env.open_db(b"records", txn=txn)))
+        value = bytes(
+            txn.get(seq.to_bytes(8, "big"), db=env.open_db(b"records", txn=txn))
+        )
     env.close()
     return value
 
@@ -186,8 +197,10 @@ def test_two_processes_append_to_one_wal(tmp_path: Path) -> None:
         "w = LmdbWal(sys.argv[1], map_size=1 << 16)\n"
         "for i in range(200): w.append(b'%s-%d' % (sys.argv[2].encode(), i))\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag])
-             for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag])
+        for tag in ("a", "b")
+    ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     with LmdbWal(tmp_path) as wal:
         recs = list(wal.replay())
@@ -199,8 +212,9 @@ def test_two_processes_append_to_one_wal(tmp_path: Path) -> None:
 
 async def test_async_wal_group_commit(tmp_path: Path) -> None:
     wal = AsyncWal.open(tmp_path)
-    seqs = await asyncio.gather(*(wal.append(b"r%d" % i, meta={b"ck": b"%d" % i})
-                                  for i in range(300)))
+    seqs = await asyncio.gather(
+        *(wal.append(b"r%d" % i, meta={b"ck": b"%d" % i}) for i in range(300))
+    )
     assert sorted(seqs) == list(range(1, 301))
     batches, items = wal.commits
     assert items == 300 and batches < 300  # appends shared commits

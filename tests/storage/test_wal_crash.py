@@ -26,18 +26,32 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 20
 
 
+def _collect(child: subprocess.Popen[str], lines: list[str]) -> None:
+    assert child.stdout is not None
+    lines.extend(child.stdout)
+
+
 @pytest.mark.slow
 def test_sigkill_never_loses_a_returned_append(tmp_path: Path, rng: object) -> None:
     promised: dict[int, tuple[int, int]] = {}
     corrupt: list[tuple[int, str]] = []
     for round_ in range(ROUNDS):
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.storage._workers", "wal", str(tmp_path),
-             str(round_)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.storage._workers",
+                "wal",
+                str(tmp_path),
+                str(round_),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         lines: list[str] = []
-        reader = threading.Thread(target=lambda c=child: lines.extend(c.stdout))  # type: ignore[misc, arg-type]
+        reader = threading.Thread(target=_collect, args=(child, lines))
         reader.start()
         # wait for the first append so the kill lands while appending, not at import
         deadline = time.monotonic() + 30
@@ -55,10 +69,14 @@ def test_sigkill_never_loses_a_returned_append(tmp_path: Path, rng: object) -> N
                 promised[seq] = (r, i)
         assert lines, f"round {round_}: the child never appended"
 
-        with LmdbWal(tmp_path, on_corrupt=lambda s, why: corrupt.append((s, why))) as wal:
+        with LmdbWal(
+            tmp_path, on_corrupt=lambda s, why: corrupt.append((s, why))
+        ) as wal:
             present = {rec.seq: rec.data for rec in wal.replay()}
             for seq, (r, i) in promised.items():
-                assert present.get(seq) == payload(r, i), f"round {round_}: seq {seq} lost"
+                assert present.get(seq) == payload(r, i), (
+                    f"round {round_}: seq {seq} lost"
+                )
             # seqs are dense: nothing vanished in the middle
             assert sorted(present) == list(range(1, len(present) + 1))
             ckpt = wal.get_meta(b"checkpoint")

@@ -80,7 +80,9 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
 
         path = parts.netloc + parts.path
         if not path:
-            raise ConfigError(f"dedup URL {url!r}: lmdb needs a path, e.g. lmdb:///var/lib/flk")
+            raise ConfigError(
+                f"dedup URL {url!r}: lmdb needs a path, e.g. lmdb:///var/lib/flk"
+            )
         store = LmdbDedup(path, sync=_flag(query.get("sync", "1")))
         return AsyncLmdbDedup(store, timeout_s=timeout_s)
     if scheme == "memory":

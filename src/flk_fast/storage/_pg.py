@@ -15,10 +15,16 @@ _OURS = ("schema",)
 def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
     """``postgresql://…?schema=s`` -> (DSN without our options, {"schema": "s"})."""
     parts = urlsplit(dsn)
-    ours, theirs = {}, []
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        (ours.__setitem__(k, v) if k in _OURS else theirs.append((k, v)))
-    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+        if k in _OURS:
+            ours[k] = v
+        else:
+            theirs.append((k, v))
+    scheme = (
+        "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+    )
     return urlunsplit(parts._replace(scheme=scheme, query=urlencode(theirs))), ours
 
 
@@ -32,6 +38,10 @@ async def connect(dsn: str, *, timeout_s: float) -> tuple[Any, str | None]:
 
     plain, opts = split_dsn(dsn)
     schema = opts.get("schema") or None
-    conn = await asyncpg.connect(plain, timeout=timeout_s, command_timeout=timeout_s,
-                                 server_settings=server_settings(schema))
+    conn = await asyncpg.connect(
+        plain,
+        timeout=timeout_s,
+        command_timeout=timeout_s,
+        server_settings=server_settings(schema),
+    )
     return conn, schema

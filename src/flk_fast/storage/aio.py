@@ -39,8 +39,9 @@ _T = TypeVar("_T")
 class _GroupCommitter:
     """Queue of (payload, future) drained in batches by ``commit`` on one thread."""
 
-    def __init__(self, name: str, commit: Callable[[list[Any]], list[Any]],
-                 max_batch: int) -> None:
+    def __init__(
+        self, name: str, commit: Callable[[list[Any]], list[Any]], max_batch: int
+    ) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._commit = commit
         self._max_batch = max_batch
@@ -123,26 +124,40 @@ class AsyncWal:
     [1, 2, 3]
     """
 
-    def __init__(self, wal: LmdbWal, *, group_commit: bool = True,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        wal: LmdbWal,
+        *,
+        group_commit: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
         self.wal = wal
         self.group_commit = group_commit
         self._gc = _GroupCommitter("flk-wal-writer", self._commit, max_batch)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, group_commit: bool = True,
-             **wal_options: Any) -> AsyncWal:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        group_commit: bool = True,
+        **wal_options: Any,
+    ) -> AsyncWal:
         """Open ``LmdbWal(path, **wal_options)`` behind a facade."""
         return cls(LmdbWal(path, **wal_options), group_commit=group_commit)
 
-    def _commit(self, items: list[tuple[bytes, Mapping[bytes, bytes] | None]]) -> list[int]:
+    def _commit(
+        self, items: list[tuple[bytes, Mapping[bytes, bytes] | None]]
+    ) -> list[int]:
         meta: dict[bytes, bytes] = {}
         for _, m in items:
             if m:
                 meta.update(m)  # later callers win, as if they had committed later
         return self.wal.append_many([data for data, _ in items], meta or None)
 
-    async def append(self, data: bytes, meta: Mapping[bytes, bytes] | None = None) -> int:
+    async def append(
+        self, data: bytes, meta: Mapping[bytes, bytes] | None = None
+    ) -> int:
         """Append one record durably (see ``LmdbWal.append``); return its seq."""
         if not isinstance(data, bytes):
             raise TypeError(f"WAL records are bytes, not {type(data).__name__}")
@@ -150,8 +165,9 @@ class AsyncWal:
             return await self._gc.run(self.wal.append, data, meta)
         return int(await self._gc.submit((data, meta)))
 
-    async def append_many(self, items: Sequence[bytes],
-                          meta: Mapping[bytes, bytes] | None = None) -> list[int]:
+    async def append_many(
+        self, items: Sequence[bytes], meta: Mapping[bytes, bytes] | None = None
+    ) -> list[int]:
         """Append several records in one transaction (bypasses the queue)."""
         return await self._gc.run(self.wal.append_many, list(items), meta)
 
@@ -171,9 +187,10 @@ class AsyncWal:
         """Up to ``limit`` unacked records from ``start``, in order."""
         return await self._gc.run(_take, self.wal.pending(start), limit)
 
-    async def replay(self, start: int = 0, include_acked: bool = False,
-                     chunk: int = 512) -> AsyncIterator[WalRecord]:
-        """Async iterator over ``LmdbWal.replay``, fetched ``chunk`` records at a time."""
+    async def replay(
+        self, start: int = 0, include_acked: bool = False, chunk: int = 512
+    ) -> AsyncIterator[WalRecord]:
+        """Async iterator over ``LmdbWal.replay``, ``chunk`` records per fetch."""
         pos = start
         while True:
             recs = await self._gc.run(_take, self.wal.replay(pos, include_acked), chunk)
@@ -221,14 +238,20 @@ class AsyncLmdbDedup:
     writer that does not answer within ``timeout_s`` raise ``DedupUnavailableError``.
     """
 
-    def __init__(self, store: LmdbDedup, *, timeout_s: float = 5.0,
-                 group_commit: bool = True,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        store: LmdbDedup,
+        *,
+        timeout_s: float = 5.0,
+        group_commit: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
         self.store = store
         self.timeout_s = timeout_s
         self.group_commit = group_commit
-        self._gc = _GroupCommitter("flk-dedup-writer", store.put_many_if_absent,
-                                   max_batch)
+        self._gc = _GroupCommitter(
+            "flk-dedup-writer", store.put_many_if_absent, max_batch
+        )
 
     async def _guard(self, aw: Any) -> Any:
         try:
@@ -245,7 +268,8 @@ class AsyncLmdbDedup:
         except Exception as exc:
             if type(exc).__module__.startswith("lmdb"):
                 raise DedupUnavailableError(
-                    f"lmdb dedup {self.store.path}: {exc}") from exc
+                    f"lmdb dedup {self.store.path}: {exc}"
+                ) from exc
             raise
 
     async def get(self, key: DedupKey) -> bytes | None:
@@ -258,14 +282,16 @@ class AsyncLmdbDedup:
         result: list[bytes | None] = await self._guard(read())
         return result
 
-    async def put_if_absent(self, key: DedupKey, value: bytes,
-                            ttl_s: float = DEFAULT_TTL_S) -> tuple[bytes, bool]:
+    async def put_if_absent(
+        self, key: DedupKey, value: bytes, ttl_s: float = DEFAULT_TTL_S
+    ) -> tuple[bytes, bool]:
         if not self.group_commit:
             out = await self._guard(
-                self._gc.run(self.store.put_many_if_absent, [(key, value, ttl_s)]))
-            return out[0]  # type: ignore[no-any-return]
+                self._gc.run(self.store.put_many_if_absent, [(key, value, ttl_s)])
+            )
+            return out[0]
         self.store_check(key, value, ttl_s)
-        return await self._guard(self._gc.submit((key, value, ttl_s)))  # type: ignore[no-any-return]
+        return await self._guard(self._gc.submit((key, value, ttl_s)))
 
     @staticmethod
     def store_check(key: DedupKey, value: bytes, ttl_s: float) -> None:
@@ -278,13 +304,15 @@ class AsyncLmdbDedup:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
 
-    async def put_many_if_absent(self, items: Sequence[tuple[DedupKey, bytes]],
-                                 ttl_s: float = DEFAULT_TTL_S) -> list[tuple[bytes, bool]]:
+    async def put_many_if_absent(
+        self, items: Sequence[tuple[DedupKey, bytes]], ttl_s: float = DEFAULT_TTL_S
+    ) -> list[tuple[bytes, bool]]:
         batch = [(k, v, ttl_s) for k, v in items]
         for k, v, t in batch:
             self.store_check(k, v, t)
         out: list[tuple[bytes, bool]] = await self._guard(
-            self._gc.run(self.store.put_many_if_absent, batch))
+            self._gc.run(self.store.put_many_if_absent, batch)
+        )
         return out
 
     async def sweep(self, limit: int = 100_000) -> int:

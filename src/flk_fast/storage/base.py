@@ -47,7 +47,7 @@ def dedup_key(key: DedupKey) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class WalRecord:
-    """One WAL record. ``appended_at`` is the wall-clock time (epoch seconds) of the append."""
+    """One WAL record; ``appended_at`` is the append's wall-clock time (epoch s)."""
 
     seq: int
     data: bytes
@@ -88,7 +88,9 @@ class WriteAheadLog(Protocol):
 
     def get_meta(self, key: bytes) -> bytes | None: ...
 
-    def replay(self, start: int = 0, include_acked: bool = False) -> Iterator[WalRecord]: ...
+    def replay(
+        self, start: int = 0, include_acked: bool = False
+    ) -> Iterator[WalRecord]: ...
 
     def ack(self, seq: int) -> None: ...
 

@@ -23,13 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 
 from flk_fast.errors import StorageError
 
-from .base import DEFAULT_TTL_S, DedupKey, dedup_key
+from .base import DedupKey, dedup_key
 
 __all__ = ["LmdbDedup"]
 
@@ -73,8 +73,14 @@ class LmdbDedup:
         # every read transaction of this process closed, and readers must not wait
         # for an fsync.
         self._map_lock = threading.Lock()
-        self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=2, sync=sync,
-                             metasync=sync, readahead=False)
+        self.env = lmdb.open(
+            str(self.path),
+            map_size=map_size,
+            max_dbs=2,
+            sync=sync,
+            metasync=sync,
+            readahead=False,
+        )
         with self.env.begin(write=True) as txn:
             self.kv = self.env.open_db(b"kv", txn=txn)
             self.exp = self.env.open_db(b"exp", txn=txn)
@@ -109,7 +115,7 @@ class LmdbDedup:
             time.sleep(0.001)
         raise StorageError(f"dedup {self.path}: map keeps being resized")
 
-    def _live(self, raw: bytes | None, now: float) -> bytes | None:
+    def _live(self, raw: Any, now: float) -> bytes | None:
         if raw is None or _EXP.unpack_from(raw)[0] <= now:
             return None
         return bytes(raw[_EXP.size :])
@@ -119,7 +125,9 @@ class LmdbDedup:
         """Live values of ``keys`` (``None`` for missing or expired)."""
         ks = [dedup_key(k) for k in keys]
         now = self._clock()
-        return self._read(lambda txn: [self._live(txn.get(k, db=self.kv), now) for k in ks])
+        return self._read(
+            lambda txn: [self._live(txn.get(k, db=self.kv), now) for k in ks]
+        )
 
     def get(self, key: DedupKey) -> bytes | None:
         return self.get_many([key])[0]

@@ -44,8 +44,12 @@ class MemoryDedup:
     ((b'one', True), (b'one', False), b'one')
     """
 
-    def __init__(self, snapshot: str | os.PathLike[str] | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        snapshot: str | os.PathLike[str] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._data: dict[bytes, tuple[float, bytes]] = {}
         self._clock = clock
         self._closed = False
@@ -66,8 +70,9 @@ class MemoryDedup:
             return None
         return entry[1]
 
-    def _put(self, key: DedupKey, value: bytes, ttl_s: float, now: float
-             ) -> tuple[bytes, bool]:
+    def _put(
+        self, key: DedupKey, value: bytes, ttl_s: float, now: float
+    ) -> tuple[bytes, bool]:
         k = dedup_key(key)
         if not isinstance(value, bytes):
             raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
@@ -88,13 +93,15 @@ class MemoryDedup:
         now = self._clock()
         return [self._live(dedup_key(k), now) for k in keys]
 
-    async def put_if_absent(self, key: DedupKey, value: bytes,
-                            ttl_s: float = DEFAULT_TTL_S) -> tuple[bytes, bool]:
+    async def put_if_absent(
+        self, key: DedupKey, value: bytes, ttl_s: float = DEFAULT_TTL_S
+    ) -> tuple[bytes, bool]:
         self._check_open()
         return self._put(key, value, ttl_s, self._clock())
 
-    async def put_many_if_absent(self, items: Sequence[tuple[DedupKey, bytes]],
-                                 ttl_s: float = DEFAULT_TTL_S) -> list[tuple[bytes, bool]]:
+    async def put_many_if_absent(
+        self, items: Sequence[tuple[DedupKey, bytes]], ttl_s: float = DEFAULT_TTL_S
+    ) -> list[tuple[bytes, bool]]:
         self._check_open()
         now = self._clock()
         return [self._put(k, v, ttl_s, now) for k, v in items]

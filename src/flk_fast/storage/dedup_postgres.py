@@ -52,7 +52,8 @@ RETURNING d.key
 """
 _GET = "SELECT value FROM flk_dedup WHERE key = $1 AND expires_at > now()"
 _GET_MANY = (
-    "SELECT key, value FROM flk_dedup WHERE key = ANY($1::bytea[]) AND expires_at > now()"
+    "SELECT key, value FROM flk_dedup"
+    " WHERE key = ANY($1::bytea[]) AND expires_at > now()"
 )
 # The outer expiry test is re-checked on a row a concurrent put just renewed, so the
 # sweep never deletes a live entry.
@@ -65,8 +66,14 @@ DELETE FROM flk_dedup WHERE expires_at <= now() AND key IN (
 class PostgresDedup:
     """``DedupStore`` on PostgreSQL: ``postgresql://user@host:port/db[?schema=…]``."""
 
-    def __init__(self, dsn: str, *, timeout_s: float = 2.0, max_size: int = 10,
-                 sweep_interval_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout_s: float = 2.0,
+        max_size: int = 10,
+        sweep_interval_s: float = 60.0,
+    ) -> None:
         self._dsn, opts = split_dsn(dsn)
         self.schema = opts.get("schema") or None
         self.timeout_s = timeout_s
@@ -84,8 +91,11 @@ class PostgresDedup:
         async with self._pool_lock:
             if self._pool is None:
                 pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self.max_size,
-                    timeout=self.timeout_s, command_timeout=self.timeout_s,
+                    self._dsn,
+                    min_size=1,
+                    max_size=self.max_size,
+                    timeout=self.timeout_s,
+                    command_timeout=self.timeout_s,
                     server_settings=server_settings(self.schema),
                 )
                 try:
@@ -108,7 +118,8 @@ class PostgresDedup:
                     return await fn(conn)
         except TimeoutError as exc:
             raise DedupUnavailableError(
-                f"postgres dedup: no answer within {self.timeout_s} s") from exc
+                f"postgres dedup: no answer within {self.timeout_s} s"
+            ) from exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise DedupUnavailableError(f"postgres dedup: {exc}") from exc
 
@@ -146,8 +157,9 @@ class PostgresDedup:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
 
-    async def put_if_absent(self, key: DedupKey, value: bytes,
-                            ttl_s: float = DEFAULT_TTL_S) -> tuple[bytes, bool]:
+    async def put_if_absent(
+        self, key: DedupKey, value: bytes, ttl_s: float = DEFAULT_TTL_S
+    ) -> tuple[bytes, bool]:
         k = dedup_key(key)
         self._check(value, ttl_s)
 
@@ -165,8 +177,9 @@ class PostgresDedup:
         self._maybe_sweep()
         return out
 
-    async def put_many_if_absent(self, items: Sequence[tuple[DedupKey, bytes]],
-                                 ttl_s: float = DEFAULT_TTL_S) -> list[tuple[bytes, bool]]:
+    async def put_many_if_absent(
+        self, items: Sequence[tuple[DedupKey, bytes]], ttl_s: float = DEFAULT_TTL_S
+    ) -> list[tuple[bytes, bool]]:
         prepared = []
         for key, value in items:
             self._check(value, ttl_s)
@@ -179,8 +192,9 @@ class PostgresDedup:
         keys = sorted(first)
 
         async def run(conn: Any) -> dict[bytes, tuple[bytes, bool]]:
-            rows = await conn.fetch(_INSERT_MANY, keys, [first[k] for k in keys],
-                                    float(ttl_s))
+            rows = await conn.fetch(
+                _INSERT_MANY, keys, [first[k] for k in keys], float(ttl_s)
+            )
             won = {bytes(r[0]) for r in rows}
             result = {k: (first[k], True) for k in won}
             missing = [k for k in keys if k not in won]

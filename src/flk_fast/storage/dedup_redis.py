@@ -54,12 +54,19 @@ class RedisDedup:
     """``DedupStore`` on Redis. ``url``: ``redis://[:password@]host:port/db[?prefix=…]``
     (``rediss://`` for TLS, ``unix:///path.sock`` for a socket)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0,
-                 prefix: str | None = None, max_connections: int = 32) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 2.0,
+        prefix: str | None = None,
+        max_connections: int = 32,
+    ) -> None:
         plain, opts = _split_url(url)
         self.timeout_s = timeout_s
-        self.prefix = (prefix if prefix is not None else opts.get("prefix", DEFAULT_PREFIX)
-                       ).encode()
+        self.prefix = (
+            prefix if prefix is not None else opts.get("prefix", DEFAULT_PREFIX)
+        ).encode()
         self._url = plain
         # A blocking pool: under a burst, callers wait (within timeout_s) for one of
         # ``max_connections`` connections instead of failing with "Too many
@@ -75,7 +82,9 @@ class RedisDedup:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
         )
-        self.client = aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
+        self.client = aioredis.Redis.from_pool(
+            pool
+        )  # the client owns and closes the pool
 
     def key(self, key: DedupKey) -> bytes:
         """The Redis key of a dedup key (see the module docstring)."""
@@ -87,7 +96,8 @@ class RedisDedup:
                 return await aw
         except TimeoutError as exc:
             raise DedupUnavailableError(
-                f"redis dedup: no answer within {self.timeout_s} s") from exc
+                f"redis dedup: no answer within {self.timeout_s} s"
+            ) from exc
         except (RedisError, OSError) as exc:
             raise DedupUnavailableError(f"redis dedup: {exc}") from exc
 
@@ -104,7 +114,7 @@ class RedisDedup:
             async with self.client.pipeline(transaction=False) as pipe:
                 for k in ks:
                     pipe.get(k)
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return await pipe.execute()
 
         result: list[bytes | None] = await self._call(run())
         return result
@@ -115,16 +125,21 @@ class RedisDedup:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
         return max(1, round(ttl_s * 1000))
 
-    async def put_if_absent(self, key: DedupKey, value: bytes,
-                            ttl_s: float = DEFAULT_TTL_S) -> tuple[bytes, bool]:
+    async def put_if_absent(
+        self, key: DedupKey, value: bytes, ttl_s: float = DEFAULT_TTL_S
+    ) -> tuple[bytes, bool]:
         if not isinstance(value, bytes):
             raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
-        old = await self._call(self.client.set(self.key(key), value, nx=True,
-                                               px=self._ttl_ms(ttl_s), get=True))
+        old = await self._call(
+            self.client.set(
+                self.key(key), value, nx=True, px=self._ttl_ms(ttl_s), get=True
+            )
+        )
         return (value, True) if old is None else (old, False)
 
-    async def put_many_if_absent(self, items: Sequence[tuple[DedupKey, bytes]],
-                                 ttl_s: float = DEFAULT_TTL_S) -> list[tuple[bytes, bool]]:
+    async def put_many_if_absent(
+        self, items: Sequence[tuple[DedupKey, bytes]], ttl_s: float = DEFAULT_TTL_S
+    ) -> list[tuple[bytes, bool]]:
         if not items:
             return []
         ttl_ms = self._ttl_ms(ttl_s)
@@ -140,11 +155,13 @@ class RedisDedup:
             async with self.client.pipeline(transaction=False) as pipe:
                 for k, v in prepared:
                     pipe.set(k, v, nx=True, px=ttl_ms, get=True)
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return await pipe.execute()
 
         olds: list[bytes | None] = await self._call(run())
-        return [(v, True) if old is None else (old, False)
-                for (_, v), old in zip(prepared, olds, strict=True)]
+        return [
+            (v, True) if old is None else (old, False)
+            for (_, v), old in zip(prepared, olds, strict=True)
+        ]
 
     async def ping(self) -> None:
         await self._call(self.client.ping())

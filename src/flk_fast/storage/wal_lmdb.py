@@ -1,4 +1,4 @@
-"""A durable append-only write-ahead log on LMDB (the server inbox and the agent outbox).
+"""A durable append-only write-ahead log on LMDB (server inbox, agent outbox).
 
 Layout
 ------
@@ -55,6 +55,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,7 +96,7 @@ def _encode(seq_key: bytes, data: bytes, appended_at: float) -> bytes:
     return header + _checksum(seq_key, header, data) + data
 
 
-def _decode(seq_key: bytes, raw: bytes) -> tuple[bytes, float] | str:
+def _decode(seq_key: Any, raw: Any) -> tuple[bytes, float] | str:
     """Return ``(payload, appended_at)`` or a string saying why the record is bad."""
     if len(raw) < _PREFIX:
         return f"torn record: {len(raw)} bytes, shorter than the {_PREFIX}-byte header"
@@ -103,7 +104,8 @@ def _decode(seq_key: bytes, raw: bytes) -> tuple[bytes, float] | str:
     if version != _VERSION:
         return f"unknown record version {version}"
     if len(raw) - _PREFIX != length:
-        return f"torn record: header says {length} payload bytes, found {len(raw) - _PREFIX}"
+        found = len(raw) - _PREFIX
+        return f"torn record: header says {length} payload bytes, found {found}"
     data = raw[_PREFIX:]
     if _checksum(seq_key, raw[: _HDR.size], data) != raw[_HDR.size : _PREFIX]:
         return "checksum mismatch"
@@ -289,8 +291,12 @@ class LmdbWal:
             if seg is not None:
                 seg.close()
             shutil.rmtree(self._day_dir(day), ignore_errors=True)
-            log.info("WAL %s: dropped day segment %s (retention %d days)", self.path,
-                     self._day_dir(day).name, self.retention_days)
+            log.info(
+                "WAL %s: dropped day segment %s (retention %d days)",
+                self.path,
+                self._day_dir(day).name,
+                self.retention_days,
+            )
 
     def _seg_of(self, seq: int) -> _Segment | None:
         day = seq >> _DAY_SHIFT if self.rotate_daily else 0
@@ -298,7 +304,9 @@ class LmdbWal:
 
     def _report(self, seq: int, reason: str) -> None:
         self._corrupt_seen += 1
-        log.warning("WAL %s: record %d is corrupt (%s); skipped", self.path, seq, reason)
+        log.warning(
+            "WAL %s: record %d is corrupt (%s); skipped", self.path, seq, reason
+        )
         if self.on_corrupt is not None:
             self.on_corrupt(seq, reason)
 
@@ -310,7 +318,7 @@ class LmdbWal:
     def append_many(
         self, items: Sequence[bytes], meta: Mapping[bytes, bytes] | None = None
     ) -> list[int]:
-        """Append ``items`` and ``meta`` in one transaction, one fsync; return the seqs."""
+        """Append ``items`` and ``meta`` in one transaction (one fsync); return seqs."""
         for item in items:
             if not isinstance(item, bytes):
                 raise TypeError(f"WAL records are bytes, not {type(item).__name__}")
@@ -342,15 +350,18 @@ class LmdbWal:
         """Mark several seqs as processed, one transaction per segment."""
         by_seg: dict[int, list[int]] = {}
         for seq in seqs:
-            by_seg.setdefault(seq >> _DAY_SHIFT if self.rotate_daily else 0, []).append(seq)
+            by_seg.setdefault(seq >> _DAY_SHIFT if self.rotate_daily else 0, []).append(
+                seq
+            )
         with self._lock:
             for day, group in by_seg.items():
                 seg = self._segment(day, create=False)
                 if seg is None:
                     continue  # the day was dropped by retention: nothing left to ack
 
-                def put(txn: lmdb.Transaction, seg: _Segment = seg,
-                        group: list[int] = group) -> None:
+                def put(
+                    txn: lmdb.Transaction, seg: _Segment = seg, group: list[int] = group
+                ) -> None:
                     for seq in group:
                         key = _SEQ.pack(seq)
                         if txn.get(key, db=seg.records) is not None:
@@ -359,7 +370,7 @@ class LmdbWal:
                 seg.write(put)
 
     def compact(self, older_than_s: float) -> int:
-        """Delete acked records appended more than ``older_than_s`` ago; return how many.
+        """Delete acked records appended over ``older_than_s`` ago; return how many.
 
         In a rotating WAL, a past day left with no record is removed from disk.
         """
@@ -371,13 +382,15 @@ class LmdbWal:
                 if seg is None:
                     continue
                 while True:  # bounded transactions: other writers are not starved
-                    n, more = seg.write(lambda txn, s=seg: _compact_chunk(s, txn, horizon))
+                    n, more = seg.write(partial(_compact_chunk, seg, horizon=horizon))
                     removed += n
                     if not more:
                         break
-                if self.rotate_daily and day != self._current_day and seg.read(
-                    lambda txn, s=seg: txn.stat(s.records)["entries"]
-                ) == 0:
+                if (
+                    self.rotate_daily
+                    and day != self._current_day
+                    and seg.read(partial(_entries, seg)) == 0
+                ):
                     self._segments.pop(day).close()
                     shutil.rmtree(self._day_dir(day), ignore_errors=True)
         return removed
@@ -390,7 +403,7 @@ class LmdbWal:
                 seg = self._segment(day, create=False)
                 if seg is None:
                     continue
-                value = seg.read(lambda txn, s=seg: txn.get(key, db=s.meta))
+                value = seg.read(partial(_meta_get, seg, key))
                 if value is not None:
                     return bytes(value)
         return None
@@ -416,7 +429,9 @@ class LmdbWal:
             raise WalCorruptionError(seq, decoded)
         return WalRecord(seq, decoded[0], acked, decoded[1])
 
-    def replay(self, start: int = 0, include_acked: bool = False) -> Iterator[WalRecord]:
+    def replay(
+        self, start: int = 0, include_acked: bool = False
+    ) -> Iterator[WalRecord]:
         """Yield records with ``seq >= start`` in order, skipping corrupt ones.
 
         Reads in chunks with short read transactions, so a slow consumer never pins
@@ -445,7 +460,7 @@ class LmdbWal:
     def _read_chunk(
         self, seg: _Segment, pos: int, include_acked: bool
     ) -> tuple[list[WalRecord] | None, int]:
-        """Up to _CHUNK records from ``pos``; ``(None, pos)`` at the end of the segment."""
+        """Up to _CHUNK records from ``pos``; ``(None, pos)`` at the segment's end."""
         bad: list[tuple[int, str]] = []
 
         def read(txn: lmdb.Transaction) -> tuple[list[WalRecord] | None, int]:
@@ -519,11 +534,21 @@ class LmdbWal:
                     lo = _SEQ.unpack(cur.key())[0] if cur.first() else None
                     hi = _SEQ.unpack(cur.key())[0] if cur.last() else None
                     env_st = s.env.stat()
-                    pages = sum(env_st[k] for k in ("branch_pages", "leaf_pages",
-                                                     "overflow_pages"))
+                    pages = sum(
+                        env_st[k]
+                        for k in ("branch_pages", "leaf_pages", "overflow_pages")
+                    )
                     for st in (st_r, st_a):
-                        pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
-                    return st_r["entries"], st_a["entries"], pages * env_st["psize"], lo, hi
+                        pages += (
+                            st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+                        )
+                    return (
+                        st_r["entries"],
+                        st_a["entries"],
+                        pages * env_st["psize"],
+                        lo,
+                        hi,
+                    )
 
                 n, a, u, lo, hi = seg.read(read)
                 count += n
@@ -534,9 +559,17 @@ class LmdbWal:
                     first = lo
                 if hi is not None:
                     last = hi
-        return WalStats(count=count, pending=count - acked, acked=acked, used_bytes=used,
-                        disk_bytes=disk, first_seq=first, last_seq=last,
-                        segments=len(days), corrupt_seen=self._corrupt_seen)
+        return WalStats(
+            count=count,
+            pending=count - acked,
+            acked=acked,
+            used_bytes=used,
+            disk_bytes=disk,
+            first_seq=first,
+            last_seq=last,
+            segments=len(days),
+            corrupt_seen=self._corrupt_seen,
+        )
 
     def close(self) -> None:
         """Close every segment; further use raises ``StorageError``."""
@@ -556,8 +589,16 @@ class LmdbWal:
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 
 
+def _entries(seg: _Segment, txn: lmdb.Transaction) -> int:
+    return int(txn.stat(seg.records)["entries"])
+
+
+def _meta_get(seg: _Segment, key: bytes, txn: lmdb.Transaction) -> Any:
+    return txn.get(key, db=seg.meta)
+
+
 def _disk_usage(path: Path) -> int:
-    """Bytes the segment's files occupy on disk (allocated blocks, not apparent size)."""
+    """Bytes the segment's files occupy on disk (allocated blocks)."""
     total = 0
     for name in ("data.mdb", "lock.mdb"):
         try:
@@ -567,8 +608,10 @@ def _disk_usage(path: Path) -> int:
     return total
 
 
-def _compact_chunk(seg: _Segment, txn: lmdb.Transaction, horizon: float) -> tuple[int, bool]:
-    """Delete up to 10 000 acked records older than ``horizon``; return (n, more_left)."""
+def _compact_chunk(
+    seg: _Segment, txn: lmdb.Transaction, horizon: float
+) -> tuple[int, bool]:
+    """Delete up to 10 000 acked records older than ``horizon``; (n, more_left)."""
     removed = 0
     cur = txn.cursor(db=seg.acks)
     keys: list[bytes] = []

@@ -54,14 +54,17 @@ async def apply(conn: Any, schema: str | None = None) -> list[str]:
             " version int PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        applied = {r[0] for r in await conn.fetch("SELECT version FROM flk_schema_migrations")}
+        applied = {
+            r[0] for r in await conn.fetch("SELECT version FROM flk_schema_migrations")
+        }
         for version, name, sql in MIGRATIONS:
             if version in applied:
                 continue
             await conn.execute(sql)
             await conn.execute(
                 "INSERT INTO flk_schema_migrations (version, name) VALUES ($1, $2)",
-                version, name,
+                version,
+                name,
             )
             done.append(f"{version:04d}_{name}")
     return done
