@@ -80,3 +80,17 @@ def summarize(points: np.ndarray, rows: bytes, *, shard_id: str, epoch: int,
         ft=FaultTolerance(outbox_seq=0, degraded=False, fallbacks=(), clock_skew_ms=0),
     )
     return msgspec.structs.replace(pcs, sig=HmacSigner(key).sign(pcs))
+
+
+def factory(args):  # type: ignore[no-untyped-def]
+    """``flk agent --summarizer tests.agent.plainsum:factory``: the plain summarizer
+    keyed like the CLI says, so subprocess tests don't depend on the kernels build."""
+    from flk_fast.protocol.signing import load_hmac_key
+
+    key = load_hmac_key(path=args.hmac_key_file)
+
+    def run(w, *, shard_id: str, epoch: int) -> PCS:  # type: ignore[no-untyped-def]
+        return summarize(w.points, w.rows, shard_id=shard_id, epoch=epoch, key=key,
+                         seed=args.seed)
+
+    return run

@@ -1,0 +1,460 @@
+"""``flk agent`` (events → delivered PCS), ``flk outbox …`` and ``flk dlq …``.
+
+Exit codes (also in docs/agent.md): 0 everything delivered (accepted or escalated by the
+server), 1 some PCS were dead-lettered, 2 bad usage, configuration, key or input
+(including a malformed line with ``--on-malformed stop``), 3 the data directory is in
+use by another agent, 130 interrupted (pending PCS stay in the outbox).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from flk_fast.cli._common import add_command, fail
+
+__all__ = ["register"]
+
+EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 2,4,8,16, got {text!r}") from None
+    if len(vals) < 2 or len(set(vals)) != len(vals) or min(vals) < 1:
+        raise argparse.ArgumentTypeError("need at least 2 distinct scales >= 1")
+    return vals
+
+
+def _add_delivery_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("delivery (SPEC §7)")
+    g.add_argument("--concurrency", type=_positive_int, default=8,
+                   help="requests in flight, over kept-alive connections (8)")
+    g.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds allowed per request before it counts as a timeout (10)")
+    g.add_argument("--retry-base", type=float, default=1.0, metavar="S",
+                   help="first backoff wait; doubles per retry (1)")
+    g.add_argument("--retry-cap", type=float, default=60.0, metavar="S",
+                   help="longest single wait, Retry-After included (60)")
+    g.add_argument("--max-retries", type=int, default=5, metavar="N",
+                   help="retries for 5xx, timeouts, resets before the DLQ (5)")
+    g.add_argument("--tenant-id", metavar="T",
+                   help="send X-Tenant-Id: T (multi-tenant servers pick the key by it)")
+
+
+def register(sub: Any) -> None:
+    p = add_command(
+        sub,
+        "agent",
+        help="summarise an event stream into signed PCS and deliver each at least once "
+        "(durable outbox, retries, dead-letter queue, exact resume after a crash)",
+        examples="""\
+  flk agent --endpoint http://127.0.0.1:8080 --in events.csv --shard-id s1 \\
+      --window 10000 --data-dir ./agent --hmac-key-file secret.key --exit-when-drained
+  tail -F app.log.csv | flk agent --endpoint http://srv:8080 --in - --shard-id s1 \\
+      --data-dir ./agent --hmac-key-file secret.key
+  flk agent --endpoint http://srv:8080 --in events.jsonl --follow --window-seconds 60 \\
+      --idle-flush 90 --shard-id s1 --data-dir ./agent --hmac-key-file secret.key""",
+    )
+    p.add_argument("--endpoint", required=True, metavar="URL",
+                   help="server base URL (http://host:port) or full submit URL")
+    p.add_argument("--in", dest="input", required=True, metavar="FILE|-",
+                   help="CSV (timestamp,x,y,z) or JSONL events; - for stdin")
+    p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
+                   help="input format; auto = jsonl for .jsonl/.ndjson/.json, else csv")
+    p.add_argument("--shard-id", required=True, metavar="S", help="shard of every PCS")
+    p.add_argument("--data-dir", required=True, metavar="DIR",
+                   help="outbox, dead-letter queue and input checkpoints (LMDB)")
+    keys = p.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--hmac-key-file", metavar="F", help="HMAC-SHA256 secret file")
+    keys.add_argument("--hmac-key-env", metavar="VAR", help="env var holding the secret")
+    keys.add_argument("--ed25519-key-file", metavar="F",
+                      help="Ed25519 private key (PEM PKCS#8 or 32 raw bytes)")
+
+    w = p.add_argument_group("windows and signals")
+    w.add_argument("--window", type=_positive_int, default=10_000, metavar="N",
+                   help="events per PCS; with --window-seconds, the cap per window (10000)")
+    w.add_argument("--window-seconds", type=float, metavar="T",
+                   help="time windows: events in the same floor(timestamp/T) slot")
+    w.add_argument("--start-epoch", type=int, default=1, metavar="E",
+                   help="epoch of the first window of a new data dir (1); later windows "
+                   "count up, and restarts continue the count")
+    w.add_argument("--scales", type=_scales, default=(2, 4, 8, 16), metavar="LIST",
+                   help="box-counting scales (2,4,8,16)")
+    w.add_argument("--seed", type=int, default=42, help="direction sampler seed (42)")
+    w.add_argument("--merkle-scheme", default="sha256-hexcat",
+                   choices=("sha256-hexcat", "sha256-rfc6962", "blake3-rfc6962"),
+                   help="Merkle scheme over the canonical rows (sha256-hexcat)")
+    w.add_argument("--chunk-size", type=_positive_int, default=64, metavar="B",
+                   help="Merkle leaf size in bytes (64)")
+    w.add_argument("--numba", action="store_true",
+                   help="allow the numba kernels (imports numba: ~90 MB, slower start)")
+    w.add_argument("--summarizer", metavar="MODULE:FUNC",
+                   help="advanced: a factory FUNC(args) -> summarize(window, shard_id=, "
+                   "epoch=) replacing the built-in signals")
+
+    i = p.add_argument_group("input")
+    i.add_argument("--on-malformed", choices=("skip", "stop"), default="skip",
+                   help="a malformed line is logged with its position and skipped, or "
+                   "stops the agent (exit 2) after delivering what precedes it (skip)")
+    i.add_argument("--follow", action="store_true",
+                   help="keep reading FILE as it grows (like tail -f)")
+    i.add_argument("--poll", type=float, default=0.25, metavar="S",
+                   help="follow mode: seconds between looks for new data (0.25)")
+    i.add_argument("--idle-flush", type=float, metavar="S",
+                   help="follow/stdin: summarise a partial window after S idle seconds")
+    i.add_argument("--source-id", metavar="ID",
+                   help="name of the input's checkpoint (default: the file's path)")
+    i.add_argument("--restart-input", action="store_true",
+                   help="ignore the input's checkpoint and summarise it from the start")
+
+    r = p.add_argument_group("run")
+    r.add_argument("--exit-when-drained", action="store_true",
+                   help="stop once the input is consumed (follow mode: caught up) and "
+                   "every PCS is acknowledged or dead-lettered; print a summary line")
+    r.add_argument("--max-inflight", type=_positive_int, default=256, metavar="N",
+                   help="PCS made but not yet acknowledged before reading pauses (256)")
+    r.add_argument("--no-sync", action="store_true",
+                   help="don't fsync the outbox (survives kill -9, not power loss)")
+    r.add_argument("--compact-after", type=float, default=7 * 86400.0, metavar="S",
+                   help="at start, delete acknowledged records older than S seconds (7 d)")
+    r.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto",
+                   help="auto: a bar on a terminal, log lines otherwise")
+    r.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error"))
+    _add_delivery_options(p)
+    p.set_defaults(func=_agent)
+
+    o = add_command(sub, "outbox", help="inspect, resend or compact an agent's outbox",
+                    examples="""\
+  flk outbox status --data-dir ./agent
+  flk outbox replay --data-dir ./agent --endpoint http://127.0.0.1:8080
+  flk outbox compact --data-dir ./agent --older-than 0""")
+    osub = o.add_subparsers(dest="action", metavar="ACTION", required=True)
+    st = osub.add_parser("status", help="pending/acked counts, checkpoints, epochs, DLQ size")
+    st.add_argument("--data-dir", required=True, metavar="DIR")
+    st.add_argument("--json", action="store_true", help="one JSON object")
+    st.set_defaults(func=_outbox_status)
+    rp = osub.add_parser("replay", help="send every pending PCS now (needs the data dir "
+                         "free: no agent running on it)")
+    rp.add_argument("--data-dir", required=True, metavar="DIR")
+    rp.add_argument("--endpoint", required=True, metavar="URL")
+    _add_delivery_options(rp)
+    rp.set_defaults(func=_outbox_replay)
+    cp = osub.add_parser("compact", help="delete acknowledged records (and dropped dead "
+                         "letters) older than --older-than seconds")
+    cp.add_argument("--data-dir", required=True, metavar="DIR")
+    cp.add_argument("--older-than", type=float, default=0.0, metavar="S")
+    cp.set_defaults(func=_outbox_compact)
+
+    d = add_command(sub, "dlq", help="list, requeue or drop dead-lettered PCS",
+                    examples="""\
+  flk dlq list --data-dir ./agent
+  flk dlq retry --data-dir ./agent --all --endpoint http://127.0.0.1:8080
+  flk dlq drop --data-dir ./agent 3 4""")
+    dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = dsub.add_parser("list", help="one line per dead letter (or --json)")
+    ls.add_argument("--data-dir", required=True, metavar="DIR")
+    ls.add_argument("--json", action="store_true", help="JSON lines with the full PCS")
+    ls.set_defaults(func=_dlq_list)
+    for name, helptext in (("retry", "requeue into the outbox (and send with --endpoint)"),
+                           ("drop", "drop for good")):
+        q = dsub.add_parser(name, help=helptext)
+        q.add_argument("--data-dir", required=True, metavar="DIR")
+        q.add_argument("seqs", nargs="*", type=int, metavar="SEQ",
+                       help="dead-letter seqs (from 'flk dlq list')")
+        q.add_argument("--all", action="store_true", help="every dead letter")
+        if name == "retry":
+            q.add_argument("--endpoint", metavar="URL", help="send the requeued PCS now")
+            _add_delivery_options(q)
+        q.set_defaults(func=_dlq_retry if name == "retry" else _dlq_drop)
+
+
+# --------------------------------------------------------------------------- helpers
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from flk_fast.agent.retry import RetryPolicy
+
+    return RetryPolicy(base_s=args.retry_base, cap_s=args.retry_cap,
+                       max_retries=args.max_retries)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from flk_fast.agent.client import DeliveryClient
+
+    headers = {"X-Tenant-Id": args.tenant_id} if args.tenant_id else None
+    return DeliveryClient(args.endpoint, policy=_policy(args), concurrency=args.concurrency,
+                          timeout_s=args.timeout, headers=headers)
+
+
+def _load_signer(args: argparse.Namespace) -> Any:
+    from flk_fast.protocol import signing
+
+    if args.ed25519_key_file:
+        return signing.Ed25519Signer(signing.load_ed25519_private(args.ed25519_key_file))
+    if args.hmac_key_file:
+        return signing.HmacSigner(signing.load_hmac_key(path=args.hmac_key_file))
+    return signing.HmacSigner(signing.load_hmac_key(env=args.hmac_key_env))
+
+
+def _summarizer(args: argparse.Namespace) -> Any:
+    if args.summarizer:
+        mod, _, func = args.summarizer.partition(":")
+        factory = getattr(importlib.import_module(mod), func or "make_summarizer")
+        return factory(args)
+    from flk_fast.agent.pipeline import make_summarizer
+
+    return make_summarizer(
+        signer=_load_signer(args), scales=args.scales, seed=args.seed,
+        merkle_scheme=args.merkle_scheme, chunk_size=args.chunk_size,
+        allow_numba=args.numba,
+    )
+
+
+# ----------------------------------------------------------------------------- agent
+def _agent(args: argparse.Namespace) -> int:
+    from flk_fast.errors import ConfigError, FlkError
+
+    _setup_logging(args.log_level)
+    try:
+        from flk_fast.agent.runner import AgentConfig
+
+        cfg = AgentConfig(
+            endpoint=args.endpoint, shard_id=args.shard_id, data_dir=args.data_dir,
+            window=args.window, window_seconds=args.window_seconds,
+            start_epoch=args.start_epoch, concurrency=args.concurrency,
+            timeout_s=args.timeout, policy=_policy(args), on_malformed=args.on_malformed,
+            follow=args.follow, poll_s=args.poll, idle_flush_s=args.idle_flush,
+            exit_when_drained=args.exit_when_drained, sync=not args.no_sync,
+            max_inflight=args.max_inflight, compact_after_s=args.compact_after,
+            source_id=args.source_id, restart_input=args.restart_input,
+            progress=args.progress,
+        )
+        summarize = _summarizer(args)
+        client = _client(args)
+    except (FlkError, ValueError) as exc:
+        return fail(str(exc) if isinstance(exc, ConfigError | FlkError) else f"{exc}")
+    if args.input != "-" and not os.path.exists(args.input):
+        return fail(f"--in {args.input}: no such file")
+    fmt = args.format
+    if fmt == "auto":
+        from flk_fast.agent.source import guess_format
+
+        fmt = "csv" if args.input == "-" else guess_format(args.input)
+    return asyncio.run(_agent_main(args, cfg, summarize, client, fmt))
+
+
+async def _agent_main(args: argparse.Namespace, cfg: Any, summarize: Any, client: Any,
+                      fmt: str) -> int:
+    from flk_fast.agent.outbox import OutboxBusyError
+    from flk_fast.agent.runner import Agent, install_signal_handlers
+    from flk_fast.errors import FlkError
+
+    agent = Agent(cfg, summarize=summarize, client=client)
+    interrupted = False
+
+    async def run() -> None:
+        async with agent:
+            if args.input == "-":
+                await agent.run_stdin(fmt=fmt)
+            else:
+                await agent.run_file(args.input, fmt=fmt)
+            await agent.drain()
+
+    task = asyncio.create_task(run())
+    install_signal_handlers(task)
+    code = EXIT_OK
+    try:
+        await task
+    except asyncio.CancelledError:
+        interrupted = True
+        code = EXIT_INTERRUPTED
+    except OutboxBusyError as exc:
+        return fail(str(exc), EXIT_BUSY)
+    except FlkError as exc:
+        code = fail(str(exc), EXIT_USAGE)
+    s = agent.summary
+    line = "flk agent: " + s.line() + (" (interrupted; pending PCS stay in the outbox)"
+                                        if interrupted else "")
+    if args.exit_when_drained:
+        print(line, flush=True)
+    else:
+        logging.getLogger("flk_fast.agent").info(line)
+    if code == EXIT_OK and s.dead_lettered:
+        code = EXIT_DEAD
+    return code
+
+
+# ---------------------------------------------------------------------- outbox / dlq
+def _open_outbox(args: argparse.Namespace, *, lock: bool) -> Any:
+    from flk_fast.agent.outbox import Outbox
+
+    return Outbox(args.data_dir, lock=lock)
+
+
+def _outbox_status(args: argparse.Namespace) -> int:
+    import msgspec
+
+    if not os.path.isdir(os.path.join(args.data_dir, "outbox")):
+        return fail(f"--data-dir {args.data_dir}: no outbox there")
+    with _open_outbox(args, lock=False) as ob:
+        st = ob.status()
+    doc = {
+        "pending": st.pending, "acked": st.acked, "first_pending": st.first_pending,
+        "dead_letters": st.dead_letters, "disk_bytes": st.disk_bytes,
+        "epochs": st.epochs,
+        "checkpoints": {k: msgspec.to_builtins(v) for k, v in st.checkpoints.items()},
+    }
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+        return EXIT_OK
+    print(f"pending {st.pending}  acked {st.acked}  dead letters {st.dead_letters}  "
+          f"disk {st.disk_bytes / 1e6:.1f} MB")
+    for shard, ep in sorted(st.epochs.items()):
+        print(f"shard {shard}: next epoch {ep}")
+    for src, ck in sorted(st.checkpoints.items()):
+        print(f"input {src}: {ck.events} events in {ck.windows} windows, "
+              f"line {ck.line}, byte {ck.offset}")
+    return EXIT_OK
+
+
+async def _replay(args: argparse.Namespace, ob: Any) -> tuple[int, int, int]:
+    """Send every pending record; returns (acked, escalated, dead)."""
+    from flk_fast.agent.outbox import stamp, utc_now
+    from flk_fast.protocol.codec import decode_pcs
+
+    acked = escalated = dead = 0
+    records = list(ob.pending())
+    async with _client(args) as client:
+        sem = asyncio.Semaphore(args.concurrency * 2)
+
+        async def one(seq: int, data: bytes) -> None:
+            nonlocal acked, escalated, dead
+            async with sem:
+                try:
+                    pcs = decode_pcs(data)
+                except Exception as exc:  # noqa: BLE001
+                    ob.dead_letter(seq, data, status=None, reason=f"unreadable: {exc}",
+                                   attempts=0)
+                    dead += 1
+                    return
+                res = await client.submit(lambda n: stamp(pcs, outbox_seq=seq, attempt=n,
+                                                          sent_at=utc_now()))
+                if res.acked:
+                    ob.ack([seq])
+                    acked += 1
+                    escalated += bool(res.escalated)
+                else:
+                    ob.dead_letter(seq, data, status=res.status, reason=res.reason,
+                                   attempts=res.attempts, response=res.body)
+                    dead += 1
+
+        await asyncio.gather(*(one(r.seq, r.data) for r in records))
+    return acked, escalated, dead
+
+
+def _outbox_replay(args: argparse.Namespace) -> int:
+    from flk_fast.agent.outbox import OutboxBusyError
+    from flk_fast.errors import FlkError
+
+    _setup_logging("warning")
+    try:
+        with _open_outbox(args, lock=True) as ob:
+            acked, esc, dead = asyncio.run(_replay(args, ob))
+    except OutboxBusyError as exc:
+        return fail(str(exc), EXIT_BUSY)
+    except FlkError as exc:
+        return fail(str(exc))
+    print(f"replayed {acked + dead}: acknowledged {acked} (escalated {esc}), "
+          f"dead-lettered {dead}")
+    return EXIT_DEAD if dead else EXIT_OK
+
+
+def _outbox_compact(args: argparse.Namespace) -> int:
+    with _open_outbox(args, lock=False) as ob:
+        n_out, n_dlq = ob.compact(args.older_than)
+    print(f"removed {n_out} acknowledged outbox records and {n_dlq} dropped dead letters")
+    return EXIT_OK
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    import msgspec
+
+    with _open_outbox(args, lock=False) as ob:
+        letters = ob.dead_letters()
+    for d in letters:
+        if args.json:
+            doc = msgspec.to_builtins(d)
+            doc["pcs"] = json.loads(d.body()) if d.pcs_id else d.body().decode("utf-8",
+                                                                              "replace")
+            print(json.dumps(doc, sort_keys=True))
+        else:
+            status = "-" if d.status is None else str(d.status)
+            print(f"{d.dlq_seq}\tshard={d.shard_id}\tepoch={d.epoch}\tstatus={status}\t"
+                  f"attempts={d.attempts}\tpcs_id={d.pcs_id[:16]}\t{d.reason}")
+    if not args.json:
+        print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _chosen(args: argparse.Namespace) -> list[int] | None:
+    if args.all and args.seqs:
+        raise ValueError("give SEQ numbers or --all, not both")
+    if not args.all and not args.seqs:
+        raise ValueError("give SEQ numbers or --all")
+    return None if args.all else list(args.seqs)
+
+
+def _dlq_retry(args: argparse.Namespace) -> int:
+    from flk_fast.agent.outbox import OutboxBusyError
+    from flk_fast.errors import FlkError
+
+    try:
+        seqs = _chosen(args)
+        with _open_outbox(args, lock=True) as ob:
+            new = ob.dlq_retry(seqs)
+            print(f"requeued {len(new)} PCS into the outbox")
+            if args.endpoint:
+                acked, esc, dead = asyncio.run(_replay(args, ob))
+                print(f"sent {acked + dead}: acknowledged {acked} (escalated {esc}), "
+                      f"dead-lettered {dead}")
+                return EXIT_DEAD if dead else EXIT_OK
+    except OutboxBusyError as exc:
+        return fail(str(exc), EXIT_BUSY)
+    except (FlkError, ValueError) as exc:
+        return fail(str(exc))
+    return EXIT_OK
+
+
+def _dlq_drop(args: argparse.Namespace) -> int:
+    from flk_fast.errors import FlkError
+
+    try:
+        seqs = _chosen(args)
+        with _open_outbox(args, lock=False) as ob:
+            n = ob.dlq_drop(seqs)
+    except (FlkError, ValueError) as exc:
+        return fail(str(exc))
+    print(f"dropped {n} dead letter(s)")
+    return EXIT_OK

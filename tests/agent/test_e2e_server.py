@@ -1,0 +1,234 @@
+"""The agent against the REAL server (``flk serve`` on LMDB) in subprocesses.
+
+Crash tests: kill -9 the agent mid-drain, or the server (twice), restart, and check
+that every window of the input was delivered and judged exactly once: the server's
+dedup store holds exactly the expected pcs_ids (one per window, epochs 1..n) and
+nothing else, and its accepted counter equals the number of windows.
+
+The agent runs with the plain summarizer of tests/agent/plainsum.py so these tests
+exercise delivery and crash recovery, not the compiled kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flk_fast.agent.source import parse_csv_block
+from flk_fast.agent.windows import Windower
+
+from . import plainsum
+
+ROOT = Path(__file__).resolve().parents[2]
+WINDOW = 250
+KEY = b"testsecret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return e
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def metric(url: str, name: str) -> float:
+    _, text = http_get(url + "/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+class Server:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = tmp / "srv"
+        self.key = tmp / "key"
+        self.key.write_bytes(KEY)
+        self.log = open(tmp / "server.log", "ab")  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flk_fast", "serve", "--port", str(self.port),
+             "--data-dir", str(self.data), "--hmac-key-file", str(self.key)],
+            stdout=self.log, stderr=self.log, env=env(),
+        )
+        deadline = time.monotonic() + 30
+        while http_get(self.url + "/ready")[0] != 200:
+            assert self.proc.poll() is None, "server died at start-up"
+            assert time.monotonic() < deadline, "server not ready in 30 s"
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def stored_ids(self) -> set[str]:
+        """Every pcs_id in the server's dedup store (server stopped)."""
+        import lmdb
+
+        env_ = lmdb.open(str(self.data / "dedup"), max_dbs=8, readonly=True, lock=False)
+        try:
+            db = env_.open_db(b"kv", create=False)
+            with env_.begin(db=db) as txn:
+                return {bytes(k).decode() for k, _ in txn.cursor()}
+        finally:
+            env_.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    s.start()
+    yield s
+    s.stop()
+
+
+def make_input(path: Path, n: int, seed: int = 0) -> None:
+    rnd = random.Random(seed)
+    with open(path, "w") as f:
+        f.write("timestamp,x,y,z\n")
+        for i in range(n):
+            f.write(f"{i * 0.01:.2f},{rnd.random():.4f},{rnd.random():.4f},{rnd.random():.4f}\n")
+
+
+def expected_ids(path: Path, shard: str = "s1") -> list[str]:
+    b, _ = parse_csv_block(path.read_bytes())
+    w = Windower(WINDOW)
+    windows = w.push(b)
+    last = w.flush()
+    if last is not None:
+        windows.append(last)
+    return [
+        plainsum.summarize(x.points, x.rows, shard_id=shard, epoch=e).pcs_id
+        for e, x in enumerate(windows, 1)
+    ]
+
+
+def agent_cmd(server: Server, src: Path, data: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "flk_fast", "agent", "--endpoint", server.url,
+        "--in", str(src), "--shard-id", "s1", "--window", str(WINDOW),
+        "--data-dir", str(data), "--hmac-key-file", str(server.key),
+        "--summarizer", "tests.agent.plainsum:factory", "--progress", "log",
+        *extra,
+    ]
+
+
+def wait_for(pred, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_kill9_agent_mid_drain_then_restart(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    make_input(src, 40 * WINDOW + 17)  # 41 windows, the last one partial
+    ids = expected_ids(src)
+    data = tmp_path / "agent"
+    # Slow delivery down (one request at a time, few in flight) so the kill lands
+    # while PCS are both pending in the outbox and not yet made.
+    cmd = agent_cmd(server, src, data, "--concurrency", "1", "--max-inflight", "2")
+    with open(tmp_path / "agent1.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=log)
+        wait_for(lambda: metric(server.url, "flk_ingest_total") >= 8)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = metric(server.url, "flk_ingest_total")
+    assert before < len(ids), "the agent finished before it was killed"
+    out = subprocess.run(cmd + ["--exit-when-drained"], env=env(), capture_output=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    summary = out.stdout.decode()
+    assert "dead_lettered=0" in summary
+    # Every window judged once: accepted counts first judgements only (resends of a
+    # PCS whose answer was lost are dedup hits).
+    assert metric(server.url, "flk_accepted_total") + metric(
+        server.url, "flk_escalated_total") == len(ids)
+    server.stop()
+    assert server.stored_ids() == set(ids)
+
+
+def test_kill9_server_mid_drain_twice(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    make_input(src, 60 * WINDOW, seed=1)
+    ids = expected_ids(src)
+    data = tmp_path / "agent"
+    cmd = agent_cmd(server, src, data, "--concurrency", "2", "--max-inflight", "4",
+                    "--retry-base", "0.2", "--max-retries", "8", "--exit-when-drained")
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # ingest_total restarts from 0 with each server process.
+        for threshold in (10, 15):
+            wait_for(lambda t=threshold: metric(server.url, "flk_ingest_total") >= t)
+            server.kill9()
+            time.sleep(0.3)
+            server.start()
+    finally:
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "dead_lettered=0" in out.decode() and f"windows={len(ids)}" in out.decode()
+    server.stop()
+    # The store holds one outcome for each window's pcs_id and nothing else.
+    assert server.stored_ids() == set(ids)
+
+
+def test_cli_malformed_skip_and_stop(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "events.csv"
+    make_input(src, 2 * WINDOW)
+    with open(src, "a") as f:
+        f.write("9.99,0.1,not-a-number,0.3\n9.99,0.1,0.2\n")
+    data = tmp_path / "agent"
+    stop = subprocess.run(agent_cmd(server, src, data, "--on-malformed", "stop",
+                                    "--exit-when-drained"),
+                          env=env(), capture_output=True, timeout=60)
+    assert stop.returncode == 2
+    assert f"events.csv:{2 * WINDOW + 2}: a cell is not a number" in stop.stderr.decode()
+    assert "windows=2" in stop.stdout.decode()
+    skip = subprocess.run(agent_cmd(server, src, data, "--exit-when-drained"),
+                          env=env(), capture_output=True, timeout=60)
+    assert skip.returncode == 0, skip.stderr.decode()
+    err = skip.stderr.decode()
+    assert f"events.csv:{2 * WINDOW + 2}: skipped malformed line (a cell is not a number)" in err
+    assert f"events.csv:{2 * WINDOW + 3}: skipped malformed line (expected 4 cells, got 3)" in err
+    assert "malformed=2" in skip.stdout.decode() and "windows=0" in skip.stdout.decode()
