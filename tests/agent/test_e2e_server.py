@@ -11,117 +11,20 @@ exercise delivery and crash recovery, not the compiled kernels.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from flk_fast.agent.source import parse_csv_block
 from flk_fast.agent.windows import Windower
 
 from . import plainsum
+from .realserver import Server, env, metric, server  # noqa: F401 - server is a fixture
 
-ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 250
-KEY = b"testsecret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return e
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except OSError:
-        return 0, ""
-
-
-def metric(url: str, name: str) -> float:
-    _, text = http_get(url + "/metrics")
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
-class Server:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data = tmp / "srv"
-        self.key = tmp / "key"
-        self.key.write_bytes(KEY)
-        self.log = open(tmp / "server.log", "ab")  # noqa: SIM115
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flk_fast", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data), "--hmac-key-file", str(self.key)],
-            stdout=self.log, stderr=self.log, env=env(),
-        )
-        deadline = time.monotonic() + 30
-        while http_get(self.url + "/ready")[0] != 200:
-            assert self.proc.poll() is None, "server died at start-up"
-            assert time.monotonic() < deadline, "server not ready in 30 s"
-            time.sleep(0.05)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def stored_ids(self) -> set[str]:
-        """Every pcs_id in the server's dedup store (server stopped)."""
-        import lmdb
-
-        env_ = lmdb.open(str(self.data / "dedup"), max_dbs=8, readonly=True, lock=False)
-        try:
-            db = env_.open_db(b"kv", create=False)
-            with env_.begin(db=db) as txn:
-                return {bytes(k).decode() for k, _ in txn.cursor()}
-        finally:
-            env_.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
-
 
 def make_input(path: Path, n: int, seed: int = 0) -> None:
     rnd = random.Random(seed)

@@ -263,3 +263,79 @@ def test_config_validation(tmp_path: Path) -> None:
         base = {"endpoint": "http://h", "shard_id": "s", "data_dir": tmp_path}
         with pytest.raises(ConfigError):
             AgentConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def test_follow_mode_reads_appended_lines(fault: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    src = tmp_path / "in.csv"
+    write_csv(src, 60)
+    c = cfg(fault, tmp_path, follow=True, exit_when_drained=False, poll_s=0.02,
+            idle_flush_s=0.3)
+    async with Agent(c, summarize=summarize, client=client(fault)) as a:
+        task = asyncio.create_task(a.run_file(src))
+        await asyncio.sleep(0.1)
+        assert a.summary.windows == 1  # 60 events: one window of 50, 10 waiting
+        with open(src, "ab") as f:
+            f.write(b"100.0,0.5,0.5,0.5\n100.1,0.5,0.5")  # the writer is mid-line
+        await asyncio.sleep(0.1)
+        with open(src, "ab") as f:
+            f.write(b",0.6\n")
+        write_csv(src, 45, start=200, header=False)  # 10 + 2 + 45 = 57 → one more window
+        await asyncio.sleep(0.15)
+        assert a.summary.windows == 2 and a.summary.events == 100
+        # 7 events left; after --idle-flush seconds without data they are summarised.
+        await asyncio.sleep(0.5)
+        assert a.summary.windows == 3 and a.summary.events == 107
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await a.drain()
+    assert a.summary.malformed == 0 and sorted(delivered(fault)) == [1, 2, 3]
+
+
+async def test_follow_exit_when_caught_up(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 120)
+    with open(src, "ab") as f:
+        f.write(b"5,0.1,0.2")  # unterminated: not an event yet in follow mode
+    c = cfg(fault, tmp_path, follow=True, exit_when_drained=True, poll_s=0.02)
+    async with Agent(c, summarize=summarize, client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert a.summary.events == 120 and a.summary.windows == 3
+    with Outbox(tmp_path / "data") as ob:
+        ck = ob.checkpoint(str(src.resolve()))
+    assert ck is not None and ck.offset == src.stat().st_size - len(b"5,0.1,0.2")
+
+
+async def test_stdin_pipe(fault: Any, tmp_path: Path) -> None:
+    import os
+    import threading
+
+    r, w = os.pipe()
+    data = b"".join(b"%d,0.%d,0.5,0.25\n" % (i, i % 10) for i in range(130))
+
+    def writer() -> None:
+        for i in range(0, len(data), 700):
+            os.write(w, data[i : i + 700])
+        os.close(w)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+        await a.run_stdin(fd=r)
+        await a.drain()
+    t.join()
+    os.close(r)
+    assert (a.summary.events, a.summary.windows, a.summary.accepted) == (130, 3, 3)
+
+
+async def test_time_windows_from_file(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 100)  # t = 0.00 .. 0.99
+    async with Agent(cfg(fault, tmp_path, window=1000, window_seconds=0.25),
+                     summarize=summarize, client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert a.summary.windows == 4 and a.summary.events == 100

@@ -237,6 +237,8 @@ def _agent(args: argparse.Namespace) -> int:
     from flk_fast.errors import ConfigError, FlkError
 
     _setup_logging(args.log_level)
+    if args.input != "-" and not os.path.exists(args.input):
+        return fail(f"--in {args.input}: no such file")
     try:
         from flk_fast.agent.runner import AgentConfig
 
@@ -255,8 +257,6 @@ def _agent(args: argparse.Namespace) -> int:
         client = _client(args)
     except (FlkError, ValueError) as exc:
         return fail(str(exc) if isinstance(exc, ConfigError | FlkError) else f"{exc}")
-    if args.input != "-" and not os.path.exists(args.input):
-        return fail(f"--in {args.input}: no such file")
     fmt = args.format
     if fmt == "auto":
         from flk_fast.agent.source import guess_format
@@ -309,16 +309,24 @@ async def _agent_main(args: argparse.Namespace, cfg: Any, summarize: Any, client
 # ---------------------------------------------------------------------- outbox / dlq
 def _open_outbox(args: argparse.Namespace, *, lock: bool) -> Any:
     from flk_fast.agent.outbox import Outbox
+    from flk_fast.errors import ConfigError
 
+    # Inspecting a mistyped directory must not create an empty outbox there.
+    if not os.path.isdir(os.path.join(args.data_dir, "outbox")):
+        raise ConfigError(f"--data-dir {args.data_dir}: no agent outbox there")
     return Outbox(args.data_dir, lock=lock)
 
 
 def _outbox_status(args: argparse.Namespace) -> int:
     import msgspec
 
-    if not os.path.isdir(os.path.join(args.data_dir, "outbox")):
-        return fail(f"--data-dir {args.data_dir}: no outbox there")
-    with _open_outbox(args, lock=False) as ob:
+    from flk_fast.errors import FlkError
+
+    try:
+        ob = _open_outbox(args, lock=False)
+    except FlkError as exc:
+        return fail(str(exc))
+    with ob:
         st = ob.status()
     doc = {
         "pending": st.pending, "acked": st.acked, "first_pending": st.first_pending,
@@ -392,7 +400,13 @@ def _outbox_replay(args: argparse.Namespace) -> int:
 
 
 def _outbox_compact(args: argparse.Namespace) -> int:
-    with _open_outbox(args, lock=False) as ob:
+    from flk_fast.errors import FlkError
+
+    try:
+        ob = _open_outbox(args, lock=False)
+    except FlkError as exc:
+        return fail(str(exc))
+    with ob:
         n_out, n_dlq = ob.compact(args.older_than)
     print(f"removed {n_out} acknowledged outbox records and {n_dlq} dropped dead letters")
     return EXIT_OK
@@ -401,14 +415,18 @@ def _outbox_compact(args: argparse.Namespace) -> int:
 def _dlq_list(args: argparse.Namespace) -> int:
     import msgspec
 
-    with _open_outbox(args, lock=False) as ob:
+    from flk_fast.errors import FlkError
+
+    try:
+        ob = _open_outbox(args, lock=False)
+    except FlkError as exc:
+        return fail(str(exc))
+    with ob:
         letters = ob.dead_letters()
     for d in letters:
         if args.json:
-            doc = msgspec.to_builtins(d)
-            doc["pcs"] = json.loads(d.body()) if d.pcs_id else d.body().decode("utf-8",
-                                                                              "replace")
-            print(json.dumps(doc, sort_keys=True))
+            # The letter's JSON already embeds the PCS as an object (msgspec.Raw).
+            print(msgspec.json.encode(d).decode())
         else:
             status = "-" if d.status is None else str(d.status)
             print(f"{d.dlq_seq}\tshard={d.shard_id}\tepoch={d.epoch}\tstatus={status}\t"
