@@ -170,7 +170,8 @@ async def _bring_up(
     service.ready = True
     service.loading_reason = ""
     service.replayed_at_start = judged
-    log.info("replay done", extra={"replayed": judged})
+    if judged:
+        log.info("replay done", extra={"event": "replayed", "replayed": judged})
 
 
 def _chunks(wal: Any) -> Callable[[], Any]:

@@ -122,6 +122,7 @@ class IngestService:
         self.ready = False
         self.loading_reason = "starting"
         self.replayed_at_start = 0
+        self.draining = False
         self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
         self._max_body = cfg.max_body
         self._ttl = cfg.dedup_ttl_s
@@ -196,13 +197,18 @@ class IngestService:
         if not self.ready:
             return json_error(503, "unavailable", self._retry_after,
                               detail=self.loading_reason)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return json_error(413, "body_too_large", limit=self._max_body)
+        # In flight from here: a body still being uploaded counts, so a SIGTERM drain
+        # (runner.py) waits for it instead of dropping it.
         self._inflight += 1
         try:
-            return await self._ingest(tenant, body)
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return json_error(413, "body_too_large", limit=self._max_body)
+            resp = await self._ingest(tenant, body)
+            if self.draining:
+                resp.force_close()  # no keep-alive: let the client reconnect elsewhere
+            return resp
         finally:
             self._inflight -= 1
             if not self._inflight:

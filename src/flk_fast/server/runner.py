@@ -135,8 +135,14 @@ async def _serve(
                             "config": cfg.public()})
     await stop.wait()
     log.info("draining", extra={"event": "draining", "pid": os.getpid()})
-    # AppRunner.cleanup stops the listener first, then waits up to shutdown_timeout for
-    # in-flight handlers, then runs the app's cleanup context (drain acks, close stores).
+    # Stop listening, then wait for in-flight submissions ourselves: aiohttp's own
+    # shutdown stops reading from connections at once, so a request whose body is still
+    # arriving would never complete. Only then does AppRunner.cleanup close idle
+    # connections and run the app's cleanup context (last acks, close stores).
+    service.draining = True
+    for s in list(runner.sites):
+        await s.stop()
+    await service.drain(cfg.drain_timeout_s)
     await runner.cleanup()
     log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
     return 0

@@ -1,0 +1,182 @@
+"""Real ``flk serve`` processes: shared Redis/PostgreSQL, kill -9 + replay, SIGTERM drain,
+``--workers``, SIGHUP. The slowest server tests, so they run on uvloop only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flk_fast.storage.dedup_lmdb import LmdbDedup
+from flk_fast.storage.wal_lmdb import LmdbWal
+
+from .conftest import JSON, SUBMIT, VECTOR_BYTES, make_pcs
+from .procs import ServerProcess, metric
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_factories=["uvloop"])]
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, bytes]:
+    async with session.post(url + SUBMIT, data=body, headers=JSON) as resp:
+        return resp.status, await resp.read()
+
+
+async def _shared_store_race(tmp_path: Path, dedup_url: str) -> None:
+    a = ServerProcess(tmp_path, "a", "--dedup", dedup_url)
+    b = ServerProcess(tmp_path, "b", "--dedup", dedup_url)
+    try:
+        bodies = [make_pcs(5000 + i) for i in range(15)] + [make_pcs(6000, budget=0.9)]
+        async with aiohttp.ClientSession() as s:
+            for body in bodies:
+                answers = await asyncio.gather(
+                    *(_post(s, srv.url, body) for srv in (a, b, a, b, a, b)))
+                assert len(set(answers)) == 1, answers
+                assert answers[0][0] in (200, 202)
+            judged = sum([await metric(s, srv.url, "flk_accepted_total") for srv in (a, b)])
+            assert judged == len(bodies)  # one stored outcome per PCS, across processes
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
+@pytest.mark.services
+async def test_two_servers_share_redis(tmp_path: Path, redis_url: str,
+                                       unique_prefix: str) -> None:
+    await _shared_store_race(tmp_path, f"{redis_url}?prefix={unique_prefix}:")
+
+
+@pytest.mark.services
+async def test_two_servers_share_postgres(tmp_path: Path, postgres_dsn: str,
+                                          unique_prefix: str) -> None:
+    await _shared_store_race(tmp_path, f"{postgres_dsn}?schema={unique_prefix}")
+
+
+async def _load_until_killed(srv: ServerProcess, bodies: list[bytes], seconds: float,
+                             acked: dict[bytes, tuple[int, bytes]]) -> None:
+    queue = list(bodies)
+
+    async def worker(s: aiohttp.ClientSession) -> None:
+        while queue:
+            body = queue.pop()
+            try:
+                status, raw = await _post(s, srv.url, body)
+            except (aiohttp.ClientError, OSError):
+                return
+            if status in (200, 202):
+                acked[body] = (status, raw)
+
+    async with aiohttp.ClientSession() as s:
+        tasks = [asyncio.ensure_future(worker(s)) for _ in range(32)]
+        await asyncio.sleep(seconds)
+        srv.proc.kill()  # SIGKILL: no drain, no flush, mid-commit
+        srv.proc.wait()
+        await asyncio.wait(tasks, timeout=10)
+        for t in tasks:
+            t.cancel()
+    srv.kill()
+
+
+async def test_kill9_under_load_then_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    acked: dict[bytes, tuple[int, bytes]] = {}
+    rounds = 2
+    started = []
+    for r in range(rounds):
+        srv = ServerProcess(tmp_path, f"round{r}", "--data-dir", str(data))
+        started.append(srv)
+        bodies = [make_pcs(100_000 * (r + 1) + i) for i in range(4000)]
+        await _load_until_killed(srv, bodies, 0.6 + 0.3 * r, acked)
+    assert acked, "no request was answered before the kill"
+
+    srv = ServerProcess(tmp_path, "final", "--data-dir", str(data))
+    async with aiohttp.ClientSession() as s:
+        judged_by_replay = await metric(s, srv.url, "flk_accepted_total")
+        sample = list(acked.items())[:: max(1, len(acked) // 300)]
+        for body, answer in sample:
+            assert await _post(s, srv.url, body) == answer  # same status, same bytes
+        # answering acknowledged PCS judged nothing again
+        assert await metric(s, srv.url, "flk_accepted_total") == judged_by_replay
+    assert srv.stop() == 0
+    replayed = sum(x.get("replayed", 0) for p in [*started[1:], srv]
+                   for x in p.log_lines() if x.get("event") == "replayed")
+    assert replayed > 0  # requests in flight at the kill were judged by the replay
+
+    # every WAL record (acknowledged or not) now has its outcome, and none is pending
+    wal = LmdbWal(data / "inbox" / "w0", rotate_daily=True, retention_days=14)
+    dedup = LmdbDedup(data / "dedup")
+    try:
+        assert list(wal.pending()) == []
+        records = list(wal.replay(include_acked=True))
+        assert len(records) >= len(acked)
+        ids = [json.loads(r.data[1:])["pcs_id"] for r in records]
+        stored = dedup.get_many(ids)
+        assert all(v is not None for v in stored)
+        for body, (status, raw) in acked.items():
+            assert dedup.get(json.loads(body)["pcs_id"]) == str(status).encode() + raw
+    finally:
+        wal.close()
+        dedup.close()
+
+
+async def test_sigterm_drains_in_flight(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path, "drain")
+    body = VECTOR_BYTES
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    head = (f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    sock.sendall(head + body[:100])  # the handler is now waiting for the rest
+    await asyncio.sleep(0.3)
+    srv.signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    with pytest.raises(OSError):  # no longer accepting
+        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+    sock.sendall(body[100:])
+    sock.settimeout(5)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(65536)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert srv.proc.wait(10) == 0
+    srv.kill()  # closes the log file
+    events = [line.get("event") for line in srv.log_lines()]
+    assert events.count("ready") == 1 and "draining" in events and "stopped" in events
+
+
+async def test_workers_share_port_metrics_and_reload(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    (tenants / "acme.hmac").write_bytes(b"acme-1")
+    srv = ServerProcess(tmp_path, "workers", "--workers", "2", "--tenants-dir",
+                        str(tenants))
+    try:
+        readies = [x for x in srv.log_lines() if x.get("event") == "ready"]
+        assert len(readies) == 1 and readies[0]["workers"] == 2
+        n = 40
+        async with aiohttp.ClientSession() as s:
+            answers = await asyncio.gather(
+                *(_post(s, srv.url, make_pcs(7000 + i)) for i in range(n)))
+            assert {a[0] for a in answers} == {200}
+            # any worker's /metrics sums every worker's counters
+            assert await metric(s, srv.url, "flk_ingest_total") == n
+            acme = {**JSON, "X-Tenant-Id": "acme"}
+            (tenants / "acme.2.hmac").write_bytes(b"acme-2")
+            srv.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            ok = 0
+            while ok < 8 and time.monotonic() < deadline:  # both workers reloaded
+                async with s.post(srv.url + SUBMIT, headers=acme,
+                                  data=make_pcs(8000 + ok, key=b"acme-2")) as resp:
+                    if resp.status == 200:
+                        ok += 1
+                    else:
+                        await asyncio.sleep(0.1)
+            assert ok == 8
+    finally:
+        assert srv.stop() == 0
