@@ -192,10 +192,11 @@ def test_torn_tail_is_detected(tmp_path: Path) -> None:
 
 
 def test_two_processes_append_to_one_wal(tmp_path: Path) -> None:
+    # ~1.5 MB each through a 64 KiB map: both grow it and adopt each other's growth.
     code = (
         "import sys; from flk_fast.storage.wal_lmdb import LmdbWal\n"
         "w = LmdbWal(sys.argv[1], map_size=1 << 16)\n"
-        "for i in range(200): w.append(b'%s-%d' % (sys.argv[2].encode(), i))\n"
+        "for i in range(200): w.append(b'%s-%d-' % (sys.argv[2].encode(), i) * 300)\n"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag])
@@ -207,7 +208,7 @@ def test_two_processes_append_to_one_wal(tmp_path: Path) -> None:
     assert [r.seq for r in recs] == list(range(1, 401))
     for tag in (b"a", b"b"):  # each writer's records are all there, in its order
         mine = [r.data for r in recs if r.data.startswith(tag)]
-        assert mine == [b"%s-%d" % (tag, i) for i in range(200)]
+        assert mine == [b"%s-%d-" % (tag, i) * 300 for i in range(200)]
 
 
 async def test_async_wal_group_commit(tmp_path: Path) -> None:
