@@ -36,6 +36,20 @@ def _from_summarize_module(**kw: Any) -> Callable[..., PCS] | None:
     return factory(**kw)  # type: ignore[no-any-return]
 
 
+def _fallbacks() -> tuple[str, ...]:
+    """Which slower paths are in use, for ``ft.fallbacks`` (``ft.degraded`` when any).
+
+    Today the only one is the pure-Python Merkle twin (``FLK_FAST_NO_EXTENSIONS=1`` or a
+    missing extension); the numeric kernels have no fallback and fail loudly instead.
+    """
+    from flk_fast.kernels import merkle
+
+    impl = getattr(merkle, "_impl", None)
+    if impl is not None and impl.__name__.endswith("_merkle_py"):
+        return ("merkle:pure-python",)
+    return ()
+
+
 def make_summarizer(
     *,
     signer: Any,
@@ -72,7 +86,9 @@ def make_summarizer(
 
     scale_t = tuple(int(s) for s in scales)
     keys = [str(s) for s in scale_t]
-    ft = FaultTolerance(outbox_seq=0, degraded=False, fallbacks=(), clock_skew_ms=0)
+    ft = FaultTolerance(outbox_seq=0, degraded=False, fallbacks=_fallbacks(),
+                        clock_skew_ms=0)
+    ft = msgspec.structs.replace(ft, degraded=bool(ft.fallbacks))
 
     def summarize(window: Any, *, shard_id: str, epoch: int) -> PCS:
         pts = window.points
