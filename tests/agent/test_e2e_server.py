@@ -5,8 +5,8 @@ that every window of the input was delivered and judged exactly once: the server
 dedup store holds exactly the expected pcs_ids (one per window, epochs 1..n) and
 nothing else, and its accepted counter equals the number of windows.
 
-The agent runs with the plain summarizer of tests/agent/plainsum.py so these tests
-exercise delivery and crash recovery, not the compiled kernels.
+The agent is the real CLI with the built-in (compiled) summarizer; the expected ids come
+from the plain oracle of tests/agent/plainsum.py, so they also cross-check the two.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def agent_cmd(server: Server, src: Path, data: Path, *extra: str) -> list[str]:
         sys.executable, "-m", "flk_fast", "agent", "--endpoint", server.url,
         "--in", str(src), "--shard-id", "s1", "--window", str(WINDOW),
         "--data-dir", str(data), "--hmac-key-file", str(server.key),
-        "--summarizer", "tests.agent.plainsum:factory", "--progress", "log",
+        "--progress", "log",
         *extra,
     ]
 
@@ -135,3 +135,24 @@ def test_cli_malformed_skip_and_stop(server: Server, tmp_path: Path) -> None:
     assert f"events.csv:{2 * WINDOW + 2}: skipped malformed line (a cell is not a number)" in err
     assert f"events.csv:{2 * WINDOW + 3}: skipped malformed line (expected 4 cells, got 3)" in err
     assert "malformed=2" in skip.stdout.decode() and "windows=0" in skip.stdout.decode()
+
+
+def test_agent_never_imports_numba(tmp_path: Path) -> None:
+    """The embedded path (CLI, runner, client, built-in summarizer) leaves numba out."""
+    code = (
+        "import sys\n"
+        "from flk_fast.cli import build_parser\n"
+        "build_parser()\n"
+        "import flk_fast.agent.runner, flk_fast.agent.client\n"
+        "from flk_fast.agent.pipeline import make_summarizer\n"
+        "from flk_fast.agent.source import parse_csv_block\n"
+        "from flk_fast.agent.windows import Windower\n"
+        "from flk_fast.protocol.signing import HmacSigner\n"
+        "b, _ = parse_csv_block(b'1,0.1,0.2,0.3\\n2,0.3,0.2,0.1\\n', 0, 2)\n"
+        "w = Windower(10); w.push(b)\n"
+        "make_summarizer(signer=HmacSigner(b'k'))(w.flush(), shard_id='s', epoch=1)\n"
+        "assert 'numba' not in sys.modules, 'numba was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
