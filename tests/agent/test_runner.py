@@ -339,3 +339,23 @@ async def test_time_windows_from_file(fault: Any, tmp_path: Path) -> None:
         await a.run_file(src)
         await a.drain()
     assert a.summary.windows == 4 and a.summary.events == 100
+
+
+async def test_stdin_idle_flush(fault: Any, tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    r, w = os.pipe()
+    os.write(w, b"".join(b"%d,0.%d,0.5,0.25\n" % (i, i % 10) for i in range(70)))
+    c = cfg(fault, tmp_path, idle_flush_s=0.2)
+    async with Agent(c, summarize=summarize, client=client(fault)) as a:
+        task = asyncio.create_task(a.run_stdin(fd=r))
+        await asyncio.sleep(0.1)
+        assert a.summary.windows == 1  # 50 of 70; 20 wait for more input
+        await asyncio.sleep(0.4)
+        assert a.summary.windows == 2 and a.summary.events == 70
+        os.close(w)  # EOF ends the run
+        await asyncio.wait_for(task, 5)
+        await a.drain()
+    os.close(r)
+    assert a.summary.accepted == 2

@@ -6,8 +6,9 @@ from ``flk_fast.protocol.signing``. When ``flk_fast.agent.summarize`` (the kerne
 engineers' window → PCS function) is installed it is preferred, so the agent and
 ``flk build-pcs`` compute PCS the same way.
 
-numba is never imported unless ``allow_numba`` is set: on a small host ``import numba``
-alone costs ~90 MB and half a second.
+numba is never imported: the kernels used here are compiled (Cython), and on a small
+host ``import numba`` alone costs ~90 MB and half a second (tested in
+tests/agent/test_e2e_server.py).
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ def make_summarizer(
     seed: int = 42,
     merkle_scheme: str = "sha256-hexcat",
     chunk_size: int = 64,
-    allow_numba: bool = False,
 ) -> Callable[..., PCS]:
     """Build ``summarize(window, *, shard_id, epoch) -> PCS`` (signed).
 
@@ -67,7 +67,7 @@ def make_summarizer(
         The kernels are not available (the extension was never built).
     """
     kw = dict(signer=signer, scales=tuple(scales), seed=seed, merkle_scheme=merkle_scheme,
-              chunk_size=chunk_size, allow_numba=allow_numba)
+              chunk_size=chunk_size)
     found = _from_summarize_module(**kw)
     if found is not None:
         return found

@@ -620,17 +620,19 @@ class Agent:
             if got:
                 idle_since = time.monotonic()
             if eof and not self.cfg.follow:
+                return  # the step already summarised the last partial window
+            if got or carry["batch"] is not None:
+                continue
+            # Caught up with a growing file, or a quiet pipe.
+            if eof and self.cfg.exit_when_drained:
+                await self._flush_partial(shard, source_id, make_ck, counted)
                 return
+            if (self.cfg.idle_flush_s is not None and windower.pending
+                    and time.monotonic() - idle_since >= self.cfg.idle_flush_s):
+                await self._flush_partial(shard, source_id, make_ck, counted)
             if eof:
-                if self.cfg.exit_when_drained and not got:
-                    # Follow mode asked to stop once caught up: flush and leave.
-                    await self._flush_partial(shard, source_id, make_ck, counted)
-                    return
-                if (self.cfg.idle_flush_s is not None and windower.pending
-                        and time.monotonic() - idle_since >= self.cfg.idle_flush_s):
-                    await self._flush_partial(shard, source_id, make_ck, counted)
-                if not got:
-                    await asyncio.sleep(self.cfg.poll_s)
+                # A file at its current end: poll. (A pipe's read already waited.)
+                await asyncio.sleep(self.cfg.poll_s)
 
     async def _flush_partial(self, shard: str, source_id: str,
                              make_ck: Callable[[Window], Checkpoint],

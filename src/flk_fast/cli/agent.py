@@ -102,8 +102,6 @@ def register(sub: Any) -> None:
                    help="Merkle scheme over the canonical rows (sha256-hexcat)")
     w.add_argument("--chunk-size", type=_positive_int, default=64, metavar="B",
                    help="Merkle leaf size in bytes (64)")
-    w.add_argument("--numba", action="store_true",
-                   help="allow the numba kernels (imports numba: ~90 MB, slower start)")
     w.add_argument("--summarizer", metavar="MODULE:FUNC",
                    help="advanced: a factory FUNC(args) -> summarize(window, shard_id=, "
                    "epoch=) replacing the built-in signals")
@@ -228,7 +226,6 @@ def _summarizer(args: argparse.Namespace) -> Any:
     return make_summarizer(
         signer=_load_signer(args), scales=args.scales, seed=args.seed,
         merkle_scheme=args.merkle_scheme, chunk_size=args.chunk_size,
-        allow_numba=args.numba,
     )
 
 
