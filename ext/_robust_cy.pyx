@@ -15,7 +15,7 @@ pushed outwards by a relative 2^-40 so that the rounding of the brute force's sl
 answer and widens the interval otherwise.
 """
 from cython.parallel cimport prange
-from libc.math cimport fma, log2, fabs, rint, isnan, NAN, INFINITY
+from libc.math cimport fma, log2, fabs, rint, isnan, copysign, NAN, INFINITY
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport malloc, free, qsort, strtod
 from libc.stdio cimport snprintf
@@ -340,7 +340,7 @@ cdef double _round9(double x) noexcept nogil:
     elif d == 0.5 or d == -0.5:
         pass  # exact tie: rint's even choice is Python's
     r = c / 1e9
-    return r if r != 0.0 else (0.0 if x >= 0 else -0.0)
+    return r if r != 0.0 else copysign(0.0, x)  # Python keeps the sign of zero
 
 
 DEF _LOG2_TABLE_N = 4096

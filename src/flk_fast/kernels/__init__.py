@@ -9,7 +9,23 @@ command when its name is first used. See docs/kernels.md.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the static view of the lazy names below
+    from ._warm import warm_up
+    from .boxcount import box_counts
+    from .compress import compressibility
+    from .histogram import Coherence, coherence
+    from .merkle import (
+        MERKLE_SCHEMES,
+        MerkleProof,
+        merkle_proof,
+        merkle_root,
+        merkle_root_file,
+        merkle_verify,
+    )
+    from .robust import TheilSen, d_hat_batch, theil_sen
+    from .signals import BudgetParams, RegimeParams, budget, d_hat, regime
 
 _EXPORTS = {
     "BudgetParams": "signals",
@@ -32,7 +48,29 @@ _EXPORTS = {
     "theil_sen": "robust",
     "warm_up": "_warm",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BudgetParams",
+    "Coherence",
+    "MERKLE_SCHEMES",
+    "MerkleProof",
+    "RegimeParams",
+    "TheilSen",
+    "box_counts",
+    "budget",
+    "coherence",
+    "compressibility",
+    "d_hat",
+    "d_hat_batch",
+    "merkle_proof",
+    "merkle_root",
+    "merkle_root_file",
+    "merkle_verify",
+    "regime",
+    "theil_sen",
+    "warm_up",
+]
+# Spelled out (not sorted(_EXPORTS)) so type checkers and stubtest can read it.
+assert __all__ == sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ SCHEMES = {"sha256-hexcat": 0, "sha256-rfc6962": 1, "blake3-rfc6962": 2}
 _HEXCAT, _SHA_RFC, _B3_RFC = 0, 1, 2
 
 
-def leaf_hash(scheme: int, chunk: bytes) -> bytes:
+def leaf_hash(scheme: int, chunk: bytes | bytearray | memoryview) -> bytes:
     """Digest of one leaf (32 raw bytes)."""
     if scheme == _HEXCAT:
         return hashlib.sha256(chunk).digest()
@@ -47,7 +47,9 @@ def level_up(level: bytes, scheme: int) -> bytes:
     """Parents of one level; legacy pairs an odd last node with itself, RFC 6962
     promotes it."""
     nodes = [level[i : i + 32] for i in range(0, len(level), 32)]
-    out = [node_hash(scheme, nodes[i], nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)]
+    out = [
+        node_hash(scheme, nodes[i], nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)
+    ]
     if len(nodes) % 2:
         last = nodes[-1]
         out.append(node_hash(scheme, last, last) if scheme == _HEXCAT else last)
@@ -82,7 +84,7 @@ class Builder:
         else:
             self._stack[h] = node
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes to the stream."""
         view = memoryview(data).cast("B")
         pos = 0

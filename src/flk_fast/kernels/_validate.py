@@ -11,7 +11,7 @@ __all__ = ["as_points", "as_scales"]
 def as_points(
     points: ArrayLike, *, name: str = "points", keep_f32: bool = True
 ) -> NDArray[np.floating]:
-    """Return ``points`` as a finite, C-contiguous (n, d) float32/float64 array, d >= 1."""
+    """Return ``points`` as a finite C-contiguous (n, d) float array, d >= 1."""
     arr = np.asarray(points)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (n, d) array, got shape {arr.shape}")
@@ -25,8 +25,10 @@ def as_points(
         raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if out.size and not np.isfinite(out).all():
         bad = np.argwhere(~np.isfinite(out))[0]
-        raise ValueError(f"{name} must be finite; row {bad[0]} column {bad[1]} is "
-                         f"{out[bad[0], bad[1]]}")
+        raise ValueError(
+            f"{name} must be finite; row {bad[0]} column {bad[1]} is "
+            f"{out[bad[0], bad[1]]}"
+        )
     return out
 
 
@@ -36,7 +38,11 @@ def as_scales(scales: ArrayLike) -> NDArray[np.int64]:
     if arr.ndim != 1:
         raise ValueError(f"scales must be 1-D, got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        if (
+            arr.dtype.kind == "f"
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
+        ):
             arr = arr.astype(np.int64)
         else:
             raise ValueError(f"scales must be integers, got {arr.dtype}")

@@ -61,4 +61,4 @@ def box_counts(
                 f"{amax:g} x scale {int(sc.max())} >= 2**63)"
             )
     run = _cy.box_counts_f32 if pts.dtype == np.float32 else _cy.box_counts_f64
-    return run(pts, sc, n_threads)  # type: ignore[no-any-return]
+    return run(pts, sc, n_threads)

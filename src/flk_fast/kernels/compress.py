@@ -24,7 +24,8 @@ def compressibility(rows: bytes | bytearray | memoryview | Iterable[bytes]) -> f
     --------
     >>> compressibility(b"")
     1.0
-    >>> compressibility([b"a" * 100, b"a" * 100]) == compressibility(b"a" * 100 + b"\\n" + b"a" * 100)
+    >>> rows = [b"a" * 100, b"b" * 100]
+    >>> compressibility(rows) == compressibility(b"\\n".join(rows))
     True
     """
     if isinstance(rows, bytes | bytearray | memoryview):

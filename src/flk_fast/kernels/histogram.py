@@ -16,10 +16,11 @@ _cy = _ext.load("_hist_cy")
 _DEGENERATE = 1e-9  # SPEC §4.3: a projection range below this has coherence 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Coherence:
     """Result of :func:`coherence`: ``coh_star`` (rounded to 9 places) and the first
-    direction ``v_star`` that reached it."""
+    direction ``v_star`` that reached it. (No ``==``: an array field has no truth
+    value; compare the fields.)"""
 
     coh_star: float
     v_star: NDArray[np.float64]
@@ -95,13 +96,15 @@ def coherence(
     if n == 0:
         return Coherence(0.0, dirs[0].copy())
     mins, maxs = _cy.minmax_f64(pts, dirs, n_threads)
-    if not (np.isfinite(mins).all() and np.isfinite(maxs).all()):
+    with np.errstate(over="ignore"):
+        spread = maxs - mins
+    if not np.isfinite(spread).all():  # a projection or the range overflowed
         raise ValueError("coherence: projections overflow float64; scale the points")
-    skip = (maxs - mins) < _DEGENERATE
+    skip = spread < _DEGENERATE
     edges = np.zeros((n_directions, n_bins + 1))
-    for j in np.flatnonzero(~skip):
+    for k in np.flatnonzero(~skip):
         # Exactly numpy.histogram's edges for range (min, max).
-        edges[j] = np.linspace(mins[j], maxs[j], n_bins + 1)
+        edges[k] = np.linspace(mins[k], maxs[k], n_bins + 1)
     best = _cy.hist_max_f64(pts, dirs, edges, skip.view(np.uint8), n_threads)
     coh = np.where(skip, 1.0, best / n)
     j = int(np.argmax(coh))  # first direction reaching the maximum

@@ -81,12 +81,17 @@ def _code(scheme: str) -> int:
         return _CODES[scheme]
     except KeyError:
         raise ValueError(
-            f"unknown Merkle scheme {scheme!r}; expected one of {', '.join(MERKLE_SCHEMES)}"
+            f"unknown Merkle scheme {scheme!r}; "
+            f"expected one of {', '.join(MERKLE_SCHEMES)}"
         ) from None
 
 
 def _check_chunk(chunk_size: int) -> int:
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+    if (
+        not isinstance(chunk_size, int)
+        or isinstance(chunk_size, bool)
+        or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     return chunk_size
 
@@ -95,12 +100,16 @@ def _feed(builder: Any, data: Data) -> None:
     if isinstance(data, bytes | bytearray | memoryview):
         builder.update(data)
         return
-    if isinstance(data, str):
-        raise TypeError("merkle: data must be bytes or an iterable of bytes, not str "
-                        "(use merkle_root_file for a path)")
+    if isinstance(data, str):  # type: ignore[unreachable]  # callers without mypy
+        raise TypeError(
+            "merkle: data must be bytes or an iterable of bytes, not str "
+            "(use merkle_root_file for a path)"
+        )
     for piece in data:
         if not isinstance(piece, bytes | bytearray | memoryview):
-            raise TypeError(f"merkle: pieces must be bytes-like, got {type(piece).__name__}")
+            raise TypeError(
+                f"merkle: pieces must be bytes-like, got {type(piece).__name__}"
+            )
         builder.update(piece)
 
 
@@ -146,7 +155,7 @@ def merkle_root(
     """
     builder = _impl.Builder(_code(scheme), _check_chunk(chunk_size))
     _feed(builder, data)
-    return builder.finalize().hex()  # type: ignore[no-any-return]
+    return builder.finalize().hex()
 
 
 def merkle_root_file(
@@ -211,8 +220,10 @@ def merkle_verify(root: str, chunk: bytes, proof: MerkleProof) -> bool:
                 used += 1
                 if len(sib) != 32:
                     return False
-                node = _impl.node_hash(code, node, sib) if i % 2 == 0 else _impl.node_hash(
-                    code, sib, node
+                node = (
+                    _impl.node_hash(code, node, sib)
+                    if i % 2 == 0
+                    else _impl.node_hash(code, sib, node)
                 )
             elif code == 0:
                 node = _impl.node_hash(code, node, node)  # legacy self-pairing

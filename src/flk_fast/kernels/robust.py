@@ -20,7 +20,7 @@ _cy = _ext.load("_robust_cy")
 # one) on the other side of the selected value; see _bound_ok.
 _PUSH = 2.0**-40
 _SLACK = 2.0**-50  # 4 ulp and change: the rounding of fl(fl(dy) / fl(dx))
-_TINY = 1e-300     # absolute slack for subnormal slopes
+_TINY = 1e-300  # absolute slack for subnormal slopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ def _select(prob: Any, n: int, total: int, ranks: list[int]) -> list[float]:
     below, k = 0, total
     o1, o2, seq = prob.band(lo, hi)
     cap = max(4 * n, 4096)  # pairs enumerated at the end: O(n) memory
-    m = max(2 * n, 4096)    # sample size per shrinking round
+    m = max(2 * n, 4096)  # sample size per shrinking round
     seed = 0x5EED
     stall = 0
     while True:
@@ -65,12 +65,14 @@ def _select(prob: Any, n: int, total: int, ranks: list[int]) -> list[float]:
             if all(_bound_ok(v, lo, hi) for v in vals):
                 return vals
             # A target sits within rounding of an end: widen that end and retry.
-            if not all(lo == -math.inf or v >= lo + abs(lo) * _SLACK + _TINY
-                       for v in vals):
+            if not all(
+                lo == -math.inf or v >= lo + abs(lo) * _SLACK + _TINY for v in vals
+            ):
                 lo = lo - abs(lo) * 2.0**-20 - 1e-200
                 below = prob.count_below(lo)
-            if not all(hi == math.inf or v <= hi - abs(hi) * _SLACK - _TINY
-                       for v in vals):
+            if not all(
+                hi == math.inf or v <= hi - abs(hi) * _SLACK - _TINY for v in vals
+            ):
                 hi = hi + abs(hi) * 2.0**-20 + 1e-200
             o1, o2, seq = prob.band(lo, hi)
             k = prob.count_band(seq)
@@ -127,8 +129,9 @@ def theil_sen(
     Raises
     ------
     ValueError
-        Shapes differ, fewer than 2 points, non-finite values, all x equal, or values
-        so large that differences could overflow (|value| >= 1e300).
+        Shapes differ, fewer than 2 points, non-finite values, all x equal, values
+        so large that differences could overflow (|value| >= 1e300), or a possible
+        slope beyond 1e300 (``(max y - min y) / smallest x gap``).
 
     References
     ----------
@@ -142,7 +145,9 @@ def theil_sen(
     xa = np.asarray(x, dtype=np.float64).ravel()
     ya = np.asarray(y, dtype=np.float64).ravel()
     if xa.shape != ya.shape:
-        raise ValueError(f"x and y must have the same length, got {xa.size} and {ya.size}")
+        raise ValueError(
+            f"x and y must have the same length, got {xa.size} and {ya.size}"
+        )
     n = xa.size
     if n < 2:
         raise ValueError(f"theil_sen needs at least 2 points, got {n}")
@@ -159,13 +164,24 @@ def theil_sen(
     total = n * (n - 1) // 2 - int((groups * (groups - 1) // 2).sum())
     if total == 0:
         raise ValueError("theil_sen: all x are equal, no slope is defined")
+    # The selection brackets slopes by value, so none may overflow: the steepest
+    # possible slope is (max y - min y) / (smallest gap between distinct x).
+    ux = np.unique(xs)
+    with np.errstate(over="ignore"):
+        steepest = (float(ys.max()) - float(ys.min())) / float(np.diff(ux).min())
+    if not steepest < 1e300:
+        raise ValueError(
+            "theil_sen: slopes may overflow float64 (x values too close "
+            "for the spread of y); rescale x or y"
+        )
     ranks = [total // 2] if total % 2 else [total // 2 - 1, total // 2]
     vals = _select(_cy.problem(xs, ys), n, total, ranks)
     slope = vals[0] if len(vals) == 1 else (vals[0] + vals[1]) / 2.0
-    if method == "separate":
-        intercept = float(np.median(ya) - slope * np.median(xa))
-    else:
-        intercept = float(np.median(ya - slope * xa))
+    with np.errstate(over="ignore", invalid="ignore"):  # scipy's inf/nan, unwarned
+        if method == "separate":
+            intercept = float(np.median(ya) - slope * np.median(xa))
+        else:
+            intercept = float(np.median(ya - slope * xa))
     return TheilSen(float(slope), intercept)
 
 
@@ -223,4 +239,4 @@ def d_hat_batch(
         return np.empty(0)
     if nj64.shape[1] == 0:
         return np.full(nj64.shape[0], np.nan)
-    return _cy.d_hat_batch_i64(sc64, nj64, shared, n_threads)  # type: ignore[no-any-return]
+    return _cy.d_hat_batch_i64(sc64, nj64, shared, n_threads)

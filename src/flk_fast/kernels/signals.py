@@ -49,7 +49,7 @@ _DEFAULT_REGIME = RegimeParams()
 
 
 def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
-    """Theil-Sen slope of ``log2 N_j`` against ``log2 s`` (SPEC §4.2), rounded to 9 places.
+    """Theil-Sen slope of ``log2 N_j`` against ``log2 s`` (SPEC §4.2), to 9 places.
 
     Parameters
     ----------
@@ -78,7 +78,9 @@ def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
     if k < 2:
         raise ValueError(f"D_hat needs at least 2 scales, got {k}")
     if len(n_j) != k:
-        raise ValueError(f"D_hat needs one N_j per scale: {k} scales, {len(n_j)} counts")
+        raise ValueError(
+            f"D_hat needs one N_j per scale: {k} scales, {len(n_j)} counts"
+        )
     xs = []
     ys = []
     for s, n in zip(scales, n_j, strict=True):
@@ -101,7 +103,9 @@ def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
     return round(slopes[len(slopes) // 2], 9)
 
 
-def regime(d_hat: float, coh_star: float, params: RegimeParams = _DEFAULT_REGIME) -> str:
+def regime(
+    d_hat: float, coh_star: float, params: RegimeParams = _DEFAULT_REGIME
+) -> str:
     """Classify a summary (SPEC §4.5).
 
     Examples
