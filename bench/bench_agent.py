@@ -201,8 +201,10 @@ def _env() -> dict[str, str]:
     return e
 
 
-def _run_measured(cmd: list[str], cpu: int) -> tuple[float, int, int, str, str]:
-    """Wall seconds, peak RSS (bytes), exit code, stdout, stderr of one pinned child."""
+def _run_measured(cmd: list[str], cpu: int) -> tuple[float, float, int, int, str, str]:
+    """Wall seconds, CPU seconds (user + sys), peak RSS (bytes), exit code, stdout and
+    stderr of one pinned child. CPU time is what the pipeline itself consumed; on a
+    shared machine wall time also counts the time other processes held the core."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_env(),
@@ -212,8 +214,8 @@ def _run_measured(cmd: list[str], cpu: int) -> tuple[float, int, int, str, str]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return (wall, usage.ru_maxrss * 1024, proc.returncode, out.read().decode(),
-                err.read().decode())
+        return (wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
+                proc.returncode, out.read().decode(), err.read().decode())
 
 
 def main() -> None:
@@ -280,7 +282,7 @@ def main() -> None:
                     url, f"bench-plain-{rep}-{time.time_ns()}", str(args.window),
                 ]))
             for label, cmd in cases:
-                wall, rss, code, out, err = _run_measured(cmd, 0)
+                wall, cpu_s, rss, code, out, err = _run_measured(cmd, 0)
                 if code != 0:
                     raise SystemExit(f"{label} failed ({code}):\n{err[-3000:]}")
                 if label == "flk agent" and f"accepted={n_windows}" not in out and (
@@ -290,17 +292,21 @@ def main() -> None:
                     "label": label, "params": {"events": args.size, "window": args.window,
                                                "windows": n_windows, "repeat": rep},
                     "seconds": round(wall, 3), "events_per_s": round(args.size / wall),
+                    "cpu_seconds": round(cpu_s, 3),
+                    "events_per_cpu_s": round(args.size / cpu_s),
                     "peak_rss_mb": round(rss / 2**20, 1), "context": context(),
                 }
                 records.append(rec)
                 print(json.dumps(rec))
         if not args.json:
             say("")
-            say("| pipeline | events | seconds | events/s | peak RSS |")
-            say("|---|---:|---:|---:|---:|")
+            say("| pipeline | events | wall s | events/s (wall) | CPU s | events/CPU-s "
+                "| peak RSS |")
+            say("|---|---:|---:|---:|---:|---:|---:|")
             for r in records:
                 say(f"| {r['label']} | {r['params']['events']:,} | {r['seconds']:.2f} | "
-                    f"{r['events_per_s']:,} | {r['peak_rss_mb']:.0f} MB |")
+                    f"{r['events_per_s']:,} | {r['cpu_seconds']:.2f} | "
+                    f"{r['events_per_cpu_s']:,} | {r['peak_rss_mb']:.0f} MB |")
     finally:
         server.send_signal(signal.SIGTERM)
         try:
