@@ -1,0 +1,238 @@
+"""A window of events → its signals → a signed PCS (SPEC §2-5).
+
+The one place that turns events into a PCS, shared by ``flk build-pcs`` and the agent
+(``agent.pipeline.make_summarizer`` prefers :func:`make_summarizer` from here).
+
+Public API
+----------
+:class:`SummaryParams`
+    Scales, sampler seed and size, Merkle scheme and chunk size, budget/regime weights.
+:class:`Signals`
+    The computed values: N_j, D̂, coh★, v★, r, regime, budget, Merkle root.
+:func:`compute_signals`
+    ``(points, rows_bytes, params) -> Signals`` -- pure computation, no identity.
+:func:`summarize`
+    ``(points, rows_bytes, *, shard_id, epoch, ...) -> PCS`` -- signals, pcs_id and
+    (when a signer is given) the signature.
+:func:`summarize_events`
+    The same from an :class:`flk_fast.agent.events.Events` window.
+:func:`make_summarizer`
+    ``summarize(window, *, shard_id, epoch)`` for the agent's windows (``.points``,
+    ``.rows``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from flk_fast.errors import ConfigError
+from flk_fast.kernels.signals import BudgetParams, RegimeParams, budget, d_hat, regime
+from flk_fast.protocol.pcs import PCS, SCHEMA, FaultTolerance, compute_pcs_id
+
+if TYPE_CHECKING:
+    from flk_fast.agent.events import Events
+    from flk_fast.protocol.signing import Signer
+
+__all__ = [
+    "PCS_VERSION",
+    "PLACEHOLDER_SENT_AT",
+    "Signals",
+    "SummaryParams",
+    "compute_signals",
+    "make_summarizer",
+    "summarize",
+    "summarize_events",
+]
+
+PCS_VERSION = "0.1"
+#: sent_at of a PCS that has not been sent yet; the agent's outbox stamps the real time.
+PLACEHOLDER_SENT_AT = "1970-01-01T00:00:00Z"
+_NO_FAULTS = FaultTolerance(outbox_seq=0, degraded=False, fallbacks=(), clock_skew_ms=0)
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryParams:
+    """How a window is summarised; the defaults are the reference implementation's
+    (SPEC §8: scales 2,4,8,16, seed 42, legacy sampler, legacy Merkle, chunk 64)."""
+
+    scales: tuple[int, ...] = (2, 4, 8, 16)
+    seed: int = 42
+    n_directions: int = 100
+    n_bins: int = 20
+    merkle_scheme: str = "sha256-hexcat"
+    chunk_size: int = 64
+    budget: BudgetParams = field(default_factory=BudgetParams)
+    regime: RegimeParams = field(default_factory=RegimeParams)
+
+    def __post_init__(self) -> None:
+        if len(self.scales) < 2 or len(set(self.scales)) != len(self.scales):
+            raise ValueError(
+                f"scales must be at least 2 distinct integers, got {self.scales}"
+            )
+        if any(int(s) != s or s < 1 for s in self.scales):
+            raise ValueError(f"scales must be integers >= 1, got {self.scales}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Signals:
+    """The signals of one window (SPEC §4-5), rounded as the PCS carries them."""
+
+    n_j: tuple[int, ...]
+    d_hat: float
+    coh_star: float
+    v_star: NDArray[np.float64]
+    r: float
+    regime: str
+    budget: float
+    merkle_root: str
+
+
+def compute_signals(points: ArrayLike, rows: bytes, params: SummaryParams) -> Signals:
+    """Every signal of SPEC §4-5 for one window.
+
+    Parameters
+    ----------
+    points : array_like, shape (n, d)
+        The event coordinates (x, y, z), n >= 1.
+    rows : bytes
+        The canonical rows joined by ``\\n`` (SPEC §4.4), e.g.
+        :meth:`flk_fast.agent.events.Events.canonical_bytes`.
+    params : SummaryParams
+
+    Raises
+    ------
+    ValueError
+        No events (D̂ needs N_j > 0), or a kernel rejects the points.
+    ImportError
+        The compiled kernels are not built.
+    """
+    from flk_fast import kernels
+
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[0] == 0:
+        raise ValueError("a PCS needs at least one event")
+    n_j = tuple(int(v) for v in kernels.box_counts(pts, params.scales))
+    dh = d_hat(params.scales, n_j)
+    coh = kernels.coherence(pts, params.n_directions, params.n_bins, params.seed)
+    r = kernels.compressibility(rows)
+    root = kernels.merkle_root(
+        rows, scheme=params.merkle_scheme, chunk_size=params.chunk_size
+    )
+    return Signals(
+        n_j=n_j,
+        d_hat=dh,
+        coh_star=coh.coh_star,
+        v_star=coh.v_star,
+        r=r,
+        regime=regime(dh, coh.coh_star, params.regime),
+        budget=budget(dh, coh.coh_star, r, params.budget),
+        merkle_root=root,
+    )
+
+
+def summarize(
+    points: ArrayLike,
+    rows: bytes,
+    *,
+    shard_id: str,
+    epoch: int,
+    signer: Signer | None = None,
+    params: SummaryParams | None = None,
+    sent_at: str = PLACEHOLDER_SENT_AT,
+    attempt: int = 1,
+    ft: FaultTolerance = _NO_FAULTS,
+) -> PCS:
+    """A PCS for one window: signals, ``pcs_id`` (SPEC §2) and, with a signer, ``sig``
+    (SPEC §3; empty otherwise).
+
+    Examples
+    --------
+    >>> from flk_fast.protocol.signing import HmacSigner
+    >>> pcs = summarize([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]],
+    ...                 b"1.000000000,0.1,0.2,0.3\\n2.000000000,0.5,0.5,0.5",
+    ...                 shard_id="s", epoch=1, signer=HmacSigner(b"k"))
+    >>> pcs.N_j, pcs.regime
+    ({'2': 2, '4': 2, '8': 2, '16': 2}, 'mixed')
+    """
+    p = params or SummaryParams()
+    sig = compute_signals(points, rows, p)
+    pcs = PCS(
+        pcs_id=compute_pcs_id(sig.merkle_root, epoch, shard_id),
+        schema=SCHEMA,  # type: ignore[arg-type]  # the Literal's only value
+        version=PCS_VERSION,
+        shard_id=shard_id,
+        epoch=epoch,
+        attempt=attempt,
+        sent_at=sent_at,
+        seed=p.seed,
+        scales=tuple(int(s) for s in p.scales),
+        N_j={str(s): n for s, n in zip(p.scales, sig.n_j, strict=True)},
+        coh_star=sig.coh_star,
+        v_star=tuple(float(v) for v in sig.v_star),
+        D_hat=sig.d_hat,
+        r=sig.r,
+        regime=sig.regime,  # type: ignore[arg-type]
+        budget=sig.budget,
+        merkle_root=sig.merkle_root,
+        sig="",
+        ft=ft,
+    )
+    if signer is None:
+        return pcs
+    return msgspec.structs.replace(pcs, sig=signer.sign(pcs))
+
+
+def summarize_events(events: Events, **kw: Any) -> PCS:
+    """:func:`summarize` over an :class:`~flk_fast.agent.events.Events` window."""
+    return summarize(events.points, events.canonical_bytes(), **kw)
+
+
+def make_summarizer(
+    *,
+    signer: Signer,
+    scales: Sequence[int] = (2, 4, 8, 16),
+    seed: int = 42,
+    merkle_scheme: str = "sha256-hexcat",
+    chunk_size: int = 64,
+    allow_numba: bool = False,
+) -> Callable[..., PCS]:
+    """``summarize(window, *, shard_id, epoch) -> PCS`` for windows with ``.points``
+    (n, 3) and ``.rows`` (canonical bytes), signed, ``sent_at`` left as the placeholder.
+
+    ``allow_numba`` is accepted for the agent's interface; no kernel uses numba.
+
+    Raises
+    ------
+    ConfigError
+        The compiled kernels are not built (raised now, not at the first window).
+    """
+    from flk_fast import kernels
+
+    try:
+        kernels.box_counts  # noqa: B018  -- fail at start-up if the kernels are missing
+    except ImportError as exc:
+        raise ConfigError(f"the signal kernels are not available: {exc}") from None
+    params = SummaryParams(
+        scales=tuple(int(s) for s in scales),
+        seed=seed,
+        merkle_scheme=merkle_scheme,
+        chunk_size=chunk_size,
+    )
+
+    def summarize_window(window: Any, *, shard_id: str, epoch: int) -> PCS:
+        return summarize(
+            window.points,
+            window.rows,
+            shard_id=shard_id,
+            epoch=epoch,
+            signer=signer,
+            params=params,
+        )
+
+    return summarize_window

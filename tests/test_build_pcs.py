@@ -1,0 +1,138 @@
+"""``flk build-pcs``: the SPEC §8 vector byte for byte, flags, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flk_fast.cli import main
+
+pytestmark = pytest.mark.needs_ext
+
+VECTOR_CSV = "/work/shared/vectors/tiny_case_1.csv"
+VECTOR_PCS = Path("/work/shared/vectors/pcs_tiny_case_1.json")
+VECTOR_ARGS = [
+    "build-pcs",
+    "--in",
+    VECTOR_CSV,
+    "--key",
+    "testsecret",
+    "--shard-id",
+    "test-shard-001",
+    "--epoch",
+    "1",
+    "--seed",
+    "42",
+]
+
+
+def test_vector_byte_for_byte_on_stdout() -> None:
+    # The exact command of SPEC §8, in a real process.
+    out = subprocess.run(
+        [sys.executable, "-m", "flk_fast", *VECTOR_ARGS],
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert out == VECTOR_PCS.read_bytes()
+
+
+def test_vector_to_file_and_key_sources(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    key = tmp_path / "secret.key"
+    key.write_text("testsecret\n")
+    args = [a for a in VECTOR_ARGS if a not in ("--key", "testsecret")]
+    out = tmp_path / "pcs.json"
+    assert main([*args, "--key-file", str(key), "--out", str(out)]) == 0
+    assert out.read_bytes() == VECTOR_PCS.read_bytes()
+    monkeypatch.setenv("FLK_TEST_KEY", "testsecret")
+    out2 = tmp_path / "pcs2.json"
+    assert main([*args, "--key-env", "FLK_TEST_KEY", "--out", str(out2)]) == 0
+    assert out2.read_bytes() == VECTOR_PCS.read_bytes()
+
+
+def test_jsonl_input_gives_the_same_pcs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    lines = Path(VECTOR_CSV).read_text().splitlines()[1:]
+    jl = tmp_path / "events.jsonl"
+    jl.write_text(
+        "".join(
+            '{{"timestamp": {}, "x": {}, "y": {}, "z": {}}}\n'.format(*line.split(","))
+            for line in lines
+        )
+    )
+    out = tmp_path / "pcs.json"
+    args = [a if a != VECTOR_CSV else str(jl) for a in VECTOR_ARGS]
+    assert main([*args, "--out", str(out)]) == 0
+    assert out.read_bytes() == VECTOR_PCS.read_bytes()
+
+
+def test_options_change_the_summary(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "pcs.json"
+    assert (
+        main(
+            [
+                *VECTOR_ARGS,
+                "--scales",
+                "2,4,8",
+                "--chunk-size",
+                "32",
+                "--merkle-scheme",
+                "blake3-rfc6962",
+                "--sent-at",
+                "now",
+                "--attempt",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(out.read_text())
+    ref = json.loads(VECTOR_PCS.read_text())
+    assert doc["scales"] == [2, 4, 8] and list(doc["N_j"]) == ["2", "4", "8"]
+    assert doc["merkle_root"] != ref["merkle_root"] and doc["attempt"] == 3
+    assert doc["sent_at"].endswith("Z") and doc["sent_at"] != ref["sent_at"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty.csv:1: empty input"),
+        ("timestamp,x,y\n1,2,3\n", ":1: header must name the columns timestamp,x,y,z"),
+        ("timestamp,x,y,z\n1,2,3,4\n2,abc,3,4\n", ":3: x is not a number: 'abc'"),
+        ("timestamp,x,y,z\n1,2,3\n", ":2: expected 4 columns"),
+        ("timestamp,x,y,z\n", "no events"),
+    ],
+)
+def test_malformed_csv_is_one_line_exit_2(tmp_path, capsys, content, message) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "empty.csv"
+    path.write_text(content)
+    args = [a if a != VECTOR_CSV else str(path) for a in VECTOR_ARGS]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("flk: error: ")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sent-at", "yesterday"], "sent_at"),
+    ],
+)
+def test_bad_values_exit_2(capsys, extra, message) -> None:  # type: ignore[no-untyped-def]
+    assert main([*VECTOR_ARGS, *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_usage_errors(capsys) -> None:  # type: ignore[no-untyped-def]
+    no_key = [a for a in VECTOR_ARGS if a not in ("--key", "testsecret")]
+    assert main(no_key) == 2
+    assert "signing key" in capsys.readouterr().err
+    for bad in (["--scales", "2"], ["--chunk-size", "0"], ["--epoch", "-1"]):
+        with pytest.raises(SystemExit) as info:
+            main([*VECTOR_ARGS, *bad])
+        assert info.value.code == 2
