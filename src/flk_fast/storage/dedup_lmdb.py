@@ -81,9 +81,11 @@ class LmdbDedup:
             metasync=sync,
             readahead=False,
         )
-        with self.env.begin(write=True) as txn:
-            self.kv = self.env.open_db(b"kv", txn=txn)
-            self.exp = self.env.open_db(b"exp", txn=txn)
+        # Through _write(): another process may grow the map between our open and
+        # this first transaction (MapResizedError).
+        self.kv, self.exp = self._write(
+            lambda txn: [self.env.open_db(n, txn=txn) for n in (b"kv", b"exp")]
+        )
 
     # -- plumbing --------------------------------------------------------------------
     def _write(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:

@@ -127,11 +127,14 @@ class _Segment:
             metasync=sync,
             readahead=False,  # random reads of one record should not pull in neighbours
         )
-        with self.env.begin(write=True) as txn:
-            self.records = self.env.open_db(b"records", txn=txn)
-            self.acks = self.env.open_db(b"acks", txn=txn)
-            self.meta = self.env.open_db(b"meta", txn=txn)
-            self.sys = self.env.open_db(b"sys", txn=txn)
+        # Through write(): another process may grow the map between our open and this
+        # first transaction (MapResizedError; seen in the 2-process test).
+        self.records, self.acks, self.meta, self.sys = self.write(
+            lambda txn: [
+                self.env.open_db(name, txn=txn)
+                for name in (b"records", b"acks", b"meta", b"sys")
+            ]
+        )
 
     def write(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
         """Run ``fn`` in one write transaction, growing the map until it fits."""
