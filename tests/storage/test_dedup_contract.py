@@ -206,3 +206,42 @@ async def test_down_backend_raises_within_timeout(
             assert time.monotonic() - t0 < 1.5
     finally:
         await store.close()
+
+
+async def test_lmdb_stuck_writer_raises_within_timeout(tmp_path: object) -> None:
+    # Another process holds LMDB's write lock (hung mid-transaction): our put must
+    # give up with DedupUnavailableError in time, and complete once the lock is free.
+    import subprocess
+    import sys
+
+    path = f"{tmp_path}/d"
+    store = open_dedup(f"lmdb://{path}", timeout_s=0.5)
+    await store.put_if_absent("before", b"v")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import lmdb, sys, time\n"
+            "env = lmdb.open(sys.argv[1], max_dbs=2)\n"
+            "txn = env.begin(write=True)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            path,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "locked"
+        t0 = time.monotonic()
+        with pytest.raises(DedupUnavailableError):
+            await store.put_if_absent("k", b"v")
+        assert time.monotonic() - t0 < 1.5
+        assert await store.get("before") == b"v"  # reads are not blocked by the lock
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    assert await store.put_if_absent("k2", b"v2") == (b"v2", True)
+    await store.close()
