@@ -50,8 +50,10 @@ def make_csv(path: Path, n: int, seed: int = 7) -> None:
         f.write("timestamp,x,y,z\n")
         buf = []
         for i in range(n):
-            buf.append(f"{t0 + i * 0.001:.3f},{rnd.random():.4f},{rnd.random():.4f},"
-                       f"{rnd.random():.4f}\n")
+            buf.append(
+                f"{t0 + i * 0.001:.3f},{rnd.random():.4f},{rnd.random():.4f},"
+                f"{rnd.random():.4f}\n"
+            )
             if len(buf) == 50_000:
                 f.write("".join(buf))
                 buf.clear()
@@ -62,7 +64,10 @@ def make_csv(path: Path, n: int, seed: int = 7) -> None:
 def _plain_box_counts(p: Any, scales: tuple[int, ...]) -> list[int]:
     import numpy as np
 
-    return [int(np.unique(np.floor(p * s).astype(np.int64), axis=0).shape[0]) for s in scales]
+    return [
+        int(np.unique(np.floor(p * s).astype(np.int64), axis=0).shape[0])
+        for s in scales
+    ]
 
 
 def _plain_coherence(p: Any, seed: int) -> tuple[float, list[float]]:
@@ -90,48 +95,97 @@ def _plain_d_hat(scales: tuple[int, ...], nj: list[int]) -> float:
 
     xs = [math.log2(s) for s in scales]
     ys = [math.log2(v) for v in nj]
-    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs))
-                    for j in range(i + 1, len(xs)) if abs(xs[j] - xs[i]) >= 1e-9)
+    slopes = sorted(
+        (ys[j] - ys[i]) / (xs[j] - xs[i])
+        for i in range(len(xs))
+        for j in range(i + 1, len(xs))
+        if abs(xs[j] - xs[i]) >= 1e-9
+    )
     return round(slopes[len(slopes) // 2], 9)
 
 
 def _plain_merkle(raw: bytes, chunk: int = 64) -> str:
-    level = [hashlib.sha256(raw[i:i + chunk]).hexdigest() for i in range(0, len(raw), chunk)]
+    level = [
+        hashlib.sha256(raw[i : i + chunk]).hexdigest()
+        for i in range(0, len(raw), chunk)
+    ]
     if not level:
         return "0" * 64
     while len(level) > 1:
         if len(level) % 2:
             level.append(level[-1])
-        level = [hashlib.sha256((level[i] + level[i + 1]).encode()).hexdigest()
-                 for i in range(0, len(level), 2)]
+        level = [
+            hashlib.sha256((level[i] + level[i + 1]).encode()).hexdigest()
+            for i in range(0, len(level), 2)
+        ]
     return level[0]
 
 
-def plain_summarize(rows_text: list[str], pts: Any, *, shard: str, epoch: int,
-                    scales: tuple[int, ...] = (2, 4, 8, 16), seed: int = 42) -> dict[str, Any]:
+def plain_summarize(
+    rows_text: list[str],
+    pts: Any,
+    *,
+    shard: str,
+    epoch: int,
+    scales: tuple[int, ...] = (2, 4, 8, 16),
+    seed: int = 42,
+) -> dict[str, Any]:
     raw = "\n".join(rows_text).encode()
     nj = _plain_box_counts(pts, scales)
     dh = _plain_d_hat(scales, nj)
     coh, v = _plain_coherence(pts, seed)
-    r = round(min(1.0, max(0.0, len(zlib.compress(raw, 6)) / len(raw))), 9) if raw else 1.0
+    r = (
+        round(min(1.0, max(0.0, len(zlib.compress(raw, 6)) / len(raw))), 9)
+        if raw
+        else 1.0
+    )
     root = _plain_merkle(raw)
-    regime = ("sticky" if coh >= 0.70 and dh <= 1.5 else
-              "non_sticky" if dh >= 2.6 else "mixed")
-    budget = round(min(1.0, max(0.0, 0.10 + 0.30 * (1 - r) + 0.50 * max(0.0, dh - 2.2)
-                                + 0.20 * coh)), 9)
+    regime = (
+        "sticky"
+        if coh >= 0.70 and dh <= 1.5
+        else "non_sticky"
+        if dh >= 2.6
+        else "mixed"
+    )
+    budget = round(
+        min(
+            1.0,
+            max(0.0, 0.10 + 0.30 * (1 - r) + 0.50 * max(0.0, dh - 2.2) + 0.20 * coh),
+        ),
+        9,
+    )
     pcs_id = hashlib.sha256(f"{root}|{epoch}|{shard}".encode()).hexdigest()
-    signed = {"pcs_id": pcs_id, "merkle_root": root, "epoch": epoch, "shard_id": shard,
-              "D_hat": round(dh, 9), "coh_star": round(coh, 9), "r": round(r, 9),
-              "budget": round(budget, 9)}
+    signed = {
+        "pcs_id": pcs_id,
+        "merkle_root": root,
+        "epoch": epoch,
+        "shard_id": shard,
+        "D_hat": round(dh, 9),
+        "coh_star": round(coh, 9),
+        "r": round(r, 9),
+        "budget": round(budget, 9),
+    }
     payload = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
     sig = base64.b64encode(hmac.new(KEY, payload, "sha256").digest()).decode()
     return {
-        "pcs_id": pcs_id, "schema": "fractal-lba-kakeya", "version": "0.1",
-        "shard_id": shard, "epoch": epoch, "attempt": 1,
-        "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": seed,
-        "scales": list(scales), "N_j": {str(s): n for s, n in zip(scales, nj, strict=True)},
-        "coh_star": coh, "v_star": v, "D_hat": dh, "r": r, "regime": regime,
-        "budget": budget, "merkle_root": root, "sig": sig,
+        "pcs_id": pcs_id,
+        "schema": "fractal-lba-kakeya",
+        "version": "0.1",
+        "shard_id": shard,
+        "epoch": epoch,
+        "attempt": 1,
+        "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seed": seed,
+        "scales": list(scales),
+        "N_j": {str(s): n for s, n in zip(scales, nj, strict=True)},
+        "coh_star": coh,
+        "v_star": v,
+        "D_hat": dh,
+        "r": r,
+        "regime": regime,
+        "budget": budget,
+        "merkle_root": root,
+        "sig": sig,
         "ft": {"outbox_seq": 0, "degraded": False, "fallbacks": [], "clock_skew_ms": 0},
     }
 
@@ -153,17 +207,21 @@ def plain_main(path: str, endpoint: str, shard: str, window: int) -> None:
         pcs = plain_summarize(rows, np.asarray(pts), shard=shard, epoch=epoch)
         for attempt in range(6):
             try:
-                resp = session.post(url, data=json.dumps(pcs), timeout=10,
-                                    headers={"Content-Type": "application/json"})
+                resp = session.post(
+                    url,
+                    data=json.dumps(pcs),
+                    timeout=10,
+                    headers={"Content-Type": "application/json"},
+                )
             except requests.RequestException:
-                time.sleep(2 ** attempt)
+                time.sleep(2**attempt)
                 continue
             if resp.status_code in (200, 202):
                 ok += 1
                 break
             if resp.status_code < 500 and resp.status_code != 429:
                 raise SystemExit(f"plain: HTTP {resp.status_code}: {resp.text}")
-            time.sleep(2 ** attempt)
+            time.sleep(2**attempt)
         epoch += 1
         rows, pts = [], []
 
@@ -197,7 +255,9 @@ def _pin(cpu: int) -> Any:
 
 def _env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     return e
 
 
@@ -207,29 +267,46 @@ def _run_measured(cmd: list[str], cpu: int) -> tuple[float, float, int, int, str
     shared machine wall time also counts the time other processes held the core."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_env(),
-                                preexec_fn=_pin(cpu))  # noqa: PLW1509 - pinning only
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=err, env=_env(), preexec_fn=_pin(cpu)
+        )  # noqa: PLW1509 - pinning only
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return (wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-                proc.returncode, out.read().decode(), err.read().decode())
+        return (
+            wall,
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss * 1024,
+            proc.returncode,
+            out.read().decode(),
+            err.read().decode(),
+        )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, default=1_000_000, help="events (1 000 000)")
-    ap.add_argument("--window", type=int, default=10_000, help="events per PCS (10 000)")
+    ap.add_argument(
+        "--window", type=int, default=10_000, help="events per PCS (10 000)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs per pipeline (1)")
     ap.add_argument("--json", action="store_true", help="print only JSON records")
-    ap.add_argument("--agent-args", default="",
-                    help="extra flk agent arguments, e.g. '--merkle-scheme blake3-rfc6962'")
+    ap.add_argument(
+        "--agent-args",
+        default="",
+        help="extra flk agent arguments, e.g. '--merkle-scheme blake3-rfc6962'",
+    )
     ap.add_argument("--skip-plain", action="store_true")
-    ap.add_argument("--plain", nargs=4, metavar=("CSV", "URL", "SHARD", "WINDOW"),
-                    help=argparse.SUPPRESS)  # the plain pipeline's child process
+    ap.add_argument(
+        "--plain",
+        nargs=4,
+        metavar=("CSV", "URL", "SHARD", "WINDOW"),
+        help=argparse.SUPPRESS,
+    )  # the plain pipeline's child process
     args = ap.parse_args()
     if args.plain:
         plain_main(args.plain[0], args.plain[1], args.plain[2], int(args.plain[3]))
@@ -249,9 +326,21 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     ncpu = os.cpu_count() or 1
     server = subprocess.Popen(
-        [sys.executable, "-m", "flk_fast", "serve", "--port", str(port), "--data-dir",
-         str(work / "srv"), "--hmac-key-file", str(key)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+        [
+            sys.executable,
+            "-m",
+            "flk_fast",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(work / "srv"),
+            "--hmac-key-file",
+            str(key),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
         preexec_fn=_pin(1 if ncpu > 1 else 0),  # noqa: PLW1509
     )
     try:
@@ -269,44 +358,91 @@ def main() -> None:
         n_windows = -(-args.size // args.window)
         records = []
         for rep in range(args.repeat):
-            cases = [("flk agent", [
-                sys.executable, "-m", "flk_fast", "agent", "--endpoint", url,
-                "--in", str(data), "--shard-id", f"bench-agent-{rep}-{time.time_ns()}",
-                "--window", str(args.window), "--data-dir", str(work / f"agent{rep}"),
-                "--hmac-key-file", str(key), "--exit-when-drained", "--progress", "off",
-                "--log-level", "warning", *args.agent_args.split(),
-            ])]
+            cases = [
+                (
+                    "flk agent",
+                    [
+                        sys.executable,
+                        "-m",
+                        "flk_fast",
+                        "agent",
+                        "--endpoint",
+                        url,
+                        "--in",
+                        str(data),
+                        "--shard-id",
+                        f"bench-agent-{rep}-{time.time_ns()}",
+                        "--window",
+                        str(args.window),
+                        "--data-dir",
+                        str(work / f"agent{rep}"),
+                        "--hmac-key-file",
+                        str(key),
+                        "--exit-when-drained",
+                        "--progress",
+                        "off",
+                        "--log-level",
+                        "warning",
+                        *args.agent_args.split(),
+                    ],
+                )
+            ]
             if not args.skip_plain:
-                cases.append(("plain numpy+requests", [
-                    sys.executable, str(Path(__file__).resolve()), "--plain", str(data),
-                    url, f"bench-plain-{rep}-{time.time_ns()}", str(args.window),
-                ]))
+                cases.append(
+                    (
+                        "plain numpy+requests",
+                        [
+                            sys.executable,
+                            str(Path(__file__).resolve()),
+                            "--plain",
+                            str(data),
+                            url,
+                            f"bench-plain-{rep}-{time.time_ns()}",
+                            str(args.window),
+                        ],
+                    )
+                )
             for label, cmd in cases:
                 wall, cpu_s, rss, code, out, err = _run_measured(cmd, 0)
                 if code != 0:
                     raise SystemExit(f"{label} failed ({code}):\n{err[-3000:]}")
-                if label == "flk agent" and f"accepted={n_windows}" not in out and (
-                        f"sent={n_windows}" not in out or "dead_lettered=0" not in out):
+                if (
+                    label == "flk agent"
+                    and f"accepted={n_windows}" not in out
+                    and (f"sent={n_windows}" not in out or "dead_lettered=0" not in out)
+                ):
                     raise SystemExit(f"flk agent did not deliver every window:\n{out}")
                 rec = {
-                    "label": label, "params": {"events": args.size, "window": args.window,
-                                               "windows": n_windows, "repeat": rep},
-                    "seconds": round(wall, 3), "events_per_s": round(args.size / wall),
+                    "label": label,
+                    "params": {
+                        "events": args.size,
+                        "window": args.window,
+                        "windows": n_windows,
+                        "repeat": rep,
+                    },
+                    "seconds": round(wall, 3),
+                    "events_per_s": round(args.size / wall),
                     "cpu_seconds": round(cpu_s, 3),
                     "events_per_cpu_s": round(args.size / cpu_s),
-                    "peak_rss_mb": round(rss / 2**20, 1), "context": context(),
+                    "peak_rss_mb": round(rss / 2**20, 1),
+                    "context": context(),
                 }
                 records.append(rec)
                 print(json.dumps(rec))
         if not args.json:
             say("")
-            say("| pipeline | events | wall s | events/s (wall) | CPU s | events/CPU-s "
-                "| peak RSS |")
+            say(
+                "| pipeline | events | wall s | events/s (wall) | CPU s | events/CPU-s "
+                "| peak RSS |"
+            )
             say("|---|---:|---:|---:|---:|---:|---:|")
             for r in records:
-                say(f"| {r['label']} | {r['params']['events']:,} | {r['seconds']:.2f} | "
+                say(
+                    f"| {r['label']} | {r['params']['events']:,} "
+                    f"| {r['seconds']:.2f} | "
                     f"{r['events_per_s']:,} | {r['cpu_seconds']:.2f} | "
-                    f"{r['events_per_cpu_s']:,} | {r['peak_rss_mb']:.0f} MB |")
+                    f"{r['events_per_cpu_s']:,} | {r['peak_rss_mb']:.0f} MB |"
+                )
     finally:
         server.send_signal(signal.SIGTERM)
         try:

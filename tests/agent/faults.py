@@ -68,7 +68,9 @@ class FaultServer:
         finally:
             self.inflight -= 1
 
-    async def _act(self, request: web.Request, pcs_id: str, action: str) -> web.StreamResponse:
+    async def _act(
+        self, request: web.Request, pcs_id: str, action: str
+    ) -> web.StreamResponse:
         if action == "reset":
             assert request.transport is not None
             request.transport.abort()
@@ -93,4 +95,6 @@ class FaultServer:
             headers["Retry-After"] = email.utils.formatdate(self.now + 7, usegmt=True)
         elif hint:
             headers["Retry-After"] = hint
-        return web.json_response({"error": f"scripted {code}"}, status=int(code), headers=headers)
+        return web.json_response(
+            {"error": f"scripted {code}"}, status=int(code), headers=headers
+        )

@@ -21,7 +21,10 @@ SCALES = (2, 4, 8, 16)
 
 
 def box_counts(p: np.ndarray, scales: tuple[int, ...] = SCALES) -> list[int]:
-    return [len({tuple(v) for v in np.floor(p * s).astype(np.int64).tolist()}) for s in scales]
+    return [
+        len({tuple(v) for v in np.floor(p * s).astype(np.int64).tolist()})
+        for s in scales
+    ]
 
 
 def coherence(p: np.ndarray, seed: int, n_dir: int = 100, n_bins: int = 20):  # type: ignore[no-untyped-def]
@@ -51,7 +54,10 @@ def compressibility(raw: bytes) -> float:
 
 
 def merkle_hexcat(raw: bytes, chunk: int = 64) -> str:
-    level = [hashlib.sha256(raw[i : i + chunk]).hexdigest() for i in range(0, len(raw), chunk)]
+    level = [
+        hashlib.sha256(raw[i : i + chunk]).hexdigest()
+        for i in range(0, len(raw), chunk)
+    ]
     if not level:
         return "0" * 64
     while len(level) > 1:
@@ -64,19 +70,39 @@ def merkle_hexcat(raw: bytes, chunk: int = 64) -> str:
     return level[0]
 
 
-def summarize(points: np.ndarray, rows: bytes, *, shard_id: str, epoch: int,
-              key: bytes = b"testsecret", seed: int = 42) -> PCS:
+def summarize(
+    points: np.ndarray,
+    rows: bytes,
+    *,
+    shard_id: str,
+    epoch: int,
+    key: bytes = b"testsecret",
+    seed: int = 42,
+) -> PCS:
     nj = box_counts(points)
     dh = d_hat(SCALES, nj)
     coh, v = coherence(points, seed)
     r = compressibility(rows)
     root = merkle_hexcat(rows)
     pcs = PCS(
-        pcs_id=compute_pcs_id(root, epoch, shard_id), schema=SCHEMA, version="0.1",
-        shard_id=shard_id, epoch=epoch, attempt=1, sent_at="2025-01-19T12:00:00Z",
-        seed=seed, scales=SCALES, N_j={str(s): n for s, n in zip(SCALES, nj, strict=True)},
-        coh_star=coh, v_star=tuple(float(x) for x in v), D_hat=dh, r=r,
-        regime=regime(dh, coh), budget=budget(dh, coh, r), merkle_root=root, sig="",
+        pcs_id=compute_pcs_id(root, epoch, shard_id),
+        schema=SCHEMA,
+        version="0.1",
+        shard_id=shard_id,
+        epoch=epoch,
+        attempt=1,
+        sent_at="2025-01-19T12:00:00Z",
+        seed=seed,
+        scales=SCALES,
+        N_j={str(s): n for s, n in zip(SCALES, nj, strict=True)},
+        coh_star=coh,
+        v_star=tuple(float(x) for x in v),
+        D_hat=dh,
+        r=r,
+        regime=regime(dh, coh),
+        budget=budget(dh, coh, r),
+        merkle_root=root,
+        sig="",
         ft=FaultTolerance(outbox_seq=0, degraded=False, fallbacks=(), clock_skew_ms=0),
     )
     return msgspec.structs.replace(pcs, sig=HmacSigner(key).sign(pcs))
@@ -90,7 +116,8 @@ def factory(args):  # type: ignore[no-untyped-def]
     key = load_hmac_key(path=args.hmac_key_file)
 
     def run(w, *, shard_id: str, epoch: int) -> PCS:  # type: ignore[no-untyped-def]
-        return summarize(w.points, w.rows, shard_id=shard_id, epoch=epoch, key=key,
-                         seed=args.seed)
+        return summarize(
+            w.points, w.rows, shard_id=shard_id, epoch=epoch, key=key, seed=args.seed
+        )
 
     return run

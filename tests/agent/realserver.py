@@ -1,4 +1,4 @@
-"""``flk serve`` in a subprocess on LMDB, for the agent tests that need the real server."""
+"""``flk serve`` in a subprocess on LMDB, for agent tests that need the real server."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def free_port() -> int:
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     return e
 
 
@@ -61,9 +63,21 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flk_fast", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data), "--hmac-key-file", str(self.key)],
-            stdout=self.log, stderr=self.log, env=env(),
+            [
+                sys.executable,
+                "-m",
+                "flk_fast",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data),
+                "--hmac-key-file",
+                str(self.key),
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            env=env(),
         )
         deadline = time.monotonic() + 30
         while http_get(self.url + "/ready")[0] != 200:
@@ -105,5 +119,3 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s.start()
     yield s
     s.stop()
-
-

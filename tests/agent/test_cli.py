@@ -1,4 +1,5 @@
-"""``flk agent``, ``flk outbox …`` and ``flk dlq …`` in-process, against the real server.
+"""``flk agent``, ``flk outbox …`` and ``flk dlq …`` in-process, against the real
+server.
 
 Scenario: the server has a different key than the agent, so every PCS is refused with
 401 and dead-lettered without retry; the operator fixes the server's key and requeues
@@ -17,24 +18,44 @@ from flk_fast.agent.outbox import Outbox
 from flk_fast.cli import main
 
 from .pcsgen import make_body
-from .realserver import Server, metric, server  # noqa: F401 - server is a fixture
+from .realserver import Server, metric
 
 
 def make_input(path: Path, n: int) -> None:
     rnd = random.Random(4)
-    lines = [f"{i},{rnd.random():.3f},{rnd.random():.3f},{rnd.random():.3f}" for i in range(n)]
+    lines = [
+        f"{i},{rnd.random():.3f},{rnd.random():.3f},{rnd.random():.3f}"
+        for i in range(n)
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
 def agent_args(server: Server, src: Path, data: Path, key: Path) -> list[str]:
-    return ["agent", "--endpoint", server.url, "--in", str(src), "--shard-id", "s1",
-            "--window", "100", "--data-dir", str(data), "--hmac-key-file", str(key),
-            "--summarizer", "tests.agent.plainsum:factory", "--progress", "off",
-            "--exit-when-drained"]
+    return [
+        "agent",
+        "--endpoint",
+        server.url,
+        "--in",
+        str(src),
+        "--shard-id",
+        "s1",
+        "--window",
+        "100",
+        "--data-dir",
+        str(data),
+        "--hmac-key-file",
+        str(key),
+        "--summarizer",
+        "tests.agent.plainsum:factory",
+        "--progress",
+        "off",
+        "--exit-when-drained",
+    ]
 
 
-def test_401_dead_letters_then_dlq_retry(server: Server, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_401_dead_letters_then_dlq_retry(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "ev.csv"
     make_input(src, 300)
     agent_key = tmp_path / "agent.key"
@@ -48,7 +69,9 @@ def test_401_dead_letters_then_dlq_retry(server: Server, tmp_path: Path,
 
     assert main(["dlq", "list", "--data-dir", str(data)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and all("status=401" in x and "attempts=1" in x for x in lines)
+    assert len(lines) == 3 and all(
+        "status=401" in x and "attempts=1" in x for x in lines
+    )
     assert main(["dlq", "list", "--data-dir", str(data), "--json"]) == 0
     docs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [d["epoch"] for d in docs] == [1, 2, 3]
@@ -66,32 +89,51 @@ def test_401_dead_letters_then_dlq_retry(server: Server, tmp_path: Path,
     server.log = open(server.data.parent / "server2.log", "ab")  # noqa: SIM115
     server.start()
     assert main(["dlq", "drop", "--data-dir", str(data), str(docs[2]["dlq_seq"])]) == 0
-    assert main(["dlq", "retry", "--data-dir", str(data), "--all",
-                 "--endpoint", server.url]) == 0
+    assert (
+        main(
+            ["dlq", "retry", "--data-dir", str(data), "--all", "--endpoint", server.url]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "requeued 2 PCS" in out and "acknowledged 2" in out
     with Outbox(data) as ob:
         assert list(ob.pending()) == [] and ob.dead_letters() == []
         assert len(ob.dead_letters(include_dropped=True)) == 3
-    assert metric(server.url, "flk_accepted_total") + metric(
-        server.url, "flk_escalated_total") == 2
-    assert main(["outbox", "compact", "--data-dir", str(data), "--older-than", "0"]) == 0
-    assert "removed 5 acknowledged outbox records and 3 dropped" in capsys.readouterr().out
+    assert (
+        metric(server.url, "flk_accepted_total")
+        + metric(server.url, "flk_escalated_total")
+        == 2
+    )
+    assert (
+        main(["outbox", "compact", "--data-dir", str(data), "--older-than", "0"]) == 0
+    )
+    assert (
+        "removed 5 acknowledged outbox records and 3 dropped" in capsys.readouterr().out
+    )
 
 
-def test_outbox_replay(server: Server, tmp_path: Path,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_outbox_replay(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "agent"
     with Outbox(data) as ob:
         ob.append([make_body(e) for e in (1, 2, 3)], shard_id="s1", next_epoch=4)
-    assert main(["outbox", "replay", "--data-dir", str(data), "--endpoint", server.url]) == 0
+    assert (
+        main(["outbox", "replay", "--data-dir", str(data), "--endpoint", server.url])
+        == 0
+    )
     assert "replayed 3: acknowledged 3" in capsys.readouterr().out
     with Outbox(data) as ob:
         assert list(ob.pending()) == []
     # With an agent holding the directory, replay refuses (exit 3).
     with Outbox(data, lock=True):
-        assert main(["outbox", "replay", "--data-dir", str(data),
-                     "--endpoint", server.url]) == 3
+        assert (
+            main(
+                ["outbox", "replay", "--data-dir", str(data), "--endpoint", server.url]
+            )
+            == 3
+        )
     assert "in use by another agent" in capsys.readouterr().err
 
 
@@ -102,16 +144,38 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     make_input(src, 10)
 
     def agent(*extra: str) -> int:
-        return main(["agent", "--shard-id", "s1", "--data-dir", str(tmp_path / "d"),
-                     "--summarizer", "tests.agent.plainsum:factory", *extra])
+        return main(
+            [
+                "agent",
+                "--shard-id",
+                "s1",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--summarizer",
+                "tests.agent.plainsum:factory",
+                *extra,
+            ]
+        )
 
     ok = ["--endpoint", "http://127.0.0.1:9", "--hmac-key-file", str(key)]
     assert agent(*ok, "--in", str(tmp_path / "missing.csv")) == 2
     assert "no such file" in capsys.readouterr().err
-    assert agent("--endpoint", "ftp://x", "--hmac-key-file", str(key), "--in", str(src)) == 2
+    assert (
+        agent("--endpoint", "ftp://x", "--hmac-key-file", str(key), "--in", str(src))
+        == 2
+    )
     assert "must be an http:// or https:// URL" in capsys.readouterr().err
-    assert agent("--endpoint", "http://h", "--hmac-key-file", str(tmp_path / "no"),
-                 "--in", str(src)) == 2
+    assert (
+        agent(
+            "--endpoint",
+            "http://h",
+            "--hmac-key-file",
+            str(tmp_path / "no"),
+            "--in",
+            str(src),
+        )
+        == 2
+    )
     assert "HMAC key file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["dlq", "retry"])

@@ -100,7 +100,9 @@ async def test_custom_budget_respected(fault: Any) -> None:
     assert_backoff_waits(sleep.waits, policy)
 
 
-@pytest.mark.parametrize("status", ["401", "400", "403", "404", "409", "413", "415", "422"])
+@pytest.mark.parametrize(
+    "status", ["401", "400", "403", "404", "409", "413", "415", "422"]
+)
 async def test_4xx_is_dead_without_retry(fault: Any, status: str) -> None:
     fault.script["a"] = [status]
     sleep = FakeSleep()

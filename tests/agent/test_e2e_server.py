@@ -22,16 +22,20 @@ from flk_fast.agent.source import parse_csv_block
 from flk_fast.agent.windows import Windower
 
 from . import plainsum
-from .realserver import Server, env, metric, server  # noqa: F401 - server is a fixture
+from .realserver import Server, env, metric
 
 WINDOW = 250
+
 
 def make_input(path: Path, n: int, seed: int = 0) -> None:
     rnd = random.Random(seed)
     with open(path, "w") as f:
         f.write("timestamp,x,y,z\n")
         for i in range(n):
-            f.write(f"{i * 0.01:.2f},{rnd.random():.4f},{rnd.random():.4f},{rnd.random():.4f}\n")
+            f.write(
+                f"{i * 0.01:.2f},{rnd.random():.4f},{rnd.random():.4f},"
+                f"{rnd.random():.4f}\n"
+            )
 
 
 def expected_ids(path: Path, shard: str = "s1") -> list[str]:
@@ -49,10 +53,24 @@ def expected_ids(path: Path, shard: str = "s1") -> list[str]:
 
 def agent_cmd(server: Server, src: Path, data: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "flk_fast", "agent", "--endpoint", server.url,
-        "--in", str(src), "--shard-id", "s1", "--window", str(WINDOW),
-        "--data-dir", str(data), "--hmac-key-file", str(server.key),
-        "--progress", "log",
+        sys.executable,
+        "-m",
+        "flk_fast",
+        "agent",
+        "--endpoint",
+        server.url,
+        "--in",
+        str(src),
+        "--shard-id",
+        "s1",
+        "--window",
+        str(WINDOW),
+        "--data-dir",
+        str(data),
+        "--hmac-key-file",
+        str(server.key),
+        "--progress",
+        "log",
         *extra,
     ]
 
@@ -79,15 +97,17 @@ def test_kill9_agent_mid_drain_then_restart(server: Server, tmp_path: Path) -> N
         proc.wait()
     before = metric(server.url, "flk_ingest_total")
     assert before < len(ids), "the agent finished before it was killed"
-    out = subprocess.run(cmd + ["--exit-when-drained"], env=env(), capture_output=True,
-                         timeout=120)
+    out = subprocess.run(
+        cmd + ["--exit-when-drained"], env=env(), capture_output=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     summary = out.stdout.decode()
     assert "dead_lettered=0" in summary
     # Every window judged once: accepted counts first judgements only (resends of a
     # PCS whose answer was lost are dedup hits).
     assert metric(server.url, "flk_accepted_total") + metric(
-        server.url, "flk_escalated_total") == len(ids)
+        server.url, "flk_escalated_total"
+    ) == len(ids)
     server.stop()
     assert server.stored_ids() == set(ids)
 
@@ -97,9 +117,23 @@ def test_kill9_server_mid_drain_twice(server: Server, tmp_path: Path) -> None:
     make_input(src, 60 * WINDOW, seed=1)
     ids = expected_ids(src)
     data = tmp_path / "agent"
-    cmd = agent_cmd(server, src, data, "--concurrency", "2", "--max-inflight", "4",
-                    "--retry-base", "0.2", "--max-retries", "8", "--exit-when-drained")
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = agent_cmd(
+        server,
+        src,
+        data,
+        "--concurrency",
+        "2",
+        "--max-inflight",
+        "4",
+        "--retry-base",
+        "0.2",
+        "--max-retries",
+        "8",
+        "--exit-when-drained",
+    )
+    proc = subprocess.Popen(
+        cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         # ingest_total restarts from 0 with each server process.
         for threshold in (10, 15):
@@ -122,18 +156,33 @@ def test_cli_malformed_skip_and_stop(server: Server, tmp_path: Path) -> None:
     with open(src, "a") as f:
         f.write("9.99,0.1,not-a-number,0.3\n9.99,0.1,0.2\n")
     data = tmp_path / "agent"
-    stop = subprocess.run(agent_cmd(server, src, data, "--on-malformed", "stop",
-                                    "--exit-when-drained"),
-                          env=env(), capture_output=True, timeout=60)
+    stop = subprocess.run(
+        agent_cmd(server, src, data, "--on-malformed", "stop", "--exit-when-drained"),
+        env=env(),
+        capture_output=True,
+        timeout=60,
+    )
     assert stop.returncode == 2
-    assert f"events.csv:{2 * WINDOW + 2}: a cell is not a number" in stop.stderr.decode()
+    assert (
+        f"events.csv:{2 * WINDOW + 2}: a cell is not a number" in stop.stderr.decode()
+    )
     assert "windows=2" in stop.stdout.decode()
-    skip = subprocess.run(agent_cmd(server, src, data, "--exit-when-drained"),
-                          env=env(), capture_output=True, timeout=60)
+    skip = subprocess.run(
+        agent_cmd(server, src, data, "--exit-when-drained"),
+        env=env(),
+        capture_output=True,
+        timeout=60,
+    )
     assert skip.returncode == 0, skip.stderr.decode()
     err = skip.stderr.decode()
-    assert f"events.csv:{2 * WINDOW + 2}: skipped malformed line (a cell is not a number)" in err
-    assert f"events.csv:{2 * WINDOW + 3}: skipped malformed line (expected 4 cells, got 3)" in err
+    assert (
+        f"events.csv:{2 * WINDOW + 2}: skipped malformed line (a cell is not a number)"
+        in err
+    )
+    assert (
+        f"events.csv:{2 * WINDOW + 3}: skipped malformed line (expected 4 cells, got 3)"
+        in err
+    )
     assert "malformed=2" in skip.stdout.decode() and "windows=0" in skip.stdout.decode()
 
 
@@ -153,6 +202,7 @@ def test_agent_never_imports_numba(tmp_path: Path) -> None:
         "make_summarizer(signer=HmacSigner(b'k'))(w.flush(), shard_id='s', epoch=1)\n"
         "assert 'numba' not in sys.modules, 'numba was imported'\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr.decode()

@@ -29,8 +29,13 @@ def test_checkpoint_written_with_the_record(tmp_path: Path) -> None:
     ck = Checkpoint(offset=123, line=10, events=9, fingerprint="ab", windows=1)
     with Outbox(tmp_path) as ob:
         assert ob.checkpoint("/in.csv") is None
-        ob.append([make_body(1)], shard_id="s1", next_epoch=2, source_id="/in.csv",
-                  checkpoint=ck)
+        ob.append(
+            [make_body(1)],
+            shard_id="s1",
+            next_epoch=2,
+            source_id="/in.csv",
+            checkpoint=ck,
+        )
         ob.append([make_body(1, "s2")], shard_id="s2", next_epoch=2)
     with Outbox(tmp_path) as ob:
         assert ob.checkpoint("/in.csv") == ck
@@ -50,8 +55,14 @@ def test_save_checkpoint_without_record(tmp_path: Path) -> None:
 
 def test_stamp_sets_unsigned_fields_only() -> None:
     pcs = make_pcs(4)
-    wire = decode_pcs(stamp(pcs, outbox_seq=17, attempt=3, sent_at="2026-01-01T00:00:00Z"))
-    assert (wire.ft.outbox_seq, wire.attempt, wire.sent_at) == (17, 3, "2026-01-01T00:00:00Z")
+    wire = decode_pcs(
+        stamp(pcs, outbox_seq=17, attempt=3, sent_at="2026-01-01T00:00:00Z")
+    )
+    assert (wire.ft.outbox_seq, wire.attempt, wire.sent_at) == (
+        17,
+        3,
+        "2026-01-01T00:00:00Z",
+    )
     assert (wire.sig, wire.pcs_id, wire.D_hat) == (pcs.sig, pcs.pcs_id, pcs.D_hat)
 
 
@@ -59,14 +70,24 @@ def test_dead_letter_exact_and_idempotent(tmp_path: Path) -> None:
     body = make_body(7)
     with Outbox(tmp_path) as ob:
         (seq,) = ob.append([body], shard_id="s1", next_epoch=8)
-        ob.dead_letter(seq, body, status=401, reason="HTTP 401: bad sig", attempts=1,
-                       response=b'{"error":"signature"}')
+        ob.dead_letter(
+            seq,
+            body,
+            status=401,
+            reason="HTTP 401: bad sig",
+            attempts=1,
+            response=b'{"error":"signature"}',
+        )
         # A crash between the DLQ append and the outbox ack replays the dead-lettering.
         ob.dead_letter(seq, body, status=401, reason="HTTP 401: bad sig", attempts=1)
         assert list(ob.pending()) == []
         (d,) = ob.dead_letters()
     assert (d.outbox_seq, d.pcs_id, d.shard_id, d.epoch) == (
-        seq, make_pcs(7).pcs_id, "s1", 7)
+        seq,
+        make_pcs(7).pcs_id,
+        "s1",
+        7,
+    )
     assert (d.status, d.reason, d.attempts) == (401, "HTTP 401: bad sig", 1)
     assert d.response == '{"error":"signature"}' and d.body() == body
     assert d.dlq_seq == 1

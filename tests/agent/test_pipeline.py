@@ -46,8 +46,16 @@ def test_matches_plain_oracle_on_random_windows(rng: np.random.Generator) -> Non
     for epoch, w in enumerate(Windower(1000).push(b), 1):
         a = s(w, shard_id="s", epoch=epoch)
         o = plainsum.summarize(w.points, w.rows, shard_id="s", epoch=epoch)
-        assert (a.pcs_id, a.N_j, a.D_hat, a.coh_star, a.r, a.budget, a.regime, a.sig) == (
-            o.pcs_id, o.N_j, o.D_hat, o.coh_star, o.r, o.budget, o.regime, o.sig)
+        assert (
+            a.pcs_id,
+            a.N_j,
+            a.D_hat,
+            a.coh_star,
+            a.r,
+            a.budget,
+            a.regime,
+            a.sig,
+        ) == (o.pcs_id, o.N_j, o.D_hat, o.coh_star, o.r, o.budget, o.regime, o.sig)
         assert a.ft.degraded is False and a.ft.fallbacks == ()
 
 
@@ -57,7 +65,23 @@ def test_other_merkle_scheme_changes_the_id_only() -> None:
     w.push(b)
     win = w.flush()
     a = make_summarizer(signer=HmacSigner(b"k"))(win, shard_id="s", epoch=1)
-    c = make_summarizer(signer=HmacSigner(b"k"), merkle_scheme="blake3-rfc6962",
-                        chunk_size=1024)(win, shard_id="s", epoch=1)
+    c = make_summarizer(
+        signer=HmacSigner(b"k"), merkle_scheme="blake3-rfc6962", chunk_size=1024
+    )(win, shard_id="s", epoch=1)
     assert a.merkle_root != c.merkle_root and a.pcs_id != c.pcs_id
     assert (a.D_hat, a.coh_star, a.r) == (c.D_hat, c.coh_star, c.r)
+
+
+def test_pure_merkle_twin_is_reported_as_degraded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from flk_fast.kernels import _merkle_py, merkle
+
+    b, _ = parse_csv_block(b"1,0.1,0.2,0.3\n2,0.4,0.5,0.6\n", 0, 2)
+    w = Windower(10)
+    w.push(b)
+    win = w.flush()
+    fast = make_summarizer(signer=HmacSigner(b"k"))(win, shard_id="s", epoch=1)
+    monkeypatch.setattr(merkle, "_impl", _merkle_py)
+    slow = make_summarizer(signer=HmacSigner(b"k"))(win, shard_id="s", epoch=1)
+    assert (slow.ft.degraded, slow.ft.fallbacks) == (True, ("merkle:pure-python",))
+    # Same bytes hashed the same way: only the unsigned ft differs.
+    assert (slow.merkle_root, slow.sig) == (fast.merkle_root, fast.sig)

@@ -79,7 +79,8 @@ def test_every_delay_within_bounds(
     assert len(got) == retries
     for attempt, d in enumerate(got):
         lo, hi = delay_bounds(p, attempt)
-        # 1e-9 slack: nominal*(1±j) and nominal*factor round differently in the last ulp.
+        # 1e-9 slack: nominal*(1±j) and nominal*factor may round differently in
+        # the last ulp.
         assert lo - 1e-9 <= d <= hi + 1e-9
         assert 0.0 <= d <= cap
 

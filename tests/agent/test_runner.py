@@ -32,7 +32,9 @@ def write_csv(path: Path, n: int, *, start: int = 0, header: bool = True) -> byt
     rnd = random.Random(start)
     lines = ["timestamp,x,y,z"] if header else []
     for i in range(start, start + n):
-        lines.append(f"{i * 0.01:.2f},{rnd.random():.4f},{rnd.random():.4f},{rnd.random():.4f}")
+        lines.append(
+            f"{i * 0.01:.2f},{rnd.random():.4f},{rnd.random():.4f},{rnd.random():.4f}"
+        )
     data = ("\n".join(lines) + "\n").encode()
     with open(path, "ab") as f:
         f.write(data)
@@ -54,8 +56,9 @@ def cfg(fs: Any, tmp_path: Path, **kw: Any) -> AgentConfig:
 
 
 def client(fs: Any, sleep: FakeSleep | None = None) -> DeliveryClient:
-    return DeliveryClient(fs.url, sleep=sleep or FakeSleep(), rng=random.Random(5),
-                          timeout_s=0.5)
+    return DeliveryClient(
+        fs.url, sleep=sleep or FakeSleep(), rng=random.Random(5), timeout_s=0.5
+    )
 
 
 def delivered(fs: Any) -> dict[int, dict[str, Any]]:
@@ -71,11 +74,19 @@ def delivered(fs: Any) -> dict[int, dict[str, Any]]:
 async def test_file_delivered_once_per_window(fault: Any, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     write_csv(src, 230)
-    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
         await a.run_file(src)
         await a.drain()
         s = a.summary
-    assert (s.events, s.windows, s.sent, s.accepted, s.dead_lettered) == (230, 5, 5, 5, 0)
+    assert (s.events, s.windows, s.sent, s.accepted, s.dead_lettered) == (
+        230,
+        5,
+        5,
+        5,
+        0,
+    )
     got = delivered(fault)
     assert sorted(got) == [1, 2, 3, 4, 5]
     # ft.outbox_seq names the outbox record; attempt and sent_at are stamped per send.
@@ -84,7 +95,11 @@ async def test_file_delivered_once_per_window(fault: Any, tmp_path: Path) -> Non
     with Outbox(tmp_path / "data") as ob:
         assert list(ob.pending()) == []
         ck = ob.checkpoint(str(src.resolve()))
-        assert ck is not None and (ck.offset, ck.events, ck.windows) == (src.stat().st_size, 230, 5)
+        assert ck is not None and (ck.offset, ck.events, ck.windows) == (
+            src.stat().st_size,
+            230,
+            5,
+        )
         assert ob.next_epoch("s1", 1) == 6
 
 
@@ -92,13 +107,17 @@ async def test_rerun_on_same_file_makes_no_new_pcs(fault: Any, tmp_path: Path) -
     src = tmp_path / "in.csv"
     write_csv(src, 100)
     for _ in range(2):
-        async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+        async with Agent(
+            cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+        ) as a:
             await a.run_file(src)
             await a.drain()
     assert a.summary.windows == 0 and len(fault.bodies) == 2
     # Appended events are summarised with the next epochs.
     write_csv(src, 120, start=100, header=False)
-    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
         await a.run_file(src)
         await a.drain()
     assert a.summary.windows == 3 and a.summary.events == 120
@@ -120,8 +139,9 @@ async def test_retries_and_dead_letters(fault: Any, tmp_path: Path) -> None:
     fault.script[ids[2]] = ["503"] * 6
     fault.script[ids[3]] = ["202"]
     sleep = FakeSleep()
-    async with Agent(cfg(fault, tmp_path), summarize=summarize,
-                     client=client(fault, sleep)) as a:
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault, sleep)
+    ) as a:
         await a.run_file(src)
         await a.drain()
         s = a.summary
@@ -143,15 +163,23 @@ async def test_pending_resent_on_start(fault: Any, tmp_path: Path) -> None:
     write_csv(src, 100)
     # First run: nothing listens, and the backoff is long, so both PCS are appended
     # and left pending when the agent stops.
-    dead = AgentConfig(endpoint="http://127.0.0.1:9", shard_id="s1",
-                       data_dir=tmp_path / "data", window=50, progress="off")
-    slow = DeliveryClient("http://127.0.0.1:9", timeout_s=0.2,
-                          policy=RetryPolicy(base_s=100.0))
+    dead = AgentConfig(
+        endpoint="http://127.0.0.1:9",
+        shard_id="s1",
+        data_dir=tmp_path / "data",
+        window=50,
+        progress="off",
+    )
+    slow = DeliveryClient(
+        "http://127.0.0.1:9", timeout_s=0.2, policy=RetryPolicy(base_s=100.0)
+    )
     async with Agent(dead, summarize=summarize, client=slow) as a:
         await a.run_file(src)
     with Outbox(tmp_path / "data") as ob:
         assert [r.seq for r in ob.pending()] == [1, 2]
-    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
         await a.run_file(src)
         await a.drain()
         assert (a.summary.windows, a.summary.resent, a.summary.accepted) == (0, 2, 2)
@@ -162,14 +190,19 @@ async def test_pending_resent_on_start(fault: Any, tmp_path: Path) -> None:
 
 async def test_malformed_skip_reports_positions(fault: Any, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
-    src.write_bytes(b"timestamp,x,y,z\n1,0.1,0.2,0.3\n2,0.2,oops,0.4\n3,0.3,0.4\n4,0.5,0.5,0.5\n")
-    async with Agent(cfg(fault, tmp_path, window=10), summarize=summarize,
-                     client=client(fault)) as a:
+    src.write_bytes(
+        b"timestamp,x,y,z\n1,0.1,0.2,0.3\n2,0.2,oops,0.4\n3,0.3,0.4\n4,0.5,0.5,0.5\n"
+    )
+    async with Agent(
+        cfg(fault, tmp_path, window=10), summarize=summarize, client=client(fault)
+    ) as a:
         await a.run_file(src)
         await a.drain()
     assert a.summary.malformed == 2 and a.summary.events == 2
     assert [(m.line, m.reason) for m in a.malformed] == [
-        (3, "a cell is not a number"), (4, "expected 4 cells, got 3")]
+        (3, "a cell is not a number"),
+        (4, "expected 4 cells, got 3"),
+    ]
 
 
 async def test_malformed_stop(fault: Any, tmp_path: Path) -> None:
@@ -194,16 +227,23 @@ async def test_malformed_stop(fault: Any, tmp_path: Path) -> None:
 async def test_replaced_input_is_refused(fault: Any, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     write_csv(src, 100)
-    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
         await a.run_file(src)
         await a.drain()
     src.unlink()
     write_csv(src, 100, start=7)
-    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
         with pytest.raises(InputError, match="replaced or rewritten"):
             await a.run_file(src)
-    async with Agent(cfg(fault, tmp_path, restart_input=True), summarize=summarize,
-                     client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, restart_input=True),
+        summarize=summarize,
+        client=client(fault),
+    ) as a:
         await a.run_file(src)
         await a.drain()
     assert a.summary.windows == 2 and sorted(delivered(fault)) == [1, 2, 3, 4]
@@ -211,8 +251,9 @@ async def test_replaced_input_is_refused(fault: Any, tmp_path: Path) -> None:
 
 async def test_feed_api_windows_and_checkpoint(fault: Any, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    async with Agent(cfg(fault, tmp_path, window=40), summarize=summarize,
-                     client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, window=40), summarize=summarize, client=client(fault)
+    ) as a:
         assert await a.feed(rng.random((30, 3))) == 0
         assert await a.feed(rng.random((60, 3))) == 2
         assert await a.flush() == 1
@@ -221,18 +262,22 @@ async def test_feed_api_windows_and_checkpoint(fault: Any, tmp_path: Path) -> No
     assert ck is not None and ck.events == 90
     assert a.summary.windows == 3 and a.summary.accepted == 3
     with pytest.raises(InputError, match="not finite"):
-        async with Agent(cfg(fault, tmp_path), summarize=summarize,
-                         client=client(fault)) as a:
+        async with Agent(
+            cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+        ) as a:
             await a.feed(np.array([[0.0, 1, 2, 3], [1.0, np.nan, 0, 0]]))
 
 
 async def test_feed_stream_async_iterator(fault: Any, tmp_path: Path) -> None:
     async def gen():  # type: ignore[no-untyped-def]
         for i in range(5):
-            yield np.column_stack([np.arange(i * 20, i * 20 + 20), np.full((20, 3), i / 10)])
+            yield np.column_stack(
+                [np.arange(i * 20, i * 20 + 20), np.full((20, 3), i / 10)]
+            )
 
-    async with Agent(cfg(fault, tmp_path, window=30), summarize=summarize,
-                     client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, window=30), summarize=summarize, client=client(fault)
+    ) as a:
         assert await a.feed_stream(gen()) == 4
         await a.drain()
     assert a.summary.events == 100 and a.summary.accepted == 4
@@ -241,8 +286,11 @@ async def test_feed_stream_async_iterator(fault: Any, tmp_path: Path) -> None:
 async def test_backpressure_bounds_outstanding(fault: Any, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     write_csv(src, 500)
-    async with Agent(cfg(fault, tmp_path, window=10, max_inflight=3, concurrency=2),
-                     summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, window=10, max_inflight=3, concurrency=2),
+        summarize=summarize,
+        client=client(fault),
+    ) as a:
         seen = []
         orig = a._enqueue
 
@@ -258,8 +306,14 @@ async def test_backpressure_bounds_outstanding(fault: Any, tmp_path: Path) -> No
 
 
 def test_config_validation(tmp_path: Path) -> None:
-    for kw in ({"window": 0}, {"on_malformed": "ignore"}, {"shard_id": ""},
-               {"window_seconds": -1.0}, {"max_inflight": 0}, {"progress": "x"}):
+    for kw in (
+        {"window": 0},
+        {"on_malformed": "ignore"},
+        {"shard_id": ""},
+        {"window_seconds": -1.0},
+        {"max_inflight": 0},
+        {"progress": "x"},
+    ):
         base = {"endpoint": "http://h", "shard_id": "s", "data_dir": tmp_path}
         with pytest.raises(ConfigError):
             AgentConfig(**{**base, **kw})  # type: ignore[arg-type]
@@ -270,8 +324,14 @@ async def test_follow_mode_reads_appended_lines(fault: Any, tmp_path: Path) -> N
 
     src = tmp_path / "in.csv"
     write_csv(src, 60)
-    c = cfg(fault, tmp_path, follow=True, exit_when_drained=False, poll_s=0.02,
-            idle_flush_s=0.3)
+    c = cfg(
+        fault,
+        tmp_path,
+        follow=True,
+        exit_when_drained=False,
+        poll_s=0.02,
+        idle_flush_s=0.3,
+    )
     async with Agent(c, summarize=summarize, client=client(fault)) as a:
         task = asyncio.create_task(a.run_file(src))
         await asyncio.sleep(0.1)
@@ -281,7 +341,9 @@ async def test_follow_mode_reads_appended_lines(fault: Any, tmp_path: Path) -> N
         await asyncio.sleep(0.1)
         with open(src, "ab") as f:
             f.write(b",0.6\n")
-        write_csv(src, 45, start=200, header=False)  # 10 + 2 + 45 = 57 → one more window
+        write_csv(
+            src, 45, start=200, header=False
+        )  # 10 + 2 + 45 = 57 → one more window
         await asyncio.sleep(0.15)
         assert a.summary.windows == 2 and a.summary.events == 100
         # 7 events left; after --idle-flush seconds without data they are summarised.
@@ -323,7 +385,9 @@ async def test_stdin_pipe(fault: Any, tmp_path: Path) -> None:
 
     t = threading.Thread(target=writer)
     t.start()
-    async with Agent(cfg(fault, tmp_path), summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
         await a.run_stdin(fd=r)
         await a.drain()
     t.join()
@@ -334,8 +398,11 @@ async def test_stdin_pipe(fault: Any, tmp_path: Path) -> None:
 async def test_time_windows_from_file(fault: Any, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     write_csv(src, 100)  # t = 0.00 .. 0.99
-    async with Agent(cfg(fault, tmp_path, window=1000, window_seconds=0.25),
-                     summarize=summarize, client=client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, window=1000, window_seconds=0.25),
+        summarize=summarize,
+        client=client(fault),
+    ) as a:
         await a.run_file(src)
         await a.drain()
     assert a.summary.windows == 4 and a.summary.events == 100

@@ -62,7 +62,9 @@ def test_csv_unterminated_last_line() -> None:
     ],
 )
 @pytest.mark.parametrize("first_line", [1, 50])
-def test_csv_malformed_reported_with_position(line: bytes, reason: str, first_line: int) -> None:
+def test_csv_malformed_reported_with_position(
+    line: bytes, reason: str, first_line: int
+) -> None:
     good = b"1,2,3,4\n"
     block = good + line + b"\n" + good
     b, bad = parse_csv_block(block, 1000, first_line)

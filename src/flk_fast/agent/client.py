@@ -40,8 +40,8 @@ ACKED = "acked"
 DEAD = "dead"
 SUBMIT_PATH = "/v1/pcs/submit"
 
-#: Longest response body kept in a result: enough for the server's verdict or error JSON,
-#: bounded so that a misbehaving server cannot bloat the dead-letter queue.
+#: Longest response body kept in a result: enough for the server's verdict or error
+#: JSON, bounded so that a misbehaving server cannot bloat the dead-letter queue.
 _MAX_KEPT_BODY = 4096
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -93,11 +93,14 @@ def _verdict(body: bytes) -> tuple[bool | None, bool | None]:
         return None, None
     acc = doc.get("accepted")
     esc = doc.get("escalated")
-    return (acc if isinstance(acc, bool) else None, esc if isinstance(esc, bool) else None)
+    return (
+        acc if isinstance(acc, bool) else None,
+        esc if isinstance(esc, bool) else None,
+    )
 
 
 def submit_url(endpoint: str) -> str:
-    """The submit URL for ``endpoint``: a bare base URL gets ``/v1/pcs/submit`` added."""
+    """The submit URL: a bare base URL gets ``/v1/pcs/submit`` added."""
     try:
         url = yarl.URL(endpoint)
     except (TypeError, ValueError) as exc:
@@ -168,7 +171,9 @@ class DeliveryClient:
     async def start(self) -> None:
         if self._session is not None:
             return
-        connector = aiohttp.TCPConnector(limit=self.concurrency, enable_cleanup_closed=False)
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency, enable_cleanup_closed=False
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -183,10 +188,14 @@ class DeliveryClient:
             self._session = None
 
     async def _send_once(self, body: bytes) -> tuple[int, bytes, str | None]:
-        assert self._session is not None and self._slots is not None, "call start() first"
+        assert self._session is not None and self._slots is not None, (
+            "call start() first"
+        )
         async with self._slots:
             self.counters.requests += 1
-            async with self._session.post(self.url, data=body, headers=self._headers) as resp:
+            async with self._session.post(
+                self.url, data=body, headers=self._headers
+            ) as resp:
                 data = await resp.read()
                 return resp.status, data, resp.headers.get("Retry-After")
 
@@ -196,7 +205,14 @@ class DeliveryClient:
         ``body`` may be a function of the 1-based attempt number, so the caller can
         stamp ``attempt``/``sent_at`` (fields outside the signature) on each resend.
         """
-        make: BodyFactory = body if callable(body) else (lambda _n, _b=body: _b)
+        if callable(body):
+            make: BodyFactory = body
+        else:
+            fixed = body
+
+            def make(_attempt: int) -> bytes:
+                return fixed
+
         waits: list[float] = []
         retries = 0
         rate_limited = 0
@@ -218,13 +234,21 @@ class DeliveryClient:
                 self.counters.connection_errors += 1
                 why = f"connection error: {type(exc).__name__}: {exc}".rstrip(": ")
             else:
-                self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
+                self.counters.by_status[status] = (
+                    self.counters.by_status.get(status, 0) + 1
+                )
                 action = classify_status(status)
                 if action == "ack":
                     acc, esc = _verdict(data)
                     return DeliveryResult(
-                        ACKED, status, attempt, "", data[:_MAX_KEPT_BODY],
-                        tuple(waits), acc, esc,
+                        ACKED,
+                        status,
+                        attempt,
+                        "",
+                        data[:_MAX_KEPT_BODY],
+                        tuple(waits),
+                        acc,
+                        esc,
                     )
                 text = data[:200].decode("utf-8", "replace").strip()
                 why = f"HTTP {status}" + (f": {text}" if text else "")
@@ -235,8 +259,12 @@ class DeliveryClient:
                 if action == "rate_limited":
                     if rate_limited >= self.policy.max_rate_limited:
                         return DeliveryResult(
-                            DEAD, status, attempt, f"rate limited {rate_limited + 1} times; "
-                            + why, data[:_MAX_KEPT_BODY], tuple(waits),
+                            DEAD,
+                            status,
+                            attempt,
+                            f"rate limited {rate_limited + 1} times; " + why,
+                            data[:_MAX_KEPT_BODY],
+                            tuple(waits),
                         )
                     hinted = parse_retry_after(retry_after, now=self._now())
                     wait = (
@@ -251,9 +279,12 @@ class DeliveryClient:
             # Retryable: 5xx, timeout or connection error.
             if retries >= self.policy.max_retries:
                 return DeliveryResult(
-                    DEAD, status, attempt,
+                    DEAD,
+                    status,
+                    attempt,
                     f"retries exhausted after {attempt} attempts; last: {why}",
-                    data[:_MAX_KEPT_BODY], tuple(waits),
+                    data[:_MAX_KEPT_BODY],
+                    tuple(waits),
                 )
             wait = jittered(self.policy, retries, self._rng)
             hinted = parse_retry_after(retry_after, now=self._now()) if status else None
@@ -268,5 +299,5 @@ class DeliveryClient:
 
 
 def nominal_waits(policy: RetryPolicy) -> list[float]:
-    """The un-jittered waits of a record that exhausts its budget (for docs and tests)."""
+    """The un-jittered waits of a record that exhausts its budget."""
     return [backoff(policy, a) for a in range(policy.max_retries)]

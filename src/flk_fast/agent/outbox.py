@@ -137,7 +137,9 @@ def utc_now(clock: float | None = None) -> str:
 def stamp(pcs: PCS, *, outbox_seq: int, attempt: int, sent_at: str) -> bytes:
     """The wire bytes of one send: the stored PCS with this send's unsigned fields."""
     ft = msgspec.structs.replace(pcs.ft, outbox_seq=outbox_seq)
-    return encode_pcs(msgspec.structs.replace(pcs, attempt=attempt, sent_at=sent_at, ft=ft))
+    return encode_pcs(
+        msgspec.structs.replace(pcs, attempt=attempt, sent_at=sent_at, ft=ft)
+    )
 
 
 _state_encoder = msgspec.json.Encoder()
@@ -209,17 +211,20 @@ class Outbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- state kept beside the records ---------------------------------------------------
+    # -- state kept beside the records ----------------------------------------------
     def checkpoint(self, source_id: str) -> Checkpoint | None:
         return self._state.checkpoints.get(source_id)
 
     def next_epoch(self, shard_id: str, default: int) -> int:
         return max(default, self._state.epochs.get(shard_id, default))
 
-    # -- writes --------------------------------------------------------------------------
+    # -- writes -----------------------------------------------------------------------
     def _state_meta(
-        self, shard_id: str | None, next_epoch: int | None,
-        source_id: str | None, checkpoint: Checkpoint | None,
+        self,
+        shard_id: str | None,
+        next_epoch: int | None,
+        source_id: str | None,
+        checkpoint: Checkpoint | None,
     ) -> dict[bytes, bytes]:
         state = AgentState(dict(self._state.checkpoints), dict(self._state.epochs))
         if shard_id is not None and next_epoch is not None:
@@ -256,8 +261,16 @@ class Outbox:
         if seqs:
             self.wal.ack_many(list(seqs))
 
-    def dead_letter(self, seq: int, body: bytes, *, status: int | None, reason: str,
-                    attempts: int, response: bytes = b"") -> None:
+    def dead_letter(
+        self,
+        seq: int,
+        body: bytes,
+        *,
+        status: int | None,
+        reason: str,
+        attempts: int,
+        response: bytes = b"",
+    ) -> None:
         """Move outbox record ``seq`` to the DLQ (DLQ append first, then outbox ack).
 
         A crash between the two leaves the record pending in the outbox; the DLQ's
@@ -274,14 +287,21 @@ class Outbox:
                 pcs_id, shard, epoch = "", "", -1
                 raw = msgspec.Raw(msgspec.json.encode(body.decode("utf-8", "replace")))
             letter = DeadLetter(
-                outbox_seq=seq, pcs_id=pcs_id, shard_id=shard, epoch=epoch, status=status,
-                reason=reason, attempts=attempts, dead_at=time.time(),
-                response=response.decode("utf-8", "replace"), pcs=raw,
+                outbox_seq=seq,
+                pcs_id=pcs_id,
+                shard_id=shard,
+                epoch=epoch,
+                status=status,
+                reason=reason,
+                attempts=attempts,
+                dead_at=time.time(),
+                response=response.decode("utf-8", "replace"),
+                pcs=raw,
             )
             self.dlq.append(_dl_encoder.encode(letter), meta={marker: b"1"})
         self.wal.ack(seq)
 
-    # -- reads ---------------------------------------------------------------------------
+    # -- reads ------------------------------------------------------------------------
     def pending(self) -> Iterator[WalRecord]:
         return self.wal.pending()
 
@@ -322,7 +342,7 @@ class Outbox:
         return len(chosen)
 
     def compact(self, older_than_s: float) -> tuple[int, int]:
-        """Delete acked outbox records and dropped dead letters older than the horizon."""
+        """Delete acked records and dropped dead letters older than the horizon."""
         return self.wal.compact(older_than_s), self.dlq.compact(older_than_s)
 
     def status(self) -> OutboxStatus:
@@ -330,9 +350,11 @@ class Outbox:
         dl = self.dlq.stats()
         first = next(iter(self.wal.pending()), None)
         return OutboxStatus(
-            pending=st.pending, acked=st.acked,
+            pending=st.pending,
+            acked=st.acked,
             first_pending=None if first is None else first.seq,
             dead_letters=dl.pending,
             disk_bytes=st.disk_bytes + dl.disk_bytes,
-            checkpoints=dict(self._state.checkpoints), epochs=dict(self._state.epochs),
+            checkpoints=dict(self._state.checkpoints),
+            epochs=dict(self._state.epochs),
         )

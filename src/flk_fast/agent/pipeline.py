@@ -1,47 +1,32 @@
-"""The built-in summarizer: a window's events → a signed PCS (SPEC §2-5).
+"""The agent's summarizer: ``agent.summarize`` plus what only the agent knows.
 
-This is glue: the signals come from ``flk_fast.kernels`` (box counts, the legacy
-coherence sampler, compressibility, Merkle root, D̂, regime, budget) and the signature
-from ``flk_fast.protocol.signing``. When ``flk_fast.agent.summarize`` (the kernels
-engineers' window → PCS function) is installed it is preferred, so the agent and
-``flk build-pcs`` compute PCS the same way.
+``flk_fast.agent.summarize.make_summarizer`` turns a window (``.points``, ``.rows``)
+into a signed PCS, exactly as ``flk build-pcs`` does. This wrapper adds
+``ft.degraded``/``ft.fallbacks`` when a slower path is in use, which ``ft`` may carry
+after signing because it is outside the signed subset (SPEC §3).
 
-numba is never imported: the kernels used here are compiled (Cython), and on a small
-host ``import numba`` alone costs ~90 MB and half a second (tested in
+numba is never imported: the kernels used are compiled (Cython), and on a small host
+``import numba`` alone costs ~90 MB and half a second (tested in
 tests/agent/test_e2e_server.py).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flk_fast.errors import ConfigError
-from flk_fast.protocol.pcs import PCS, SCHEMA, FaultTolerance, compute_pcs_id
+import msgspec
 
-__all__ = ["PCS_VERSION", "make_summarizer"]
+from flk_fast.protocol.pcs import PCS, FaultTolerance
 
-PCS_VERSION = "0.1"
-_PLACEHOLDER_SENT_AT = "1970-01-01T00:00:00Z"  # replaced at every send (outbox.stamp)
-
-
-def _from_summarize_module(**kw: Any) -> Callable[..., PCS] | None:
-    try:
-        mod = importlib.import_module("flk_fast.agent.summarize")
-    except ImportError:
-        return None
-    factory = getattr(mod, "make_summarizer", None)
-    if factory is None:
-        return None
-    return factory(**kw)  # type: ignore[no-any-return]
+__all__ = ["make_summarizer"]
 
 
 def _fallbacks() -> tuple[str, ...]:
     """Which slower paths are in use, for ``ft.fallbacks`` (``ft.degraded`` when any).
 
-    Today the only one is the pure-Python Merkle twin (``FLK_FAST_NO_EXTENSIONS=1`` or a
-    missing extension); the numeric kernels have no fallback and fail loudly instead.
+    Today the only one is the pure-Python Merkle twin (``FLK_FAST_NO_EXTENSIONS=1``);
+    the numeric kernels have no fallback and fail loudly instead.
     """
     from flk_fast.kernels import merkle
 
@@ -64,49 +49,26 @@ def make_summarizer(
     Raises
     ------
     ConfigError
-        The kernels are not available (the extension was never built).
+        The compiled kernels are not built (at start-up, not at the first window).
     """
-    kw = dict(signer=signer, scales=tuple(scales), seed=seed, merkle_scheme=merkle_scheme,
-              chunk_size=chunk_size)
-    found = _from_summarize_module(**kw)
-    if found is not None:
+    from flk_fast.agent.summarize import make_summarizer as base
+
+    found = base(
+        signer=signer,
+        scales=tuple(scales),
+        seed=seed,
+        merkle_scheme=merkle_scheme,
+        chunk_size=chunk_size,
+    )
+    fallbacks = _fallbacks()
+    if not fallbacks:
         return found
-    try:
-        import msgspec
+    ft = FaultTolerance(
+        outbox_seq=0, degraded=True, fallbacks=fallbacks, clock_skew_ms=0
+    )
 
-        from flk_fast import kernels
+    def flagged(window: Any, *, shard_id: str, epoch: int) -> PCS:
+        pcs = found(window, shard_id=shard_id, epoch=epoch)
+        return msgspec.structs.replace(pcs, ft=ft)
 
-        box_counts = kernels.box_counts
-        coherence = kernels.coherence
-        compressibility = kernels.compressibility
-        merkle_root = kernels.merkle_root
-        d_hat, regime, budget = kernels.d_hat, kernels.regime, kernels.budget
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"the signal kernels are not available: {exc}") from None
-
-    scale_t = tuple(int(s) for s in scales)
-    keys = [str(s) for s in scale_t]
-    ft = FaultTolerance(outbox_seq=0, degraded=False, fallbacks=_fallbacks(),
-                        clock_skew_ms=0)
-    ft = msgspec.structs.replace(ft, degraded=bool(ft.fallbacks))
-
-    def summarize(window: Any, *, shard_id: str, epoch: int) -> PCS:
-        pts = window.points
-        n_j = [int(v) for v in box_counts(pts, scale_t)]
-        dh = d_hat(scale_t, n_j)
-        coh = coherence(pts, seed=seed)
-        r = compressibility(window.rows)
-        root = merkle_root(window.rows, scheme=merkle_scheme, chunk_size=chunk_size)
-        coh_star = float(coh.coh_star)
-        pcs = PCS(
-            pcs_id=compute_pcs_id(root, epoch, shard_id), schema=SCHEMA,
-            version=PCS_VERSION, shard_id=shard_id, epoch=epoch, attempt=1,
-            sent_at=_PLACEHOLDER_SENT_AT, seed=seed, scales=scale_t,
-            N_j=dict(zip(keys, n_j, strict=True)), coh_star=coh_star,
-            v_star=tuple(float(v) for v in coh.v_star), D_hat=dh, r=r,
-            regime=regime(dh, coh_star), budget=budget(dh, coh_star, r),
-            merkle_root=root, sig="", ft=ft,
-        )
-        return msgspec.structs.replace(pcs, sig=signer.sign(pcs))
-
-    return summarize
+    return flagged

@@ -33,7 +33,7 @@ __all__ = [
 
 
 class Rng(Protocol):
-    """Anything with ``random() -> float`` in [0, 1): ``random.Random`` or a test stub."""
+    """Anything with ``random() -> float`` in [0, 1), e.g. ``random.Random``."""
 
     def random(self) -> float: ...
 
@@ -66,9 +66,13 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.base_s) and self.base_s >= 0):
-            raise ConfigError(f"retry base_s must be a finite number >= 0, got {self.base_s!r}")
+            raise ConfigError(
+                f"retry base_s must be a finite number >= 0, got {self.base_s!r}"
+            )
         if not (math.isfinite(self.cap_s) and self.cap_s >= 0):
-            raise ConfigError(f"retry cap_s must be a finite number >= 0, got {self.cap_s!r}")
+            raise ConfigError(
+                f"retry cap_s must be a finite number >= 0, got {self.cap_s!r}"
+            )
         if not (0.0 <= self.jitter <= 1.0):
             raise ConfigError(f"retry jitter must be in [0, 1], got {self.jitter!r}")
         if self.max_retries < 0 or self.max_rate_limited < 0:
@@ -87,7 +91,9 @@ def backoff(policy: RetryPolicy, attempt: int) -> float:
 def delay_bounds(policy: RetryPolicy, attempt: int) -> tuple[float, float]:
     """The closed interval every jittered wait for ``attempt`` falls in."""
     nominal = backoff(policy, attempt)
-    return nominal * (1.0 - policy.jitter), min(policy.cap_s, nominal * (1.0 + policy.jitter))
+    return nominal * (1.0 - policy.jitter), min(
+        policy.cap_s, nominal * (1.0 + policy.jitter)
+    )
 
 
 def jittered(policy: RetryPolicy, attempt: int, rng: Rng) -> float:
@@ -136,8 +142,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
         return None
     return max(0.0, when.timestamp() - now)
 

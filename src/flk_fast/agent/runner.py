@@ -64,7 +64,7 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """Everything ``flk agent`` can be told; each field is one CLI option (docs/agent.md).
+    """Everything ``flk agent`` can be told; each field is a CLI option (docs/agent.md).
 
     Only ``endpoint``, ``shard_id`` and ``data_dir`` are required; the summarizer
     (signals, Merkle, signing) is configured separately and handed to :class:`Agent`.
@@ -146,8 +146,9 @@ class _Progress:
         self._last = 0.0
         self._drawn = False
 
-    def update(self, s: AgentSummary, total_bytes: int, done_bytes: int, *,
-               force: bool = False) -> None:
+    def update(
+        self, s: AgentSummary, total_bytes: int, done_bytes: int, *, force: bool = False
+    ) -> None:
         if self.mode == "off":
             return
         now = time.monotonic()
@@ -159,16 +160,23 @@ class _Progress:
             frac = min(1.0, done_bytes / total_bytes) if total_bytes else 0.0
             bar = "#" * int(frac * 20)
             pct = f"{frac:6.1%} " if total_bytes else ""
-            line = (f"\r[{bar:<20}] {pct}{s.events:,} ev  {s.windows} win  "
-                    f"{s.accepted + s.escalated} acked  {s.dead_lettered} dlq  "
-                    f"{rate:,.0f} ev/s ")
+            line = (
+                f"\r[{bar:<20}] {pct}{s.events:,} ev  {s.windows} win  "
+                f"{s.accepted + s.escalated} acked  {s.dead_lettered} dlq  "
+                f"{rate:,.0f} ev/s "
+            )
             self.stream.write(line)
             self._drawn = True
         else:
             log.info(
-                "progress: events=%d windows=%d acked=%d dead=%d pending=%d rate=%.0f/s",
-                s.events, s.windows, s.accepted + s.escalated, s.dead_lettered,
-                s.windows + s.resent - s.accepted - s.escalated - s.dead_lettered, rate,
+                "progress: events=%d windows=%d acked=%d dead=%d pending=%d "
+                "rate=%.0f/s",
+                s.events,
+                s.windows,
+                s.accepted + s.escalated,
+                s.dead_lettered,
+                s.windows + s.resent - s.accepted - s.escalated - s.dead_lettered,
+                rate,
             )
         self.stream.flush()
 
@@ -194,8 +202,14 @@ class Agent:
         Injected in tests (fake clock/sleep); by default one is built from the config.
     """
 
-    def __init__(self, config: AgentConfig, *, summarize: Summarizer,
-                 client: Any = None, progress_stream: Any = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        summarize: Summarizer,
+        client: Any = None,
+        progress_stream: Any = None,
+    ) -> None:
         self.cfg = config
         self._summarize = summarize
         self._client = client
@@ -223,7 +237,7 @@ class Agent:
         self._api_fed: dict[str, int] = {}  # events given to feed() per source
         self._api_done: dict[str, int] = {}  # of those, events summarised
 
-    # -- life cycle ----------------------------------------------------------------------
+    # -- life cycle -------------------------------------------------------------------
     async def _run_io(self, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, partial(fn, *args, **kw))
@@ -236,7 +250,7 @@ class Agent:
         await self.close()
 
     async def start(self) -> None:
-        """Open the outbox (locking the data dir), connect, resend everything pending."""
+        """Open the outbox (locking the data dir), connect, resend all pending."""
         cfg = self.cfg
         self.outbox = await self._run_io(Outbox, cfg.data_dir, sync=cfg.sync, lock=True)
         if cfg.compact_after_s is not None:
@@ -247,20 +261,31 @@ class Agent:
             from flk_fast.agent.client import DeliveryClient
 
             self._client = DeliveryClient(
-                cfg.endpoint, policy=cfg.policy, concurrency=cfg.concurrency,
+                cfg.endpoint,
+                policy=cfg.policy,
+                concurrency=cfg.concurrency,
                 timeout_s=cfg.timeout_s,
             )
         await self._client.start()
         for _ in range(cfg.concurrency):
             self._tasks.append(asyncio.create_task(self._sender()))
         self._tasks.append(asyncio.create_task(self._ack_batcher()))
-        pending = await self._run_io(lambda: [(r.seq, r.data) for r in self.outbox.pending()])
+        outbox = self.outbox
+        pending = await self._run_io(
+            lambda: [(r.seq, r.data) for r in outbox.pending()]
+        )
         for seq, body in pending:
             try:
                 pcs = decode_pcs(body)
             except Exception as exc:  # noqa: BLE001 - an unreadable record is dead, not fatal
-                await self._run_io(self.outbox.dead_letter, seq, body, status=None,
-                                   reason=f"outbox record unreadable: {exc}", attempts=0)
+                await self._run_io(
+                    self.outbox.dead_letter,
+                    seq,
+                    body,
+                    status=None,
+                    reason=f"outbox record unreadable: {exc}",
+                    attempts=0,
+                )
                 self.summary.dead_lettered += 1
                 continue
             self.summary.resent += 1
@@ -289,7 +314,7 @@ class Agent:
         self._io.shutdown(wait=True)
         self._progress.close()
 
-    # -- delivery --------------------------------------------------------------------------
+    # -- delivery ---------------------------------------------------------------------
     async def _enqueue(self, seq: int, pcs: PCS) -> None:
         self._outstanding += 1
         self._idle.clear()
@@ -318,18 +343,29 @@ class Agent:
             self.summary.requests += result.attempts
             self.summary.retries += len(result.waits)
             if result.acked:
-                if result.escalated or (result.status == 202 and result.escalated is None):
+                if result.escalated or (
+                    result.status == 202 and result.escalated is None
+                ):
                     self.summary.escalated += 1
                 else:
                     self.summary.accepted += 1
                 self._acks.append(seq)
                 self._ack_wake.set()
             else:
-                log.warning("PCS epoch %d (outbox seq %d) dead-lettered: %s",
-                            pcs.epoch, seq, result.reason)
+                log.warning(
+                    "PCS epoch %d (outbox seq %d) dead-lettered: %s",
+                    pcs.epoch,
+                    seq,
+                    result.reason,
+                )
                 await self._run_io(
-                    self.outbox.dead_letter, seq, encode_pcs(pcs), status=result.status,
-                    reason=result.reason, attempts=result.attempts, response=result.body,
+                    self.outbox.dead_letter,
+                    seq,
+                    encode_pcs(pcs),
+                    status=result.status,
+                    reason=result.reason,
+                    attempts=result.attempts,
+                    response=result.body,
                 )
                 self.summary.dead_lettered += 1
                 await self._done_one()
@@ -349,7 +385,7 @@ class Agent:
                     await self._done_one()
 
     async def drain(self) -> None:
-        """Wait until every PCS made or found so far is acknowledged or dead-lettered."""
+        """Wait until every PCS made or found is acknowledged or dead-lettered."""
         while self._outstanding or self._acks:
             await self._idle.wait()
             if self._outstanding or self._acks:
@@ -360,15 +396,20 @@ class Agent:
         async with self._room:
             await self._room.wait_for(lambda: self._outstanding < self.cfg.max_inflight)
 
-    # -- producing PCS -----------------------------------------------------------------------
+    # -- producing PCS ----------------------------------------------------------------
     def _windower(self, shard: str) -> Windower:
         w = self._windowers.get(shard)
         if w is None:
-            w = self._windowers[shard] = Windower(self.cfg.window, self.cfg.window_seconds)
+            w = self._windowers[shard] = Windower(
+                self.cfg.window, self.cfg.window_seconds
+            )
         return w
 
     def _make_and_append(
-        self, windows: list[Window], shard: str, source_id: str | None,
+        self,
+        windows: list[Window],
+        shard: str,
+        source_id: str | None,
         checkpoint: Callable[[Window], Checkpoint] | None,
     ) -> list[tuple[int, PCS]]:
         """Work thread: summarise windows and append them in one transaction."""
@@ -384,8 +425,11 @@ class Agent:
             epoch += 1
         ck = checkpoint(windows[-1]) if checkpoint is not None else None
         seqs = self.outbox.append(
-            [encode_pcs(p) for p in made], shard_id=shard, next_epoch=epoch,
-            source_id=source_id, checkpoint=ck,
+            [encode_pcs(p) for p in made],
+            shard_id=shard,
+            next_epoch=epoch,
+            source_id=source_id,
+            checkpoint=ck,
         )
         self._epochs[shard] = epoch
         return list(zip(seqs, made, strict=True))
@@ -402,11 +446,15 @@ class Agent:
         c = getattr(self._client, "counters", None)
         if c is not None:
             self.summary.requests = c.requests
-        self._progress.update(self.summary, self._bytes_total, self._bytes_done, force=force)
+        self._progress.update(
+            self.summary, self._bytes_total, self._bytes_done, force=force
+        )
 
-    async def feed(self, events: Any, *, shard_id: str | None = None,
-                   source_id: str = "api") -> int:
-        """Add events: an ``(n, 4)`` array of ``t, x, y, z`` (or ``(n, 3)`` of ``x, y, z``
+    async def feed(
+        self, events: Any, *, shard_id: str | None = None, source_id: str = "api"
+    ) -> int:
+        """Add events: an ``(n, 4)`` array of ``t, x, y, z`` (or ``(n, 3)`` of
+        ``x, y, z``
         with ``t`` = running event index). Returns the number of windows completed.
 
         The checkpoint of ``source_id`` counts the events summarised so far
@@ -415,14 +463,20 @@ class Agent:
         """
         arr = np.asarray(events, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] not in (3, 4):
-            raise InputError(f"expected an (n, 4) or (n, 3) array, got shape {arr.shape}")
+            raise InputError(
+                f"expected an (n, 4) or (n, 3) array, got shape {arr.shape}"
+            )
         finite = np.isfinite(arr).all(axis=1)
         if not finite.all():
             bad = int(np.flatnonzero(~finite)[0])
-            raise InputError("a value is not finite", source=source_id, position=bad + 1)
+            raise InputError(
+                "a value is not finite", source=source_id, position=bad + 1
+            )
         if source_id not in self._api_done:
             prev = self.checkpoint(source_id)
-            self._api_done[source_id] = self._api_fed[source_id] = prev.events if prev else 0
+            self._api_done[source_id] = self._api_fed[source_id] = (
+                prev.events if prev else 0
+            )
         shard = shard_id or self.cfg.shard_id
         n = len(arr)
         if arr.shape[1] == 3:
@@ -432,7 +486,11 @@ class Agent:
         xyz = np.ascontiguousarray(arr[:, 1:])
         # Original text for the canonical rows: Python's shortest repr of each float
         # (``%a`` of a float is its repr), formatted in one C loop.
-        tails = ((b"%a,%a,%a\n" * n) % tuple(xyz.ravel().tolist()))[:-1].split(b"\n") if n else []
+        tails = (
+            ((b"%a,%a,%a\n" * n) % tuple(xyz.ravel().tolist()))[:-1].split(b"\n")
+            if n
+            else []
+        )
         zeros = np.zeros(n, np.int64)
         batch = EventBatch(arr[:, 0].copy(), xyz, tails, zeros, zeros)
         windows = self._windower(shard).push(batch)
@@ -440,29 +498,41 @@ class Agent:
             await self._append_windows([w], shard, source_id)
         return len(windows)
 
-    async def _append_windows(self, windows: list[Window], shard: str,
-                              source_id: str) -> None:
+    async def _append_windows(
+        self, windows: list[Window], shard: str, source_id: str
+    ) -> None:
         await self._wait_for_room()
         self._api_done[source_id] += sum(len(w) for w in windows)
         done = self._api_done[source_id]
-        items = await self._run_io(self._make_and_append, windows, shard, source_id,
-                                   lambda _w: Checkpoint(events=done))
+        items = await self._run_io(
+            self._make_and_append,
+            windows,
+            shard,
+            source_id,
+            lambda _w: Checkpoint(events=done),
+        )
         await self._publish(items, sum(len(w) for w in windows))
 
-    async def feed_stream(self, batches: AsyncIterable[Any] | Iterable[Any], *,
-                          shard_id: str | None = None) -> int:
-        """Feed every array of an (async) iterator; flush at its end. Returns windows."""
+    async def feed_stream(
+        self,
+        batches: AsyncIterable[Any] | Iterable[Any],
+        *,
+        shard_id: str | None = None,
+    ) -> int:
+        """Feed every array of an (async) iterator, flush at its end; return windows."""
         total = 0
         if hasattr(batches, "__aiter__"):
-            async for arr in batches:  # type: ignore[union-attr]
+            async for arr in batches:
                 total += await self.feed(arr, shard_id=shard_id)
         else:
-            for arr in batches:  # type: ignore[union-attr]
+            for arr in batches:
                 total += await self.feed(arr, shard_id=shard_id)
         total += await self.flush(shard_id=shard_id)
         return total
 
-    async def flush(self, *, shard_id: str | None = None, source_id: str = "api") -> int:
+    async def flush(
+        self, *, shard_id: str | None = None, source_id: str = "api"
+    ) -> int:
         """Summarise the partial window of a shard now (the end of a fed stream)."""
         shard = shard_id or self.cfg.shard_id
         w = self._windower(shard).flush()
@@ -475,17 +545,25 @@ class Agent:
     def checkpoint(self, source_id: str = "api") -> Checkpoint | None:
         return self.outbox.checkpoint(source_id) if self.outbox else None
 
-    # -- file and stdin inputs ---------------------------------------------------------------
+    # -- file and stdin inputs --------------------------------------------------------
     def _report(self, bad: list[Malformed], where: str) -> None:
         for m in bad:
             self.summary.malformed += 1
             if len(self.malformed) < 1000:
                 self.malformed.append(m)
             verb = "stopped at" if self.cfg.on_malformed == "stop" else "skipped"
-            log.warning("%s:%d: %s malformed line (%s): %r", where, m.line, verb, m.reason,
-                        m.text[:120])
+            log.warning(
+                "%s:%d: %s malformed line (%s): %r",
+                where,
+                m.line,
+                verb,
+                m.reason,
+                m.text[:120],
+            )
 
-    async def run_file(self, path: str | os.PathLike[str], *, fmt: str | None = None) -> None:
+    async def run_file(
+        self, path: str | os.PathLike[str], *, fmt: str | None = None
+    ) -> None:
         """Summarise a file from its checkpoint; in follow mode keep reading as it grows
         (until cancelled, or until idle when ``exit_when_drained``)."""
         from flk_fast.agent.source import guess_format
@@ -505,8 +583,13 @@ class Agent:
                         "use --restart-input to summarise it from the start",
                         source=str(p),
                     )
-                log.info("%s: resuming at line %d (byte %d, %d events already summarised)",
-                         p, ck.line + 1, ck.offset, ck.events)
+                log.info(
+                    "%s: resuming at line %d (byte %d, %d events already summarised)",
+                    p,
+                    ck.line + 1,
+                    ck.offset,
+                    ck.events,
+                )
             self._bytes_total = os.path.getsize(p)
             self._bytes_done = start
             await self._pump(src, fmt or guess_format(str(p)), source_id, ck, str(p))
@@ -514,16 +597,24 @@ class Agent:
             await self._run_io(src.close)
 
     async def run_stdin(self, *, fmt: str = "csv", fd: int | None = None) -> None:
-        """Summarise standard input until EOF. A pipe cannot be re-read, so stdin is never
-        resumed by position: a restart treats what arrives as new events."""
+        """Summarise standard input until EOF. A pipe cannot be re-read, so stdin is
+        never resumed by position: a restart treats what arrives as new events."""
         src = StdinSource(fd)
         source_id = self.cfg.source_id or "stdin"
         prev = self.checkpoint(source_id)
         base = Checkpoint(events=prev.events, windows=prev.windows) if prev else None
         await self._pump(src, fmt, source_id, base, "<stdin>", stdin=True)
 
-    async def _pump(self, src: Any, fmt: str, source_id: str, ck: Checkpoint | None,
-                    where: str, *, stdin: bool = False) -> None:
+    async def _pump(
+        self,
+        src: Any,
+        fmt: str,
+        source_id: str,
+        ck: Checkpoint | None,
+        where: str,
+        *,
+        stdin: bool = False,
+    ) -> None:
         shard = self.cfg.shard_id
         windower = self._windower(shard)
         splitter = LineSplitter(
@@ -543,7 +634,9 @@ class Agent:
             if not stdin and len(head) < min(off, 4096):
                 head = src.head(4096)
             return Checkpoint(
-                offset=off, line=w.end_line, events=counted["events"],
+                offset=off,
+                line=w.end_line,
+                events=counted["events"],
                 fingerprint="" if stdin else fingerprint(head[: min(off, 4096)]),
                 windows=counted["windows"],
             )
@@ -551,10 +644,16 @@ class Agent:
         # Parsed events not yet pushed into the windower: a chunk can hold thousands of
         # windows' worth of events (small windows), and pushing them in slices keeps the
         # PCS made per step within the room left under max_inflight.
-        carry: dict[str, Any] = {"batch": None, "eof": False, "stop": None, "final": False}
+        carry: dict[str, Any] = {
+            "batch": None,
+            "eof": False,
+            "stop": None,
+            "final": False,
+        }
 
-        def step(room: int) -> tuple[list[tuple[int, PCS]], int, bool, bool,
-                                     InputError | None]:
+        def step(
+            room: int,
+        ) -> tuple[list[tuple[int, PCS]], int, bool, bool, InputError | None]:
             """Work thread: read one chunk (unless events are carried over), parse,
             window, summarise and append at most ``room`` windows."""
             got = False
@@ -567,25 +666,38 @@ class Agent:
                 batch, bad = parse_block(fmt, block, off, line)
                 stop: InputError | None = None
                 if bad and self.cfg.on_malformed == "stop":
-                    # Summarise what precedes the first bad line (complete windows only),
-                    # then stop: the checkpoint stays before it, so a fixed file resumes
-                    # right there.
+                    # Summarise what precedes the first bad line (complete windows
+                    # only), then stop: the checkpoint stays before it, so a fixed
+                    # file resumes right there.
                     first = bad[0]
-                    batch = batch.slice(0, int(np.searchsorted(batch.lines, first.line)))
-                    stop = InputError(f"{first.reason}: {first.text!r}", source=where,
-                                      position=first.line)
+                    batch = batch.slice(
+                        0, int(np.searchsorted(batch.lines, first.line))
+                    )
+                    stop = InputError(
+                        f"{first.reason}: {first.text!r}",
+                        source=where,
+                        position=first.line,
+                    )
                     bad = bad[:1]
                     final = False
                 self._report(bad, where)
                 carry.update(batch=batch, eof=eof, stop=stop, final=final)
                 if bad and not len(batch) and windower.pending == 0 and not stdin:
-                    # Only malformed lines since the last window: remember we passed them
-                    # so that a restart does not report them again.
-                    self.outbox.save_checkpoint(source_id, Checkpoint(  # type: ignore[union-attr]
-                        offset=splitter.offset, line=splitter.line - 1,
-                        events=counted["events"], windows=counted["windows"],
-                        fingerprint=fingerprint(src.head(4096)[: min(splitter.offset, 4096)]),
-                    ))
+                    # Only malformed lines since the last window: remember we passed
+                    # them, so that a restart does not report them again.
+                    assert self.outbox is not None
+                    self.outbox.save_checkpoint(
+                        source_id,
+                        Checkpoint(
+                            offset=splitter.offset,
+                            line=splitter.line - 1,
+                            events=counted["events"],
+                            windows=counted["windows"],
+                            fingerprint=fingerprint(
+                                src.head(4096)[: min(splitter.offset, 4096)]
+                            ),
+                        ),
+                    )
             batch = carry["batch"]
             windows: list[Window] = []
             while batch is not None and len(batch) and len(windows) < room:
@@ -606,8 +718,13 @@ class Agent:
                 n_ev += len(w)
             if windows:
                 items = self._make_and_append(windows, shard, source_id, make_ck)
-            return (items, n_ev, done and carry["eof"], got,
-                    carry["stop"] if done else None)
+            return (
+                items,
+                n_ev,
+                done and carry["eof"],
+                got,
+                carry["stop"] if done else None,
+            )
 
         idle_since = time.monotonic()
         while not self._stopping:
@@ -627,27 +744,36 @@ class Agent:
             if eof and self.cfg.exit_when_drained:
                 await self._flush_partial(shard, source_id, make_ck, counted)
                 return
-            if (self.cfg.idle_flush_s is not None and windower.pending
-                    and time.monotonic() - idle_since >= self.cfg.idle_flush_s):
+            if (
+                self.cfg.idle_flush_s is not None
+                and windower.pending
+                and time.monotonic() - idle_since >= self.cfg.idle_flush_s
+            ):
                 await self._flush_partial(shard, source_id, make_ck, counted)
             if eof:
                 # A file at its current end: poll. (A pipe's read already waited.)
                 await asyncio.sleep(self.cfg.poll_s)
 
-    async def _flush_partial(self, shard: str, source_id: str,
-                             make_ck: Callable[[Window], Checkpoint],
-                             counted: dict[str, int]) -> None:
+    async def _flush_partial(
+        self,
+        shard: str,
+        source_id: str,
+        make_ck: Callable[[Window], Checkpoint],
+        counted: dict[str, int],
+    ) -> None:
         w = self._windower(shard).flush()
         if w is None:
             return
         counted["events"] += len(w)
         counted["windows"] += 1
-        items = await self._run_io(self._make_and_append, [w], shard, source_id, make_ck)
+        items = await self._run_io(
+            self._make_and_append, [w], shard, source_id, make_ck
+        )
         await self._publish(items, len(w))
 
 
 def install_signal_handlers(task: asyncio.Task[Any]) -> None:
-    """SIGTERM/SIGINT cancel the run; pending PCS stay in the outbox for the next start."""
+    """SIGTERM/SIGINT cancel the run; pending PCS stay in the outbox."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

@@ -47,7 +47,9 @@ __all__ = [
     "parse_jsonl_block",
 ]
 
-CHUNK = 1 << 18  # bytes read at a time: amortises parsing; 1 MiB cost 10 MB more peak RSS
+CHUNK = (
+    1 << 18
+)  # bytes read at a time: amortises parsing; 1 MiB cost 10 MB more peak RSS
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,11 @@ class EventBatch:
     @classmethod
     def empty(cls) -> EventBatch:
         return cls(
-            np.empty(0), np.empty((0, 3)), [], np.empty(0, np.int64), np.empty(0, np.int64)
+            np.empty(0),
+            np.empty((0, 3)),
+            [],
+            np.empty(0, np.int64),
+            np.empty(0, np.int64),
         )
 
     def __len__(self) -> int:
@@ -89,14 +95,17 @@ class EventBatch:
 
     def slice(self, start: int, stop: int) -> EventBatch:
         return EventBatch(
-            self.t[start:stop], self.xyz[start:stop], self.tails[start:stop],
-            self.ends[start:stop], self.lines[start:stop],
+            self.t[start:stop],
+            self.xyz[start:stop],
+            self.tails[start:stop],
+            self.ends[start:stop],
+            self.lines[start:stop],
         )
 
 
 @dataclass(slots=True)
 class LineSplitter:
-    """Cuts a byte stream into blocks of whole lines, tracking offset and line number."""
+    """Cuts a byte stream into blocks of whole lines, tracking offset and line."""
 
     offset: int = 0  # absolute offset of the first byte not yet returned
     line: int = 1  # line number of the first line not yet returned
@@ -104,7 +113,8 @@ class LineSplitter:
 
     def feed(self, chunk: bytes, *, final: bool = False) -> tuple[bytes, int, int]:
         """Add ``chunk``; return ``(block, block_offset, block_first_line)`` where block
-        holds every complete line so far (plus the unterminated last line if ``final``)."""
+        holds every complete line so far (and the unterminated last one if ``final``).
+        """
         self._rest += chunk
         cut = len(self._rest) if final else self._rest.rfind(b"\n") + 1
         if cut <= 0:
@@ -122,7 +132,7 @@ class LineSplitter:
 
 
 def _line_bounds(block: bytes) -> tuple[list[bytes], np.ndarray]:
-    """Lines of ``block`` without terminators, and each line's end offset (after \\n)."""
+    """Lines of ``block`` without terminators and each line's end offset (after \\n)."""
     lines = block.split(b"\n")
     if block.endswith(b"\n"):
         lines.pop()
@@ -147,7 +157,10 @@ def _is_header(cells: Sequence[str]) -> bool:
 
 
 def _slow_csv(
-    lines: list[bytes], ends: np.ndarray, base_off: int, first_line: int,
+    lines: list[bytes],
+    ends: np.ndarray,
+    base_off: int,
+    first_line: int,
     allow_header: bool,
 ) -> tuple[EventBatch, list[Malformed]]:
     """Line by line with the csv module: exact cell text, exact error positions."""
@@ -165,13 +178,17 @@ def _slow_csv(
         try:
             s = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            bad.append(Malformed(lineno, start, f"not UTF-8 ({exc.reason})", repr(text)[2:-1]))
+            bad.append(
+                Malformed(lineno, start, f"not UTF-8 ({exc.reason})", repr(text)[2:-1])
+            )
             continue
         cells = next(csv.reader([s]))
         if lineno == 1 and allow_header and _is_header(cells):
             continue
         if len(cells) != 4:
-            bad.append(Malformed(lineno, start, f"expected 4 cells, got {len(cells)}", s))
+            bad.append(
+                Malformed(lineno, start, f"expected 4 cells, got {len(cells)}", s)
+            )
             continue
         try:
             vals = [float(c) for c in cells]
@@ -187,8 +204,11 @@ def _slow_csv(
         keep.append(i)
     idx = np.asarray(keep, np.int64)
     batch = EventBatch(
-        np.asarray(ts, np.float64), np.asarray(pts, np.float64).reshape(-1, 3), tails,
-        base_off + ends[idx], first_line + idx,
+        np.asarray(ts, np.float64),
+        np.asarray(pts, np.float64).reshape(-1, 3),
+        tails,
+        base_off + ends[idx],
+        first_line + idx,
     )
     return batch, bad
 
@@ -231,7 +251,10 @@ def parse_csv_block(
                 tails = [ln.partition(b",")[2] for ln in lines]
                 return (
                     EventBatch(
-                        v[:, 0].copy(), v[:, 1:].copy(), tails, base_off + ends,
+                        v[:, 0].copy(),
+                        v[:, 1:].copy(),
+                        tails,
+                        base_off + ends,
                         np.arange(first_line, first_line + n, dtype=np.int64),
                     ),
                     [],
@@ -264,8 +287,8 @@ def _raw_number(raw: msgspec.Raw) -> tuple[float, bytes]:
 def parse_jsonl_block(
     block: bytes, base_off: int = 0, first_line: int = 1
 ) -> tuple[EventBatch, list[Malformed]]:
-    """Parse JSON Lines: one object per line with ``timestamp`` (or ``t``), ``x``, ``y``,
-    ``z``. The numbers' original text is kept (``0.10`` stays ``0.10``)."""
+    """Parse JSON Lines: one object per line with ``timestamp`` (or ``t``), ``x``,
+    ``y``, ``z``. The numbers' original text is kept (``0.10`` stays ``0.10``)."""
     if not block:
         return EventBatch.empty(), []
     lines, ends = _line_bounds(block)
@@ -299,8 +322,11 @@ def parse_jsonl_block(
     idx = np.asarray(keep, np.int64)
     return (
         EventBatch(
-            np.asarray(ts, np.float64), np.asarray(pts, np.float64).reshape(-1, 3), tails,
-            base_off + ends[idx], first_line + idx,
+            np.asarray(ts, np.float64),
+            np.asarray(pts, np.float64).reshape(-1, 3),
+            tails,
+            base_off + ends[idx],
+            first_line + idx,
         ),
         bad,
     )

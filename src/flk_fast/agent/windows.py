@@ -116,7 +116,8 @@ class Windower:
             tails = [x for p in parts for x in p.tails]
         last, first = parts[-1], parts[0]
         return Window(
-            t=t, points=np.ascontiguousarray(pts, dtype=np.float64),
+            t=t,
+            points=np.ascontiguousarray(pts, dtype=np.float64),
             rows=canonical_rows(t, tails),
             first_line=int(first.lines[0]) if len(first.lines) else 0,
             end_line=int(last.lines[-1]) if len(last.lines) else 0,

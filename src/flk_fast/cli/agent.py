@@ -35,7 +35,9 @@ def _scales(text: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 2,4,8,16, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 2,4,8,16, got {text!r}"
+        ) from None
     if len(vals) < 2 or len(set(vals)) != len(vals) or min(vals) < 1:
         raise argparse.ArgumentTypeError("need at least 2 distinct scales >= 1")
     return vals
@@ -43,18 +45,45 @@ def _scales(text: str) -> tuple[int, ...]:
 
 def _add_delivery_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("delivery (SPEC §7)")
-    g.add_argument("--concurrency", type=_positive_int, default=8,
-                   help="requests in flight, over kept-alive connections (8)")
-    g.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                   help="seconds allowed per request before it counts as a timeout (10)")
-    g.add_argument("--retry-base", type=float, default=1.0, metavar="S",
-                   help="first backoff wait; doubles per retry (1)")
-    g.add_argument("--retry-cap", type=float, default=60.0, metavar="S",
-                   help="longest single wait, Retry-After included (60)")
-    g.add_argument("--max-retries", type=int, default=5, metavar="N",
-                   help="retries for 5xx, timeouts, resets before the DLQ (5)")
-    g.add_argument("--tenant-id", metavar="T",
-                   help="send X-Tenant-Id: T (multi-tenant servers pick the key by it)")
+    g.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        help="requests in flight, over kept-alive connections (8)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds allowed per request before it counts as a timeout (10)",
+    )
+    g.add_argument(
+        "--retry-base",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="first backoff wait; doubles per retry (1)",
+    )
+    g.add_argument(
+        "--retry-cap",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="longest single wait, Retry-After included (60)",
+    )
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries for 5xx, timeouts, resets before the DLQ (5)",
+    )
+    g.add_argument(
+        "--tenant-id",
+        metavar="T",
+        help="send X-Tenant-Id: T (multi-tenant servers pick the key by it)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -71,114 +100,234 @@ def register(sub: Any) -> None:
   flk agent --endpoint http://srv:8080 --in events.jsonl --follow --window-seconds 60 \\
       --idle-flush 90 --shard-id s1 --data-dir ./agent --hmac-key-file secret.key""",
     )
-    p.add_argument("--endpoint", required=True, metavar="URL",
-                   help="server base URL (http://host:port) or full submit URL")
-    p.add_argument("--in", dest="input", required=True, metavar="FILE|-",
-                   help="CSV (timestamp,x,y,z) or JSONL events; - for stdin")
-    p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
-                   help="input format; auto = jsonl for .jsonl/.ndjson/.json, else csv")
+    p.add_argument(
+        "--endpoint",
+        required=True,
+        metavar="URL",
+        help="server base URL (http://host:port) or full submit URL",
+    )
+    p.add_argument(
+        "--in",
+        dest="input",
+        required=True,
+        metavar="FILE|-",
+        help="CSV (timestamp,x,y,z) or JSONL events; - for stdin",
+    )
+    p.add_argument(
+        "--format",
+        choices=("auto", "csv", "jsonl"),
+        default="auto",
+        help="input format; auto = jsonl for .jsonl/.ndjson/.json, else csv",
+    )
     p.add_argument("--shard-id", required=True, metavar="S", help="shard of every PCS")
-    p.add_argument("--data-dir", required=True, metavar="DIR",
-                   help="outbox, dead-letter queue and input checkpoints (LMDB)")
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        metavar="DIR",
+        help="outbox, dead-letter queue and input checkpoints (LMDB)",
+    )
     keys = p.add_mutually_exclusive_group(required=True)
     keys.add_argument("--hmac-key-file", metavar="F", help="HMAC-SHA256 secret file")
-    keys.add_argument("--hmac-key-env", metavar="VAR", help="env var holding the secret")
-    keys.add_argument("--ed25519-key-file", metavar="F",
-                      help="Ed25519 private key (PEM PKCS#8 or 32 raw bytes)")
+    keys.add_argument(
+        "--hmac-key-env", metavar="VAR", help="env var holding the secret"
+    )
+    keys.add_argument(
+        "--ed25519-key-file",
+        metavar="F",
+        help="Ed25519 private key (PEM PKCS#8 or 32 raw bytes)",
+    )
 
     w = p.add_argument_group("windows and signals")
-    w.add_argument("--window", type=_positive_int, default=10_000, metavar="N",
-                   help="events per PCS; with --window-seconds, the cap per window (10000)")
-    w.add_argument("--window-seconds", type=float, metavar="T",
-                   help="time windows: events in the same floor(timestamp/T) slot")
-    w.add_argument("--start-epoch", type=int, default=1, metavar="E",
-                   help="epoch of the first window of a new data dir (1); later windows "
-                   "count up, and restarts continue the count")
-    w.add_argument("--scales", type=_scales, default=(2, 4, 8, 16), metavar="LIST",
-                   help="box-counting scales (2,4,8,16)")
+    w.add_argument(
+        "--window",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="events per PCS; with --window-seconds, the cap per window (10000)",
+    )
+    w.add_argument(
+        "--window-seconds",
+        type=float,
+        metavar="T",
+        help="time windows: events in the same floor(timestamp/T) slot",
+    )
+    w.add_argument(
+        "--start-epoch",
+        type=int,
+        default=1,
+        metavar="E",
+        help="epoch of the first window of a new data dir (1); later windows "
+        "count up, and restarts continue the count",
+    )
+    w.add_argument(
+        "--scales",
+        type=_scales,
+        default=(2, 4, 8, 16),
+        metavar="LIST",
+        help="box-counting scales (2,4,8,16)",
+    )
     w.add_argument("--seed", type=int, default=42, help="direction sampler seed (42)")
-    w.add_argument("--merkle-scheme", default="sha256-hexcat",
-                   choices=("sha256-hexcat", "sha256-rfc6962", "blake3-rfc6962"),
-                   help="Merkle scheme over the canonical rows (sha256-hexcat)")
-    w.add_argument("--chunk-size", type=_positive_int, default=64, metavar="B",
-                   help="Merkle leaf size in bytes (64)")
-    w.add_argument("--summarizer", metavar="MODULE:FUNC",
-                   help="advanced: a factory FUNC(args) -> summarize(window, shard_id=, "
-                   "epoch=) replacing the built-in signals")
+    w.add_argument(
+        "--merkle-scheme",
+        default="sha256-hexcat",
+        choices=("sha256-hexcat", "sha256-rfc6962", "blake3-rfc6962"),
+        help="Merkle scheme over the canonical rows (sha256-hexcat)",
+    )
+    w.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=64,
+        metavar="B",
+        help="Merkle leaf size in bytes (64)",
+    )
+    w.add_argument(
+        "--summarizer",
+        metavar="MODULE:FUNC",
+        help="advanced: a factory FUNC(args) -> summarize(window, shard_id=, "
+        "epoch=) replacing the built-in signals",
+    )
 
     i = p.add_argument_group("input")
-    i.add_argument("--on-malformed", choices=("skip", "stop"), default="skip",
-                   help="a malformed line is logged with its position and skipped, or "
-                   "stops the agent (exit 2) after delivering what precedes it (skip)")
-    i.add_argument("--follow", action="store_true",
-                   help="keep reading FILE as it grows (like tail -f)")
-    i.add_argument("--poll", type=float, default=0.25, metavar="S",
-                   help="follow mode: seconds between looks for new data (0.25)")
-    i.add_argument("--idle-flush", type=float, metavar="S",
-                   help="follow/stdin: summarise a partial window after S idle seconds")
-    i.add_argument("--source-id", metavar="ID",
-                   help="name of the input's checkpoint (default: the file's path)")
-    i.add_argument("--restart-input", action="store_true",
-                   help="ignore the input's checkpoint and summarise it from the start")
+    i.add_argument(
+        "--on-malformed",
+        choices=("skip", "stop"),
+        default="skip",
+        help="a malformed line is logged with its position and skipped, or "
+        "stops the agent (exit 2) after delivering what precedes it (skip)",
+    )
+    i.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading FILE as it grows (like tail -f)",
+    )
+    i.add_argument(
+        "--poll",
+        type=float,
+        default=0.25,
+        metavar="S",
+        help="follow mode: seconds between looks for new data (0.25)",
+    )
+    i.add_argument(
+        "--idle-flush",
+        type=float,
+        metavar="S",
+        help="follow/stdin: summarise a partial window after S idle seconds",
+    )
+    i.add_argument(
+        "--source-id",
+        metavar="ID",
+        help="name of the input's checkpoint (default: the file's path)",
+    )
+    i.add_argument(
+        "--restart-input",
+        action="store_true",
+        help="ignore the input's checkpoint and summarise it from the start",
+    )
 
     r = p.add_argument_group("run")
-    r.add_argument("--exit-when-drained", action="store_true",
-                   help="stop once the input is consumed (follow mode: caught up) and "
-                   "every PCS is acknowledged or dead-lettered; print a summary line")
-    r.add_argument("--max-inflight", type=_positive_int, default=256, metavar="N",
-                   help="PCS made but not yet acknowledged before reading pauses (256)")
-    r.add_argument("--no-sync", action="store_true",
-                   help="don't fsync the outbox (survives kill -9, not power loss)")
-    r.add_argument("--compact-after", type=float, default=7 * 86400.0, metavar="S",
-                   help="at start, delete acknowledged records older than S seconds (7 d)")
-    r.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto",
-                   help="auto: a bar on a terminal, log lines otherwise")
-    r.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error"))
+    r.add_argument(
+        "--exit-when-drained",
+        action="store_true",
+        help="stop once the input is consumed (follow mode: caught up) and "
+        "every PCS is acknowledged or dead-lettered; print a summary line",
+    )
+    r.add_argument(
+        "--max-inflight",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="PCS made but not yet acknowledged before reading pauses (256)",
+    )
+    r.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="don't fsync the outbox (survives kill -9, not power loss)",
+    )
+    r.add_argument(
+        "--compact-after",
+        type=float,
+        default=7 * 86400.0,
+        metavar="S",
+        help="at start, delete acknowledged records older than S seconds (7 d)",
+    )
+    r.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "off"),
+        default="auto",
+        help="auto: a bar on a terminal, log lines otherwise",
+    )
+    r.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
     _add_delivery_options(p)
     p.set_defaults(func=_agent)
 
-    o = add_command(sub, "outbox", help="inspect, resend or compact an agent's outbox",
-                    examples="""\
+    o = add_command(
+        sub,
+        "outbox",
+        help="inspect, resend or compact an agent's outbox",
+        examples="""\
   flk outbox status --data-dir ./agent
   flk outbox replay --data-dir ./agent --endpoint http://127.0.0.1:8080
-  flk outbox compact --data-dir ./agent --older-than 0""")
+  flk outbox compact --data-dir ./agent --older-than 0""",
+    )
     osub = o.add_subparsers(dest="action", metavar="ACTION", required=True)
-    st = osub.add_parser("status", help="pending/acked counts, checkpoints, epochs, DLQ size")
+    st = osub.add_parser(
+        "status", help="pending/acked counts, checkpoints, epochs, DLQ size"
+    )
     st.add_argument("--data-dir", required=True, metavar="DIR")
     st.add_argument("--json", action="store_true", help="one JSON object")
     st.set_defaults(func=_outbox_status)
-    rp = osub.add_parser("replay", help="send every pending PCS now (needs the data dir "
-                         "free: no agent running on it)")
+    rp = osub.add_parser(
+        "replay",
+        help="send every pending PCS now (needs the data dir "
+        "free: no agent running on it)",
+    )
     rp.add_argument("--data-dir", required=True, metavar="DIR")
     rp.add_argument("--endpoint", required=True, metavar="URL")
     _add_delivery_options(rp)
     rp.set_defaults(func=_outbox_replay)
-    cp = osub.add_parser("compact", help="delete acknowledged records (and dropped dead "
-                         "letters) older than --older-than seconds")
+    cp = osub.add_parser(
+        "compact",
+        help="delete acknowledged records (and dropped dead "
+        "letters) older than --older-than seconds",
+    )
     cp.add_argument("--data-dir", required=True, metavar="DIR")
     cp.add_argument("--older-than", type=float, default=0.0, metavar="S")
     cp.set_defaults(func=_outbox_compact)
 
-    d = add_command(sub, "dlq", help="list, requeue or drop dead-lettered PCS",
-                    examples="""\
+    d = add_command(
+        sub,
+        "dlq",
+        help="list, requeue or drop dead-lettered PCS",
+        examples="""\
   flk dlq list --data-dir ./agent
   flk dlq retry --data-dir ./agent --all --endpoint http://127.0.0.1:8080
-  flk dlq drop --data-dir ./agent 3 4""")
+  flk dlq drop --data-dir ./agent 3 4""",
+    )
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = dsub.add_parser("list", help="one line per dead letter (or --json)")
     ls.add_argument("--data-dir", required=True, metavar="DIR")
     ls.add_argument("--json", action="store_true", help="JSON lines with the full PCS")
     ls.set_defaults(func=_dlq_list)
-    for name, helptext in (("retry", "requeue into the outbox (and send with --endpoint)"),
-                           ("drop", "drop for good")):
+    for name, helptext in (
+        ("retry", "requeue into the outbox (and send with --endpoint)"),
+        ("drop", "drop for good"),
+    ):
         q = dsub.add_parser(name, help=helptext)
         q.add_argument("--data-dir", required=True, metavar="DIR")
-        q.add_argument("seqs", nargs="*", type=int, metavar="SEQ",
-                       help="dead-letter seqs (from 'flk dlq list')")
+        q.add_argument(
+            "seqs",
+            nargs="*",
+            type=int,
+            metavar="SEQ",
+            help="dead-letter seqs (from 'flk dlq list')",
+        )
         q.add_argument("--all", action="store_true", help="every dead letter")
         if name == "retry":
-            q.add_argument("--endpoint", metavar="URL", help="send the requeued PCS now")
+            q.add_argument(
+                "--endpoint", metavar="URL", help="send the requeued PCS now"
+            )
             _add_delivery_options(q)
         q.set_defaults(func=_dlq_retry if name == "retry" else _dlq_drop)
 
@@ -186,7 +335,8 @@ def register(sub: Any) -> None:
 # --------------------------------------------------------------------------- helpers
 def _setup_logging(level: str = "info") -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper()), stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -194,23 +344,31 @@ def _setup_logging(level: str = "info") -> None:
 def _policy(args: argparse.Namespace) -> Any:
     from flk_fast.agent.retry import RetryPolicy
 
-    return RetryPolicy(base_s=args.retry_base, cap_s=args.retry_cap,
-                       max_retries=args.max_retries)
+    return RetryPolicy(
+        base_s=args.retry_base, cap_s=args.retry_cap, max_retries=args.max_retries
+    )
 
 
 def _client(args: argparse.Namespace) -> Any:
     from flk_fast.agent.client import DeliveryClient
 
     headers = {"X-Tenant-Id": args.tenant_id} if args.tenant_id else None
-    return DeliveryClient(args.endpoint, policy=_policy(args), concurrency=args.concurrency,
-                          timeout_s=args.timeout, headers=headers)
+    return DeliveryClient(
+        args.endpoint,
+        policy=_policy(args),
+        concurrency=args.concurrency,
+        timeout_s=args.timeout,
+        headers=headers,
+    )
 
 
 def _load_signer(args: argparse.Namespace) -> Any:
     from flk_fast.protocol import signing
 
     if args.ed25519_key_file:
-        return signing.Ed25519Signer(signing.load_ed25519_private(args.ed25519_key_file))
+        return signing.Ed25519Signer(
+            signing.load_ed25519_private(args.ed25519_key_file)
+        )
     if args.hmac_key_file:
         return signing.HmacSigner(signing.load_hmac_key(path=args.hmac_key_file))
     return signing.HmacSigner(signing.load_hmac_key(env=args.hmac_key_env))
@@ -224,8 +382,11 @@ def _summarizer(args: argparse.Namespace) -> Any:
     from flk_fast.agent.pipeline import make_summarizer
 
     return make_summarizer(
-        signer=_load_signer(args), scales=args.scales, seed=args.seed,
-        merkle_scheme=args.merkle_scheme, chunk_size=args.chunk_size,
+        signer=_load_signer(args),
+        scales=args.scales,
+        seed=args.seed,
+        merkle_scheme=args.merkle_scheme,
+        chunk_size=args.chunk_size,
     )
 
 
@@ -240,14 +401,25 @@ def _agent(args: argparse.Namespace) -> int:
         from flk_fast.agent.runner import AgentConfig
 
         cfg = AgentConfig(
-            endpoint=args.endpoint, shard_id=args.shard_id, data_dir=args.data_dir,
-            window=args.window, window_seconds=args.window_seconds,
-            start_epoch=args.start_epoch, concurrency=args.concurrency,
-            timeout_s=args.timeout, policy=_policy(args), on_malformed=args.on_malformed,
-            follow=args.follow, poll_s=args.poll, idle_flush_s=args.idle_flush,
-            exit_when_drained=args.exit_when_drained, sync=not args.no_sync,
-            max_inflight=args.max_inflight, compact_after_s=args.compact_after,
-            source_id=args.source_id, restart_input=args.restart_input,
+            endpoint=args.endpoint,
+            shard_id=args.shard_id,
+            data_dir=args.data_dir,
+            window=args.window,
+            window_seconds=args.window_seconds,
+            start_epoch=args.start_epoch,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            policy=_policy(args),
+            on_malformed=args.on_malformed,
+            follow=args.follow,
+            poll_s=args.poll,
+            idle_flush_s=args.idle_flush,
+            exit_when_drained=args.exit_when_drained,
+            sync=not args.no_sync,
+            max_inflight=args.max_inflight,
+            compact_after_s=args.compact_after,
+            source_id=args.source_id,
+            restart_input=args.restart_input,
             progress=args.progress,
         )
         summarize = _summarizer(args)
@@ -262,8 +434,9 @@ def _agent(args: argparse.Namespace) -> int:
     return asyncio.run(_agent_main(args, cfg, summarize, client, fmt))
 
 
-async def _agent_main(args: argparse.Namespace, cfg: Any, summarize: Any, client: Any,
-                      fmt: str) -> int:
+async def _agent_main(
+    args: argparse.Namespace, cfg: Any, summarize: Any, client: Any, fmt: str
+) -> int:
     from flk_fast.agent.outbox import OutboxBusyError
     from flk_fast.agent.runner import Agent, install_signal_handlers
     from flk_fast.errors import FlkError
@@ -292,8 +465,11 @@ async def _agent_main(args: argparse.Namespace, cfg: Any, summarize: Any, client
     except FlkError as exc:
         code = fail(str(exc), EXIT_USAGE)
     s = agent.summary
-    line = "flk agent: " + s.line() + (" (interrupted; pending PCS stay in the outbox)"
-                                        if interrupted else "")
+    line = (
+        "flk agent: "
+        + s.line()
+        + (" (interrupted; pending PCS stay in the outbox)" if interrupted else "")
+    )
     if args.exit_when_drained:
         print(line, flush=True)
     else:
@@ -326,21 +502,28 @@ def _outbox_status(args: argparse.Namespace) -> int:
     with ob:
         st = ob.status()
     doc = {
-        "pending": st.pending, "acked": st.acked, "first_pending": st.first_pending,
-        "dead_letters": st.dead_letters, "disk_bytes": st.disk_bytes,
+        "pending": st.pending,
+        "acked": st.acked,
+        "first_pending": st.first_pending,
+        "dead_letters": st.dead_letters,
+        "disk_bytes": st.disk_bytes,
         "epochs": st.epochs,
         "checkpoints": {k: msgspec.to_builtins(v) for k, v in st.checkpoints.items()},
     }
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return EXIT_OK
-    print(f"pending {st.pending}  acked {st.acked}  dead letters {st.dead_letters}  "
-          f"disk {st.disk_bytes / 1e6:.1f} MB")
+    print(
+        f"pending {st.pending}  acked {st.acked}  dead letters {st.dead_letters}  "
+        f"disk {st.disk_bytes / 1e6:.1f} MB"
+    )
     for shard, ep in sorted(st.epochs.items()):
         print(f"shard {shard}: next epoch {ep}")
     for src, ck in sorted(st.checkpoints.items()):
-        print(f"input {src}: {ck.events} events in {ck.windows} windows, "
-              f"line {ck.line}, byte {ck.offset}")
+        print(
+            f"input {src}: {ck.events} events in {ck.windows} windows, "
+            f"line {ck.line}, byte {ck.offset}"
+        )
     return EXIT_OK
 
 
@@ -360,19 +543,27 @@ async def _replay(args: argparse.Namespace, ob: Any) -> tuple[int, int, int]:
                 try:
                     pcs = decode_pcs(data)
                 except Exception as exc:  # noqa: BLE001
-                    ob.dead_letter(seq, data, status=None, reason=f"unreadable: {exc}",
-                                   attempts=0)
+                    ob.dead_letter(
+                        seq, data, status=None, reason=f"unreadable: {exc}", attempts=0
+                    )
                     dead += 1
                     return
-                res = await client.submit(lambda n: stamp(pcs, outbox_seq=seq, attempt=n,
-                                                          sent_at=utc_now()))
+                res = await client.submit(
+                    lambda n: stamp(pcs, outbox_seq=seq, attempt=n, sent_at=utc_now())
+                )
                 if res.acked:
                     ob.ack([seq])
                     acked += 1
                     escalated += bool(res.escalated)
                 else:
-                    ob.dead_letter(seq, data, status=res.status, reason=res.reason,
-                                   attempts=res.attempts, response=res.body)
+                    ob.dead_letter(
+                        seq,
+                        data,
+                        status=res.status,
+                        reason=res.reason,
+                        attempts=res.attempts,
+                        response=res.body,
+                    )
                     dead += 1
 
         await asyncio.gather(*(one(r.seq, r.data) for r in records))
@@ -391,8 +582,10 @@ def _outbox_replay(args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_BUSY)
     except FlkError as exc:
         return fail(str(exc))
-    print(f"replayed {acked + dead}: acknowledged {acked} (escalated {esc}), "
-          f"dead-lettered {dead}")
+    print(
+        f"replayed {acked + dead}: acknowledged {acked} (escalated {esc}), "
+        f"dead-lettered {dead}"
+    )
     return EXIT_DEAD if dead else EXIT_OK
 
 
@@ -405,7 +598,9 @@ def _outbox_compact(args: argparse.Namespace) -> int:
         return fail(str(exc))
     with ob:
         n_out, n_dlq = ob.compact(args.older_than)
-    print(f"removed {n_out} acknowledged outbox records and {n_dlq} dropped dead letters")
+    print(
+        f"removed {n_out} acknowledged outbox records and {n_dlq} dropped dead letters"
+    )
     return EXIT_OK
 
 
@@ -426,8 +621,10 @@ def _dlq_list(args: argparse.Namespace) -> int:
             print(msgspec.json.encode(d).decode())
         else:
             status = "-" if d.status is None else str(d.status)
-            print(f"{d.dlq_seq}\tshard={d.shard_id}\tepoch={d.epoch}\tstatus={status}\t"
-                  f"attempts={d.attempts}\tpcs_id={d.pcs_id[:16]}\t{d.reason}")
+            print(
+                f"{d.dlq_seq}\tshard={d.shard_id}\tepoch={d.epoch}\tstatus={status}\t"
+                f"attempts={d.attempts}\tpcs_id={d.pcs_id[:16]}\t{d.reason}"
+            )
     if not args.json:
         print(f"{len(letters)} dead letter(s)", file=sys.stderr)
     return EXIT_OK
@@ -452,8 +649,10 @@ def _dlq_retry(args: argparse.Namespace) -> int:
             print(f"requeued {len(new)} PCS into the outbox")
             if args.endpoint:
                 acked, esc, dead = asyncio.run(_replay(args, ob))
-                print(f"sent {acked + dead}: acknowledged {acked} (escalated {esc}), "
-                      f"dead-lettered {dead}")
+                print(
+                    f"sent {acked + dead}: acknowledged {acked} (escalated {esc}), "
+                    f"dead-lettered {dead}"
+                )
                 return EXIT_DEAD if dead else EXIT_OK
     except OutboxBusyError as exc:
         return fail(str(exc), EXIT_BUSY)
