@@ -82,13 +82,32 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     }                                                                                \
 }
 
-/* Histogram of P @ v_j into nb bins with numpy.histogram's uniform-bin rules:
- * index from ((p - first) / (last - first)) * nb, truncated; p == last goes to the
- * last bin; then one-step corrections against the linspace edges (decrement if
- * p < e[i], increment if p >= e[i+1] unless i is the last bin). counts is m x nb and
- * is accumulated into. Directions with skip[j] != 0 (degenerate range) are skipped.
- * Each tile runs three simple loops (project, index, count) so that the first two
- * vectorise; the division stays a true division because numpy divides. */
+/* numpy.histogram's uniform-bin index of p (the exact procedure): index from
+ * ((p - first) / (last - first)) * nb, truncated; p == last goes to the last bin; then
+ * one-step corrections against the linspace edges (decrement if p < e[i], increment
+ * if p >= e[i+1] unless i is the last bin). */
+static inline int32_t flk_numpy_bin(double p, const double *e, int32_t nb, double first,
+                                    double denom)
+{
+    int32_t k = (int32_t)(((p - first) / denom) * (double)nb);
+    k -= (k == nb);
+    k -= (p < e[k]);
+    k += (k != nb - 1) & (p >= e[k + 1]);
+    return k;
+}
+
+/* Fast path, same answer: when the edges are well conditioned (an edge's rounding is
+ * < 1e-7 of a bin width, checked per direction) and f = (p - first) * (nb / denom) is
+ * at least 1e-6 of a bin away from an integer, p is strictly inside bin floor(f) by
+ * the edges, which is also where numpy's procedure ends (its first guess is within
+ * one bin and the corrections move it to the edge-defined bin). Only the rare
+ * ambiguous points take the exact path above. */
+#define FLK_EDGE_EPS 1e-6
+
+/* Histogram of P @ v_j into nb bins with numpy.histogram's rules. counts is m x nb
+ * and is accumulated into. Directions with skip[j] != 0 (degenerate range) are
+ * skipped. Each tile runs simple loops (project, index, count) so that the first two
+ * vectorise. */
 #define FLK_HIST_DEF(NAME, PROJ, ATTR)                                               \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
@@ -97,6 +116,7 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     int64_t t0, i, j, len;                                                           \
     double pt[FLK_TILE];                                                             \
     int32_t ib[FLK_TILE];                                                            \
+    unsigned char amb[FLK_TILE];                                                     \
     const double nbf = (double)nb;                                                   \
     const int32_t nb32 = (int32_t)nb;                                                \
     for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                                         \
@@ -107,6 +127,11 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             const double *v = V + j * d;                                             \
             const double *e = edges + j * (nb + 1);                                  \
             const double first = e[0], denom = e[nb] - e[0];                         \
+            const double big = fabs(e[0]) > fabs(e[nb]) ? fabs(e[0]) : fabs(e[nb]); \
+            const double ulp = nextafter(big, INFINITY) - big;                       \
+            const int safe = (8.0 * ulp * nbf / denom + 64.0 * 2.220446049250313e-16 \
+                              * nbf) < 1e-7;                                         \
+            const double inv = nbf / denom;                                          \
             int64_t *c = counts + j * nb;                                            \
             if (d == 3) {                                                            \
                 const double v0 = v[0], v1 = v[1], v2 = v[2];                        \
@@ -116,18 +141,25 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             } else {                                                                 \
                 for (i = 0; i < len; i++) pt[i] = PROJ(A + i * d, v, d);             \
             }                                                                        \
-            for (i = 0; i < len; i++) {                                              \
-                int32_t k = (int32_t)(((pt[i] - first) / denom) * nbf);              \
-                ib[i] = k - (k == nb32);                                             \
+            if (safe) {                                                              \
+                for (i = 0; i < len; i++) {                                          \
+                    double f = (pt[i] - first) * inv;                                \
+                    int32_t k = (int32_t)f;                                          \
+                    double fr = f - (double)k;                                       \
+                    ib[i] = k;                                                       \
+                    amb[i] = (fr < FLK_EDGE_EPS) | (fr > 1.0 - FLK_EDGE_EPS) |       \
+                             (k >= nb32);                                            \
+                }                                                                    \
+                for (i = 0; i < len; i++) {                                          \
+                    if (__builtin_expect(amb[i], 0))                                 \
+                        c[flk_numpy_bin(pt[i], e, nb32, first, denom)]++;            \
+                    else                                                             \
+                        c[ib[i]]++;                                                  \
+                }                                                                    \
+            } else {                                                                 \
+                for (i = 0; i < len; i++)                                            \
+                    c[flk_numpy_bin(pt[i], e, nb32, first, denom)]++;                \
             }                                                                        \
-            for (i = 0; i < len; i++) {                                              \
-                int32_t k = ib[i];                                                   \
-                double p = pt[i];                                                    \
-                k -= (p < e[k]);                                                     \
-                k += (k != nb32 - 1) & (p >= e[k + 1]);                              \
-                ib[i] = k;                                                           \
-            }                                                                        \
-            for (i = 0; i < len; i++) c[ib[i]]++;                                    \
         }                                                                            \
     }                                                                                \
 }
