@@ -49,6 +49,25 @@ async def test_first_write_wins_byte_identical(dedup_url: str) -> None:
         await store.close()
 
 
+async def test_similar_keys_stay_distinct(dedup_url: str) -> None:
+    # LMDB stores a lowercase-hex pcs_id as raw bytes: no spelling may collide.
+    hexkey = "ab" * 32
+    keys: list[str | bytes] = [
+        hexkey,
+        hexkey.upper(),
+        bytes.fromhex(hexkey),
+        b"\x00" + bytes.fromhex(hexkey),
+        "ab" * 31 + "a",
+    ]
+    store = open_dedup(dedup_url)
+    try:
+        for i, k in enumerate(keys):
+            assert await store.put_if_absent(k, b"%d" % i) == (b"%d" % i, True)
+        assert await store.get_many(keys) == [b"%d" % i for i in range(len(keys))]
+    finally:
+        await store.close()
+
+
 async def test_batches_keep_order_and_first_occurrence_wins(dedup_url: str) -> None:
     store = open_dedup(dedup_url)
     try:

@@ -9,8 +9,9 @@ returns that.
 
 Layout: ``kv`` maps key -> ``expires_at:u32 BE`` + value; ``exp`` maps
 ``expires_at:u32 BE ‖ key`` -> b"" so expired entries are found in expiry order without
-a scan. Expired entries are invisible at once and deleted lazily: each write batch
-also removes up to ``_SWEEP_PER_BATCH`` of them, and ``sweep()`` removes them on demand.
+a scan (a pcs_id key is stored as its 32 raw bytes, see ``_stored_key``). Expired
+entries are invisible at once and deleted lazily: each write batch also removes up to
+``_SWEEP_PER_BATCH`` of them, and ``sweep()`` removes them on demand.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import struct
 import threading
 import time
@@ -38,6 +40,19 @@ log = logging.getLogger("flk_fast.storage.dedup")
 _EXP = struct.Struct(">I")  # whole seconds since the epoch; fine until 2106
 _SWEEP_PER_BATCH = 64
 _T = TypeVar("_T")
+
+
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
+
+
+def _stored_key(key: DedupKey) -> bytes:
+    """The LMDB key of a dedup key: a pcs_id (64 lowercase hex) is kept as its 32 raw
+    bytes, halving the key in both B-trees (~90 bytes less on disk per entry); a tag
+    byte keeps it apart from any other key, which is stored as given."""
+    k = dedup_key(key)
+    if len(k) == 64 and _HEX64.fullmatch(k):
+        return b"\x00" + bytes.fromhex(k.decode("ascii"))
+    return b"\x01" + k
 
 
 class LmdbDedup:
@@ -125,7 +140,7 @@ class LmdbDedup:
     # -- API -------------------------------------------------------------------------
     def get_many(self, keys: Sequence[DedupKey]) -> list[bytes | None]:
         """Live values of ``keys`` (``None`` for missing or expired)."""
-        ks = [dedup_key(k) for k in keys]
+        ks = [_stored_key(k) for k in keys]
         now = self._clock()
         return self._read(
             lambda txn: [self._live(txn.get(k, db=self.kv), now) for k in ks]
@@ -148,7 +163,7 @@ class LmdbDedup:
                 raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
             if ttl_s <= 0:
                 raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
-            prepared.append((dedup_key(key), value, ttl_s))
+            prepared.append((_stored_key(key), value, ttl_s))
         now = self._clock()
 
         def put(txn: lmdb.Transaction) -> list[tuple[bytes, bool]]:
