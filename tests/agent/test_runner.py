@@ -426,3 +426,94 @@ async def test_stdin_idle_flush(fault: Any, tmp_path: Path) -> None:
         await a.drain()
     os.close(r)
     assert a.summary.accepted == 2
+
+
+async def test_window_the_kernels_reject_stops_with_its_lines(
+    fault: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 100)  # lines 2-101: two good windows
+    with open(src, "ab") as f:
+        f.write(b"9,1e300,0.5,0.5\n")  # finite, but voxel indices overflow int64
+    write_csv(src, 60, start=300, header=False)
+    from flk_fast.agent.pipeline import make_summarizer
+    from flk_fast.protocol.signing import HmacSigner
+
+    real = make_summarizer(signer=HmacSigner(b"testsecret"))
+    async with Agent(cfg(fault, tmp_path), summarize=real, client=client(fault)) as a:
+        with pytest.raises(
+            InputError, match=r"in\.csv:102: the window of lines 102-151"
+        ):
+            await a.run_file(src)
+        await a.drain()
+    assert a.summary.windows == 2 and a.summary.accepted == 2
+    with Outbox(tmp_path / "data") as ob:
+        ck = ob.checkpoint(str(src.resolve()))
+    assert ck is not None and (ck.line, ck.events, ck.windows) == (101, 100, 2)
+
+
+async def test_jsonl_file(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    lines = [
+        json.dumps({"t": i * 0.5, "x": i / 100, "y": 0.5, "z": 0.25}) for i in range(60)
+    ]
+    lines.insert(10, '{"t": 1, "x": "oops", "y": 0, "z": 0}')
+    src.write_text("\n".join(lines) + "\n")
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert (a.summary.events, a.summary.windows, a.summary.malformed) == (60, 2, 1)
+    assert a.malformed[0].line == 11
+
+
+async def test_feed_per_shard_epochs(fault: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    async with Agent(
+        cfg(fault, tmp_path, window=20), summarize=summarize, client=client(fault)
+    ) as a:
+        await a.feed(rng.random((40, 3)), shard_id="a", source_id="a")
+        await a.feed(rng.random((20, 3)), shard_id="b", source_id="b")
+        await a.drain()
+    shards = sorted(
+        (d["shard_id"], d["epoch"])
+        for d in (json.loads(b[-1]) for b in fault.bodies.values())
+    )
+    assert shards == [("a", 1), ("a", 2), ("b", 1)]
+    with Outbox(tmp_path / "data") as ob:
+        assert ob.next_epoch("a", 1) == 3 and ob.next_epoch("b", 1) == 2
+
+
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import io
+    import logging
+
+    from flk_fast.agent.runner import AgentSummary, _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    s = AgentSummary(events=5000, windows=5, accepted=4, elapsed_s=2.0)
+    tty = Tty()
+    bar = _Progress("auto", 10.0, tty)
+    bar.update(s, total_bytes=1000, done_bytes=500, force=True)
+    bar.close()
+    out = tty.getvalue()
+    assert out.startswith("\r[##########          ]  50.0% 5,000 ev") and out.endswith(
+        "\n"
+    )
+    assert "2,500 ev/s" in out
+    plain = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="flk_fast.agent"):
+        lg = _Progress("auto", 10.0, plain)
+        lg.update(s, 0, 0, force=True)
+        lg.update(s, 0, 0)  # within 10 s of the last line: nothing
+    assert plain.getvalue() == ""
+    msgs = [r.getMessage() for r in caplog.records if r.name == "flk_fast.agent"]
+    assert msgs == [
+        "progress: events=5000 windows=5 acked=4 dead=0 pending=1 rate=2500/s"
+    ]

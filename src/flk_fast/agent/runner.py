@@ -410,29 +410,61 @@ class Agent:
         windows: list[Window],
         shard: str,
         source_id: str | None,
-        checkpoint: Callable[[Window], Checkpoint] | None,
-    ) -> list[tuple[int, PCS]]:
-        """Work thread: summarise windows and append them in one transaction."""
+        checkpoint: Callable[[list[Window]], Checkpoint] | None,
+        where: str = "",
+    ) -> tuple[list[tuple[int, PCS]], int]:
+        """Work thread: summarise windows and append them in one transaction.
+
+        Returns the ``(seq, pcs)`` made and their number of events. A window the
+        kernels reject (e.g. coordinates so large that voxel indices overflow) ends the
+        run with an InputError naming its lines, after the windows before it were
+        appended: their PCS are good and the checkpoint stays before the bad window.
+        """
         assert self.outbox is not None
         if not windows:
-            return []
+            return [], 0
         epoch = self._epochs.get(shard)
         if epoch is None:
             epoch = self.outbox.next_epoch(shard, self.cfg.start_epoch)
-        made = []
+        made: list[PCS] = []
+        failure: InputError | None = None
         for w in windows:
-            made.append(self._summarize(w, shard_id=shard, epoch=epoch))
+            try:
+                made.append(self._summarize(w, shard_id=shard, epoch=epoch))
+            except (ValueError, ArithmeticError) as exc:
+                lines = f"lines {w.first_line}-{w.end_line}" if w.end_line else "events"
+                failure = InputError(
+                    f"the window of {lines} cannot be summarised: {exc}",
+                    source=where or (source_id or ""),
+                    position=w.first_line,
+                )
+                break
             epoch += 1
-        ck = checkpoint(windows[-1]) if checkpoint is not None else None
-        seqs = self.outbox.append(
-            [encode_pcs(p) for p in made],
-            shard_id=shard,
-            next_epoch=epoch,
-            source_id=source_id,
-            checkpoint=ck,
-        )
-        self._epochs[shard] = epoch
-        return list(zip(seqs, made, strict=True))
+        done = windows[: len(made)]
+        items: list[tuple[int, PCS]] = []
+        if made:
+            seqs = self.outbox.append(
+                [encode_pcs(p) for p in made],
+                shard_id=shard,
+                next_epoch=epoch,
+                source_id=source_id,
+                checkpoint=checkpoint(done) if checkpoint is not None else None,
+            )
+            self._epochs[shard] = epoch
+            items = list(zip(seqs, made, strict=True))
+        n_events = sum(len(w) for w in done)
+        if failure is not None:
+            raise _PartialAppend(items, n_events, failure)
+        return items, n_events
+
+    async def _append_io(self, *args: Any) -> None:
+        """Run ``_make_and_append`` on the work thread and publish what it made."""
+        try:
+            items, n_events = await self._run_io(self._make_and_append, *args)
+        except _PartialAppend as part:
+            await self._publish(part.items, part.n_events)
+            raise part.error from None
+        await self._publish(items, n_events)
 
     async def _publish(self, items: list[tuple[int, PCS]], n_events: int) -> None:
         self.summary.windows += len(items)
@@ -502,16 +534,12 @@ class Agent:
         self, windows: list[Window], shard: str, source_id: str
     ) -> None:
         await self._wait_for_room()
-        self._api_done[source_id] += sum(len(w) for w in windows)
-        done = self._api_done[source_id]
-        items = await self._run_io(
-            self._make_and_append,
-            windows,
-            shard,
-            source_id,
-            lambda _w: Checkpoint(events=done),
-        )
-        await self._publish(items, sum(len(w) for w in windows))
+
+        def ck(done: list[Window]) -> Checkpoint:
+            self._api_done[source_id] += sum(len(w) for w in done)
+            return Checkpoint(events=self._api_done[source_id])
+
+        await self._append_io(windows, shard, source_id, ck, source_id)
 
     async def feed_stream(
         self,
@@ -628,8 +656,12 @@ class Agent:
         # window counts only the events up to its end.
         counted = {"events": events_before, "windows": windows_before}
 
-        def make_ck(w: Window) -> Checkpoint:
+        def make_ck(done: list[Window]) -> Checkpoint:
+            """The checkpoint after ``done``, the windows about to be appended."""
             nonlocal head
+            counted["events"] += sum(len(x) for x in done)
+            counted["windows"] += len(done)
+            w = done[-1]
             off = 0 if stdin else w.end_offset
             if not stdin and len(head) < min(off, 4096):
                 head = src.head(4096)
@@ -710,14 +742,9 @@ class Agent:
                 last = windower.flush()
                 if last is not None:
                     windows.append(last)
-            items: list[tuple[int, PCS]] = []
-            n_ev = 0
-            for w in windows:
-                counted["events"] += len(w)
-                counted["windows"] += 1
-                n_ev += len(w)
-            if windows:
-                items = self._make_and_append(windows, shard, source_id, make_ck)
+            items, n_ev = self._make_and_append(
+                windows, shard, source_id, make_ck, where
+            )
             return (
                 items,
                 n_ev,
@@ -730,7 +757,11 @@ class Agent:
         while not self._stopping:
             await self._wait_for_room()
             room = self.cfg.max_inflight - self._outstanding
-            items, n_ev, eof, got, stop = await self._run_io(step, room)
+            try:
+                items, n_ev, eof, got, stop = await self._run_io(step, room)
+            except _PartialAppend as part:
+                await self._publish(part.items, part.n_events)
+                raise part.error from None
             await self._publish(items, n_ev)
             if stop is not None:
                 raise stop
@@ -742,14 +773,14 @@ class Agent:
                 continue
             # Caught up with a growing file, or a quiet pipe.
             if eof and self.cfg.exit_when_drained:
-                await self._flush_partial(shard, source_id, make_ck, counted)
+                await self._flush_partial(shard, source_id, make_ck, where)
                 return
             if (
                 self.cfg.idle_flush_s is not None
                 and windower.pending
                 and time.monotonic() - idle_since >= self.cfg.idle_flush_s
             ):
-                await self._flush_partial(shard, source_id, make_ck, counted)
+                await self._flush_partial(shard, source_id, make_ck, where)
             if eof:
                 # A file at its current end: poll. (A pipe's read already waited.)
                 await asyncio.sleep(self.cfg.poll_s)
@@ -758,18 +789,20 @@ class Agent:
         self,
         shard: str,
         source_id: str,
-        make_ck: Callable[[Window], Checkpoint],
-        counted: dict[str, int],
+        make_ck: Callable[[list[Window]], Checkpoint],
+        where: str,
     ) -> None:
         w = self._windower(shard).flush()
-        if w is None:
-            return
-        counted["events"] += len(w)
-        counted["windows"] += 1
-        items = await self._run_io(
-            self._make_and_append, [w], shard, source_id, make_ck
-        )
-        await self._publish(items, len(w))
+        if w is not None:
+            await self._append_io([w], shard, source_id, make_ck, where)
+
+
+class _PartialAppend(Exception):  # noqa: N818 - internal carrier, never escapes
+    """Windows before a failing one were appended: publish them, then raise ``error``."""
+
+    def __init__(self, items: list[tuple[int, PCS]], n_events: int, error: InputError):
+        super().__init__(str(error))
+        self.items, self.n_events, self.error = items, n_events, error
 
 
 def install_signal_handlers(task: asyncio.Task[Any]) -> None:
