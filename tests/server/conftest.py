@@ -21,8 +21,9 @@ from flk_fast.server.config import ServerConfig
 
 _HERE = Path(__file__).resolve()
 _CANDIDATES = [_HERE.parents[1] / "vectors", Path("/work/shared/vectors")]
-VECTORS = next((p for p in _CANDIDATES if (p / "pcs_tiny_case_1.json").exists()),
-               _CANDIDATES[0])
+VECTORS = next(
+    (p for p in _CANDIDATES if (p / "pcs_tiny_case_1.json").exists()), _CANDIDATES[0]
+)
 VECTOR_BYTES = (VECTORS / "pcs_tiny_case_1.json").read_bytes()
 KEY = b"testsecret"
 SUBMIT = "/v1/pcs/submit"
@@ -89,9 +90,11 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 async def make_client(
     aiohttp_client: Any, tmp_path: Path
 ) -> AsyncIterator[ClientFactory]:
-    """``await make_client(dedup=..., **cfg_overrides)`` → a client of a ready server."""
+    """``await make_client(dedup=..., **cfg_overrides)``: client of a ready server."""
 
-    async def factory(*, dedup: Any = None, ready: bool = True, **kw: Any) -> TestClient:
+    async def factory(
+        *, dedup: Any = None, ready: bool = True, **kw: Any
+    ) -> TestClient:
         app = make_app(make_cfg(tmp_path, **kw), dedup=dedup)
         client = await aiohttp_client(app)
         if ready:

@@ -17,18 +17,40 @@ import aiohttp
 class ServerProcess:
     """One ``python -m flk_fast serve`` child; ``port`` is read from its ready line."""
 
-    def __init__(self, tmp: Path, name: str, *args: str, env: dict[str, str] | None = None,
-                 key: bytes = b"testsecret", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        key: bytes = b"testsecret",
+        timeout: float = 30.0,
+    ) -> None:
         self.log_path = tmp / f"{name}.log"
         key_file = tmp / "hmac.key"
         key_file.write_bytes(key)
-        cmd = [sys.executable, "-m", "flk_fast", "serve", "--port", "0",
-               "--hmac-key-file", str(key_file), "--drain-timeout-s", "5", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "flk_fast",
+            "serve",
+            "--port",
+            "0",
+            "--hmac-key-file",
+            str(key_file),
+            "--drain-timeout-s",
+            "5",
+            *args,
+        ]
         if "--data-dir" not in args:
             cmd += ["--data-dir", str(tmp / f"{name}-data")]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         self.port = self._wait_ready(timeout)
         self.url = f"http://127.0.0.1:{self.port}"
 

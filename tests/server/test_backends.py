@@ -41,6 +41,10 @@ async def test_redis(make_client: Any, redis_url: str, unique_prefix: str) -> No
 
 @pytest.mark.services
 @pytest.mark.asyncio(loop_factories=["uvloop"])
-async def test_postgres(make_client: Any, postgres_dsn: str, unique_prefix: str) -> None:
-    client = await make_client(dedup=open_dedup(f"{postgres_dsn}?schema={unique_prefix}"))
+async def test_postgres(
+    make_client: Any, postgres_dsn: str, unique_prefix: str
+) -> None:
+    client = await make_client(
+        dedup=open_dedup(f"{postgres_dsn}?schema={unique_prefix}")
+    )
     await _exercise(client)

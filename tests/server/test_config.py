@@ -1,4 +1,4 @@
-"""Configuration precedence (flags > FLK_* env > TOML > defaults), validation, secrets."""
+"""Config precedence (flags > FLK_* env > TOML > defaults), validation, secrets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "server.md"
 
 def test_defaults() -> None:
     cfg = load_config({}, env={})
-    assert (cfg.host, cfg.port, cfg.workers, cfg.sign_alg) == ("127.0.0.1", 8080, 1, "hmac")
+    assert (cfg.host, cfg.port, cfg.workers, cfg.sign_alg) == (
+        "127.0.0.1",
+        8080,
+        1,
+        "hmac",
+    )
     assert cfg.max_body == 1 << 20
     assert cfg.dedup_ttl_s == 14 * 86400
     assert cfg.dedup_url.startswith("lmdb:///") and cfg.dedup_url.endswith("/dedup")
@@ -24,8 +29,9 @@ def test_defaults() -> None:
 
 def test_precedence_flag_over_env_over_toml(tmp_path: Path) -> None:
     toml = tmp_path / "flk.toml"
-    toml.write_text('[serve]\nport = 7000\nhost = "0.0.0.0"\nworkers = 3\n'
-                    'wal-sync = false\n')
+    toml.write_text(
+        '[serve]\nport = 7000\nhost = "0.0.0.0"\nworkers = 3\nwal-sync = false\n'
+    )
     env = {"FLK_CONFIG": str(toml), "FLK_PORT": "7001", "FLK_WORKERS": "2"}
     cfg = load_config({"port": 7002}, env=env)
     assert cfg.port == 7002  # flag
@@ -35,15 +41,18 @@ def test_precedence_flag_over_env_over_toml(tmp_path: Path) -> None:
     assert load_config({}, env=env).port == 7001
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"FLK_PORT": "http"}, "port"),
-    ({"FLK_PORT": "70000"}, "--port"),
-    ({"FLK_SIGN_ALG": "rsa"}, "--sign-alg"),
-    ({"FLK_WORKERS": "0"}, "--workers"),
-    ({"FLK_WAL_SYNC": "maybe"}, "wal_sync"),
-    ({"FLK_TLS_CERT": "c.pem"}, "--tls-cert"),
-    ({"FLK_METRICS_USER": "prom"}, "--metrics-user"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"FLK_PORT": "http"}, "port"),
+        ({"FLK_PORT": "70000"}, "--port"),
+        ({"FLK_SIGN_ALG": "rsa"}, "--sign-alg"),
+        ({"FLK_WORKERS": "0"}, "--workers"),
+        ({"FLK_WAL_SYNC": "maybe"}, "wal_sync"),
+        ({"FLK_TLS_CERT": "c.pem"}, "--tls-cert"),
+        ({"FLK_METRICS_USER": "prom"}, "--metrics-user"),
+    ],
+)
 def test_bad_values_name_the_option(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config({}, env=env)
@@ -59,9 +68,14 @@ def test_unknown_toml_key(tmp_path: Path) -> None:
 def test_secret_never_from_flags_nor_in_repr() -> None:
     with pytest.raises(ConfigError, match="FLK_METRICS_PASSWORD"):
         load_config({"metrics_password": "x"}, env={})
-    cfg = load_config({}, env={"FLK_METRICS_USER": "prom",
-                               "FLK_METRICS_PASSWORD": "hunter2",
-                               "FLK_DEDUP": "redis://:s3cret@db:6379/0"})
+    cfg = load_config(
+        {},
+        env={
+            "FLK_METRICS_USER": "prom",
+            "FLK_METRICS_PASSWORD": "hunter2",
+            "FLK_DEDUP": "redis://:s3cret@db:6379/0",
+        },
+    )
     assert "hunter2" not in repr(cfg)
     public = repr(cfg.public())
     assert "hunter2" not in public and "s3cret" not in public
@@ -69,9 +83,24 @@ def test_secret_never_from_flags_nor_in_repr() -> None:
 
 def test_cli_flags_cover_every_option() -> None:
     parser = build_parser()
-    args = parser.parse_args(["serve", "--port", "9", "--no-wal-sync",
-                              "--sign-alg", "none", "--workers", "2"])
-    assert (args.port, args.wal_sync, args.sign_alg, args.workers) == (9, False, "none", 2)
+    args = parser.parse_args(
+        [
+            "serve",
+            "--port",
+            "9",
+            "--no-wal-sync",
+            "--sign-alg",
+            "none",
+            "--workers",
+            "2",
+        ]
+    )
+    assert (args.port, args.wal_sync, args.sign_alg, args.workers) == (
+        9,
+        False,
+        "none",
+        2,
+    )
     assert args.host is None  # "not given" so env/TOML may still decide
     assert ServerConfig().port == load_config({}, env={}).port
 

@@ -1,4 +1,4 @@
-"""deploy/: manifests parse, probes hit real routes, dashboards use real metric names."""
+"""deploy/: manifests parse, probes hit real routes, dashboards use real metrics."""
 
 from __future__ import annotations
 
@@ -28,14 +28,22 @@ def _families() -> set[str]:
 
 
 def _used_metrics(text: str) -> set[str]:
-    return set(re.findall(r"\bflk_[a-z_]+(?=[\[{(\s])", text)) - {"flk_server", "flk_fast"}
+    return set(re.findall(r"\bflk_[a-z_]+(?=[\[{(\s])", text)) - {
+        "flk_server",
+        "flk_fast",
+    }
 
 
 def test_k8s_manifests(tmp_path: Path) -> None:
     docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "flk-server.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}
-    assert set(kinds) >= {"Deployment", "Service", "HorizontalPodAutoscaler",
-                          "PodDisruptionBudget", "ConfigMap"}
+    assert set(kinds) >= {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+    }
     c = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -59,8 +67,11 @@ def test_prometheus_config_and_rules() -> None:
     assert cfg["scrape_configs"][0]["metrics_path"] == "/metrics"
     rules_text = (DEPLOY / "prometheus" / "flk-rules.yml").read_text()
     rules = yaml.safe_load(rules_text)
-    assert any(r.get("alert") == "FlkEscalationRateAboveSLO"
-               for g in rules["groups"] for r in g["rules"])
+    assert any(
+        r.get("alert") == "FlkEscalationRateAboveSLO"
+        for g in rules["groups"]
+        for r in g["rules"]
+    )
     used = _used_metrics(rules_text)
     assert used and used <= _families() | {"flk:escalation_ratio:rate5m"}, used
 
@@ -69,8 +80,13 @@ def test_grafana_dashboard() -> None:
     text = (DEPLOY / "grafana" / "flk-dashboard.json").read_text()
     dash = json.loads(text)
     titles = " | ".join(p["title"] for p in dash["panels"]).lower()
-    for wanted in ("ingest rate", "accept vs escalate", "dedup hit ratio", "error rates",
-                   "slo"):
+    for wanted in (
+        "ingest rate",
+        "accept vs escalate",
+        "dedup hit ratio",
+        "error rates",
+        "slo",
+    ):
         assert wanted in titles, wanted
     used = _used_metrics(text)
     assert used <= _families(), used - _families()

@@ -34,12 +34,18 @@ def session() -> Iterator[requests.Session]:
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
-def test_no_server_errors(case: schemathesis.Case, live_url: str,
-                          session: requests.Session) -> None:
-    case.call_and_validate(base_url=live_url, session=session,
-                           checks=[not_a_server_error], timeout=10)
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+def test_no_server_errors(
+    case: schemathesis.Case, live_url: str, session: requests.Session
+) -> None:
+    case.call_and_validate(
+        base_url=live_url, session=session, checks=[not_a_server_error], timeout=10
+    )
 
 
 def test_openapi_document_is_packaged() -> None:

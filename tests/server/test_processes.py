@@ -1,4 +1,4 @@
-"""Real ``flk serve`` processes: shared Redis/PostgreSQL, kill -9 + replay, SIGTERM drain,
+"""Real ``flk serve`` processes: shared Redis/PostgreSQL, kill -9 + replay, drain,
 ``--workers``, SIGHUP. The slowest server tests, so they run on uvloop only."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -23,7 +22,9 @@ from .procs import ServerProcess, metric
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, bytes]:
+async def _post(
+    session: aiohttp.ClientSession, url: str, body: bytes
+) -> tuple[int, bytes]:
     async with session.post(url + SUBMIT, data=body, headers=JSON) as resp:
         return resp.status, await resp.read()
 
@@ -36,29 +37,38 @@ async def _shared_store_race(tmp_path: Path, dedup_url: str) -> None:
         async with aiohttp.ClientSession() as s:
             for body in bodies:
                 answers = await asyncio.gather(
-                    *(_post(s, srv.url, body) for srv in (a, b, a, b, a, b)))
+                    *(_post(s, srv.url, body) for srv in (a, b, a, b, a, b))
+                )
                 assert len(set(answers)) == 1, answers
                 assert answers[0][0] in (200, 202)
-            judged = sum([await metric(s, srv.url, "flk_accepted_total") for srv in (a, b)])
+            judged = sum(
+                [await metric(s, srv.url, "flk_accepted_total") for srv in (a, b)]
+            )
             assert judged == len(bodies)  # one stored outcome per PCS, across processes
     finally:
         assert a.stop() == 0 and b.stop() == 0
 
 
 @pytest.mark.services
-async def test_two_servers_share_redis(tmp_path: Path, redis_url: str,
-                                       unique_prefix: str) -> None:
+async def test_two_servers_share_redis(
+    tmp_path: Path, redis_url: str, unique_prefix: str
+) -> None:
     await _shared_store_race(tmp_path, f"{redis_url}?prefix={unique_prefix}:")
 
 
 @pytest.mark.services
-async def test_two_servers_share_postgres(tmp_path: Path, postgres_dsn: str,
-                                          unique_prefix: str) -> None:
+async def test_two_servers_share_postgres(
+    tmp_path: Path, postgres_dsn: str, unique_prefix: str
+) -> None:
     await _shared_store_race(tmp_path, f"{postgres_dsn}?schema={unique_prefix}")
 
 
-async def _load_until_killed(srv: ServerProcess, bodies: list[bytes], seconds: float,
-                             acked: dict[bytes, tuple[int, bytes]]) -> None:
+async def _load_until_killed(
+    srv: ServerProcess,
+    bodies: list[bytes],
+    seconds: float,
+    acked: dict[bytes, tuple[int, bytes]],
+) -> None:
     queue = list(bodies)
 
     async def worker(s: aiohttp.ClientSession) -> None:
@@ -103,8 +113,12 @@ async def test_kill9_under_load_then_restart(tmp_path: Path) -> None:
         # answering acknowledged PCS judged nothing again
         assert await metric(s, srv.url, "flk_accepted_total") == judged_by_replay
     assert srv.stop() == 0
-    replayed = sum(x.get("replayed", 0) for p in [*started[1:], srv]
-                   for x in p.log_lines() if x.get("event") == "replayed")
+    replayed = sum(
+        x.get("replayed", 0)
+        for p in [*started[1:], srv]
+        for x in p.log_lines()
+        if x.get("event") == "replayed"
+    )
     assert replayed > 0  # requests in flight at the kill were judged by the replay
 
     # every WAL record (acknowledged or not) now has its outcome, and none is pending
@@ -128,8 +142,10 @@ async def test_sigterm_drains_in_flight(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path, "drain")
     body = VECTOR_BYTES
     sock = socket.create_connection(("127.0.0.1", srv.port))
-    head = (f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     sock.sendall(head + body[:100])  # the handler is now waiting for the rest
     await asyncio.sleep(0.3)
     srv.signal(signal.SIGTERM)
@@ -153,15 +169,17 @@ async def test_workers_share_port_metrics_and_reload(tmp_path: Path) -> None:
     tenants = tmp_path / "tenants"
     tenants.mkdir()
     (tenants / "acme.hmac").write_bytes(b"acme-1")
-    srv = ServerProcess(tmp_path, "workers", "--workers", "2", "--tenants-dir",
-                        str(tenants))
+    srv = ServerProcess(
+        tmp_path, "workers", "--workers", "2", "--tenants-dir", str(tenants)
+    )
     try:
         readies = [x for x in srv.log_lines() if x.get("event") == "ready"]
         assert len(readies) == 1 and readies[0]["workers"] == 2
         n = 40
         async with aiohttp.ClientSession() as s:
             answers = await asyncio.gather(
-                *(_post(s, srv.url, make_pcs(7000 + i)) for i in range(n)))
+                *(_post(s, srv.url, make_pcs(7000 + i)) for i in range(n))
+            )
             assert {a[0] for a in answers} == {200}
             # any worker's /metrics sums every worker's counters
             assert await metric(s, srv.url, "flk_ingest_total") == n
@@ -171,8 +189,11 @@ async def test_workers_share_port_metrics_and_reload(tmp_path: Path) -> None:
             deadline = time.monotonic() + 10
             ok = 0
             while ok < 8 and time.monotonic() < deadline:  # both workers reloaded
-                async with s.post(srv.url + SUBMIT, headers=acme,
-                                  data=make_pcs(8000 + ok, key=b"acme-2")) as resp:
+                async with s.post(
+                    srv.url + SUBMIT,
+                    headers=acme,
+                    data=make_pcs(8000 + ok, key=b"acme-2"),
+                ) as resp:
                     if resp.status == 200:
                         ok += 1
                     else:

@@ -14,7 +14,9 @@ def test_bucket_refills_at_rate() -> None:
 
 def test_limiter_global_and_tenant() -> None:
     t = [0.0]
-    lim = RateLimiter(rate=1, burst=3, tenant_rate=1, tenant_burst=1, clock=lambda: t[0])
+    lim = RateLimiter(
+        rate=1, burst=3, tenant_rate=1, tenant_burst=1, clock=lambda: t[0]
+    )
     assert lim.check("a") == 0
     assert lim.check("a") == 1  # a's bucket is empty; Retry-After is whole seconds
     assert lim.check("b") == 0

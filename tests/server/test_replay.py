@@ -1,4 +1,4 @@
-"""Start-up replay of the inbox WAL: unacked records are judged, stored ones only acked."""
+"""Replay of the inbox WAL: unacked records are judged, stored ones only acked."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from .conftest import JSON, SUBMIT, make_cfg, make_pcs, wait_ready
 
 
 def _wal(tmp_path: Path, index: int) -> LmdbWal:
-    return LmdbWal(tmp_path / "data" / "inbox" / f"w{index}", rotate_daily=True,
-                   retention_days=14)
+    return LmdbWal(
+        tmp_path / "data" / "inbox" / f"w{index}", rotate_daily=True, retention_days=14
+    )
 
 
-async def test_replay_judges_pending_and_acks(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_replay_judges_pending_and_acks(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     fresh, done, bad, orphan = make_pcs(1), make_pcs(2), b"{garbage", make_pcs(3)
     done_id = json.loads(done)["pcs_id"]
     with _wal(tmp_path, 0) as wal:
@@ -48,3 +51,62 @@ async def test_replay_judges_pending_and_acks(aiohttp_client: Any, tmp_path: Pat
     for index in (0, 5):
         with _wal(tmp_path, index) as wal:
             assert list(wal.pending()) == []
+
+
+class _Flaky:
+    """A MemoryDedup that can be switched down (DedupUnavailableError) and up."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryDedup()
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*a: Any, **kw: Any) -> Any:
+            if self.down and name != "close":
+                from flk_fast.errors import DedupUnavailableError
+
+                raise DedupUnavailableError("switched off by the test")
+            return await attr(*a, **kw)
+
+        return call
+
+
+async def test_outage_is_caught_up_while_serving(
+    aiohttp_client: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import asyncio
+
+    from flk_fast.server import app as app_module
+
+    monkeypatch.setattr(app_module, "COMPACT_EVERY_S", 0.05)
+    monkeypatch.setattr(app_module, "COMPACT_OLDER_THAN_S", 0.0)
+    monkeypatch.setattr(app_module, "CATCH_UP_EVERY_S", 0.0)
+    monkeypatch.setattr(app_module, "CATCH_UP_OLDER_THAN_S", 0.0)
+    dedup = _Flaky()
+    app = make_app(make_cfg(tmp_path), dedup=dedup)
+    client = await aiohttp_client(app)
+    await wait_ready(app)
+    dedup.down = True
+    body = make_pcs(42)
+    resp = await client.post(SUBMIT, data=body, headers=JSON)
+    assert resp.status == 503 and resp.headers["Retry-After"]
+    assert (await client.get("/ready")).status == 503
+    dedup.down = False
+    pcs_id = json.loads(body)["pcs_id"]
+    for _ in range(200):  # the maintenance task judges it without a client retry
+        if await dedup.inner.get(pcs_id) is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert (await dedup.inner.get(pcs_id) or b"").startswith(b"200")
+    assert app[SERVICE].metrics.accepted._value.get() == 1
+    for _ in range(100):  # and compaction removes the acked records
+        stats = await app[SERVICE].wal.stats()
+        if stats.count == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert stats.count == 0, stats
+    await client.close()

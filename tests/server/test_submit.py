@@ -51,8 +51,10 @@ async def test_escalated_answers_202_and_is_stored(make_client: Any) -> None:
     assert again.status == 202 and await again.read() == await resp.read()
 
 
-@pytest.mark.parametrize("field,value", [("D_hat", 0.6), ("epoch", 2), ("budget", 0.5),
-                                         ("shard_id", "other")])
+@pytest.mark.parametrize(
+    "field,value",
+    [("D_hat", 0.6), ("epoch", 2), ("budget", 0.5), ("shard_id", "other")],
+)
 async def test_tampered_field_is_401_and_never_stored(
     make_client: Any, field: str, value: Any
 ) -> None:
@@ -85,12 +87,16 @@ _MALFORMED: list[tuple[str, bytes]] = [
     ("nan", VECTOR_BYTES.replace(b'"D_hat": 0.528320834', b'"D_hat": NaN')),
     ("infinity", VECTOR_BYTES.replace(b'"r": 0.318421053', b'"r": Infinity')),
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000),
-    ("missing field", json.dumps({k: v for k, v in vector_doc().items()
-                                  if k != "epoch"}).encode()),
+    (
+        "missing field",
+        json.dumps({k: v for k, v in vector_doc().items() if k != "epoch"}).encode(),
+    ),
     ("epoch as float", VECTOR_BYTES.replace(b'"epoch": 1', b'"epoch": 1.0')),
     ("epoch as bool", VECTOR_BYTES.replace(b'"epoch": 1', b'"epoch": true')),
-    ("coh_star as string", VECTOR_BYTES.replace(b'"coh_star": 0.066666667',
-                                                 b'"coh_star": "0.07"')),
+    (
+        "coh_star as string",
+        VECTOR_BYTES.replace(b'"coh_star": 0.066666667', b'"coh_star": "0.07"'),
+    ),
     ("bad schema", VECTOR_BYTES.replace(b'"fractal-lba-kakeya"', b'"other"')),
     ("bad pcs_id", VECTOR_BYTES.replace(b'"c50bb25a', b'"C50BB25A')),
     ("huge int", VECTOR_BYTES.replace(b'"seed": 42', b'"seed": ' + b"9" * 400)),
@@ -120,12 +126,17 @@ async def test_method_type_and_size_refusals(make_client: Any) -> None:
     assert resp.status == 405 and resp.headers["Allow"] == "POST"
     resp = await client.put(SUBMIT, data=VECTOR_BYTES, headers=JSON)
     assert resp.status == 405
-    resp = await client.post(SUBMIT, data=VECTOR_BYTES, headers={"Content-Type": "text/plain"})
+    resp = await client.post(
+        SUBMIT, data=VECTOR_BYTES, headers={"Content-Type": "text/plain"}
+    )
     assert resp.status == 415
     resp = await client.post(SUBMIT, data=VECTOR_BYTES)  # no content type at all
     assert resp.status == 415
-    resp = await client.post(SUBMIT, data=VECTOR_BYTES,
-                             headers={"Content-Type": "application/json; charset=utf-8"})
+    resp = await client.post(
+        SUBMIT,
+        data=VECTOR_BYTES,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
     assert resp.status == 200
     big = b" " * 5000 + VECTOR_BYTES
     resp = await client.post(SUBMIT, data=big, headers=JSON)
@@ -144,18 +155,24 @@ async def test_method_type_and_size_refusals(make_client: Any) -> None:
 
 async def test_default_max_body_is_one_mib(make_client: Any) -> None:
     client = await make_client(dedup=MemoryDedup())
-    resp = await client.post(SUBMIT, data=io.BytesIO(b" " * (1 << 20) + b"{}"),
-                             headers=JSON)
+    resp = await client.post(
+        SUBMIT, data=io.BytesIO(b" " * (1 << 20) + b"{}"), headers=JSON
+    )
     assert resp.status == 413
-    resp = await client.post(SUBMIT, data=io.BytesIO(b" " * ((1 << 20) - 2) + b"{}"),
-                             headers=JSON)
+    resp = await client.post(
+        SUBMIT, data=io.BytesIO(b" " * ((1 << 20) - 2) + b"{}"), headers=JSON
+    )
     assert resp.status == 400
 
 
-async def test_rate_limit_global_and_per_tenant(make_client: Any, tmp_path: Any) -> None:
+async def test_rate_limit_global_and_per_tenant(
+    make_client: Any, tmp_path: Any
+) -> None:
     client = await make_client(dedup=MemoryDedup(), rate_limit=0.001, rate_burst=2)
-    statuses = [(await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)).status
-                for _ in range(3)]
+    statuses = [
+        (await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)).status
+        for _ in range(3)
+    ]
     assert statuses == [200, 200, 429]
     resp = await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)
     assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
@@ -180,6 +197,7 @@ async def test_sign_alg_none_skips_signature(make_client: Any) -> None:
 
 async def test_request_id_is_echoed(make_client: Any) -> None:
     client = await make_client(dedup=MemoryDedup())
-    resp = await client.post(SUBMIT, data=signed(vector_doc()),
-                             headers={**JSON, "X-Request-Id": "abc-123"})
+    resp = await client.post(
+        SUBMIT, data=signed(vector_doc()), headers={**JSON, "X-Request-Id": "abc-123"}
+    )
     assert resp.headers["X-Request-Id"] == "abc-123"

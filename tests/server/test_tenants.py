@@ -1,4 +1,4 @@
-"""Multi-tenant keys by X-Tenant-Id, Ed25519, reload without restart, tenant rate limits."""
+"""Tenant keys by X-Tenant-Id, Ed25519, reload without restart, tenant rate limits."""
 
 from __future__ import annotations
 
@@ -33,8 +33,11 @@ def _tenants(tmp_path: Path) -> tuple[Path, Ed25519PrivateKey]:
     (d / "acme.hmac").write_bytes(b"acme-secret\n")
     (d / "README.txt").write_text("not a key")
     priv = Ed25519PrivateKey.generate()
-    (d / "globex.pub").write_bytes(priv.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (d / "globex.pub").write_bytes(
+        priv.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return d, priv
 
 
@@ -43,16 +46,20 @@ async def test_tenant_keys(make_client: Any, tmp_path: Path) -> None:
     client = await make_client(dedup=MemoryDedup(), tenants_dir=str(d))
     acme = {**JSON, "X-Tenant-Id": "acme"}
     globex = {**JSON, "X-Tenant-Id": "globex"}
-    assert (await client.post(SUBMIT, data=make_pcs(1, key=b"acme-secret"),
-                              headers=acme)).status == 200
+    assert (
+        await client.post(SUBMIT, data=make_pcs(1, key=b"acme-secret"), headers=acme)
+    ).status == 200
     # acme's PCS under globex's key: 401
-    assert (await client.post(SUBMIT, data=make_pcs(2, key=b"acme-secret"),
-                              headers=globex)).status == 401
-    assert (await client.post(SUBMIT, data=_ed25519_body(priv, 3),
-                              headers=globex)).status == 200
+    assert (
+        await client.post(SUBMIT, data=make_pcs(2, key=b"acme-secret"), headers=globex)
+    ).status == 401
+    assert (
+        await client.post(SUBMIT, data=_ed25519_body(priv, 3), headers=globex)
+    ).status == 200
     for bad in ("initech", "../etc", "a" * 65, "ac me"):
-        resp = await client.post(SUBMIT, data=make_pcs(4), headers={**JSON,
-                                                                     "X-Tenant-Id": bad})
+        resp = await client.post(
+            SUBMIT, data=make_pcs(4), headers={**JSON, "X-Tenant-Id": bad}
+        )
         assert resp.status == 401 and (await resp.json())["error"] == "unknown_tenant"
     # no header: the default key (testsecret) still applies
     assert (await client.post(SUBMIT, data=make_pcs(5), headers=JSON)).status == 200
@@ -60,19 +67,24 @@ async def test_tenant_keys(make_client: Any, tmp_path: Path) -> None:
 
 async def test_key_rotation_by_reload(make_client: Any, tmp_path: Path) -> None:
     d, _ = _tenants(tmp_path)
-    client = await make_client(dedup=MemoryDedup(), tenants_dir=str(d), hmac_key_file="")
+    client = await make_client(
+        dedup=MemoryDedup(), tenants_dir=str(d), hmac_key_file=""
+    )
     service = client.app[SERVICE]
     acme = {**JSON, "X-Tenant-Id": "acme"}
     # no default key configured: a request without a tenant is refused
     assert (await client.post(SUBMIT, data=make_pcs(1), headers=JSON)).status == 401
-    assert (await client.post(SUBMIT, data=make_pcs(2, key=b"new-secret"),
-                              headers=acme)).status == 401
+    assert (
+        await client.post(SUBMIT, data=make_pcs(2, key=b"new-secret"), headers=acme)
+    ).status == 401
     (d / "acme.2026.hmac").write_bytes(b"new-secret")
     service.keys.reload()  # what SIGHUP does
-    assert (await client.post(SUBMIT, data=make_pcs(3, key=b"new-secret"),
-                              headers=acme)).status == 200
-    assert (await client.post(SUBMIT, data=make_pcs(4, key=b"acme-secret"),
-                              headers=acme)).status == 200  # both live while rotating
+    assert (
+        await client.post(SUBMIT, data=make_pcs(3, key=b"new-secret"), headers=acme)
+    ).status == 200
+    assert (
+        await client.post(SUBMIT, data=make_pcs(4, key=b"acme-secret"), headers=acme)
+    ).status == 200  # both live while rotating
     (d / "acme.hmac").unlink()
     (d / "broken.pub").write_bytes(b"garbage")
     try:
@@ -80,23 +92,33 @@ async def test_key_rotation_by_reload(make_client: Any, tmp_path: Path) -> None:
     except Exception:
         pass
     # a failed reload keeps the old keys
-    assert (await client.post(SUBMIT, data=make_pcs(5, key=b"acme-secret"),
-                              headers=acme)).status == 200
+    assert (
+        await client.post(SUBMIT, data=make_pcs(5, key=b"acme-secret"), headers=acme)
+    ).status == 200
     (d / "broken.pub").unlink()
     service.keys.reload()
-    assert (await client.post(SUBMIT, data=make_pcs(6, key=b"acme-secret"),
-                              headers=acme)).status == 401
+    assert (
+        await client.post(SUBMIT, data=make_pcs(6, key=b"acme-secret"), headers=acme)
+    ).status == 401
 
 
 async def test_ed25519_default_key(make_client: Any, tmp_path: Path) -> None:
     priv = Ed25519PrivateKey.generate()
     pub = tmp_path / "agent.pub"
-    pub.write_bytes(priv.public_key().public_bytes(serialization.Encoding.Raw,
-                                                   serialization.PublicFormat.Raw))
-    client = await make_client(dedup=MemoryDedup(), sign_alg="ed25519", hmac_key_file="",
-                               ed25519_public_key_file=str(pub))
-    assert (await client.post(SUBMIT, data=_ed25519_body(priv, 1), headers=JSON)
-            ).status == 200
+    pub.write_bytes(
+        priv.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+    )
+    client = await make_client(
+        dedup=MemoryDedup(),
+        sign_alg="ed25519",
+        hmac_key_file="",
+        ed25519_public_key_file=str(pub),
+    )
+    assert (
+        await client.post(SUBMIT, data=_ed25519_body(priv, 1), headers=JSON)
+    ).status == 200
     doc = json.loads(_ed25519_body(priv, 2))
     doc["sig"] = base64.b64encode(hashlib.sha512(b"x").digest()).decode()
     assert (await client.post(SUBMIT, data=json.dumps(doc), headers=JSON)).status == 401
@@ -105,8 +127,12 @@ async def test_ed25519_default_key(make_client: Any, tmp_path: Path) -> None:
 
 async def test_per_tenant_rate_limit(make_client: Any, tmp_path: Path) -> None:
     d, _ = _tenants(tmp_path)
-    client = await make_client(dedup=MemoryDedup(), tenants_dir=str(d),
-                               tenant_rate_limit=0.001, tenant_rate_burst=1)
+    client = await make_client(
+        dedup=MemoryDedup(),
+        tenants_dir=str(d),
+        tenant_rate_limit=0.001,
+        tenant_rate_burst=1,
+    )
     acme = {**JSON, "X-Tenant-Id": "acme"}
     body = make_pcs(1, key=b"acme-secret")
     assert (await client.post(SUBMIT, data=body, headers=acme)).status == 200

@@ -1,5 +1,6 @@
 """``flk serve``: the ingest server. Every flag mirrors an option of
-``flk_fast.server.config.OPTIONS`` (also settable as ``FLK_<NAME>`` or in the TOML file)."""
+``flk_fast.server.config.OPTIONS`` (also settable as ``FLK_<NAME>`` or in the TOML
+file)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,16 @@ def register(sub: Any) -> None:
   flk serve --hmac-key-file secret.key --dedup redis://127.0.0.1:6379/0 --workers 2
   flk serve --sign-alg ed25519 --ed25519-public-key-file agent.pub \\
             --tls-cert server.crt --tls-key server.key
-  flk serve --config flk.toml --tenants-dir /etc/flk/tenants   # kill -HUP reloads keys""",
+  flk serve --config flk.toml --tenants-dir /etc/flk/tenants  # kill -HUP reloads""",
     )
     for opt in OPTIONS:
         if not opt.cli:
             continue
-        kw: dict[str, Any] = {"dest": opt.name, "default": None,
-                              "help": f"{opt.help} [env {opt.env}; default "
-                                      f"{opt.default!r}]"}
+        kw: dict[str, Any] = {
+            "dest": opt.name,
+            "default": None,
+            "help": f"{opt.help} [env {opt.env}; default {opt.default!r}]",
+        }
         if opt.type is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:

@@ -1,8 +1,8 @@
-"""The ingest server (``flk serve``): aiohttp + uvloop over the protocol core and storage.
+"""The ingest server (``flk serve``): aiohttp + uvloop over protocol core and storage.
 
 ``make_app(cfg)`` builds the application without side effects; ``runner.serve(cfg)``
-runs it. Names resolve lazily so that ``server.config`` (used by ``flk --help``) does not
-pull in aiohttp.
+runs it. Names resolve lazily so that ``server.config`` (used by ``flk --help``) does
+not pull in aiohttp.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from functools import cache
 from importlib import resources
@@ -102,8 +103,9 @@ def make_app(
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return web.Response(body=openapi_document(),
-                        headers={"Content-Type": "application/json"})
+    return web.Response(
+        body=openapi_document(), headers={"Content-Type": "application/json"}
+    )
 
 
 def _inbox_dir(cfg: ServerConfig, index: int) -> Path:
@@ -117,19 +119,26 @@ def _lifecycle(
         from flk_fast.storage.aio import AsyncWal
         from flk_fast.storage.wal_lmdb import LmdbWal
 
-        wal = LmdbWal(_inbox_dir(cfg, index), sync=cfg.wal_sync, rotate_daily=True,
-                      retention_days=14)
-        service.wal = AsyncWal(wal)
-        task = asyncio.get_running_loop().create_task(
-            _bring_up(cfg, service, index, workers, dedup)
+        wal = LmdbWal(
+            _inbox_dir(cfg, index),
+            sync=cfg.wal_sync,
+            rotate_daily=True,
+            retention_days=14,
         )
+        service.wal = AsyncWal(wal)
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(_bring_up(cfg, service, index, workers, dedup)),
+            loop.create_task(_maintenance(service)),
+        ]
         try:
             yield
         finally:
             service.ready = False
             service.loading_reason = "shutting down"
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await service.drain(cfg.drain_timeout_s)
             await _maybe_await(service.wal.close())
             if service.dedup is not None:
@@ -174,23 +183,77 @@ async def _bring_up(
         log.info("replay done", extra={"event": "replayed", "replayed": judged})
 
 
-def _chunks(wal: Any) -> Callable[[], Any]:
+def _chunks(wal: Any, older_than: float | None = None) -> Callable[[], Any]:
     """Pull unacked records in chunks from an ``AsyncWal`` (reads run on its writer
-    thread, each chunk in its own short read transaction)."""
+    thread, each chunk in its own short read transaction). With ``older_than`` (epoch
+    seconds) stop at the first record appended after it: records are in append order."""
     pos = 0
+    done = False
 
     async def next_chunk() -> list[tuple[int, bytes]]:
-        nonlocal pos
+        nonlocal pos, done
+        if done:
+            return []
         recs = await wal.pending(_REPLAY_CHUNK, pos)
         if recs:
             pos = recs[-1].seq + 1
+        if older_than is not None:
+            kept = [r for r in recs if r.appended_at < older_than]
+            done = len(kept) < len(recs)
+            recs = kept
         return [(r.seq, r.data) for r in recs]
 
     return next_chunk
 
 
-async def _replay_orphans(cfg: ServerConfig, service: IngestService, workers: int) -> int:
-    """Replay the WALs of worker indexes >= ``workers`` left by an earlier, wider run."""
+#: Maintenance cadence (seconds): WAL compaction of acked records, catch-up replay of
+#: records left unjudged by a dedup outage, expiry sweep of an LMDB dedup store.
+COMPACT_EVERY_S = 5.0
+COMPACT_OLDER_THAN_S = 10.0
+CATCH_UP_EVERY_S = 30.0
+CATCH_UP_OLDER_THAN_S = 30.0
+SWEEP_EVERY_S = 600.0
+
+
+async def _maintenance(service: IngestService) -> None:
+    """Keep the inbox WAL small and re-judge what an outage left behind, while serving.
+
+    Compaction runs often so that each run deletes few records: a long one would hold
+    the WAL writer thread that appends wait for. A record still unacked
+    CATCH_UP_OLDER_THAN_S after its append is not in flight any more (its request got a
+    503 while the dedup store was down), so it is judged now rather than at the next
+    start; judging is idempotent.
+    """
+    last_catch_up = last_sweep = time.monotonic()
+    while True:
+        await asyncio.sleep(COMPACT_EVERY_S)
+        if not service.ready:
+            continue
+        try:
+            await service.wal.compact(COMPACT_OLDER_THAN_S)
+            now = time.monotonic()
+            if now - last_catch_up >= CATCH_UP_EVERY_S:
+                last_catch_up = now
+                n = await service.replay(
+                    _chunks(service.wal, time.time() - CATCH_UP_OLDER_THAN_S),
+                    drain=False,
+                )
+                if n:
+                    log.info("caught up", extra={"event": "caught_up", "replayed": n})
+            if now - last_sweep >= SWEEP_EVERY_S and hasattr(service.dedup, "sweep"):
+                last_sweep = now
+                await service.dedup.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store is down: try again next round
+            log.warning("maintenance round failed: %s", exc)
+
+
+async def _replay_orphans(
+    cfg: ServerConfig, service: IngestService, workers: int
+) -> int:
+    """Replay the WALs of worker indexes >= ``workers`` left by an earlier, wider
+    run."""
     from flk_fast.storage.aio import AsyncWal
     from flk_fast.storage.wal_lmdb import LmdbWal
 
@@ -199,9 +262,14 @@ async def _replay_orphans(cfg: ServerConfig, service: IngestService, workers: in
         return 0
     judged = 0
     for entry in sorted(os.listdir(root)):
-        if not (entry.startswith("w") and entry[1:].isdigit()) or int(entry[1:]) < workers:
+        if (
+            not (entry.startswith("w") and entry[1:].isdigit())
+            or int(entry[1:]) < workers
+        ):
             continue
-        wal = LmdbWal(root / entry, sync=cfg.wal_sync, rotate_daily=True, retention_days=14)
+        wal = LmdbWal(
+            root / entry, sync=cfg.wal_sync, rotate_daily=True, retention_days=14
+        )
         own = service.wal
         service.wal = AsyncWal(wal)  # acks of this replay go to the orphan WAL
         try:

@@ -1,4 +1,4 @@
-"""Server configuration: CLI flags > ``FLK_*`` environment variables > TOML file > defaults.
+"""Server configuration: CLI flags > ``FLK_*`` environment > TOML file > defaults.
 
 Every option is declared once in :data:`OPTIONS`; the CLI (``cli/serve.py``), the
 environment reader, the TOML reader and the table in ``docs/server.md`` all derive from
@@ -48,43 +48,95 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("config", str, "", "TOML file with any of these options (top level or a "
-           "[serve] table)"),
+    Option(
+        "config",
+        str,
+        "",
+        "TOML file with any of these options (top level or a [serve] table)",
+    ),
     Option("host", str, "127.0.0.1", "address to bind"),
-    Option("port", int, 8080, "TCP port (0 picks a free one; the ready line says which)"),
-    Option("data_dir", str, "./flk-data", "directory of the inbox WAL (and the default "
-           "LMDB dedup store)"),
-    Option("dedup", str, "", "dedup store URL: lmdb:///path, memory://, redis://..., "
-           "postgresql://... (default lmdb://DATA_DIR/dedup)"),
-    Option("sign_alg", str, "hmac", "signature algorithm of the default key",
-           choices=("hmac", "ed25519", "none")),
-    Option("hmac_key_file", str, "", "file holding the HMAC key (else env "
-           "FLK_HMAC_KEY holds the key itself)"),
+    Option(
+        "port", int, 8080, "TCP port (0 picks a free one; the ready line says which)"
+    ),
+    Option(
+        "data_dir",
+        str,
+        "./flk-data",
+        "directory of the inbox WAL (and the default LMDB dedup store)",
+    ),
+    Option(
+        "dedup",
+        str,
+        "",
+        "dedup store URL: lmdb:///path, memory://, redis://..., "
+        "postgresql://... (default lmdb://DATA_DIR/dedup)",
+    ),
+    Option(
+        "sign_alg",
+        str,
+        "hmac",
+        "signature algorithm of the default key",
+        choices=("hmac", "ed25519", "none"),
+    ),
+    Option(
+        "hmac_key_file",
+        str,
+        "",
+        "file holding the HMAC key (else env FLK_HMAC_KEY holds the key itself)",
+    ),
     Option("ed25519_public_key_file", str, "", "PEM or raw 32-byte Ed25519 public key"),
-    Option("tenants_dir", str, "", "multi-tenant keys: DIR/<tenant>.hmac (HMAC key) or "
-           "DIR/<tenant>.pub (Ed25519 public key), chosen by X-Tenant-Id; reloaded on "
-           "SIGHUP"),
+    Option(
+        "tenants_dir",
+        str,
+        "",
+        "multi-tenant keys: DIR/<tenant>.hmac (HMAC key) or "
+        "DIR/<tenant>.pub (Ed25519 public key), chosen by X-Tenant-Id; reloaded on "
+        "SIGHUP",
+    ),
     Option("workers", int, 1, "worker processes sharing the port (SO_REUSEPORT)"),
     Option("tls_cert", str, "", "TLS certificate chain (PEM); enables HTTPS"),
     Option("tls_key", str, "", "TLS private key (PEM)"),
-    Option("tls_client_ca", str, "", "CA bundle; when set, clients must present a "
-           "certificate it signed (mTLS)"),
+    Option(
+        "tls_client_ca",
+        str,
+        "",
+        "CA bundle; when set, clients must present a certificate it signed (mTLS)",
+    ),
     Option("max_body", int, 1 << 20, "largest accepted body in bytes (413 above)"),
-    Option("rate_limit", float, 0.0, "global token bucket, requests per second (0 = off)"),
+    Option(
+        "rate_limit", float, 0.0, "global token bucket, requests per second (0 = off)"
+    ),
     Option("rate_burst", int, 0, "global bucket size (0 = one second of rate_limit)"),
-    Option("tenant_rate_limit", float, 0.0, "per-tenant token bucket, requests per "
-           "second (0 = off)"),
+    Option(
+        "tenant_rate_limit",
+        float,
+        0.0,
+        "per-tenant token bucket, requests per second (0 = off)",
+    ),
     Option("tenant_rate_burst", int, 0, "per-tenant bucket size (0 = one second)"),
     Option("dedup_ttl_s", int, 14 * 24 * 3600, "lifetime of a stored outcome"),
     Option("wal_sync", bool, True, "fsync the inbox WAL (off only for experiments)"),
     Option("retry_after_s", int, 1, "Retry-After seconds on 503"),
-    Option("drain_timeout_s", float, 10.0, "SIGTERM: seconds to drain in-flight requests"),
+    Option(
+        "drain_timeout_s", float, 10.0, "SIGTERM: seconds to drain in-flight requests"
+    ),
     Option("metrics_user", str, "", "Basic Auth user for /metrics (off when empty)"),
-    Option("metrics_password", str, "", "Basic Auth password for /metrics",
-           cli=False, secret=True),
+    Option(
+        "metrics_password",
+        str,
+        "",
+        "Basic Auth password for /metrics",
+        cli=False,
+        secret=True,
+    ),
     Option("access_log", bool, False, "one JSON log line per request"),
-    Option("log_level", str, "info", "log level",
-           choices=("debug", "info", "warning", "error")),
+    Option(
+        "log_level",
+        str,
+        "info",
+        "log level",
+        choices=("debug", "info", "warning", "error"),
+    ),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -124,8 +176,9 @@ class ServerConfig:
         for opt in OPTIONS:
             value = getattr(self, opt.name)
             if opt.choices and value not in opt.choices:
-                raise ConfigError(f"{opt.flag}: {value!r} is not one of "
-                                  f"{', '.join(opt.choices)}")
+                raise ConfigError(
+                    f"{opt.flag}: {value!r} is not one of {', '.join(opt.choices)}"
+                )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: {self.port} is not a TCP port")
         if self.workers < 1:
@@ -245,6 +298,8 @@ def load_config(
     for name, value in cli.items():
         opt = _BY_NAME[name]
         if not opt.cli:
-            raise ConfigError(f"{name} is not accepted on the command line; use {opt.env}")
+            raise ConfigError(
+                f"{name} is not accepted on the command line; use {opt.env}"
+            )
         values[name] = _coerce(opt, value, opt.flag)
     return ServerConfig(**values)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import time
@@ -58,13 +59,17 @@ __all__ = [
 
 log = logging.getLogger("flk_fast.server")
 
+#: Write WAL acks at most this often (seconds) unless ACK_BATCH of them are waiting.
+ACK_INTERVAL_S = 0.25
+ACK_BATCH = 4096
 _JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": _JSON}
 _ENC = msgspec.json.Encoder()
 
 
-def json_error(status: int, error: str, headers: dict[str, str] | None = None,
-               **fields: Any) -> web.Response:
+def json_error(
+    status: int, error: str, headers: dict[str, str] | None = None, **fields: Any
+) -> web.Response:
     """A JSON error response ``{"error": ..., **fields}``."""
     body = _ENC.encode({"error": error, **fields})
     h = dict(_JSON_HEADERS)
@@ -74,7 +79,7 @@ def json_error(status: int, error: str, headers: dict[str, str] | None = None,
 
 
 def frame_record(tenant: str, body: bytes) -> bytes:
-    """WAL payload: ``u8 len(tenant) | tenant | body``, so replay knows whose key to use."""
+    """WAL payload ``u8 len(tenant) | tenant | body``: replay knows whose key to use."""
     t = tenant.encode("ascii")  # TENANT_RE admits only ASCII
     return bytes((len(t),)) + t + body
 
@@ -100,8 +105,8 @@ class _Outcome(Exception):
 class IngestService:
     """Owns the pipeline's collaborators; the app's handlers are its bound methods.
 
-    ``wal`` is an ``AsyncWal``-like object (``append``, ``ack_many``) or None while it is
-    being opened; ``dedup`` a ``DedupStore``. Both are set by the app's start-up hook.
+    ``wal`` is an ``AsyncWal``-like object (``append``, ``ack_many``) or None while it
+    is being opened; ``dedup`` a ``DedupStore``. The app's start-up hook sets both.
     """
 
     def __init__(
@@ -127,6 +132,8 @@ class IngestService:
         self._max_body = cfg.max_body
         self._ttl = cfg.dedup_ttl_s
         self._acks: list[int] = []
+        self._ack_now = asyncio.Event()
+        self._flush_all = False
         self._ack_task: asyncio.Task[None] | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -143,18 +150,21 @@ class IngestService:
             pcs = decode_pcs(body)
         except PCSValidationError as exc:
             m.invalid.inc()
-            raise _Outcome(400, _ENC.encode(
-                {"error": "invalid_pcs", "field": exc.field, "rule": exc.rule}
-            )) from None
+            raise _Outcome(
+                400,
+                _ENC.encode(
+                    {"error": "invalid_pcs", "field": exc.field, "rule": exc.rule}
+                ),
+            ) from None
         ring = self.keys.keyring_for(tenant)
         if ring is not None:
             try:
                 ring.verify(pcs)
             except SignatureError as exc:
                 m.signature_errors.inc()
-                raise _Outcome(401, _ENC.encode(
-                    {"error": "signature", "detail": str(exc)}
-                )) from None
+                raise _Outcome(
+                    401, _ENC.encode({"error": "signature", "detail": str(exc)})
+                ) from None
         key = pcs.pcs_id
         stored = await self.dedup.get(key)
         if stored is not None:
@@ -170,7 +180,7 @@ class IngestService:
             if result.escalated:
                 m.escalated.inc()
         else:
-            # A concurrent twin (this or another process) stored first: answer its bytes.
+            # A concurrent twin (this or another process) stored first: use its bytes.
             m.dedup_hits.inc()
         return split_outcome(winner)
 
@@ -186,7 +196,11 @@ class IngestService:
         if clen is not None and clen > self._max_body:
             return json_error(413, "body_too_large", limit=self._max_body)
         tenant = headers.get("X-Tenant-Id", "")
-        if tenant and TENANT_RE.fullmatch(tenant) is None or not self.keys.known(tenant):
+        if (
+            tenant
+            and TENANT_RE.fullmatch(tenant) is None
+            or not self.keys.known(tenant)
+        ):
             self.metrics.signature_errors.inc()
             return json_error(401, "unknown_tenant")
         if self.limiter.enabled:
@@ -195,8 +209,9 @@ class IngestService:
                 self.metrics.rate_limited.inc()
                 return json_error(429, "rate_limited", {"Retry-After": str(wait)})
         if not self.ready:
-            return json_error(503, "unavailable", self._retry_after,
-                              detail=self.loading_reason)
+            return json_error(
+                503, "unavailable", self._retry_after, detail=self.loading_reason
+            )
         # In flight from here: a body still being uploaded counts, so a SIGTERM drain
         # (runner.py) waits for it instead of dropping it.
         self._inflight += 1
@@ -244,33 +259,50 @@ class IngestService:
 
     async def ready_check(self, request: web.Request) -> web.Response:
         if not self.ready:
-            return json_error(503, "not_ready", self._retry_after,
-                              detail=self.loading_reason)
+            return json_error(
+                503, "not_ready", self._retry_after, detail=self.loading_reason
+            )
         try:
             await asyncio.wait_for(self.dedup.ping(), 2.0)
         except (StorageError, TimeoutError, OSError) as exc:
-            return json_error(503, "not_ready", self._retry_after,
-                              detail=f"dedup: {type(exc).__name__}")
+            return json_error(
+                503,
+                "not_ready",
+                self._retry_after,
+                detail=f"dedup: {type(exc).__name__}",
+            )
         return web.Response(body=b'{"status":"ready"}', headers=_JSON_HEADERS)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         user = self.cfg.metrics_user
         if user and not _basic_auth_ok(request, user, self.cfg.metrics_password):
-            return web.Response(status=401, text="authentication required",
-                                headers={"WWW-Authenticate": 'Basic realm="metrics"'})
-        return web.Response(body=self.metrics.render(),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return web.Response(
+                status=401,
+                text="authentication required",
+                headers={"WWW-Authenticate": 'Basic realm="metrics"'},
+            )
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     # ------------------------------------------------------------------ WAL acks
     def _ack(self, seq: int) -> None:
-        # Acks only shorten the next replay, so they are batched into one transaction
-        # per burst instead of one write per request, and nobody waits for them.
+        # Acks only shorten the next replay, and every ack transaction is an fsync on
+        # the WAL's one writer thread, queued in front of the appends that requests are
+        # waiting for. So they are collected and written rarely: one transaction per
+        # ACK_INTERVAL_S (or ACK_BATCH acks), nobody waiting for it.
         self._acks.append(seq)
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+        elif len(self._acks) >= ACK_BATCH:
+            self._ack_now.set()
 
     async def _flush_acks(self) -> None:
         while self._acks:
+            if not self._flush_all and len(self._acks) < ACK_BATCH:
+                self._ack_now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ack_now.wait(), ACK_INTERVAL_S)
             batch, self._acks = self._acks, []
             try:
                 await self.wal.ack_many(batch)
@@ -288,14 +320,23 @@ class IngestService:
                 await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
             except TimeoutError:
                 break
-        if self._ack_task is not None:
-            await asyncio.wait({self._ack_task}, timeout=max(0.1, deadline - time.monotonic()))
+        self._flush_all = True  # the ack flusher stops waiting for a full batch
+        self._ack_now.set()
+        try:
+            if self._ack_task is not None:
+                await asyncio.wait(
+                    {self._ack_task}, timeout=max(0.5, deadline - time.monotonic())
+                )
+        finally:
+            self._flush_all = False
 
     # ------------------------------------------------------------------ replay
     async def replay(
         self,
         records: Callable[[], Awaitable[list[tuple[int, bytes]]]],
         concurrency: int = 64,
+        *,
+        drain: bool = True,
     ) -> int:
         """Re-judge unacked WAL records; ``records()`` yields the next chunk (empty at
         the end). Returns how many were judged to a final state."""
@@ -330,7 +371,8 @@ class IngestService:
             if not chunk:
                 break
             await asyncio.gather(*(one(s, d) for s, d in chunk))
-        await self.drain(5.0)
+        if drain:
+            await self.drain(5.0)
         return judged
 
 

@@ -1,13 +1,15 @@
 """Verification keys of the server: a default keyring and, optionally, one per tenant.
 
-Tenant keys live in a directory, one file per key: ``<tenant>.hmac`` (the HMAC secret) or
-``<tenant>.pub`` (an Ed25519 public key, PEM or 32 raw bytes). A second key for the same
-tenant, ``<tenant>.<key-id>.hmac``, keeps both live during a rotation. :meth:`KeyStore.reload`
-builds a whole new table and swaps it in one assignment, so a request never sees half a
-reload, and a failed reload keeps the old keys (SIGHUP must not take the service down).
+Tenant keys live in a directory, one file per key: ``<tenant>.hmac`` (the HMAC secret)
+or ``<tenant>.pub`` (an Ed25519 public key, PEM or 32 raw bytes). A second key for the
+same tenant, ``<tenant>.<key-id>.hmac``, keeps both live during a rotation.
+:meth:`KeyStore.reload` builds a whole new table and swaps it in one assignment, so a
+request never sees half a reload, and a failed reload keeps the old keys (SIGHUP must
+not take the service down).
 
-Key material never leaves this module except as :class:`~flk_fast.protocol.signing.Keyring`
-objects; nothing here logs a secret, only tenant names and key ids.
+Key material never leaves this module except as
+:class:`~flk_fast.protocol.signing.Keyring` objects; nothing here logs a secret, only
+tenant names and key ids.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ __all__ = ["HMAC_KEY_ENV", "KeyStore", "TENANT_RE", "UnknownTenantError"]
 HMAC_KEY_ENV = "FLK_HMAC_KEY"
 #: What an ``X-Tenant-Id`` may look like; anything else is an unknown tenant.
 TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_KEY_FILE_RE = re.compile(r"([A-Za-z0-9_-]{1,64})(?:\.([A-Za-z0-9_-]{1,64}))?\.(hmac|pub)")
+_KEY_FILE_RE = re.compile(
+    r"([A-Za-z0-9_-]{1,64})(?:\.([A-Za-z0-9_-]{1,64}))?\.(hmac|pub)"
+)
 
 
 class UnknownTenantError(LookupError):
@@ -104,18 +108,27 @@ class KeyStore:
         default: Keyring | None = None
         if cfg.sign_alg == "hmac":
             if cfg.hmac_key_file:
-                default = Keyring({"default": HmacKey(load_hmac_key(path=cfg.hmac_key_file))})
+                default = Keyring(
+                    {"default": HmacKey(load_hmac_key(path=cfg.hmac_key_file))}
+                )
             elif os.environ.get(HMAC_KEY_ENV):
                 default = Keyring({"default": HmacKey(load_hmac_key(env=HMAC_KEY_ENV))})
         elif cfg.sign_alg == "ed25519":
             if cfg.ed25519_public_key_file:
                 default = Keyring(
-                    {"default": Ed25519Key(load_ed25519_public(cfg.ed25519_public_key_file))}
+                    {
+                        "default": Ed25519Key(
+                            load_ed25519_public(cfg.ed25519_public_key_file)
+                        )
+                    }
                 )
         tenants = self._load_tenants(cfg.tenants_dir) if cfg.tenants_dir else {}
         if default is None and not tenants and cfg.sign_alg != "none":
-            what = ("--hmac-key-file or FLK_HMAC_KEY" if cfg.sign_alg == "hmac"
-                    else "--ed25519-public-key-file")
+            what = (
+                "--hmac-key-file or FLK_HMAC_KEY"
+                if cfg.sign_alg == "hmac"
+                else "--ed25519-public-key-file"
+            )
             raise ConfigError(
                 f"--sign-alg {cfg.sign_alg} needs a key: {what}, or --tenants-dir"
             )

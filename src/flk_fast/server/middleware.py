@@ -17,14 +17,16 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from flk_fast.metrics import ServerMetrics
 
 __all__ = ["JsonFormatter", "REQUEST_ID", "make_middleware"]
 
 #: The current request's id, picked up by :class:`JsonFormatter`.
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("flk_request_id",
-                                                                 default="")
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "flk_request_id", default=""
+)
 _MAX_CLIENT_ID = 64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,7 +39,9 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", "request_id"?, **extra}`` on one line."""
 
     _SKIP = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-        "message", "asctime"}
+        "message",
+        "asctime",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
@@ -57,7 +61,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, separators=(",", ":"))
 
 
-def make_middleware(metrics: ServerMetrics, *, access: bool) -> Callable[..., object]:
+def make_middleware(metrics: ServerMetrics, *, access: bool) -> Middleware:
     # Ids are "<pid hex>-<counter hex>": unique across workers and restarts of a pid is
     # good enough for correlating log lines, and far cheaper than uuid4 per request.
     prefix = f"{os.getpid():x}-"
@@ -66,7 +70,9 @@ def make_middleware(metrics: ServerMetrics, *, access: bool) -> Callable[..., ob
     clock = time.perf_counter
 
     @web.middleware
-    async def flk_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def flk_middleware(
+        request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
         start = clock()
         rid = request.headers.get("X-Request-Id")
         if not rid or len(rid) > _MAX_CLIENT_ID or not rid.isprintable():
@@ -97,9 +103,14 @@ def make_middleware(metrics: ServerMetrics, *, access: bool) -> Callable[..., ob
         observe(route, status, elapsed)
         if access:
             access_log.info(
-                "request", extra={"request_id": rid, "method": request.method,
-                                  "route": route, "status": status,
-                                  "ms": round(elapsed * 1000, 3)},
+                "request",
+                extra={
+                    "request_id": rid,
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                },
             )
 
     return flk_middleware

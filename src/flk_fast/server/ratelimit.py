@@ -28,7 +28,7 @@ class TokenBucket:
         self._stamp = now
 
     def take(self, now: float) -> float:
-        """Spend one token. Returns 0.0 when allowed, else the seconds until one is due."""
+        """Spend one token: 0.0 when allowed, else the seconds until one is due."""
         tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         if tokens >= 1.0:
@@ -63,7 +63,7 @@ class RateLimiter:
         self.enabled = self._global is not None or tenant_rate > 0
 
     def check(self, tenant: str) -> int:
-        """0 when the request may proceed, else whole seconds for ``Retry-After`` (>= 1).
+        """0 when the request may proceed, else whole seconds for ``Retry-After``.
 
         ``tenant`` must already be known to the key store, so the per-tenant table is
         bounded by the configured tenants, not by what clients send.

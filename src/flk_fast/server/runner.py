@@ -87,7 +87,11 @@ def serve(cfg: ServerConfig) -> int:
 
 
 async def _serve(
-    cfg: ServerConfig, index: int, workers: int, *, reuse_port: bool,
+    cfg: ServerConfig,
+    index: int,
+    workers: int,
+    *,
+    reuse_port: bool,
     ready_conn: Connection | None,
 ) -> int:
     from aiohttp import web
@@ -97,11 +101,18 @@ async def _serve(
     _warm_up()
     app = make_app(cfg, worker_index=index, num_workers=workers)
     service = app[SERVICE]
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=cfg.drain_timeout_s)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=cfg.drain_timeout_s
+    )
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context(cfg),
-                       reuse_port=reuse_port or None, backlog=2048)
+    site = web.TCPSite(
+        runner,
+        cfg.host,
+        cfg.port,
+        ssl_context=ssl_context(cfg),
+        reuse_port=reuse_port or None,
+        backlog=2048,
+    )
     await site.start()
     port = _bound_port(runner) or cfg.port
 
@@ -124,15 +135,21 @@ async def _serve(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.02)
     if not stop.is_set():
-        info = {"host": cfg.host, "port": port, "pid": os.getpid(),
-                "tls": bool(cfg.tls_cert), "replayed": service.replayed_at_start}
+        info = {
+            "host": cfg.host,
+            "port": port,
+            "pid": os.getpid(),
+            "tls": bool(cfg.tls_cert),
+            "replayed": service.replayed_at_start,
+        }
         if ready_conn is not None:
             ready_conn.send(("ready", info))
         else:
             scheme = "https" if cfg.tls_cert else "http"
-            log.info(f"flk serve ready on {scheme}://{cfg.host}:{port}",
-                     extra={"event": "ready", **info, "workers": 1,
-                            "config": cfg.public()})
+            log.info(
+                f"flk serve ready on {scheme}://{cfg.host}:{port}",
+                extra={"event": "ready", **info, "workers": 1, "config": cfg.public()},
+            )
     await stop.wait()
     log.info("draining", extra={"event": "draining", "pid": os.getpid()})
     # Stop listening, then wait for in-flight submissions ourselves: aiohttp's own
@@ -188,8 +205,12 @@ def _supervise(cfg: ServerConfig) -> int:
 
     def start(i: int) -> None:
         parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker_main, args=(wcfg, i, cfg.workers, child),
-                        name=f"flk-worker-{i}", daemon=False)
+        p = ctx.Process(
+            target=_worker_main,
+            args=(wcfg, i, cfg.workers, child),
+            name=f"flk-worker-{i}",
+            daemon=False,
+        )
         p.start()
         child.close()
         procs[i], conns[i] = p, parent
@@ -221,10 +242,17 @@ def _supervise(cfg: ServerConfig) -> int:
                         ready.add(i)
         if not announced and len(ready) == cfg.workers:
             scheme = "https" if cfg.tls_cert else "http"
-            log.info(f"flk serve ready on {scheme}://{cfg.host}:{port}",
-                     extra={"event": "ready", "host": cfg.host, "port": port,
-                            "pid": os.getpid(), "workers": cfg.workers,
-                            "config": cfg.public()})
+            log.info(
+                f"flk serve ready on {scheme}://{cfg.host}:{port}",
+                extra={
+                    "event": "ready",
+                    "host": cfg.host,
+                    "port": port,
+                    "pid": os.getpid(),
+                    "workers": cfg.workers,
+                    "config": cfg.public(),
+                },
+            )
             announced = True
         if hup:
             hup = False
@@ -233,8 +261,12 @@ def _supervise(cfg: ServerConfig) -> int:
                     os.kill(p.pid, signal.SIGHUP)
         for i, p in list(procs.items()):
             if not p.is_alive() and not stopping:
-                log.error("worker %d (pid %s) exited with %s; restarting", i, p.pid,
-                          p.exitcode)
+                log.error(
+                    "worker %d (pid %s) exited with %s; restarting",
+                    i,
+                    p.pid,
+                    p.exitcode,
+                )
                 _mark_dead(p.pid)
                 ready.discard(i)
                 start(i)

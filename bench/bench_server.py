@@ -1,0 +1,414 @@
+"""Load benchmark of ``flk serve`` (full durable pipeline, LMDB WAL + LMDB dedup, HMAC)
+next to the ceiling: a bare aiohttp + uvloop endpoint that only reads the body.
+
+Run (as root it installs wrk itself; otherwise ``apt-get install -y wrk`` first)::
+
+    python -m bench.bench_server                      # both servers, all cases
+    python -m bench.bench_server --duration 10 --rates 1000,2500 --json out.jsonl
+
+The server under test is pinned to ``--server-core`` and every load generator to
+``--load-core`` with ``taskset``. Cases per server: fixed offered rates (an open-loop
+Python generator that schedules each request at its due time and measures latency from
+that due time, so a stalled server cannot hide queueing: no coordinated omission), then
+saturation (wrk, closed loop, ``--connections``). Each request carries a distinct signed
+PCS, so the pipeline judges and stores every one (no dedup hits). Not collected by
+pytest (STYLE §8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+KEY = b"testsecret"
+ROOT = Path(__file__).resolve().parents[1]
+LUA = Path(__file__).with_name("submit.lua")
+
+# The reference vector's fields (SPEC §8); epoch varies per request, which changes
+# pcs_id and the signature but keeps the verdict (200).
+BASE: dict[str, Any] = {
+    "schema": "fractal-lba-kakeya",
+    "version": "0.1",
+    "shard_id": "bench-shard",
+    "epoch": 0,
+    "attempt": 1,
+    "sent_at": "2025-01-19T12:00:00Z",
+    "seed": 42,
+    "scales": [2, 4, 8, 16],
+    "N_j": {"2": 5, "4": 10, "8": 13, "16": 15},
+    "coh_star": 0.066666667,
+    "v_star": [0.6000020458127243, -0.16701530057610703, 0.7823703946303298],
+    "D_hat": 0.528320834,
+    "r": 0.318421053,
+    "regime": "mixed",
+    "budget": 0.317807017,
+    "merkle_root": "e966b52c992aefad3c3d0196db02554f30d10d55e8a6e5e3038f88e79e414112",
+    "ft": {"outbox_seq": 0, "degraded": False, "fallbacks": [], "clock_skew_ms": 0},
+}
+
+
+# --------------------------------------------------------------------- bodies
+def make_bodies(n: int, start: int, path: Path) -> None:
+    """``n`` distinct signed PCS, one compact JSON per line."""
+    from flk_fast.protocol.codec import decode_pcs
+    from flk_fast.protocol.pcs import compute_pcs_id
+    from flk_fast.protocol.signing import canonical_payload
+
+    with open(path, "w") as f:
+        for i in range(start, start + n):
+            doc = dict(BASE, epoch=i)
+            doc["pcs_id"] = compute_pcs_id(doc["merkle_root"], i, doc["shard_id"])
+            doc["sig"] = ""
+            payload = canonical_payload(decode_pcs(json.dumps(doc).encode()))
+            doc["sig"] = base64.b64encode(hmac.digest(KEY, payload, "sha256")).decode()
+            f.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+
+# --------------------------------------------------------------------- servers
+def ceiling_main(port: int) -> None:
+    """The ceiling: aiohttp + uvloop, read the body, answer a small JSON."""
+    import uvloop
+    from aiohttp import web
+
+    body = b'{"accepted":true}'
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, headers={"Content-Type": "application/json"})
+
+    app = web.Application()
+    app.router.add_post("/v1/pcs/submit", handle)
+    app.router.add_get("/health", lambda r: handle(r))
+    uvloop.run(
+        web._run_app(
+            app,
+            host="127.0.0.1",
+            port=port,
+            access_log=None,
+            print=None,
+            handle_signals=True,
+        )
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_server(
+    kind: str, core: int, workdir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    if kind == "ceiling":
+        cmd = [sys.executable, "-m", "bench.bench_server", "--serve-ceiling", str(port)]
+        ready = f"http://127.0.0.1:{port}/health"
+    else:
+        key = workdir / "hmac.key"
+        key.write_bytes(KEY)
+        data = workdir / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "flk_fast",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--hmac-key-file",
+            str(key),
+            "--log-level",
+            "warning",
+        ]
+        ready = f"http://127.0.0.1:{port}/ready"
+    proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT)
+    _wait_http(ready)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --------------------------------------------------------------------- load
+def run_wrk(
+    url: str, bodies: Path, core: int, duration: float, connections: int, offset: int
+) -> dict[str, Any]:
+    cmd = [
+        "taskset",
+        "-c",
+        str(core),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(bodies),
+        str(offset),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"WRKJSON (\{.*\})", out)
+    if m is None:
+        raise RuntimeError("wrk printed no result:\n" + out)
+    r = json.loads(m.group(1))
+    return {
+        "offered": "saturation",
+        "connections": connections,
+        "req_per_s": r["requests"] / (r["duration_us"] / 1e6),
+        "p50_ms": r["p50_us"] / 1000,
+        "p95_ms": r["p95_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "max_ms": r["max_us"] / 1000,
+        "requests": r["requests"],
+        "non_2xx": r["non_2xx"],
+        "errors": r["socket_errors"],
+    }
+
+
+def fixed_rate_main(
+    url: str, bodies_path: str, rate: float, duration: float, offset: int
+) -> None:
+    """Open-loop generator (run pinned, in its own process): prints one JSON line."""
+    import aiohttp
+    import uvloop
+
+    bodies = Path(bodies_path).read_bytes().splitlines()[offset:]
+    n = int(rate * duration)
+    if n > len(bodies):
+        raise SystemExit(f"need {n} bodies, have {len(bodies)}")
+
+    async def main() -> dict[str, Any]:
+        lat: list[float] = []
+        statuses: dict[int, int] = {}
+        errors = 0
+        conn = aiohttp.TCPConnector(limit=512)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            headers = {"Content-Type": "application/json"}
+            loop = asyncio.get_running_loop()
+            clock = time.perf_counter  # uvloop's loop.time() ticks in whole ms
+
+            async def one(body: bytes, due: float) -> None:
+                nonlocal errors
+                try:
+                    async with s.post(
+                        url + "/v1/pcs/submit", data=body, headers=headers
+                    ) as r:
+                        await r.read()
+                        statuses[r.status] = statuses.get(r.status, 0) + 1
+                except (aiohttp.ClientError, OSError):
+                    errors += 1
+                    return
+                lat.append(clock() - due)  # from the due time: no coordinated omission
+
+            # warm the connection pool so connects are not in the numbers
+            await asyncio.gather(*(one(bodies[-1 - i], clock()) for i in range(32)))
+            lat.clear()
+            statuses.clear()
+            t0 = clock() + 0.05
+            tasks = []
+            for i in range(n):
+                due = t0 + i / rate
+                delay = due - clock()
+                if delay > 0.0005:
+                    await asyncio.sleep(delay)
+                tasks.append(loop.create_task(one(bodies[i], due)))
+            sent_done = clock()
+            await asyncio.gather(*tasks)
+            elapsed = clock() - t0
+        lat.sort()
+
+        def q(p: float) -> float:
+            return (
+                lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+                if lat
+                else float("nan")
+            )
+
+        return {
+            "offered": rate,
+            "req_per_s": len(lat) / elapsed,
+            "p50_ms": q(0.50),
+            "p95_ms": q(0.95),
+            "p99_ms": q(0.99),
+            "max_ms": lat[-1] * 1000 if lat else float("nan"),
+            "requests": len(lat),
+            "statuses": statuses,
+            "errors": errors,
+            "send_lag_ms": max(0.0, (sent_done - (t0 + (n - 1) / rate)) * 1000),
+        }
+
+    print("RATEJSON " + json.dumps(uvloop.run(main())), flush=True)
+
+
+def run_fixed(
+    url: str, bodies: Path, core: int, rate: float, duration: float, offset: int
+) -> dict[str, Any]:
+    cmd = [
+        "taskset",
+        "-c",
+        str(core),
+        sys.executable,
+        "-m",
+        "bench.bench_server",
+        "--fixed-rate",
+        url,
+        str(bodies),
+        str(rate),
+        str(duration),
+        str(offset),
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    m = re.search(r"RATEJSON (\{.*\})", out)
+    if m is None:
+        raise RuntimeError("load generator printed no result:\n" + out)
+    return dict(json.loads(m.group(1)))
+
+
+# --------------------------------------------------------------------- driver
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk: apt-get install -y wrk", file=sys.stderr)
+        subprocess.run(
+            ["apt-get", "install", "-y", "wrk"], check=True, stdout=subprocess.DEVNULL
+        )
+        return
+    raise SystemExit("wrk is missing: run 'sudo apt-get install -y wrk'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per case")
+    p.add_argument("--rates", default="1000,2500", help="fixed offered rates, req/s")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections")
+    p.add_argument("--server-core", type=int, default=0)
+    p.add_argument("--load-core", type=int, default=1)
+    p.add_argument("--servers", default="ceiling,flk", help="which servers to run")
+    p.add_argument("--json", help="append the records to this JSON-lines file")
+    p.add_argument("--serve-ceiling", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--fixed-rate", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_ceiling:
+        ceiling_main(args.serve_ceiling)
+        return 0
+    if args.fixed_rate:
+        url, path, rate, dur, off = args.fixed_rate
+        fixed_rate_main(url, path, float(rate), float(dur), int(off))
+        return 0
+
+    ensure_wrk()
+    rates = [float(r) for r in args.rates.split(",") if r]
+    work = Path(tempfile.mkdtemp(prefix="flk-bench-"))
+    # bodies for every case of one server, never reused within a server's run
+    per_case = int(max([*rates, 12_000]) * args.duration * 1.2)
+    total = per_case * (len(rates) + 1)
+    bodies = work / "bodies.jsonl"
+    t0 = time.perf_counter()
+    make_bodies(total, 1, bodies)
+    print(f"# {total} signed PCS in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    ctx = {
+        "python": sys.version.split()[0],
+        "cores": os.cpu_count(),
+        "server_core": args.server_core,
+        "load_core": args.load_core,
+        "duration_s": args.duration,
+    }
+    try:
+        import aiohttp
+        import uvloop
+
+        ctx.update(aiohttp=aiohttp.__version__, uvloop=uvloop.__version__)
+    except ImportError:
+        pass
+    records = []
+    for kind in args.servers.split(","):
+        proc, url = start_server(kind, args.server_core, work)
+        try:
+            offset = 0
+            for rate in rates:
+                r = run_fixed(url, bodies, args.load_core, rate, args.duration, offset)
+                offset += per_case
+                records.append({"server": kind, **r, **ctx})
+                print(json.dumps(records[-1]), flush=True)
+            r = run_wrk(
+                url, bodies, args.load_core, args.duration, args.connections, offset
+            )
+            records.append({"server": kind, **r, **ctx})
+            print(json.dumps(records[-1]), flush=True)
+        finally:
+            stop_server(proc)
+    shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        with open(args.json, "a") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+    print("\n| server | offered | req/s | p50 ms | p95 ms | p99 ms | non-2xx/errors |")
+    print("|---|---|---|---|---|---|---|")
+    for r in records:
+        bad = r.get(
+            "non_2xx",
+            sum(v for k, v in r.get("statuses", {}).items() if not 200 <= int(k) < 300),
+        ) + r.get("errors", 0)
+        print(
+            f"| {r['server']} | {r['offered']} | {r['req_per_s']:.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {bad} |"
+        )
+    ceil = [
+        r for r in records if r["server"] == "ceiling" and r["offered"] == "saturation"
+    ]
+    flk = [r for r in records if r["server"] == "flk" and r["offered"] == "saturation"]
+    if ceil and flk:
+        print(
+            f"\nflk / ceiling at saturation: "
+            f"{flk[0]['req_per_s'] / ceil[0]['req_per_s']:.0%}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
