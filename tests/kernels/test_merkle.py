@@ -209,3 +209,17 @@ def test_no_extensions_env_selects_the_twin() -> None:
         text=True,
     ).stdout.strip()
     assert out == "flk_fast.kernels._merkle_py"
+
+
+@pytest.mark.parametrize(
+    "chunk_size", [1, 63, 64, 65, 1023, 1024, 1025, 2048, 3000, 5000]
+)
+def test_blake3_eight_lane_leaves(merkle_impl, chunk_size) -> None:  # type: ignore[no-untyped-def]
+    # >= 8 full leaves in one update take the 8-lane BLAKE3 path (several BLAKE3 chunks
+    # and a subtree per leaf for the larger sizes), plus a short tail leaf.
+    from flk_fast.kernels import merkle_root
+
+    data = os.urandom(chunk_size * 19 + 7)
+    assert merkle_root(data, scheme="blake3-rfc6962", chunk_size=chunk_size) == (
+        ref_merkle_root(data, "blake3-rfc6962", chunk_size)
+    )

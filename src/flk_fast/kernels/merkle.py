@@ -123,8 +123,20 @@ def _file_pieces(source: str | os.PathLike[str] | IO[bytes]) -> Iterable[bytes]:
             yield piece
 
 
+def _threads(n_threads: int | None) -> int:
+    # One thread by default: a second OpenMP thread only pays on an idle machine (see
+    # docs/kernels.md); FLK_FAST_NUM_THREADS or n_threads opts in.
+    if n_threads is not None:
+        return max(1, n_threads)
+    return _env.NUM_THREADS if _env.NUM_THREADS > 0 else 1
+
+
 def merkle_root(
-    data: Data, *, scheme: str = "sha256-hexcat", chunk_size: int = 64
+    data: Data,
+    *,
+    scheme: str = "sha256-hexcat",
+    chunk_size: int = 64,
+    n_threads: int | None = None,
 ) -> str:
     """Merkle root (lowercase hex) of a byte stream cut into ``chunk_size`` leaves.
 
@@ -135,6 +147,9 @@ def merkle_root(
     scheme : {"sha256-hexcat", "sha256-rfc6962", "blake3-rfc6962"}
     chunk_size : int
         Leaf size in bytes (the last leaf may be shorter).
+    n_threads : int, optional
+        Threads hashing the leaves of large pieces (>= 1 MiB); default
+        ``FLK_FAST_NUM_THREADS`` or 1.
 
     Returns
     -------
@@ -153,7 +168,9 @@ def merkle_root(
     >>> merkle_root([b"ab", b"c"], chunk_size=2) == merkle_root(b"abc", chunk_size=2)
     True
     """
-    builder = _impl.Builder(_code(scheme), _check_chunk(chunk_size))
+    builder = _impl.Builder(
+        _code(scheme), _check_chunk(chunk_size), False, _threads(n_threads)
+    )
     _feed(builder, data)
     return builder.finalize().hex()
 
@@ -163,9 +180,12 @@ def merkle_root_file(
     *,
     scheme: str = "sha256-hexcat",
     chunk_size: int = 64,
+    n_threads: int | None = None,
 ) -> str:
     """Merkle root of a file (path or binary file object), read in 1 MiB pieces."""
-    return merkle_root(_file_pieces(source), scheme=scheme, chunk_size=chunk_size)
+    return merkle_root(
+        _file_pieces(source), scheme=scheme, chunk_size=chunk_size, n_threads=n_threads
+    )
 
 
 def merkle_proof(
