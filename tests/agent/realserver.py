@@ -100,17 +100,16 @@ class Server:
                 self.proc.wait()
         self.log.close()
 
-    def stored_ids(self) -> set[str]:
-        """Every pcs_id in the server's dedup store (server stopped)."""
-        import lmdb
+    def stored_outcomes(self, ids: list[str]) -> tuple[int, list[bool]]:
+        """(entries in the server's dedup store, whether each id has one); the server
+        must be stopped. Read through the store's own API, not its layout."""
+        from flk_fast.storage.dedup_lmdb import LmdbDedup
 
-        env_ = lmdb.open(str(self.data / "dedup"), max_dbs=8, readonly=True, lock=False)
+        store = LmdbDedup(self.data / "dedup")
         try:
-            db = env_.open_db(b"kv", create=False)
-            with env_.begin(db=db) as txn:
-                return {bytes(k).decode() for k, _ in txn.cursor()}
+            return store.count(), [v is not None for v in store.get_many(ids)]
         finally:
-            env_.close()
+            store.close()
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ def test_kill9_agent_mid_drain_then_restart(server: Server, tmp_path: Path) -> N
         server.url, "flk_escalated_total"
     ) == len(ids)
     server.stop()
-    assert server.stored_ids() == set(ids)
+    assert server.stored_outcomes(ids) == (len(ids), [True] * len(ids))
 
 
 def test_kill9_server_mid_drain_twice(server: Server, tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_kill9_server_mid_drain_twice(server: Server, tmp_path: Path) -> None:
     assert "dead_lettered=0" in out.decode() and f"windows={len(ids)}" in out.decode()
     server.stop()
     # The store holds one outcome for each window's pcs_id and nothing else.
-    assert server.stored_ids() == set(ids)
+    assert server.stored_outcomes(ids) == (len(ids), [True] * len(ids))
 
 
 def test_cli_malformed_skip_and_stop(server: Server, tmp_path: Path) -> None:

@@ -798,7 +798,7 @@ class Agent:
 
 
 class _PartialAppend(Exception):  # noqa: N818 - internal carrier, never escapes
-    """Windows before a failing one were appended: publish them, then raise ``error``."""
+    """Windows before a failing one were appended: publish them, raise ``error``."""
 
     def __init__(self, items: list[tuple[int, PCS]], n_events: int, error: InputError):
         super().__init__(str(error))
