@@ -206,3 +206,42 @@ def test_agent_never_imports_numba(tmp_path: Path) -> None:
         [sys.executable, "-c", code], env=env(), capture_output=True, timeout=60
     )
     assert out.returncode == 0, out.stderr.decode()
+
+
+def test_sigterm_in_follow_mode_exits_130_and_keeps_state(
+    server: Server, tmp_path: Path
+) -> None:
+    src = tmp_path / "events.csv"
+    make_input(src, 3 * WINDOW + 10)
+    data = tmp_path / "agent"
+    # Follow mode without --exit-when-drained runs until a signal.
+    cmd = agent_cmd(server, src, data, "--follow", "--poll", "0.05")
+    proc = subprocess.Popen(
+        cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(lambda: metric(server.url, "flk_accepted_total") >= 3)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    # Appended events and the 10 waiting ones are summarised by the next run.
+    with open(src, "a") as f:
+        for i in range(WINDOW - 10):
+            f.write(f"{100 + i},0.5,0.5,0.{i % 10}\n")
+    again = subprocess.run(
+        agent_cmd(
+            server, src, data, "--follow", "--poll", "0.05", "--exit-when-drained"
+        ),
+        env=env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    assert (
+        "windows=1 " in again.stdout.decode()
+        and f"events={WINDOW} " in again.stdout.decode()
+    )
