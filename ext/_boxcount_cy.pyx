@@ -30,7 +30,8 @@ cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
     return h
 
 
-cdef int _grow(int64_t **keys, unsigned char **used, uint64_t *cap, int64_t d) noexcept nogil:
+cdef int _grow(int64_t **keys, unsigned char **used, uint64_t *cap,
+               int64_t d) noexcept nogil:
     cdef uint64_t old_cap = cap[0], new_cap = old_cap * 2, i, slot, h
     cdef int64_t k
     cdef int64_t *old_keys = keys[0]
@@ -60,7 +61,8 @@ cdef int _grow(int64_t **keys, unsigned char **used, uint64_t *cap, int64_t d) n
 
 
 @cython.cdivision(True)
-cdef int64_t _count_one(const floating *P, int64_t n, int64_t d, int64_t scale) noexcept nogil:
+cdef int64_t _count_one(const floating *P, int64_t n, int64_t d,
+                        int64_t scale) noexcept nogil:
     # Returns the distinct count, or -1 when out of memory.
     # Unchecked: floor(P * scale) fits int64 for every cell (flk_fast.kernels.box_counts
     # checks max|P| * max(scale) < 2**63) and P is finite.

@@ -17,16 +17,15 @@ answer and widens the interval otherwise.
 from cython.parallel cimport prange
 from libc.math cimport fma, log2, fabs, rint, isnan, copysign, NAN, INFINITY
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport malloc, free, qsort, strtod
+from libc.stdlib cimport malloc, free, strtod
 from libc.stdio cimport snprintf
-cimport cython
-
 import numpy as np
 
 
 # ---------------------------------------------------------------- double-double keys
 
-cdef inline void _z(double y, double x, double t, double *hi, double *lo) noexcept nogil:
+cdef inline void _z(double y, double x, double t, double *hi,
+                    double *lo) noexcept nogil:
     # z = y - t*x as an unevaluated sum hi + lo: t*x = p + e exactly (FMA), y - p =
     # s + f exactly (TwoSum), then the small terms are folded in once.
     cdef double p = t * x
@@ -61,19 +60,19 @@ cdef inline bint _less(const Keys *k, int64_t a, int64_t b) noexcept nogil:
 
 cdef void _msort(const Keys *k, int64_t *idx, int64_t *tmp, int64_t n) noexcept nogil:
     # Bottom-up merge sort of point indices by _less.
-    cdef int64_t width = 1, i, l, m, r, a, b, o
+    cdef int64_t width = 1, i, lft, m, r, a, b, o
     cdef int64_t *src = idx
     cdef int64_t *dst = tmp
     cdef int64_t *sw
     while width < n:
         i = 0
         while i < n:
-            l = i
+            lft = i
             m = i + width if i + width < n else n
             r = i + 2 * width if i + 2 * width < n else n
-            a = l
+            a = lft
             b = m
-            o = l
+            o = lft
             while a < m and b < r:
                 if _less(k, src[b], src[a]):
                     dst[o] = src[b]
@@ -110,7 +109,7 @@ cdef int64_t _count_inv(int64_t *seq, int64_t *tmp, int64_t n,
     # seq is destroyed. When out is not NULL, the slope of every inverted pair is
     # written there: the pair is (point_of[value of the larger], point_of2[position
     # key]) -- see _band for how values map to points. Returns the count.
-    cdef int64_t width = 1, i, l, m, r, a, b, o, c, total = 0, w = 0
+    cdef int64_t width = 1, i, lft, m, r, a, b, o, c, total = 0, w = 0
     cdef int64_t *src = seq
     cdef int64_t *dst = tmp
     cdef int64_t *sw
@@ -118,12 +117,12 @@ cdef int64_t _count_inv(int64_t *seq, int64_t *tmp, int64_t n,
     while width < n:
         i = 0
         while i < n:
-            l = i
+            lft = i
             m = i + width if i + width < n else n
             r = i + 2 * width if i + 2 * width < n else n
-            a = l
+            a = lft
             b = m
-            o = l
+            o = lft
             while a < m and b < r:
                 if src[b] < src[a]:
                     total += m - a
@@ -201,7 +200,7 @@ cdef class _Problem:
 
     def count_below(self, double t):
         """#pairs (distinct x) whose real slope is < t, from double-double z(t)."""
-        cdef int64_t n = self.n, i, j
+        cdef int64_t n = self.n, i
         if t == -INFINITY:
             return 0
         # x order (already), equal-x runs sorted by z so they never count.
@@ -259,7 +258,8 @@ cdef class _Problem:
         return out_a[:k]
 
     def sample_band(self, o1_in, o2_in, seq_in, int64_t k, int64_t m, uint64_t seed):
-        """Slopes of m pairs drawn uniformly (with replacement) from the k band pairs."""
+        """Slopes of m pairs drawn uniformly (with replacement) from the k band
+        pairs."""
         cdef int64_t n = self.n, q, v, i, pos, want, step, c_q, s_i = 0
         cdef const int64_t[::1] o1 = o1_in, o2 = o2_in, seq = seq_in
         cdef uint64_t state = seed
