@@ -100,7 +100,15 @@ def _verdict(body: bytes) -> tuple[bool | None, bool | None]:
 
 
 def submit_url(endpoint: str) -> str:
-    """The submit URL: a bare base URL gets ``/v1/pcs/submit`` added."""
+    """The submit URL: a bare base URL gets ``/v1/pcs/submit`` added.
+
+    Examples
+    --------
+    >>> submit_url("http://127.0.0.1:8080")
+    'http://127.0.0.1:8080/v1/pcs/submit'
+    >>> submit_url("https://ingest.example/custom/path")
+    'https://ingest.example/custom/path'
+    """
     try:
         url = yarl.URL(endpoint)
     except (TypeError, ValueError) as exc:

@@ -216,7 +216,16 @@ def _slow_csv(
 def parse_csv_block(
     block: bytes, base_off: int = 0, first_line: int = 1
 ) -> tuple[EventBatch, list[Malformed]]:
-    """Parse ``timestamp,x,y,z`` lines. A header is allowed on line 1 only."""
+    """Parse ``timestamp,x,y,z`` lines. A header is allowed on line 1 only.
+
+    Examples
+    --------
+    >>> batch, bad = parse_csv_block(b"timestamp,x,y,z\\n1,0.10,2,3\\n2,x,1,1\\n")
+    >>> batch.tails, batch.lines.tolist(), batch.ends.tolist()
+    ([b'0.10,2,3'], [2], [27])
+    >>> print(bad[0])
+    line 3: a cell is not a number: '2,x,1,1'
+    """
     if not block:
         return EventBatch.empty(), []
     if first_line == 1:
