@@ -66,7 +66,15 @@ def dedup_url_for(
         fn()  # type: ignore[operator]
 
 
-@pytest.fixture(params=BACKENDS)
+def backend_params(names: tuple[str, ...] = BACKENDS) -> list[object]:
+    """Backends as params; Redis and PostgreSQL carry the ``services`` marker."""
+    return [
+        pytest.param(n, marks=pytest.mark.services) if n in ("redis", "postgres") else n
+        for n in names
+    ]
+
+
+@pytest.fixture(params=backend_params())
 def dedup_url(request: pytest.FixtureRequest, dedup_url_for: object) -> str:
     return dedup_url_for(request.param)  # type: ignore[operator, no-any-return]
 

@@ -14,6 +14,8 @@ from flk_fast.storage.audit_postgres import AuditEntry, AuditLog, verify_chain
 
 from .conftest import drop_schema
 
+pytestmark = pytest.mark.services
+
 
 @pytest.fixture
 def audit_dsn(postgres_dsn: str, unique_prefix: str) -> object:

@@ -18,6 +18,8 @@ import pytest
 
 from flk_fast.storage import open_dedup
 
+from .conftest import backend_params
+
 ROOT = Path(__file__).resolve().parents[2]
 N, KEYS = 1000, 100
 
@@ -36,7 +38,7 @@ def check(results: list[list[object]]) -> None:
         assert any(r[0] == key and r[1] == w and r[2] for r in results)
 
 
-@pytest.mark.parametrize("backend", ["lmdb", "redis", "postgres"])
+@pytest.mark.parametrize("backend", backend_params(("lmdb", "redis", "postgres")))
 async def test_two_processes_race(backend: str, dedup_url_for: object) -> None:
     url = dedup_url_for(backend)  # type: ignore[operator]
     store = open_dedup(url, timeout_s=30)
