@@ -168,6 +168,7 @@ cdef class _Problem:
     cdef const double[::1] x
     cdef const double[::1] y
     cdef int64_t n
+    cdef bint distinct_x
 
     def __init__(self, xs, ys):
         self.xs = xs
@@ -175,6 +176,8 @@ cdef class _Problem:
         self.x = xs
         self.y = ys
         self.n = xs.shape[0]
+        # Sorted input: equal x values are adjacent.
+        self.distinct_x = bool(self.n < 2 or (np.diff(xs) != 0).all())
 
     cdef object _order(self, double t, int xdesc, bint infinite):
         # Points sorted by z(t) with the tie rules of _less; t = -inf / +inf mean
@@ -198,25 +201,30 @@ cdef class _Problem:
             _msort(&k, &idx[0], &tmp[0], n)
         return idx_a
 
-    def count_below(self, double t):
-        """#pairs (distinct x) whose real slope is < t, from double-double z(t)."""
+    def count_below(self, double t, o1=None):
+        """#pairs (distinct x) whose real slope is < t, from double-double z(t).
+        ``o1`` may pass band(t, ...)[0], the same z(t) order, to skip a sort."""
         cdef int64_t n = self.n, i
+        cdef double[::1] zh, zl
         if t == -INFINITY:
             return 0
-        # x order (already), equal-x runs sorted by z so they never count.
-        zh_a = np.zeros(n)
-        zl_a = np.zeros(n)
-        cdef double[::1] zh = zh_a, zl = zl_a
-        with nogil:
-            for i in range(n):
-                _z(self.y[i], self.x[i], t, &zh[i], &zl[i])
         # Inversions of the z rank (ties: x asc, so slope == t never counts) read in
-        # (x asc, z asc) order, which keeps equal-x pairs uninverted.
-        order_xz = np.lexsort((np.arange(n), zl_a, zh_a, self.xs))
-        zorder = self._order(t, 0, False)
+        # x order; equal-x runs are read in z order so they never count.
+        zorder = self._order(t, 0, False) if o1 is None else o1
         rank = np.empty(n, dtype=np.int64)
         rank[zorder] = np.arange(n, dtype=np.int64)
-        seq_a = np.ascontiguousarray(rank[order_xz])
+        if self.distinct_x:
+            seq_a = rank
+        else:
+            zh_a = np.zeros(n)
+            zl_a = np.zeros(n)
+            zh = zh_a
+            zl = zl_a
+            with nogil:
+                for i in range(n):
+                    _z(self.y[i], self.x[i], t, &zh[i], &zl[i])
+            order_xz = np.lexsort((np.arange(n), zl_a, zh_a, self.xs))
+            seq_a = np.ascontiguousarray(rank[order_xz])
         tmp_a = np.empty(n, dtype=np.int64)
         cdef int64_t[::1] seq = seq_a, tmp = tmp_a
         cdef int64_t c

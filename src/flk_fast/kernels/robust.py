@@ -87,10 +87,12 @@ def _select(prob: Any, n: int, total: int, ranks: list[int]) -> list[float]:
         ib = math.ceil((fb + delta) * msize)
         new_lo = _down(float(sample[ia])) if ia >= 0 else lo
         new_hi = _up(float(sample[ib])) if ib < msize else hi
-        new_below = prob.count_below(new_lo) if new_lo != lo else below
+        n_o1, n_o2, n_seq = prob.band(new_lo, new_hi)
+        # band's first order is the z(new_lo) order count_below needs: one sort saved.
+        new_below = prob.count_below(new_lo, n_o1) if new_lo != lo else below
         if new_below > ranks[0]:  # unlucky sample: keep the old lower end
             new_lo, new_below = lo, below
-        n_o1, n_o2, n_seq = prob.band(new_lo, new_hi)
+            n_o1, n_o2, n_seq = prob.band(new_lo, new_hi)
         new_k = prob.count_band(n_seq)
         if new_below + new_k <= ranks[-1]:  # unlucky sample: keep the old upper end
             new_hi = hi
