@@ -168,6 +168,14 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 # --------------------------------------------------------------------- load
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (taskset execs, so this is the server itself);
+    threads included. CPU per request is robust to a noisy neighbour on the load
+    generator's core, where req/s is not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(
     url: str, bodies: Path, core: int, duration: float, connections: int, offset: int
 ) -> dict[str, Any]:
@@ -387,8 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "a") as f:
             for rec in records:
                 f.write(json.dumps(rec) + "\n")
-    print("\n| server | offered | req/s | p50 ms | p95 ms | p99 ms | non-2xx/errors |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| server | offered | req/s | p50 ms | p95 ms | p99 ms | server CPU "
+        "us/req | non-2xx/errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in records:
         bad = r.get(
             "non_2xx",
@@ -396,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         ) + r.get("errors", 0)
         print(
             f"| {r['server']} | {r['offered']} | {r['req_per_s']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {bad} |"
+            f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['server_cpu_us_per_req']:.0f} | {bad} |"
         )
     ceil = [
         r for r in records if r["server"] == "ceiling" and r["offered"] == "saturation"
@@ -405,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     if ceil and flk:
         print(
             f"\nflk / ceiling at saturation: "
-            f"{flk[0]['req_per_s'] / ceil[0]['req_per_s']:.0%}"
+            f"{flk[0]['req_per_s'] / ceil[0]['req_per_s']:.0%} by req/s, "
+            f"{ceil[0]['server_cpu_us_per_req'] / flk[0]['server_cpu_us_per_req']:.0%}"
+            " by server CPU per request"
         )
     return 0
 
