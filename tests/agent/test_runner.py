@@ -517,3 +517,27 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
     assert msgs == [
         "progress: events=5000 windows=5 acked=4 dead=0 pending=1 rate=2500/s"
     ]
+
+
+async def test_large_backlog_is_resent_under_max_inflight(
+    fault: Any, tmp_path: Path
+) -> None:
+    from .pcsgen import make_body
+
+    with Outbox(tmp_path / "data") as ob:
+        ob.append([make_body(e) for e in range(1, 601)], shard_id="s1", next_epoch=601)
+    async with Agent(
+        cfg(fault, tmp_path, max_inflight=8), summarize=summarize, client=client(fault)
+    ) as a:
+        seen = []
+        orig = a._enqueue
+
+        async def spy(seq: int, pcs: PCS) -> None:
+            await orig(seq, pcs)
+            seen.append(a._outstanding)
+
+        a._enqueue = spy  # type: ignore[method-assign]
+        await a.drain()
+    assert a.summary.resent == 600 and a.summary.accepted == 600
+    assert max(seen) <= 8
+    assert len(fault.bodies) == 600

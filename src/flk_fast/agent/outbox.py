@@ -302,8 +302,9 @@ class Outbox:
         self.wal.ack(seq)
 
     # -- reads ------------------------------------------------------------------------
-    def pending(self) -> Iterator[WalRecord]:
-        return self.wal.pending()
+    def pending(self, start: int = 0) -> Iterator[WalRecord]:
+        """Records not yet acknowledged (nor dead-lettered), from seq ``start`` on."""
+        return self.wal.pending(start)
 
     def dead_letters(self, *, include_dropped: bool = False) -> list[DeadLetter]:
         out = []

@@ -234,6 +234,7 @@ class Agent:
         self._stopping = False
         self.malformed: list[Malformed] = []  # the first 1000, for callers and tests
         self._closed = False
+        self._resend_task: asyncio.Task[None] | None = None
         self._api_fed: dict[str, int] = {}  # events given to feed() per source
         self._api_done: dict[str, int] = {}  # of those, events summarised
 
@@ -270,28 +271,50 @@ class Agent:
         for _ in range(cfg.concurrency):
             self._tasks.append(asyncio.create_task(self._sender()))
         self._tasks.append(asyncio.create_task(self._ack_batcher()))
+        # Resend what a previous run left pending, streamed under max_inflight like
+        # new PCS (a long outage can leave a large backlog). Only records that existed
+        # at start-up: the ones appended from now on are enqueued by their producer.
+        last = (await self._run_io(self.outbox.wal.stats)).last_seq or 0
+        self._resend_task = asyncio.create_task(self._resend(last))
+
+    async def _resend(self, last_seq: int) -> None:
+        assert self.outbox is not None
         outbox = self.outbox
-        pending = await self._run_io(
-            lambda: [(r.seq, r.data) for r in outbox.pending()]
-        )
-        for seq, body in pending:
-            try:
-                pcs = decode_pcs(body)
-            except Exception as exc:  # noqa: BLE001 - an unreadable record is dead, not fatal
-                await self._run_io(
-                    self.outbox.dead_letter,
-                    seq,
-                    body,
-                    status=None,
-                    reason=f"outbox record unreadable: {exc}",
-                    attempts=0,
-                )
-                self.summary.dead_lettered += 1
-                continue
-            self.summary.resent += 1
-            await self._enqueue(seq, pcs)
-        if pending:
-            log.info("resending %d pending PCS from %s", len(pending), cfg.data_dir)
+        start, total = 0, 0
+
+        def chunk(start: int) -> list[tuple[int, bytes]]:
+            out: list[tuple[int, bytes]] = []
+            for rec in outbox.pending(start):
+                if rec.seq > last_seq or len(out) == 256:
+                    break
+                out.append((rec.seq, rec.data))
+            return out
+
+        while True:
+            batch = await self._run_io(chunk, start)
+            if not batch:
+                break
+            if total == 0:
+                log.info("resending the PCS pending in %s", self.cfg.data_dir)
+            for seq, body in batch:
+                await self._wait_for_room()
+                try:
+                    pcs = decode_pcs(body)
+                except Exception as exc:  # noqa: BLE001 - unreadable: dead, not fatal
+                    await self._run_io(
+                        outbox.dead_letter,
+                        seq,
+                        body,
+                        status=None,
+                        reason=f"outbox record unreadable: {exc}",
+                        attempts=0,
+                    )
+                    self.summary.dead_lettered += 1
+                    continue
+                self.summary.resent += 1
+                await self._enqueue(seq, pcs)
+            total += len(batch)
+            start = batch[-1][0] + 1
 
     async def close(self) -> None:
         """Stop sending (pending records stay in the outbox) and release everything."""
@@ -301,9 +324,10 @@ class Agent:
         self._stopping = True
         for _ in range(self.cfg.concurrency):
             self._queue.put_nowait(None)
-        for t in self._tasks:
+        tasks = self._tasks + ([self._resend_task] if self._resend_task else [])
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.outbox is not None and self._acks:
             acks, self._acks = self._acks, []
             await self._run_io(self.outbox.ack, acks)
@@ -386,6 +410,8 @@ class Agent:
 
     async def drain(self) -> None:
         """Wait until every PCS made or found is acknowledged or dead-lettered."""
+        if self._resend_task is not None:
+            await self._resend_task
         while self._outstanding or self._acks:
             await self._idle.wait()
             if self._outstanding or self._acks:
