@@ -10,13 +10,14 @@ The order of ``POST /v1/pcs/submit`` (SPEC §7):
    ``storage.aio``). From here the request is never lost.
 2. Parse and shape-check → 400 naming the field.
 3. Signature → 401; never cached, never written to dedup.
-4. Dedup lookup: a hit returns the stored status and body, byte for byte.
-5. Verify (SPEC §6), store ``status + body`` first-write-wins, answer with the winner
-   (a concurrent twin on another process may have won; both then answer the same bytes).
+4-5. Verify (SPEC §6), then dedup and store in one atomic ``put_if_absent`` of
+   ``status + body`` (first-write-wins): a hit hands back the stored bytes, a miss keeps
+   ours; the answer is always the stored status and body, byte for byte (a concurrent
+   twin on another process may have won; both then answer the same bytes).
 6. Ack the WAL record (batched, off the response path): a record is acked once its fate
    is final (400, 401, or an outcome in dedup). Unacked records are re-judged by
-   :meth:`IngestService.replay` at start-up; re-judging is idempotent because step 4
-   finds an already-stored outcome.
+   :meth:`IngestService.replay` at start-up and by the maintenance task of ``app.py``;
+   re-judging is idempotent because the store hands back an already-stored outcome.
 
 Stored dedup values are ``b"200"`` or ``b"202"`` followed by the exact response body.
 """
