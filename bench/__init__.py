@@ -1,1 +1,1 @@
-"""Benchmarks. Run one with ``python -m bench.bench_<topic>``; never collected by pytest."""
+"""Benchmarks: ``python -m bench.bench_<topic>``; never collected by pytest."""

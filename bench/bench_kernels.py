@@ -33,13 +33,24 @@ def _times(fn: Callable[[], Any], repeat: int) -> list[float]:
     return out
 
 
-def _once(fn: Callable[[], Any], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+def _pair(
+    kernel: Callable[[], Any], baseline: Callable[[], Any], rk: int, rb: int
+) -> tuple[list[float], list[float]]:
+    """Kernel and baseline timed alternately (k, b, k, b, ...), so that load from other
+    users of a shared machine hits both alike and the ratio stays meaningful."""
+    kernel()
+    tk: list[float] = []
+    tb: list[float] = []
+    for i in range(max(rk, rb)):
+        if i < rk:
+            t0 = time.perf_counter()
+            kernel()
+            tk.append(time.perf_counter() - t0)
+        if i < rb:
+            t0 = time.perf_counter()
+            baseline()
+            tb.append(time.perf_counter() - t0)
+    return tk, tb
 
 
 ROWS: list[dict[str, Any]] = []
@@ -92,17 +103,22 @@ def bench_box_counts(size: float, repeat: int) -> None:
             for s in scales
         ]
 
-    k = _times(lambda: box_counts(pts, scales), repeat)
-    b = _once(baseline, max(1, repeat // 3))
     assert box_counts(pts, scales).tolist() == baseline()
-    case(
-        "box_counts",
-        {"n": n, "d": 3, "scales": scales},
-        k,
-        b,
-        "set of tuples",
-        target=">= 50x",
-    )
+    for threads in (1, 0):
+        k, b = _pair(
+            lambda t=threads: box_counts(pts, scales, n_threads=t),
+            baseline,
+            repeat,
+            max(1, repeat // 3),
+        )
+        case(
+            "box_counts",
+            {"n": n, "d": 3, "scales": scales, "threads": threads or "all"},
+            k,
+            b,
+            "set of tuples",
+            target=">= 50x",
+        )
 
 
 def bench_coherence(size: float, repeat: int) -> None:
@@ -126,17 +142,28 @@ def bench_coherence(size: float, repeat: int) -> None:
             best = max(best, c)
         return round(best, 9)
 
-    k = _times(lambda: coherence(pts, 100, 20, 42), repeat)
-    b = _once(baseline, max(1, repeat // 3))
     assert coherence(pts, 100, 20, 42).coh_star == baseline()
-    case(
-        "coherence",
-        {"n": n, "d": 3, "directions": 100, "bins": 20},
-        k,
-        b,
-        "numpy.histogram per direction",
-        target=">= 10x",
-    )
+    for threads in (1, 0):
+        k, b = _pair(
+            lambda t=threads: coherence(pts, 100, 20, 42, n_threads=t),
+            baseline,
+            repeat,
+            max(1, repeat // 3),
+        )
+        case(
+            "coherence",
+            {
+                "n": n,
+                "d": 3,
+                "directions": 100,
+                "bins": 20,
+                "threads": threads or "all",
+            },
+            k,
+            b,
+            "numpy.histogram per direction",
+            target=">= 10x",
+        )
 
 
 def bench_theil_sen(size: float, repeat: int) -> None:
@@ -146,8 +173,12 @@ def bench_theil_sen(size: float, repeat: int) -> None:
 
     n = max(100, int(10_000 * size))
     x, y = data.xy_regression(n, seed=3)
-    k = _times(lambda: theil_sen(x, y), repeat)
-    b = _once(lambda: stats.theilslopes(y, x), max(1, repeat // 3))
+    k, b = _pair(
+        lambda: theil_sen(x, y),
+        lambda: stats.theilslopes(y, x),
+        repeat,
+        max(1, repeat // 3),
+    )
     ref = stats.theilslopes(y, x)
     got = theil_sen(x, y)
     assert (got.slope, got.intercept) == (ref.slope, ref.intercept)
@@ -187,30 +218,37 @@ def bench_merkle(size: float, repeat: int) -> None:
             h.update(view[i : i + chunk])
         return h.hexdigest()
 
-    base = _times(hashlib_stream, repeat)
     for scheme, baseline, bname, target in (
         (
             "sha256-hexcat",
-            base,
+            hashlib_stream,
             "hashlib.sha256 streaming (1 KiB updates)",
             ">= 0.7x hashlib",
         ),
-        ("sha256-rfc6962", base, "hashlib.sha256 streaming (1 KiB updates)", ""),
+        (
+            "sha256-rfc6962",
+            hashlib_stream,
+            "hashlib.sha256 streaming (1 KiB updates)",
+            "",
+        ),
         (
             "blake3-rfc6962",
-            _times(blake3_stream, repeat),
+            blake3_stream,
             "blake3 package streaming (1 KiB updates)",
             ">= 1 GB/s",
         ),
     ):
-        k = _times(
-            lambda s=scheme: merkle_root(blob, scheme=s, chunk_size=chunk), repeat
+        k, b = _pair(
+            lambda s=scheme: merkle_root(blob, scheme=s, chunk_size=chunk),
+            baseline,
+            repeat,
+            repeat,
         )
         case(
             f"merkle {scheme}",
             {"bytes": nbytes, "chunk": chunk},
             k,
-            baseline,
+            b,
             bname,
             nbytes=nbytes,
             target=target,
@@ -258,8 +296,12 @@ def bench_d_hat_batch(size: float, repeat: int) -> None:
     scales = [2, 4, 8, 16]
     nj = data.nj_rows(m, 4, seed=6)
     rows = nj.tolist()
-    k = _times(lambda: d_hat_batch(scales, nj), repeat)
-    b = _once(lambda: [d_hat(scales, r) for r in rows], max(1, repeat // 3))
+    k, b = _pair(
+        lambda: d_hat_batch(scales, nj),
+        lambda: [d_hat(scales, r) for r in rows],
+        repeat,
+        repeat,
+    )
     assert d_hat_batch(scales, nj).tolist() == [d_hat(scales, r) for r in rows]
     case(
         "d_hat_batch",
@@ -278,8 +320,12 @@ def bench_compressibility(size: float, repeat: int) -> None:
 
     rows = data.canonical_rows(max(1000, int(500_000 * size)), seed=7)
     raw = b"\n".join(rows)
-    k = _times(lambda: compressibility(iter(rows)), repeat)
-    b = _times(lambda: len(zlib.compress(b"\n".join(rows), 6)), repeat)
+    k, b = _pair(
+        lambda: compressibility(iter(rows)),
+        lambda: len(zlib.compress(b"\n".join(rows), 6)),
+        repeat,
+        repeat,
+    )
     case(
         "compressibility (row stream)",
         {"rows": len(rows)},
