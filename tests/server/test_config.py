@@ -111,3 +111,12 @@ def test_docs_table_lists_every_option() -> None:
         if opt.cli:
             assert f"`{opt.flag}`" in text, opt.flag
         assert f"`{opt.env}`" in text, opt.env
+
+
+def test_redact_masks_url_passwords() -> None:
+    from flk_fast.server.config import redact
+
+    text = "cannot reach redis://:s3cret@db:6379/0 or postgresql://u:pw@h/db (u@h)"
+    out = redact(text)
+    assert "s3cret" not in out and "pw@" not in out
+    assert "redis://:***@db:6379/0" in out and "postgresql://u:***@h/db" in out

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from flk_fast.metrics import ServerMetrics
 
-from .config import ServerConfig
+from .config import ServerConfig, redact
 from .handlers import IngestService
 from .keys import KeyStore
 from .middleware import make_middleware
@@ -173,7 +173,7 @@ async def _bring_up(
                 judged += await _replay_orphans(cfg, service, workers)
             break
         except (DedupUnavailableError, StorageError, OSError) as exc:
-            log.warning("start-up waits for the dedup store: %s", exc)
+            log.warning("start-up waits for the dedup store: %s", redact(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     service.ready = True
@@ -246,7 +246,7 @@ async def _maintenance(service: IngestService) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the store is down: try again next round
-            log.warning("maintenance round failed: %s", exc)
+            log.warning("maintenance round failed: %s", redact(exc))
 
 
 async def _replay_orphans(

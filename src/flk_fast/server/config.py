@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from flk_fast.errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "ServerConfig", "load_config"]
+__all__ = ["OPTIONS", "Option", "ServerConfig", "load_config", "redact"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -224,6 +225,16 @@ def _mask_url(url: str) -> str:
     creds, _, host = rest.partition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+
+
+def redact(text: object) -> str:
+    """``str(text)`` with any ``scheme://user:password@`` password masked: storage
+    errors may quote the URL they were opened with, and logs must never carry a
+    secret."""
+    return _URL_PASSWORD.sub(r"\1***@", str(text))
 
 
 def _coerce(opt: Option, value: Any, source: str) -> Any:

@@ -46,7 +46,7 @@ from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from flk_fast.protocol.codec import decode_pcs
 from flk_fast.protocol.verify import VerifyParams, verify_pcs
 
-from .config import ServerConfig
+from .config import ServerConfig, redact
 from .keys import TENANT_RE, KeyStore, UnknownTenantError
 from .ratelimit import RateLimiter
 
@@ -251,7 +251,7 @@ class IngestService:
             return json_error(401, "unknown_tenant")
         except StorageError as exc:  # DedupUnavailableError, or a closed store
             m.dedup_errors.inc()
-            log.warning("dedup store unavailable: %s", exc)
+            log.warning("dedup store unavailable: %s", redact(exc))
             return json_error(503, "dedup_unavailable", self._retry_after)
         self._ack(seq)
         return web.Response(status=status, body=out, headers=_JSON_HEADERS)
