@@ -161,6 +161,7 @@ async def test_sigterm_drains_in_flight(tmp_path: Path) -> None:
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     assert srv.proc.wait(10) == 0
     srv.kill()  # closes the log file
+    assert "testsecret" not in srv.log_path.read_text()  # no secret is ever logged
     events = [line.get("event") for line in srv.log_lines()]
     assert events.count("ready") == 1 and "draining" in events and "stopped" in events
 
