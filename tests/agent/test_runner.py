@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable
@@ -541,3 +542,31 @@ async def test_large_backlog_is_resent_under_max_inflight(
     assert a.summary.resent == 600 and a.summary.accepted == 600
     assert max(seen) <= 8
     assert len(fault.bodies) == 600
+
+
+async def test_unexpected_sender_failure_surfaces_in_drain(tmp_path: Path) -> None:
+    class Broken:
+        counters = None
+
+        async def start(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+        async def submit(self, body: Any) -> Any:
+            raise KeyError("bug")
+
+    c = AgentConfig(
+        endpoint="http://127.0.0.1:9",
+        shard_id="s1",
+        data_dir=tmp_path / "data",
+        window=10,
+        progress="off",
+    )
+    async with Agent(c, summarize=summarize, client=Broken()) as a:
+        await a.feed(np.random.default_rng(0).random((10, 3)))
+        with pytest.raises(RuntimeError, match="the agent stopped: KeyError"):
+            await asyncio.wait_for(a.drain(), 5)
+    with Outbox(tmp_path / "data") as ob:  # the PCS is still pending for the next run
+        assert [r.seq for r in ob.pending()] == [1]

@@ -235,6 +235,7 @@ class Agent:
         self.malformed: list[Malformed] = []  # the first 1000, for callers and tests
         self._closed = False
         self._resend_task: asyncio.Task[None] | None = None
+        self._fatal: BaseException | None = None
         self._api_fed: dict[str, int] = {}  # events given to feed() per source
         self._api_done: dict[str, int] = {}  # of those, events summarised
 
@@ -269,13 +270,13 @@ class Agent:
             )
         await self._client.start()
         for _ in range(cfg.concurrency):
-            self._tasks.append(asyncio.create_task(self._sender()))
-        self._tasks.append(asyncio.create_task(self._ack_batcher()))
+            self._tasks.append(self._guard(self._sender))
+        self._tasks.append(self._guard(self._ack_batcher))
         # Resend what a previous run left pending, streamed under max_inflight like
         # new PCS (a long outage can leave a large backlog). Only records that existed
         # at start-up: the ones appended from now on are enqueued by their producer.
         last = (await self._run_io(self.outbox.wal.stats)).last_seq or 0
-        self._resend_task = asyncio.create_task(self._resend(last))
+        self._resend_task = self._guard(self._resend, last)
 
     async def _resend(self, last_seq: int) -> None:
         assert self.outbox is not None
@@ -351,6 +352,27 @@ class Agent:
         if self._outstanding == 0 and not self._acks:
             self._idle.set()
 
+    def _guard(self, fn: Callable[..., Any], *args: Any) -> asyncio.Task[None]:
+        """A background task whose unexpected failure stops the agent instead of
+        leaving ``drain()`` waiting forever for a record nobody will finish.
+
+        Takes the coroutine *function*: a coroutine object made here and cancelled
+        before it ran would be reported as never awaited."""
+
+        async def run() -> None:
+            try:
+                await fn(*args)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - reported through drain()
+                log.exception("agent background task failed")
+                self._fatal = exc
+                self._idle.set()
+                async with self._room:
+                    self._room.notify_all()
+
+        return asyncio.create_task(run())
+
     async def _sender(self) -> None:
         assert self._client is not None and self.outbox is not None
         while True:
@@ -413,14 +435,25 @@ class Agent:
         if self._resend_task is not None:
             await self._resend_task
         while self._outstanding or self._acks:
+            self._raise_fatal()
             await self._idle.wait()
+            self._raise_fatal()
             if self._outstanding or self._acks:
                 await asyncio.sleep(0.01)
         self._tick(force=True)
 
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            raise RuntimeError(f"the agent stopped: {self._fatal!r}") from self._fatal
+
     async def _wait_for_room(self) -> None:
         async with self._room:
-            await self._room.wait_for(lambda: self._outstanding < self.cfg.max_inflight)
+            await self._room.wait_for(
+                lambda: (
+                    self._outstanding < self.cfg.max_inflight or self._fatal is not None
+                )
+            )
+        self._raise_fatal()
 
     # -- producing PCS ----------------------------------------------------------------
     def _windower(self, shard: str) -> Windower:
