@@ -3,7 +3,8 @@
 Exit codes (also in docs/agent.md): 0 everything delivered (accepted or escalated by the
 server), 1 some PCS were dead-lettered, 2 bad usage, configuration, key or input
 (including a malformed line with ``--on-malformed stop``), 3 the data directory is in
-use by another agent, 130 interrupted (pending PCS stay in the outbox).
+use by another agent, 4 the agent failed (outbox storage error or an internal error;
+pending PCS stay in the outbox), 130 interrupted (pending PCS stay in the outbox).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from flk_fast.cli._common import add_command, fail
 
 __all__ = ["register"]
 
-EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_BUSY, EXIT_FAILED, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -439,7 +447,7 @@ async def _agent_main(
 ) -> int:
     from flk_fast.agent.outbox import OutboxBusyError
     from flk_fast.agent.runner import Agent, install_signal_handlers
-    from flk_fast.errors import FlkError
+    from flk_fast.errors import FlkError, StorageError
 
     agent = Agent(cfg, summarize=summarize, client=client)
     interrupted = False
@@ -462,8 +470,13 @@ async def _agent_main(
         code = EXIT_INTERRUPTED
     except OutboxBusyError as exc:
         return fail(str(exc), EXIT_BUSY)
+    except StorageError as exc:
+        code = fail(f"outbox: {exc}; pending PCS stay in the outbox", EXIT_FAILED)
     except FlkError as exc:
         code = fail(str(exc), EXIT_USAGE)
+    except (RuntimeError, OSError) as exc:
+        # A bug or a failing disk: say so plainly, the outbox keeps what was made.
+        code = fail(f"{exc}; pending PCS stay in the outbox", EXIT_FAILED)
     s = agent.summary
     line = (
         "flk agent: "
