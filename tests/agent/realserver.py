@@ -52,7 +52,7 @@ def metric(url: str, name: str) -> float:
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, key_args: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = tmp / "srv"
@@ -60,6 +60,8 @@ class Server:
         self.key.write_bytes(KEY)
         self.log = open(tmp / "server.log", "ab")  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
+        # How the server is keyed; the default is HMAC with self.key.
+        self.key_args = key_args
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -72,8 +74,7 @@ class Server:
                 str(self.port),
                 "--data-dir",
                 str(self.data),
-                "--hmac-key-file",
-                str(self.key),
+                *(self.key_args or ["--hmac-key-file", str(self.key)]),
             ],
             stdout=self.log,
             stderr=self.log,
