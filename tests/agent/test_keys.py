@@ -1,4 +1,4 @@
-"""``flk agent`` signing with Ed25519, and with a tenant's key on a multi-tenant server."""
+"""``flk agent`` signing with Ed25519, and with a tenant's key (multi-tenant server)."""
 
 from __future__ import annotations
 
