@@ -22,6 +22,7 @@
 #define FLK_COH_H
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define FLK_TILE 256
@@ -50,36 +51,98 @@ ATTR static inline double NAME(const double *a, const double *v, int64_t d)     
     }                                                                                \
 }
 
+/* Projections of one tile of rows onto v, from the tile transposed to columns
+ * (cols[k * FLK_TILE + i] = row i, coordinate k): the same operation order as
+ * PROJ, but every step is an elementwise loop that the compiler vectorises. */
+#define FLK_TILEPROJ_DEF(NAME, ATTR)                                                 \
+ATTR static void NAME(const double *cols, int64_t len, int64_t d, const double *v,  \
+                      double *pt)                                                    \
+{                                                                                    \
+    int64_t i, k, base = d - (d & 3), b;                                             \
+    double l0[FLK_TILE], l1[FLK_TILE], l2[FLK_TILE], l3[FLK_TILE];                   \
+    const double *c0, *c1, *c2, *c3;                                                 \
+    if (base) {                                                                      \
+        c0 = cols; c1 = cols + FLK_TILE; c2 = cols + 2 * FLK_TILE;                   \
+        c3 = cols + 3 * FLK_TILE;                                                    \
+        for (i = 0; i < len; i++) {                                                  \
+            l0[i] = c0[i] * v[0]; l1[i] = c1[i] * v[1];                              \
+            l2[i] = c2[i] * v[2]; l3[i] = c3[i] * v[3];                              \
+        }                                                                            \
+        for (k = 4; k < base; k += 4) {                                              \
+            c0 = cols + k * FLK_TILE; c1 = c0 + FLK_TILE; c2 = c1 + FLK_TILE;        \
+            c3 = c2 + FLK_TILE;                                                      \
+            for (i = 0; i < len; i++) {                                              \
+                l0[i] = fma(c0[i], v[k], l0[i]);                                     \
+                l1[i] = fma(c1[i], v[k + 1], l1[i]);                                 \
+                l2[i] = fma(c2[i], v[k + 2], l2[i]);                                 \
+                l3[i] = fma(c3[i], v[k + 3], l3[i]);                                 \
+            }                                                                        \
+        }                                                                            \
+        for (i = 0; i < len; i++) l0[i] = (l0[i] + l2[i]) + (l1[i] + l3[i]);         \
+    } else {                                                                         \
+        for (i = 0; i < len; i++) l0[i] = 0.0;                                       \
+    }                                                                                \
+    b = base;                                                                        \
+    c0 = cols + b * FLK_TILE;                                                        \
+    switch (d & 3) {                                                                 \
+    case 1:                                                                          \
+        for (i = 0; i < len; i++) pt[i] = fma(c0[i], v[b], l0[i]);                   \
+        break;                                                                       \
+    case 2:                                                                          \
+        c1 = c0 + FLK_TILE;                                                          \
+        for (i = 0; i < len; i++)                                                    \
+            pt[i] = l0[i] + fma(c0[i], v[b], c1[i] * v[b + 1]);                      \
+        break;                                                                       \
+    case 3:                                                                          \
+        c1 = c0 + FLK_TILE; c2 = c1 + FLK_TILE;                                      \
+        for (i = 0; i < len; i++)                                                    \
+            pt[i] = l0[i] + fma(c2[i], v[b + 2], fma(c0[i], v[b], c1[i] * v[b + 1]));\
+        break;                                                                       \
+    default:                                                                         \
+        for (i = 0; i < len; i++) pt[i] = l0[i];                                     \
+    }                                                                                \
+}
+
+static inline void flk_transpose_tile(const double *A, int64_t len, int64_t d,
+                                      double *cols)
+{
+    int64_t i, k;
+    for (i = 0; i < len; i++)
+        for (k = 0; k < d; k++) cols[k * FLK_TILE + i] = A[i * d + k];
+}
+
 /* min/max of P @ v_j for every direction j over rows [r0, r1). mins/maxs are
  * accumulated into (callers seed them with +/-inf). */
-#define FLK_MINMAX_DEF(NAME, PROJ, ATTR)                                             \
+#define FLK_MINMAX_DEF(NAME, TPROJ, ATTR)                                            \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, double *mins, double *maxs)        \
 {                                                                                    \
-    int64_t t0, t1, i, j;                                                            \
+    int64_t t0, i, j, len;                                                           \
+    double pt[FLK_TILE];                                                             \
+    double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);          \
+    if (cols == NULL) return; /* caller sees +/-inf and reports overflow */          \
     for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                                         \
-        t1 = t0 + FLK_TILE < r1 ? t0 + FLK_TILE : r1;                                \
+        len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                               \
+        flk_transpose_tile(P + t0 * d, len, d, cols);                                \
         for (j = 0; j < m; j++) {                                                    \
-            const double *v = V + j * d;                                             \
-            double mn = mins[j], mx = maxs[j];                                       \
-            if (d == 3) {                                                            \
-                const double v0 = v[0], v1 = v[1], v2 = v[2];                        \
-                for (i = t0; i < t1; i++) {                                          \
-                    double p = 0.0 + fma(P[3 * i + 2], v2,                           \
-                                         fma(P[3 * i], v0, P[3 * i + 1] * v1));      \
-                    mn = p < mn ? p : mn;                                            \
-                    mx = p > mx ? p : mx;                                            \
-                }                                                                    \
-            } else {                                                                 \
-                for (i = t0; i < t1; i++) {                                          \
-                    double p = PROJ(P + i * d, v, d);                                \
-                    mn = p < mn ? p : mn;                                            \
-                    mx = p > mx ? p : mx;                                            \
-                }                                                                    \
+            double mn0 = mins[j], mx0 = maxs[j], mn1 = mn0, mx1 = mx0;               \
+            TPROJ(cols, len, d, V + j * d, pt);                                      \
+            /* two accumulators: min/max chains are latency bound */                 \
+            for (i = 0; i + 1 < len; i += 2) {                                       \
+                mn0 = pt[i] < mn0 ? pt[i] : mn0;                                     \
+                mx0 = pt[i] > mx0 ? pt[i] : mx0;                                     \
+                mn1 = pt[i + 1] < mn1 ? pt[i + 1] : mn1;                             \
+                mx1 = pt[i + 1] > mx1 ? pt[i + 1] : mx1;                             \
             }                                                                        \
-            mins[j] = mn; maxs[j] = mx;                                              \
+            if (i < len) {                                                           \
+                mn0 = pt[i] < mn0 ? pt[i] : mn0;                                     \
+                mx0 = pt[i] > mx0 ? pt[i] : mx0;                                     \
+            }                                                                        \
+            mins[j] = mn0 < mn1 ? mn0 : mn1;                                         \
+            maxs[j] = mx0 > mx1 ? mx0 : mx1;                                         \
         }                                                                            \
     }                                                                                \
+    free(cols);                                                                      \
 }
 
 /* numpy.histogram's uniform-bin index of p (the exact procedure): index from
@@ -103,12 +166,14 @@ static inline int32_t flk_numpy_bin(double p, const double *e, int32_t nb, doubl
  * one bin and the corrections move it to the edge-defined bin). Only the rare
  * ambiguous points take the exact path above. */
 #define FLK_EDGE_EPS 1e-6
+/* Bins handled by the fast path's interleaved counters (more: the exact path). */
+#define FLK_MAXBINS 64
 
 /* Histogram of P @ v_j into nb bins with numpy.histogram's rules. counts is m x nb
  * and is accumulated into. Directions with skip[j] != 0 (degenerate range) are
  * skipped. Each tile runs simple loops (project, index, count) so that the first two
  * vectorise. */
-#define FLK_HIST_DEF(NAME, PROJ, ATTR)                                               \
+#define FLK_HIST_DEF(NAME, TPROJ, ATTR)                                              \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
                       const unsigned char *skip, int64_t *counts)                    \
@@ -117,11 +182,14 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     double pt[FLK_TILE];                                                             \
     int32_t ib[FLK_TILE];                                                            \
     unsigned char amb[FLK_TILE];                                                     \
+    int64_t c4[4 * FLK_MAXBINS] = {0};                                               \
     const double nbf = (double)nb;                                                   \
     const int32_t nb32 = (int32_t)nb;                                                \
+    double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);          \
+    if (cols == NULL) return; /* callers check the total count */                    \
     for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                                         \
         len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                               \
-        const double *A = P + t0 * d;                                                \
+        flk_transpose_tile(P + t0 * d, len, d, cols);                                \
         for (j = 0; j < m; j++) {                                                    \
             if (skip[j]) continue;                                                   \
             const double *v = V + j * d;                                             \
@@ -133,15 +201,9 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
                               * nbf) < 1e-7;                                         \
             const double inv = nbf / denom;                                          \
             int64_t *c = counts + j * nb;                                            \
-            if (d == 3) {                                                            \
-                const double v0 = v[0], v1 = v[1], v2 = v[2];                        \
-                for (i = 0; i < len; i++)                                            \
-                    pt[i] = 0.0 + fma(A[3 * i + 2], v2,                              \
-                                      fma(A[3 * i], v0, A[3 * i + 1] * v1));         \
-            } else {                                                                 \
-                for (i = 0; i < len; i++) pt[i] = PROJ(A + i * d, v, d);             \
-            }                                                                        \
-            if (safe) {                                                              \
+            TPROJ(cols, len, d, v, pt);                                              \
+            if (safe && nb <= FLK_MAXBINS) {                                         \
+                int any = 0;                                                         \
                 for (i = 0; i < len; i++) {                                          \
                     double f = (pt[i] - first) * inv;                                \
                     int32_t k = (int32_t)f;                                          \
@@ -149,12 +211,25 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
                     ib[i] = k;                                                       \
                     amb[i] = (fr < FLK_EDGE_EPS) | (fr > 1.0 - FLK_EDGE_EPS) |       \
                              (k >= nb32);                                            \
+                    any |= amb[i];                                                   \
                 }                                                                    \
-                for (i = 0; i < len; i++) {                                          \
-                    if (__builtin_expect(amb[i], 0))                                 \
-                        c[flk_numpy_bin(pt[i], e, nb32, first, denom)]++;            \
-                    else                                                             \
-                        c[ib[i]]++;                                                  \
+                if (any)                                                             \
+                    for (i = 0; i < len; i++)                                        \
+                        if (amb[i])                                                  \
+                            ib[i] = flk_numpy_bin(pt[i], e, nb32, first, denom);     \
+                /* four interleaved counters: no store-to-load chain on one bin */   \
+                for (i = 0; i + 3 < len; i += 4) {                                   \
+                    c4[ib[i]]++;                                                     \
+                    c4[FLK_MAXBINS + ib[i + 1]]++;                                   \
+                    c4[2 * FLK_MAXBINS + ib[i + 2]]++;                               \
+                    c4[3 * FLK_MAXBINS + ib[i + 3]]++;                               \
+                }                                                                    \
+                for (; i < len; i++) c4[ib[i]]++;                                    \
+                for (i = 0; i < nb; i++) {                                           \
+                    c[i] += c4[i] + c4[FLK_MAXBINS + i] + c4[2 * FLK_MAXBINS + i]    \
+                            + c4[3 * FLK_MAXBINS + i];                               \
+                    c4[i] = c4[FLK_MAXBINS + i] = c4[2 * FLK_MAXBINS + i]            \
+                          = c4[3 * FLK_MAXBINS + i] = 0;                             \
                 }                                                                    \
             } else {                                                                 \
                 for (i = 0; i < len; i++)                                            \
@@ -162,14 +237,16 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    free(cols);                                                                      \
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FLK_HW_ATTR __attribute__((target("avx2,fma"), optimize("fp-contract=off")))
 #define FLK_SW_ATTR __attribute__((optimize("fp-contract=off")))
 FLK_PROJ_DEF(flk_proj_hw, FLK_HW_ATTR)
-FLK_MINMAX_DEF(flk_minmax_hw, flk_proj_hw, FLK_HW_ATTR)
-FLK_HIST_DEF(flk_hist_hw, flk_proj_hw, FLK_HW_ATTR)
+FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
+FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, FLK_HW_ATTR)
+FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, FLK_HW_ATTR)
 static int flk_have_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2"); }
 #else
 #define FLK_SW_ATTR
@@ -178,8 +255,9 @@ static int flk_have_fma(void) { return 0; }
 /* Without hardware FMA, fma() is libm's correctly rounded software version: same
  * results, slower. */
 FLK_PROJ_DEF(flk_proj_sw, FLK_SW_ATTR)
-FLK_MINMAX_DEF(flk_minmax_sw, flk_proj_sw, FLK_SW_ATTR)
-FLK_HIST_DEF(flk_hist_sw, flk_proj_sw, FLK_SW_ATTR)
+FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
+FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, FLK_SW_ATTR)
+FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, FLK_SW_ATTR)
 
 static void flk_coh_minmax(const double *P, int64_t r0, int64_t r1, int64_t d,
                            const double *V, int64_t m, double *mins, double *maxs)
