@@ -172,3 +172,15 @@ def test_rejects_bad_input(coherence, kw, match) -> None:  # type: ignore[no-unt
 )
 def test_hypothesis_vs_numpy(coherence, pts, seed, n_bins) -> None:  # type: ignore[no-untyped-def]
     check(coherence, pts, n_directions=10, n_bins=n_bins, seed=seed)
+
+
+@pytest.mark.parametrize("n_bins", [63, 64, 65, 200])
+def test_many_bins_take_the_exact_path(coherence, rng, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # Above 64 bins the fast path's interleaved counters are not used.
+    check(coherence, rng.random((3000, 3)), n_directions=10, n_bins=n_bins, seed=3)
+
+
+def test_ill_conditioned_ranges(coherence, rng) -> None:  # type: ignore[no-untyped-def]
+    # A tiny spread far from 0: the edges' own rounding is a sizeable part of a bin,
+    # so every point takes numpy's exact procedure.
+    check(coherence, 1e6 + 1e-4 * rng.random((2000, 3)), n_directions=10, seed=4)
