@@ -94,3 +94,46 @@ def test_tenant_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert "sent=3 accepted=3" in capsys.readouterr().out
     finally:
         srv.stop()
+
+
+def test_rate_limited_server_delays_but_loses_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "k"
+    key.write_bytes(b"testsecret")
+    # A bucket of 3 requests: eight concurrent senders get 429 + Retry-After (1 s).
+    srv = Server(
+        tmp_path,
+        ["--hmac-key-file", str(key), "--rate-limit", "20", "--rate-burst", "3"],
+    )
+    srv.start()
+    try:
+        _events(tmp_path / "ev.csv", 1200)
+        code = main(
+            [
+                "agent",
+                "--endpoint",
+                srv.url,
+                "--in",
+                str(tmp_path / "ev.csv"),
+                "--shard-id",
+                "s1",
+                "--window",
+                "100",
+                "--data-dir",
+                str(tmp_path / "a"),
+                "--hmac-key-file",
+                str(key),
+                "--progress",
+                "off",
+                "--exit-when-drained",
+                "--concurrency",
+                "8",
+            ]
+        )
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert "sent=12 accepted=12" in out and "dead_lettered=0" in out
+        assert metric(srv.url, "flk_rate_limited_total") > 0
+    finally:
+        srv.stop()
