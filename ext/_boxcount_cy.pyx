@@ -7,7 +7,6 @@ cache whatever n is.
 Scales run in parallel (one private set each); every row is read once per scale.
 """
 from cython.parallel cimport prange
-from libc.math cimport floor
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
@@ -29,6 +28,14 @@ cdef inline uint64_t _mix(uint64_t h) noexcept nogil:
     h *= 0x94D049BB133111EBULL
     h ^= h >> 31
     return h
+
+
+cdef inline int64_t _floor_i64(double x) noexcept nogil:
+    # floor(x) as int64 without a libm call (baseline x86-64 has no roundsd): truncate,
+    # then step down for negative non-integers. Exact for |x| < 2**63: above 2**52
+    # every double is an integer, so t == x and no step is taken.
+    cdef int64_t t = <int64_t> x
+    return t - (x < <double> t)
 
 
 cdef inline uint64_t _combine(uint64_t h, int64_t v) noexcept nogil:
@@ -64,6 +71,96 @@ cdef int _grow(int64_t **keys, uint64_t **tags, uint64_t *cap,
     return 0
 
 
+cdef int64_t _count_d3(const floating *P, int64_t n, floating s, int64_t **keys_p,
+                       uint64_t **tags_p, uint64_t *cap_p) noexcept nogil:
+    # d == 3 (the agent's x, y, z): coordinates stay in registers, same table layout
+    # and hash as the general loop. Returns the count or -1 when out of memory.
+    cdef uint64_t cap = cap_p[0], slot, h, tag
+    cdef int64_t *keys = keys_p[0]
+    cdef uint64_t *tags = tags_p[0]
+    cdef int64_t count = 0, i, a, b, c
+    cdef int64_t *key
+    for i in range(n):
+        # The product is rounded in the input dtype, as numpy's floor(P * s) is;
+        # widening a float32 product to double is exact.
+        a = _floor_i64(P[3 * i] * s)
+        b = _floor_i64(P[3 * i + 1] * s)
+        c = _floor_i64(P[3 * i + 2] * s)
+        h = _combine(_combine(_combine(0x243F6A8885A308D3ULL, a), b), c)
+        tag = _mix(h) | 1
+        slot = tag & (cap - 1)
+        while tags[slot]:
+            if tags[slot] == tag:
+                key = keys + 3 * slot
+                if key[0] == a and key[1] == b and key[2] == c:
+                    break
+            slot = (slot + 1) & (cap - 1)
+        else:
+            tags[slot] = tag
+            key = keys + 3 * slot
+            key[0] = a
+            key[1] = b
+            key[2] = c
+            count += 1
+            if <uint64_t> count * 2 > cap:
+                if _grow(&keys, &tags, &cap, 3) != 0:
+                    count = -1
+                    break
+    keys_p[0] = keys
+    tags_p[0] = tags
+    cap_p[0] = cap
+    return count
+
+
+cdef int _grow_packed(uint64_t **tab, uint64_t *cap) noexcept nogil:
+    cdef uint64_t old_cap = cap[0], new_cap = old_cap * 2, i, slot
+    cdef uint64_t *old = tab[0]
+    cdef uint64_t *nt = <uint64_t *> calloc(new_cap, sizeof(uint64_t))
+    if nt == NULL:
+        return -1
+    for i in range(old_cap):
+        if old[i]:
+            slot = _mix(old[i]) & (new_cap - 1)
+            while nt[slot]:
+                slot = (slot + 1) & (new_cap - 1)
+            nt[slot] = old[i]
+    free(old)
+    tab[0] = nt
+    cap[0] = new_cap
+    return 0
+
+
+cdef int64_t _count_packed(const floating *P, int64_t n, int64_t d,
+                           floating s) noexcept nogil:
+    # d <= 3 and every voxel coordinate in [-2**20, 2**20) (box_counts checks
+    # max|P| * scale < 2**20 - 1): the voxel packs into one word, 21 bits per
+    # coordinate plus bit 63 as "occupied", so a slot is 8 bytes and a probe is one
+    # compare. The tables of the usual scales then fit in L2.
+    cdef uint64_t cap = 1024, slot, key
+    cdef uint64_t *tab = <uint64_t *> calloc(cap, sizeof(uint64_t))
+    cdef int64_t count = 0, i, k
+    if tab == NULL:
+        return -1
+    for i in range(n):
+        key = 1ULL << 63
+        for k in range(d):
+            key |= (<uint64_t> (_floor_i64(P[i * d + k] * s) + (1 << 20))) << (21 * k)
+        slot = _mix(key) & (cap - 1)
+        while tab[slot]:
+            if tab[slot] == key:
+                break
+            slot = (slot + 1) & (cap - 1)
+        else:
+            tab[slot] = key
+            count += 1
+            if <uint64_t> count * 2 > cap:
+                if _grow_packed(&tab, &cap) != 0:
+                    count = -1
+                    break
+    free(tab)
+    return count
+
+
 @cython.cdivision(True)
 cdef int64_t _count_one(const floating *P, int64_t n, int64_t d,
                         int64_t scale) noexcept nogil:
@@ -85,11 +182,17 @@ cdef int64_t _count_one(const floating *P, int64_t n, int64_t d,
         free(tags)
         free(vox)
         return -1
+    if d == 3:
+        count = _count_d3(P, n, s, &keys, &tags, &cap)
+        free(keys)
+        free(tags)
+        free(vox)
+        return count
     for i in range(n):
         h = 0x243F6A8885A308D3ULL
         for k in range(d):
             # The product is rounded in the input dtype, as numpy's floor(P * s) is.
-            vox[k] = <int64_t> floor(P[i * d + k] * s)
+            vox[k] = _floor_i64(P[i * d + k] * s)
             h = _combine(h, vox[k])
         tag = _mix(h) | 1
         slot = tag & (cap - 1)
@@ -119,7 +222,7 @@ cdef int64_t _count_one(const floating *P, int64_t n, int64_t d,
 
 
 cdef object _box_counts(const floating[:, ::1] points, const int64_t[::1] scales,
-                        int nthreads):
+                        int nthreads, bint packed):
     cdef int64_t n = points.shape[0], d = points.shape[1], m = scales.shape[0], j
     out = np.zeros(m, dtype=np.int64)
     cdef int64_t[::1] res = out
@@ -130,19 +233,27 @@ cdef object _box_counts(const floating[:, ::1] points, const int64_t[::1] scales
         t = <int> m
     with nogil:
         for j in prange(m, num_threads=t, schedule="dynamic"):
-            res[j] = _count_one(&points[0, 0], n, d, scales[j])
+            if packed:
+                res[j] = _count_packed(&points[0, 0], n, d, <floating> scales[j])
+            else:
+                res[j] = _count_one(&points[0, 0], n, d, scales[j])
     if (out < 0).any():
         raise MemoryError("box_counts: out of memory for the voxel hash set")
     return out
 
 
 def box_counts_f64(const double[:, ::1] points, const int64_t[::1] scales,
-                   int nthreads=0):
-    """Distinct ``floor(points * s)`` rows for each scale ``s`` (float64 points)."""
-    return _box_counts(points, scales, nthreads)
+                   int nthreads=0, bint packed=False):
+    """Distinct ``floor(points * s)`` rows for each scale ``s`` (float64 points).
+
+    Unchecked: with ``packed``, d <= 3 and max|points| * max(scales) < 2**20 - 1
+    (flk_fast.kernels.box_counts decides)."""
+    return _box_counts(points, scales, nthreads, packed)
 
 
 def box_counts_f32(const float[:, ::1] points, const int64_t[::1] scales,
-                   int nthreads=0):
-    """Distinct ``floor(points * s)`` rows for each scale ``s`` (float32 products)."""
-    return _box_counts(points, scales, nthreads)
+                   int nthreads=0, bint packed=False):
+    """Distinct ``floor(points * s)`` rows for each scale ``s`` (float32 products).
+
+    Unchecked: as box_counts_f64."""
+    return _box_counts(points, scales, nthreads, packed)

@@ -98,3 +98,18 @@ def test_threads_do_not_change_the_answer(box_counts, rng) -> None:  # type: ign
     one = box_counts(pts, SCALES, n_threads=1)
     two = box_counts(pts, SCALES, n_threads=2)
     assert one.tolist() == two.tolist() == ref_box_counts(pts, SCALES)
+
+
+@pytest.mark.parametrize("limit", [2.0**20 - 3, 2.0**20 + 5])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_packed_voxel_boundary(box_counts, rng, limit, d) -> None:  # type: ignore[no-untyped-def]
+    # Up to d = 3 voxels with |coordinate| < 2**20 are packed into one word; just
+    # below and just above that limit must agree with the oracle.
+    pts = rng.uniform(-limit, limit, (3000, d))
+    pts[0] = limit
+    pts[1] = -limit
+    pts[2] = -limit + 0.5
+    assert box_counts(pts, [1, 2]).tolist() == ref_box_counts(pts, [1, 2])
+    assert box_counts(pts.astype(np.float32), [1]).tolist() == ref_box_counts(
+        pts.astype(np.float32), [1]
+    )
