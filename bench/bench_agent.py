@@ -245,10 +245,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pin(cpu: int) -> Any:
+def _pin(cpu: int | set[int]) -> Any:
+    cpus = {cpu} if isinstance(cpu, int) else cpu
+
     def pre() -> None:
-        if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
-            os.sched_setaffinity(0, {cpu})
+        usable = {c for c in cpus if c < (os.cpu_count() or 1)}
+        if hasattr(os, "sched_setaffinity") and usable:
+            os.sched_setaffinity(0, usable)
 
     return pre
 
@@ -261,7 +264,9 @@ def _env() -> dict[str, str]:
     return e
 
 
-def _run_measured(cmd: list[str], cpu: int) -> tuple[float, float, int, int, str, str]:
+def _run_measured(
+    cmd: list[str], cpu: int | set[int]
+) -> tuple[float, float, int, int, str, str]:
     """Wall seconds, CPU seconds (user + sys), peak RSS (bytes), exit code, stdout and
     stderr of one pinned child. CPU time is what the pipeline itself consumed; on a
     shared machine wall time also counts the time other processes held the core."""
@@ -301,6 +306,12 @@ def main() -> None:
         help="extra flk agent arguments, e.g. '--merkle-scheme blake3-rfc6962'",
     )
     ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument(
+        "--two-cores",
+        action="store_true",
+        help="also run flk agent allowed on CPUs 0 and 1 (its summarising thread then "
+        "overlaps parsing; the server shares CPU 1)",
+    )
     ap.add_argument(
         "--plain",
         nargs=4,
@@ -358,52 +369,31 @@ def main() -> None:
         n_windows = -(-args.size // args.window)
         records = []
         for rep in range(args.repeat):
-            cases = [
-                (
-                    "flk agent",
-                    [
-                        sys.executable,
-                        "-m",
-                        "flk_fast",
-                        "agent",
-                        "--endpoint",
-                        url,
-                        "--in",
-                        str(data),
-                        "--shard-id",
-                        f"bench-agent-{rep}-{time.time_ns()}",
-                        "--window",
-                        str(args.window),
-                        "--data-dir",
-                        str(work / f"agent{rep}"),
-                        "--hmac-key-file",
-                        str(key),
-                        "--exit-when-drained",
-                        "--progress",
-                        "off",
-                        "--log-level",
-                        "warning",
-                        *args.agent_args.split(),
-                    ],
-                )
+
+            def agent_cmd(tag: str, rep: int = rep) -> list[str]:
+                shard = f"bench-{tag}-{rep}-{time.time_ns()}"
+                return [
+                    sys.executable, "-m", "flk_fast", "agent", "--endpoint", url,
+                    "--in", str(data), "--shard-id", shard,
+                    "--window", str(args.window), "--data-dir",
+                    str(work / f"{tag}{rep}"), "--hmac-key-file", str(key),
+                    "--exit-when-drained", "--progress", "off",
+                    "--log-level", "warning", *args.agent_args.split(),
+                ]  # fmt: skip
+
+            cases: list[tuple[str, list[str], int | set[int]]] = [
+                ("flk agent", agent_cmd("agent"), 0)
             ]
+            if args.two_cores:
+                cases.append(("flk agent, 2 CPUs", agent_cmd("agent2"), {0, 1}))
             if not args.skip_plain:
-                cases.append(
-                    (
-                        "plain numpy+requests",
-                        [
-                            sys.executable,
-                            str(Path(__file__).resolve()),
-                            "--plain",
-                            str(data),
-                            url,
-                            f"bench-plain-{rep}-{time.time_ns()}",
-                            str(args.window),
-                        ],
-                    )
-                )
-            for label, cmd in cases:
-                wall, cpu_s, rss, code, out, err = _run_measured(cmd, 0)
+                plain = [
+                    sys.executable, str(Path(__file__).resolve()), "--plain", str(data),
+                    url, f"bench-plain-{rep}-{time.time_ns()}", str(args.window),
+                ]  # fmt: skip
+                cases.append(("plain numpy+requests", plain, 0))
+            for label, cmd, cpus in cases:
+                wall, cpu_s, rss, code, out, err = _run_measured(cmd, cpus)
                 if code != 0:
                     raise SystemExit(f"{label} failed ({code}):\n{err[-3000:]}")
                 if (

@@ -429,8 +429,9 @@ async def test_stdin_idle_flush(fault: Any, tmp_path: Path) -> None:
     assert a.summary.accepted == 2
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 async def test_window_the_kernels_reject_stops_with_its_lines(
-    fault: Any, tmp_path: Path
+    fault: Any, tmp_path: Path, workers: int
 ) -> None:
     src = tmp_path / "in.csv"
     write_csv(src, 100)  # lines 2-101: two good windows
@@ -570,3 +571,36 @@ async def test_unexpected_sender_failure_surfaces_in_drain(tmp_path: Path) -> No
             await asyncio.wait_for(a.drain(), 5)
     with Outbox(tmp_path / "data") as ob:  # the PCS is still pending for the next run
         assert [r.seq for r in ob.pending()] == [1]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+async def test_summarising_threads_change_nothing_but_speed(
+    fault: Any, tmp_path: Path, workers: int
+) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 1017)
+    from flk_fast.agent.source import parse_csv_block
+    from flk_fast.agent.windows import Windower
+
+    b, _ = parse_csv_block(src.read_bytes())
+    w = Windower(50)
+    ws = w.push(b) + [w.flush()]
+    expected = {
+        summarize(x, shard_id="s1", epoch=e).pcs_id for e, x in enumerate(ws, 1)
+    }
+    async with Agent(
+        cfg(fault, tmp_path, workers=workers, max_inflight=5),
+        summarize=summarize,
+        client=client(fault),
+    ) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert a.summary.windows == 21 and set(fault.bodies) == expected
+    with Outbox(tmp_path / "data") as ob:
+        ck = ob.checkpoint(str(src.resolve()))
+        assert ob.next_epoch("s1", 1) == 22
+    assert ck is not None and (ck.events, ck.windows, ck.offset) == (
+        1017,
+        21,
+        src.stat().st_size,
+    )

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class AgentConfig:
     restart_input: bool = False
     progress: str = "auto"
     log_every_s: float = 10.0
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if not self.shard_id:
@@ -103,6 +105,8 @@ class AgentConfig:
             raise ConfigError("--max-inflight must be >= 1")
         if self.progress not in ("auto", "bar", "log", "off"):
             raise ConfigError("--progress must be auto, bar, log or off")
+        if self.workers < 0:
+            raise ConfigError("--workers must be >= 0")
         if self.idle_flush_s is not None and not self.idle_flush_s > 0:
             raise ConfigError("--idle-flush must be > 0 seconds")
         Windower(self.window, self.window_seconds)  # validates both
@@ -217,6 +221,17 @@ class Agent:
         self.summary = AgentSummary()
         self._progress = _Progress(config.progress, config.log_every_s, progress_stream)
         self._io = ThreadPoolExecutor(1, thread_name_prefix="flk-agent-io")
+        # Summarising on threads of its own lets parsing (which holds the GIL) overlap
+        # zlib, hashing and the kernels (which release it) on hosts with spare cores.
+        # Off by default: on the 2-core benchmark host it showed no gain, because
+        # coherence and box counts already spread over every core by themselves.
+        self._cpu_workers = config.workers or 0
+        self._cpu = (
+            ThreadPoolExecutor(self._cpu_workers, thread_name_prefix="flk-agent-cpu")
+            if self._cpu_workers
+            else None
+        )
+        self._assigned: dict[str, int] = {}  # next epoch to give, per shard
         self.outbox: Outbox | None = None
         self._queue: asyncio.Queue[tuple[int, PCS] | None] = asyncio.Queue()
         self._outstanding = 0
@@ -336,6 +351,8 @@ class Agent:
             await self._client.close()
         if self.outbox is not None:
             await self._run_io(self.outbox.close)
+        if self._cpu is not None:
+            self._cpu.shutdown(wait=True, cancel_futures=True)
         self._io.shutdown(wait=True)
         self._progress.close()
 
@@ -482,7 +499,7 @@ class Agent:
         assert self.outbox is not None
         if not windows:
             return [], 0
-        epoch = self._epochs.get(shard)
+        epoch = self._assigned.get(shard, self._epochs.get(shard))
         if epoch is None:
             epoch = self.outbox.next_epoch(shard, self.cfg.start_epoch)
         made: list[PCS] = []
@@ -491,12 +508,7 @@ class Agent:
             try:
                 made.append(self._summarize(w, shard_id=shard, epoch=epoch))
             except (ValueError, ArithmeticError) as exc:
-                lines = f"lines {w.first_line}-{w.end_line}" if w.end_line else "events"
-                failure = InputError(
-                    f"the window of {lines} cannot be summarised: {exc}",
-                    source=where or (source_id or ""),
-                    position=w.first_line,
-                )
+                failure = _rejected(w, exc, where or (source_id or ""))
                 break
             epoch += 1
         done = windows[: len(made)]
@@ -509,7 +521,7 @@ class Agent:
                 source_id=source_id,
                 checkpoint=checkpoint(done) if checkpoint is not None else None,
             )
-            self._epochs[shard] = epoch
+            self._epochs[shard] = self._assigned[shard] = epoch
             items = list(zip(seqs, made, strict=True))
         n_events = sum(len(w) for w in done)
         if failure is not None:
@@ -743,10 +755,11 @@ class Agent:
         }
 
         def step(
-            room: int,
-        ) -> tuple[list[tuple[int, PCS]], int, bool, bool, InputError | None]:
-            """Work thread: read one chunk (unless events are carried over), parse,
-            window, summarise and append at most ``room`` windows."""
+            room: int, busy: bool
+        ) -> tuple[list[Window], bool, bool, InputError | None]:
+            """Work thread: read one chunk (unless events are carried over), parse and
+            cut at most ``room`` windows. ``busy``: windows are still being summarised
+            (the input checkpoint must not move past them)."""
             got = False
             if carry["batch"] is None:
                 data, eof = src.read(CHUNK)
@@ -773,7 +786,13 @@ class Agent:
                     final = False
                 self._report(bad, where)
                 carry.update(batch=batch, eof=eof, stop=stop, final=final)
-                if bad and not len(batch) and windower.pending == 0 and not stdin:
+                if (
+                    bad
+                    and not len(batch)
+                    and windower.pending == 0
+                    and not busy
+                    and not stdin
+                ):
                     # Only malformed lines since the last window: remember we passed
                     # them, so that a restart does not report them again.
                     assert self.outbox is not None
@@ -801,27 +820,69 @@ class Agent:
                 last = windower.flush()
                 if last is not None:
                     windows.append(last)
-            items, n_ev = self._make_and_append(
-                windows, shard, source_id, make_ck, where
-            )
             return (
-                items,
-                n_ev,
+                windows,
                 done and carry["eof"],
                 got,
-                carry["stop"] if done else None,
+                (carry["stop"] if done else None),
             )
+
+        # Windows being summarised on the CPU threads, oldest first. They are appended
+        # strictly in this order, each group with the checkpoint after its last
+        # window, so the outbox and the checkpoints never run ahead of each other.
+        flight: deque[_Flight] = deque()
+
+        async def land(force: bool) -> None:
+            """Append the summarised groups at the head of ``flight`` (all: force)."""
+            while flight and (force or all(f.done() for f in flight[0].futures)):
+                g = flight.popleft()
+                made: list[PCS] = []
+                failure: InputError | None = None
+                for w, fut in zip(g.windows, g.futures, strict=True):
+                    try:
+                        made.append(await fut)
+                    except (ValueError, ArithmeticError) as exc:
+                        failure = _rejected(w, exc, where)
+                        break
+                if made:
+                    items = await self._run_io(
+                        self._append_made,
+                        g.windows[: len(made)],
+                        made,
+                        shard,
+                        g.first_epoch + len(made),
+                        source_id,
+                        make_ck,
+                    )
+                    await self._publish(
+                        items, sum(len(w) for w in g.windows[: len(made)])
+                    )
+                if failure is not None:
+                    for later in flight:
+                        for f in later.futures:
+                            f.cancel()
+                    flight.clear()
+                    raise failure
+
+        def in_flight() -> int:
+            return sum(len(g.windows) for g in flight)
 
         idle_since = time.monotonic()
         while not self._stopping:
             await self._wait_for_room()
-            room = self.cfg.max_inflight - self._outstanding
-            try:
-                items, n_ev, eof, got, stop = await self._run_io(step, room)
-            except _PartialAppend as part:
-                await self._publish(part.items, part.n_events)
-                raise part.error from None
-            await self._publish(items, n_ev)
+            room = self.cfg.max_inflight - self._outstanding - in_flight()
+            if room <= 0:
+                await land(force=True)
+                continue
+            windows, eof, got, stop = await self._run_io(step, room, bool(flight))
+            if windows:
+                if self._cpu is None:
+                    await self._append_io(windows, shard, source_id, make_ck, where)
+                else:
+                    flight.append(self._launch(windows, shard))
+            # Keep about one window per CPU thread ahead of the appends.
+            depth = self._cpu_workers
+            await land(force=not got or eof or stop is not None or in_flight() > depth)
             if stop is not None:
                 raise stop
             if got:
@@ -844,6 +905,45 @@ class Agent:
                 # A file at its current end: poll. (A pipe's read already waited.)
                 await asyncio.sleep(self.cfg.poll_s)
 
+    def _launch(self, windows: list[Window], shard: str) -> _Flight:
+        """Start summarising ``windows`` on the CPU threads with the next epochs."""
+        assert self.outbox is not None and self._cpu is not None
+        first = self._assigned.get(shard)
+        if first is None:
+            first = self._epochs.get(shard) or self.outbox.next_epoch(
+                shard, self.cfg.start_epoch
+            )
+        self._assigned[shard] = first + len(windows)
+        loop = asyncio.get_running_loop()
+        futures = [
+            loop.run_in_executor(
+                self._cpu, partial(self._summarize, w, shard_id=shard, epoch=first + i)
+            )
+            for i, w in enumerate(windows)
+        ]
+        return _Flight(windows, futures, first)
+
+    def _append_made(
+        self,
+        windows: list[Window],
+        made: list[PCS],
+        shard: str,
+        next_epoch: int,
+        source_id: str,
+        checkpoint: Callable[[list[Window]], Checkpoint],
+    ) -> list[tuple[int, PCS]]:
+        """Work thread: append PCS summarised elsewhere, with their checkpoint."""
+        assert self.outbox is not None
+        seqs = self.outbox.append(
+            [encode_pcs(p) for p in made],
+            shard_id=shard,
+            next_epoch=next_epoch,
+            source_id=source_id,
+            checkpoint=checkpoint(windows),
+        )
+        self._epochs[shard] = next_epoch
+        return list(zip(seqs, made, strict=True))
+
     async def _flush_partial(
         self,
         shard: str,
@@ -854,6 +954,24 @@ class Agent:
         w = self._windower(shard).flush()
         if w is not None:
             await self._append_io([w], shard, source_id, make_ck, where)
+
+
+@dataclass(slots=True)
+class _Flight:
+    """Windows being summarised on the CPU threads, with the epoch of the first."""
+
+    windows: list[Window]
+    futures: list[asyncio.Future[PCS]]
+    first_epoch: int
+
+
+def _rejected(w: Window, exc: BaseException, where: str) -> InputError:
+    lines = f"lines {w.first_line}-{w.end_line}" if w.end_line else "events"
+    return InputError(
+        f"the window of {lines} cannot be summarised: {exc}",
+        source=where,
+        position=w.first_line,
+    )
 
 
 class _PartialAppend(Exception):  # noqa: N818 - internal carrier, never escapes

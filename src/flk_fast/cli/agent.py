@@ -247,6 +247,14 @@ def register(sub: Any) -> None:
         help="PCS made but not yet acknowledged before reading pauses (256)",
     )
     r.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="threads summarising windows while the input is parsed; 0 = inline on "
+        "the work thread (0; experimental, for hosts with idle cores)",
+    )
+    r.add_argument(
         "--no-sync",
         action="store_true",
         help="don't fsync the outbox (survives kill -9, not power loss)",
@@ -429,6 +437,7 @@ def _agent(args: argparse.Namespace) -> int:
             source_id=args.source_id,
             restart_input=args.restart_input,
             progress=args.progress,
+            workers=args.workers,
         )
         summarize = _summarizer(args)
         client = _client(args)
