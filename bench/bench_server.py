@@ -378,16 +378,27 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = start_server(kind, args.server_core, work)
         try:
             offset = 0
-            for rate in rates:
-                r = run_fixed(url, bodies, args.load_core, rate, args.duration, offset)
+            for rate in [*rates, None]:
+                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+                if rate is None:
+                    r = run_wrk(
+                        url,
+                        bodies,
+                        args.load_core,
+                        args.duration,
+                        args.connections,
+                        offset,
+                    )
+                else:
+                    r = run_fixed(
+                        url, bodies, args.load_core, rate, args.duration, offset
+                    )
+                cpu, wall = cpu_seconds(proc.pid) - cpu0, time.perf_counter() - t0
                 offset += per_case
+                r["server_cpu_us_per_req"] = cpu / max(1, r["requests"]) * 1e6
+                r["server_cpu_util"] = cpu / wall
                 records.append({"server": kind, **r, **ctx})
                 print(json.dumps(records[-1]), flush=True)
-            r = run_wrk(
-                url, bodies, args.load_core, args.duration, args.connections, offset
-            )
-            records.append({"server": kind, **r, **ctx})
-            print(json.dumps(records[-1]), flush=True)
         finally:
             stop_server(proc)
     shutil.rmtree(work, ignore_errors=True)

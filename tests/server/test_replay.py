@@ -81,9 +81,11 @@ async def test_outage_is_caught_up_while_serving(
     import asyncio
 
     from flk_fast.server import app as app_module
+    from flk_fast.server import handlers
 
-    monkeypatch.setattr(app_module, "COMPACT_EVERY_S", 0.05)
-    monkeypatch.setattr(app_module, "COMPACT_OLDER_THAN_S", 0.0)
+    monkeypatch.setattr(app_module, "TICK_S", 0.05)
+    monkeypatch.setattr(handlers, "COMPACT_EVERY_S", 0.0)
+    monkeypatch.setattr(handlers, "ACK_INTERVAL_S", 0.02)
     monkeypatch.setattr(app_module, "CATCH_UP_EVERY_S", 0.0)
     monkeypatch.setattr(app_module, "CATCH_UP_OLDER_THAN_S", 0.0)
     dedup = _Flaky()

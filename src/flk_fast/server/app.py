@@ -206,31 +206,28 @@ def _chunks(wal: Any, older_than: float | None = None) -> Callable[[], Any]:
     return next_chunk
 
 
-#: Maintenance cadence (seconds): WAL compaction of acked records, catch-up replay of
-#: records left unjudged by a dedup outage, expiry sweep of an LMDB dedup store.
-COMPACT_EVERY_S = 5.0
-COMPACT_OLDER_THAN_S = 10.0
+#: Maintenance cadence (seconds): catch-up replay of records left unjudged by a dedup
+#: outage, expiry sweep of an LMDB dedup store. (WAL compaction rides on the ack
+#: flusher of handlers.py.)
+TICK_S = 5.0
 CATCH_UP_EVERY_S = 30.0
 CATCH_UP_OLDER_THAN_S = 30.0
 SWEEP_EVERY_S = 600.0
 
 
 async def _maintenance(service: IngestService) -> None:
-    """Keep the inbox WAL small and re-judge what an outage left behind, while serving.
+    """Re-judge what an outage left behind, and expire old dedup entries, while serving.
 
-    Compaction runs often so that each run deletes few records: a long one would hold
-    the WAL writer thread that appends wait for. A record still unacked
-    CATCH_UP_OLDER_THAN_S after its append is not in flight any more (its request got a
-    503 while the dedup store was down), so it is judged now rather than at the next
-    start; judging is idempotent.
+    A record still unacked CATCH_UP_OLDER_THAN_S after its append is not in flight any
+    more (its request got a 503 while the dedup store was down), so it is judged now
+    rather than at the next start; judging is idempotent.
     """
     last_catch_up = last_sweep = time.monotonic()
     while True:
-        await asyncio.sleep(COMPACT_EVERY_S)
+        await asyncio.sleep(TICK_S)
         if not service.ready:
             continue
         try:
-            await service.wal.compact(COMPACT_OLDER_THAN_S)
             now = time.monotonic()
             if now - last_catch_up >= CATCH_UP_EVERY_S:
                 last_catch_up = now

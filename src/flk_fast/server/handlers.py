@@ -63,6 +63,8 @@ log = logging.getLogger("flk_fast.server")
 #: Write WAL acks at most this often (seconds) unless ACK_BATCH of them are waiting.
 ACK_INTERVAL_S = 0.25
 ACK_BATCH = 4096
+#: Compact (delete) acked WAL records at most this often, right after an ack flush.
+COMPACT_EVERY_S = 1.0
 _JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": _JSON}
 _ENC = msgspec.json.Encoder()
@@ -135,6 +137,7 @@ class IngestService:
         self._acks: list[int] = []
         self._ack_now = asyncio.Event()
         self._flush_all = False
+        self._last_compact = 0.0
         self._ack_task: asyncio.Task[None] | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -308,10 +311,20 @@ class IngestService:
             batch, self._acks = self._acks, []
             try:
                 await self.wal.ack_many(batch)
+                now = time.monotonic()
+                if now - self._last_compact >= COMPACT_EVERY_S:
+                    # Delete every acked record right away: it is final, and small
+                    # frequent runs keep each one short (the appends queue behind it
+                    # on the WAL writer thread). Scanning only acked-and-deletable
+                    # records also keeps a run's cost proportional to its work.
+                    self._last_compact = now
+                    await self.wal.compact(0.0)
             except Exception:
                 # Unacked records are only re-judged at the next start: harmless.
                 self.metrics.wal_errors.inc()
-                log.exception("inbox WAL ack failed (%d records)", len(batch))
+                log.exception(
+                    "inbox WAL ack/compaction failed (%d records)", len(batch)
+                )
 
     async def drain(self, timeout: float) -> None:
         """Wait for in-flight pipelines (bounded) and for the last acks."""
