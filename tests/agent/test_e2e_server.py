@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from flk_fast.agent.source import parse_csv_block
 from flk_fast.agent.windows import Windower
 
@@ -82,14 +84,20 @@ def wait_for(pred, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-de
         time.sleep(0.02)
 
 
-def test_kill9_agent_mid_drain_then_restart(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_kill9_agent_mid_drain_then_restart(
+    server: Server, tmp_path: Path, workers: str
+) -> None:
     src = tmp_path / "events.csv"
     make_input(src, 40 * WINDOW + 17)  # 41 windows, the last one partial
     ids = expected_ids(src)
     data = tmp_path / "agent"
     # Slow delivery down (one request at a time, few in flight) so the kill lands
     # while PCS are both pending in the outbox and not yet made.
-    cmd = agent_cmd(server, src, data, "--concurrency", "1", "--max-inflight", "2")
+    cmd = agent_cmd(
+        server, src, data, "--concurrency", "1", "--max-inflight", "2",
+        "--workers", workers,
+    )  # fmt: skip
     with open(tmp_path / "agent1.log", "wb") as log:
         proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=log)
         wait_for(lambda: metric(server.url, "flk_ingest_total") >= 8)
