@@ -57,6 +57,7 @@ def _add_delivery_options(p: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=_positive_int,
         default=8,
+        metavar="N",
         help="requests in flight, over kept-alive connections (8)",
     )
     g.add_argument(
@@ -174,7 +175,9 @@ def register(sub: Any) -> None:
         metavar="LIST",
         help="box-counting scales (2,4,8,16)",
     )
-    w.add_argument("--seed", type=int, default=42, help="direction sampler seed (42)")
+    w.add_argument(
+        "--seed", type=int, default=42, metavar="N", help="direction sampler seed (42)"
+    )
     w.add_argument(
         "--merkle-scheme",
         default="sha256-hexcat",
