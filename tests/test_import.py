@@ -30,10 +30,11 @@ def test_import_flk_fast_pulls_in_nothing_heavy() -> None:
     assert report["seconds"] < 0.15, report["seconds"]
 
 
-def test_protocol_does_not_import_numba_or_servers() -> None:
+def test_protocol_does_not_import_numba_servers_or_ed25519() -> None:
     report = _modules_after("import flk_fast.protocol")
     loaded = set(report["mods"])  # type: ignore[arg-type]
-    assert not loaded & {"numba", "lmdb", "aiohttp", "uvloop"}
+    # cryptography is only for Ed25519 keys; HMAC-only agents never load it
+    assert not loaded & {"numba", "lmdb", "aiohttp", "uvloop", "cryptography"}
 
 
 def test_cli_help_does_not_import_heavy_modules() -> None:

@@ -7,6 +7,21 @@ import importlib
 import pytest
 
 EXPECTED = {
+    "flk_fast.agent": [
+        "Agent", "AgentConfig", "AgentSummary", "DeadLetter", "DeliveryClient",
+        "DeliveryResult", "Outbox", "RetryPolicy", "delays",
+    ],
+    "flk_fast.kernels": [
+        "BudgetParams", "Coherence", "MERKLE_SCHEMES", "MerkleProof", "RegimeParams",
+        "TheilSen", "box_counts", "budget", "coherence", "compressibility", "d_hat",
+        "d_hat_batch", "merkle_proof", "merkle_root", "merkle_root_file", "merkle_verify",
+        "regime", "theil_sen", "warm_up",
+    ],
+    "flk_fast.server": ["ServerConfig", "load_config", "make_app", "serve"],
+    "flk_fast.storage": [
+        "DEFAULT_TIMEOUT_S", "DEFAULT_TTL_S", "DedupStore", "WalRecord", "WalStats",
+        "WriteAheadLog", "open_dedup",
+    ],
     "flk_fast": ["__version__", "agent", "kernels", "protocol", "server", "storage"],
     "flk_fast.errors": [
         "ConfigError",

@@ -2,7 +2,8 @@
 
 HMAC-SHA256 goes through the standard library's one-shot ``hmac.digest``: the same
 OpenSSL primitive that ``cryptography`` wraps, without building an object per call
-(cheaper per PCS, see bench/bench_protocol.py). Ed25519 uses ``cryptography``.
+(cheaper per PCS, see bench/bench_protocol.py). Ed25519 uses ``cryptography``, imported
+only when an Ed25519 key is used: an HMAC-only agent saves its start-up time and memory.
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from typing import TYPE_CHECKING, Protocol
 
 from flk_fast.errors import KeyLoadError, SignatureError
 from flk_fast.protocol.pcs import PCS
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "Ed25519Key",
@@ -134,6 +134,9 @@ def load_hmac_key(
 
 def load_ed25519_private(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """Read an Ed25519 private key: PEM (PKCS#8, unencrypted) or 32 raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     raw = _read_key_file(path, "Ed25519 private key")
     try:
         if raw.startswith(b"-----"):
@@ -149,6 +152,9 @@ def load_ed25519_private(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
 def load_ed25519_public(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """Read an Ed25519 public key: PEM (SubjectPublicKeyInfo) or 32 raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     raw = _read_key_file(path, "Ed25519 public key")
     try:
         if raw.startswith(b"-----"):
@@ -171,6 +177,9 @@ def _read_key_file(path: str | os.PathLike[str], what: str) -> bytes:
 
 def generate_ed25519(private_path: Path, public_path: Path) -> None:
     """Write a fresh Ed25519 key pair as PEM; the private file is created mode 0600."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -258,9 +267,15 @@ class Ed25519Key:
     def matches(self, payload: bytes, sig: bytes) -> bool:
         try:
             self.public_key.verify(sig, hashlib.sha256(payload).digest())
-        except InvalidSignature:
+        except _invalid_signature():
             return False
         return True
+
+
+def _invalid_signature() -> type[Exception]:
+    from cryptography.exceptions import InvalidSignature
+
+    return InvalidSignature
 
 
 class Keyring:
