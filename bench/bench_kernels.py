@@ -166,7 +166,7 @@ def bench_coherence(size: float, repeat: int) -> None:
             lambda t=threads: coherence(pts, 100, 20, 42, n_threads=t),
             baseline,
             repeat,
-            max(1, repeat // 3),
+            repeat,
         )
         case(
             "coherence",

@@ -446,7 +446,8 @@ def d_hat_batch_i64(const int64_t[:, ::1] scales, const int64_t[:, ::1] n_j,
         for i in range(k):
             xs[i] = log2(<double> scales[0, i]) if scales[0, i] > 0 else NAN
         xsp = &xs[0]
-    if m < 262144:  # below this, starting threads costs more than it saves
+    # auto: below this many rows, starting threads costs more than it saves
+    if nthreads <= 0 and m < 65536:
         t = 1
     with nogil:
         for r in prange(m, num_threads=t, schedule="static"):
