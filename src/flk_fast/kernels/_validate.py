@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["as_points", "as_scales"]
+__all__ = ["as_points", "as_scales", "threads"]
+
+
+def threads(n_threads: int) -> int:
+    """``n_threads`` if given (> 0), else FLK_FAST_NUM_THREADS, else 0 (the kernel's
+    own default: all cores)."""
+    from flk_fast import _env
+
+    return n_threads if n_threads > 0 else max(0, _env.NUM_THREADS)
 
 
 def as_points(

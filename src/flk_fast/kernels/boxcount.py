@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _ext
-from ._validate import as_points, as_scales
+from ._validate import as_points, as_scales, threads
 
 __all__ = ["box_counts"]
 
@@ -32,7 +32,7 @@ def box_counts(
     scales : sequence of int
         Scales >= 1 (duplicates allowed).
     n_threads : int, optional
-        Threads (one scale each); 0 uses up to 2.
+        Threads (one scale each); 0: FLK_FAST_NUM_THREADS, else up to 2.
 
     Returns
     -------
@@ -69,4 +69,4 @@ def box_counts(
         and float(np.abs(pts).max()) * float(sc.max()) * (1.0 + 2.0**-20) < 2.0**20 - 2
     )
     run = _cy.box_counts_f32 if pts.dtype == np.float32 else _cy.box_counts_f64
-    return run(pts, sc, n_threads, packed)
+    return run(pts, sc, threads(n_threads), packed)

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _ext
-from ._validate import as_points
+from ._validate import as_points, threads
 
 __all__ = ["Coherence", "coherence", "coherence_directions"]
 
@@ -56,8 +56,8 @@ def coherence(
     For each direction v: p = P @ v; coherence is 1.0 if ``max(p) - min(p) < 1e-9``,
     else the largest count of ``numpy.histogram(p, n_bins)`` divided by n. The
     projection, min/max and binning are fused (no n x n_directions matrix) and use
-    up to ``n_threads`` threads (0: all cores). Points are computed in float64, as
-    numpy promotes ``P @ v``.
+    up to ``n_threads`` threads (0: FLK_FAST_NUM_THREADS, else all cores). Points are
+    computed in float64, as numpy promotes ``P @ v``.
 
     Parameters
     ----------
@@ -95,6 +95,7 @@ def coherence(
     dirs = coherence_directions(d, int(n_directions), int(seed))
     if n == 0:
         return Coherence(0.0, dirs[0].copy())
+    n_threads = threads(n_threads)
     mins, maxs = _cy.minmax_f64(pts, dirs, n_threads)
     with np.errstate(over="ignore"):
         spread = maxs - mins

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _ext
+from ._validate import threads
 
 __all__ = ["TheilSen", "d_hat_batch", "theil_sen"]
 
@@ -202,6 +203,8 @@ def d_hat_batch(
         Shared scales, or one row of scales per PCS.
     n_j : array_like of int, shape (m, k)
         Box counts, one row per PCS.
+    n_threads : int, optional
+        0: FLK_FAST_NUM_THREADS, else 2 threads from 65 536 rows, 1 below.
 
     Returns
     -------
@@ -241,4 +244,4 @@ def d_hat_batch(
         return np.empty(0)
     if nj64.shape[1] == 0:
         return np.full(nj64.shape[0], np.nan)
-    return _cy.d_hat_batch_i64(sc64, nj64, shared, n_threads)
+    return _cy.d_hat_batch_i64(sc64, nj64, shared, threads(n_threads))
