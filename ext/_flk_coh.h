@@ -80,7 +80,20 @@ ATTR static void NAME(const double *cols, int64_t len, int64_t d, const double *
         }                                                                            \
         for (i = 0; i < len; i++) l0[i] = (l0[i] + l2[i]) + (l1[i] + l3[i]);         \
     } else {                                                                         \
-        for (i = 0; i < len; i++) l0[i] = 0.0;                                       \
+        /* d < 4: h is 0.0 (the 0.0 + keeps dgemv's sign of zero) */                \
+        c0 = cols; c1 = cols + FLK_TILE; c2 = cols + 2 * FLK_TILE;                   \
+        switch (d) {                                                                 \
+        case 1:                                                                      \
+            for (i = 0; i < len; i++) pt[i] = fma(c0[i], v[0], 0.0);                 \
+            return;                                                                  \
+        case 2:                                                                      \
+            for (i = 0; i < len; i++) pt[i] = 0.0 + fma(c0[i], v[0], c1[i] * v[1]);  \
+            return;                                                                  \
+        default:                                                                     \
+            for (i = 0; i < len; i++)                                                \
+                pt[i] = 0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1]));     \
+            return;                                                                  \
+        }                                                                            \
     }                                                                                \
     b = base;                                                                        \
     c0 = cols + b * FLK_TILE;                                                        \
