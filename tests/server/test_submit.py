@@ -201,3 +201,26 @@ async def test_request_id_is_echoed(make_client: Any) -> None:
         SUBMIT, data=signed(vector_doc()), headers={**JSON, "X-Request-Id": "abc-123"}
     )
     assert resp.headers["X-Request-Id"] == "abc-123"
+
+
+async def test_content_encoding(make_client: Any) -> None:
+    import asyncio
+    import gzip
+
+    client = await make_client(dedup=MemoryDedup())
+    # raw bytes: aiohttp closes the connection after a broken payload, which its own
+    # client may see before the (sent) answer
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    junk = b"not gzip at all"
+    writer.write(
+        b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b"\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(junk), junk)
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 400"), head
+    headers = {**JSON, "Content-Encoding": "gzip"}
+    resp = await client.post(SUBMIT, data=gzip.compress(VECTOR_BYTES), headers=headers)
+    assert resp.status == 200

@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from flk_fast.errors import (
     PCSValidationError,
@@ -225,6 +226,11 @@ class IngestService:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return json_error(413, "body_too_large", limit=self._max_body)
+            except RequestPayloadError as exc:  # bad chunking or Content-Encoding
+                self.metrics.invalid.inc()
+                return json_error(400, "invalid_body", detail=str(exc).strip())
+            except ConnectionError:  # the client left mid-body: nobody to answer
+                return json_error(400, "incomplete_body")
             resp = await self._ingest(tenant, body)
             if self.draining:
                 resp.force_close()  # no keep-alive: let the client reconnect elsewhere
