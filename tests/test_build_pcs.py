@@ -13,8 +13,10 @@ from flk_fast.cli import main
 
 pytestmark = pytest.mark.needs_ext
 
-VECTOR_CSV = "/work/shared/vectors/tiny_case_1.csv"
-VECTOR_PCS = Path("/work/shared/vectors/pcs_tiny_case_1.json")
+# The SPEC §8 vectors, copied from the shared contract into the repository.
+VECTORS = Path(__file__).resolve().parent / "vectors"
+VECTOR_CSV = str(VECTORS / "tiny_case_1.csv")
+VECTOR_PCS = VECTORS / "pcs_tiny_case_1.json"
 VECTOR_ARGS = [
     "build-pcs",
     "--in",

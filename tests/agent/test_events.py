@@ -11,7 +11,7 @@ import pytest
 from flk_fast.agent.events import Events, canonical_row, read_events
 from flk_fast.errors import InputError
 
-VECTOR = "/work/shared/vectors/tiny_case_1.csv"
+VECTOR = str(Path(__file__).resolve().parents[1] / "vectors" / "tiny_case_1.csv")
 
 
 def one(text: str, **kw: object) -> Events:

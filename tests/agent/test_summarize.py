@@ -22,8 +22,9 @@ from flk_fast.protocol.signing import HmacSigner, Keyring
 
 pytestmark = pytest.mark.needs_ext
 
-VECTOR_CSV = "/work/shared/vectors/tiny_case_1.csv"
-VECTOR_PCS = "/work/shared/vectors/pcs_tiny_case_1.json"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+VECTOR_CSV = str(VECTORS / "tiny_case_1.csv")
+VECTOR_PCS = str(VECTORS / "pcs_tiny_case_1.json")
 
 
 def vector_pcs():  # type: ignore[no-untyped-def]
