@@ -80,6 +80,10 @@ def test_keygen_ed25519_round_trip(tmp_path: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     again = flk("keygen", str(key))
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    lone_pub = tmp_path / "b.key.pub"
+    lone_pub.write_text("keep me")
+    assert flk("keygen", str(tmp_path / "b.key")).returncode == 2
+    assert lone_pub.read_text() == "keep me" and not (tmp_path / "b.key").exists()
 
     import msgspec
 

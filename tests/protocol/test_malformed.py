@@ -273,6 +273,45 @@ def test_unreadable_bodies_are_explained(body: bytes, message: str) -> None:
     assert str(info.value) == message
 
 
+LONG_INT = b"1" * 5000
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (
+            "pcs_id",
+            '"' + "a" * 64 + '\\n"',
+            "pcs_id: must be 64 lowercase hex characters",
+        ),
+        (
+            "merkle_root",
+            '"' + "e" * 64 + '\\n"',
+            "merkle_root: must be 64 lowercase hex characters",
+        ),
+        (
+            "sent_at",
+            '"2025-01-19T12:00:00Z\\n"',
+            "sent_at: must be an RFC 3339 UTC timestamp",
+        ),
+        ("N_j", '{"2\\n": 5}', "N_j: keys must be decimal integers"),
+        ("epoch", LONG_INT.decode(), "body: not valid JSON: a number is too long"),
+        ("D_hat", LONG_INT.decode(), "body: not valid JSON: a number is too long"),
+    ],
+)
+def test_trailing_newlines_and_huge_literals(
+    field: str, value: str, message: str
+) -> None:
+    """Regressions: `$` in a pattern let a final newline through; a 5000-digit integer
+    escaped the explaining path as a bare ValueError (a 500 in the server)."""
+    doc = json.loads(VECTOR_BYTES)
+    doc[field] = "@@"
+    body = json.dumps(doc).replace('"@@"', value).encode()
+    with pytest.raises(PCSValidationError) as info:
+        decode_pcs(body)
+    assert str(info.value).startswith(message)
+
+
 def test_unknown_fields_are_ignored() -> None:
     doc = json.loads(VECTOR_BYTES)
     doc["extension"] = {"nested": [1, 2, {"deep": None}]}

@@ -110,6 +110,8 @@ def _explain(body: Any, exc: Exception) -> PCSValidationError:
         _validate_plain(value)
     except PCSValidationError as found:
         return found
+    except Exception:  # noqa: BLE001 - the explainer must never turn bad input into a 500
+        pass
     return PCSValidationError("body", f"malformed PCS: {exc}")
 
 
@@ -143,6 +145,10 @@ def _plain_json(body: Any) -> Any:
     except json.JSONDecodeError as exc:
         raise PCSValidationError(
             "body", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except ValueError:  # an integer literal over Python's 4300-digit limit
+        raise PCSValidationError(
+            "body", "not valid JSON: a number is too long"
         ) from None
 
 

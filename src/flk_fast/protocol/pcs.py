@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 SCHEMA = "fractal-lba-kakeya"
-_HEX64 = "^[0-9a-f]{64}$"
+# \Z, not $: msgspec searches with Python re, where $ also matches before a final "\n".
+_HEX64 = r"^[0-9a-f]{64}\Z"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 #: Sizes beyond which a field is "extra-large" and the body malformed. They bound the
@@ -39,12 +40,12 @@ LIMITS = {
 Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
 Hex64 = Annotated[str, msgspec.Meta(pattern=_HEX64)]
 Scale = Annotated[int, msgspec.Meta(ge=1, le=_INT64_MAX)]
-DecimalKey = Annotated[str, msgspec.Meta(pattern="^(0|[1-9][0-9]{0,18})$")]
+DecimalKey = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,18})\Z")]
 # RFC 3339 in UTC; the calendar itself is checked after decoding (codec._check_sent_at).
 SentAt = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$"
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)\Z"
     ),
 ]
 

@@ -189,11 +189,15 @@ def generate_ed25519(private_path: Path, public_path: Path) -> None:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    # O_EXCL: never overwrite an existing key; mode set at creation, no window of 0644.
+    # O_EXCL: never overwrite an existing key (nor its public half); the private mode is
+    # set at creation, so there is no moment at 0644.
+    if public_path.exists():
+        raise FileExistsError(f"{public_path} exists")
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(private_pem)
-    public_path.write_bytes(public_pem)
+    with open(public_path, "xb") as f:
+        f.write(public_pem)
 
 
 # ---------------------------------------------------------------------- signers
