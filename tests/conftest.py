@@ -17,11 +17,13 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("FLK_REQUIRE_SERVICES", "1") != "0"
 REDIS_URL = os.environ.get("FLK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-POSTGRES_DSN = os.environ.get("FLK_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_DSN = os.environ.get(
+    "FLK_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 class SeededRng(np.random.Generator):
-    """A numpy Generator whose repr names its seed, so a failing case can be replayed."""
+    """A numpy Generator whose repr names its seed, so a failure can be replayed."""
 
     def __init__(self, seed: int) -> None:
         super().__init__(np.random.PCG64(seed))
@@ -70,5 +72,5 @@ def postgres_dsn() -> str:
 
 @pytest.fixture
 def unique_prefix() -> Iterator[str]:
-    """A namespace so tests sharing one Redis / PostgreSQL never see each other's keys."""
+    """A namespace so tests sharing Redis / PostgreSQL never see each other's keys."""
     yield f"t{uuid.uuid4().hex[:12]}"

@@ -1,4 +1,5 @@
-"""The exception hierarchy. Every error flk_fast raises on purpose derives from FlkError."""
+"""The exception hierarchy: every error flk_fast raises on purpose derives from
+FlkError."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class FlkError(Exception):
 
 
 class PCSValidationError(FlkError, ValueError):
-    """A PCS body breaks the shape of SPEC §1 (HTTP 400). ``field`` names the culprit."""
+    """A body breaks the shape of SPEC §1 (HTTP 400); ``field`` names the culprit."""
 
     def __init__(self, field: str, rule: str) -> None:
         self.field = field
@@ -38,12 +39,14 @@ class KeyLoadError(FlkError):
 
 
 class InputError(FlkError, ValueError):
-    """Event input (CSV / JSONL) is malformed. ``position`` is the 1-based line number."""
+    """Event input (CSV / JSONL) is malformed; ``position`` is the 1-based line."""
 
     def __init__(self, message: str, *, source: str = "", position: int = 0) -> None:
         self.source = source
         self.position = position
-        where = f"{source}:{position}: " if position else (f"{source}: " if source else "")
+        where = (
+            f"{source}:{position}: " if position else (f"{source}: " if source else "")
+        )
         super().__init__(f"{where}{message}")
 
 

@@ -13,7 +13,7 @@ def add_command(
     sub: Any, name: str, *, help: str, examples: str
 ) -> argparse.ArgumentParser:
     """Add a subcommand whose --help ends with an Examples section."""
-    return sub.add_parser(  # type: ignore[no-any-return]
+    return sub.add_parser(
         name,
         help=help,
         description=help,
