@@ -59,3 +59,18 @@ def test_cli_fails_fast_with_one_clear_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--ed25519-public-key-file" in r.stderr
     r = _serve("--port", "99999")
     assert r.returncode == 2 and "--port" in r.stderr
+    key = tmp_path / "k"
+    key.write_bytes(b"k")
+    r = _serve(
+        "--data-dir",
+        str(tmp_path),
+        "--hmac-key-file",
+        str(key),
+        "--workers",
+        "2",
+        "--tls-cert",
+        str(tmp_path / "no.crt"),
+        "--tls-key",
+        str(tmp_path / "no.key"),
+    )
+    assert r.returncode == 2 and r.stderr.startswith("flk: error: TLS")

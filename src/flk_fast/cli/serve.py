@@ -59,8 +59,14 @@ def _serve(args: argparse.Namespace) -> int:
         KeyStore(cfg)  # fail before binding when a key is missing or malformed
     except FlkError as exc:
         return fail(str(exc))
-    from flk_fast.server.runner import serve
+    import ssl
 
+    from flk_fast.server.runner import serve, ssl_context
+
+    try:
+        ssl_context(cfg)  # unreadable or mismatched TLS files: say so before forking
+    except (OSError, ssl.SSLError) as exc:
+        return fail(f"TLS: {exc}")
     try:
         return serve(cfg)
     except OSError as exc:  # port in use, unreadable TLS file, ...

@@ -36,6 +36,9 @@ from .config import ServerConfig
 
 __all__ = ["configure_logging", "serve", "ssl_context"]
 
+#: A worker that dies this many times in a row without getting ready stops the group.
+_MAX_START_FAILURES = 5
+
 log = logging.getLogger("flk_fast.server")
 
 
@@ -227,6 +230,10 @@ def _supervise(cfg: ServerConfig) -> int:
 
     stopping = False
     hup = False
+    exit_code = 0
+    restart_at: dict[int, float] = {}  # worker index -> when to start it again
+    failures: dict[int, int] = {}  # consecutive deaths before reaching ready
+    ever_ready: set[int] = set()
 
     def on_term(signum: int, frame: Any) -> None:
         nonlocal stopping
@@ -250,6 +257,7 @@ def _supervise(cfg: ServerConfig) -> int:
                     msg = conn.recv()
                     if msg[0] == "ready":
                         ready.add(i)
+                        ever_ready.add(i)
         if not announced and len(ready) == cfg.workers:
             scheme = "https" if cfg.tls_cert else "http"
             log.info(
@@ -270,16 +278,31 @@ def _supervise(cfg: ServerConfig) -> int:
                 if p.is_alive() and p.pid:
                     os.kill(p.pid, signal.SIGHUP)
         for i, p in list(procs.items()):
-            if not p.is_alive() and not stopping:
+            if p.is_alive() or stopping or time.monotonic() < restart_at.get(i, 0.0):
+                continue
+            if restart_at.get(i) is None:  # just noticed: schedule with backoff
+                _mark_dead(p.pid)
+                ready.discard(i)
+                failures[i] = 0 if i in ever_ready else failures.get(i, 0) + 1
+                ever_ready.discard(i)
+                if failures[i] >= _MAX_START_FAILURES:
+                    log.error(
+                        "worker %d failed to start %d times; giving up", i, failures[i]
+                    )
+                    stopping, exit_code = True, 1
+                    break
+                delay = min(5.0, 0.1 * 2 ** failures[i])
                 log.error(
-                    "worker %d (pid %s) exited with %s; restarting",
+                    "worker %d (pid %s) exited with %s; restarting in %.1f s",
                     i,
                     p.pid,
                     p.exitcode,
+                    delay,
                 )
-                _mark_dead(p.pid)
-                ready.discard(i)
-                start(i)
+                restart_at[i] = time.monotonic() + delay
+                continue
+            del restart_at[i]
+            start(i)
         time.sleep(0.05)
 
     for p in procs.values():
@@ -295,7 +318,7 @@ def _supervise(cfg: ServerConfig) -> int:
         _mark_dead(p.pid)
     holder.close()
     log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
-    return 0
+    return exit_code
 
 
 def _mark_dead(pid: int | None) -> None:
