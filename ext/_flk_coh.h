@@ -126,11 +126,53 @@ static inline void flk_transpose_tile(const double *A, int64_t len, int64_t d,
 
 /* min/max of P @ v_j for every direction j over rows [r0, r1). mins/maxs are
  * accumulated into (callers seed them with +/-inf). */
-#define FLK_MINMAX_DEF(NAME, TPROJ, ATTR)                                            \
+/* min/max of a tile's projections, folded into *mn / *mx. The sign of a zero
+ * extreme does not matter: edges and bins come out the same for -0.0 and +0.0. */
+static void flk_tile_minmax_sw(const double *pt, int64_t len, double *mn, double *mx)
+{
+    int64_t i;
+    double a = *mn, b = *mx;
+    for (i = 0; i < len; i++) {
+        a = pt[i] < a ? pt[i] : a;
+        b = pt[i] > b ? pt[i] : b;
+    }
+    *mn = a;
+    *mx = b;
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+__attribute__((target("avx2")))
+static void flk_tile_minmax_hw(const double *pt, int64_t len, double *mn, double *mx)
+{
+    int64_t i = 0;
+    double lo[4], hi[4];
+    __m256d a = _mm256_set1_pd(*mn), b = _mm256_set1_pd(*mx);
+    __m256d a2 = a, b2 = b;
+    for (; i + 8 <= len; i += 8) {
+        __m256d x = _mm256_loadu_pd(pt + i), y = _mm256_loadu_pd(pt + i + 4);
+        a = _mm256_min_pd(a, x);
+        b = _mm256_max_pd(b, x);
+        a2 = _mm256_min_pd(a2, y);
+        b2 = _mm256_max_pd(b2, y);
+    }
+    _mm256_storeu_pd(lo, _mm256_min_pd(a, a2));
+    _mm256_storeu_pd(hi, _mm256_max_pd(b, b2));
+    *mn = lo[0] < lo[1] ? lo[0] : lo[1];
+    *mn = lo[2] < *mn ? lo[2] : *mn;
+    *mn = lo[3] < *mn ? lo[3] : *mn;
+    *mx = hi[0] > hi[1] ? hi[0] : hi[1];
+    *mx = hi[2] > *mx ? hi[2] : *mx;
+    *mx = hi[3] > *mx ? hi[3] : *mx;
+    flk_tile_minmax_sw(pt + i, len - i, mn, mx);
+}
+#endif
+
+#define FLK_MINMAX_DEF(NAME, TPROJ, TMINMAX, ATTR)                                   \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, double *mins, double *maxs)        \
 {                                                                                    \
-    int64_t t0, i, j, len;                                                           \
+    int64_t t0, j, len;                                                              \
     double pt[FLK_TILE];                                                             \
     double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);          \
     if (cols == NULL) return; /* caller sees +/-inf and reports overflow */          \
@@ -138,21 +180,8 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
         len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                               \
         flk_transpose_tile(P + t0 * d, len, d, cols);                                \
         for (j = 0; j < m; j++) {                                                    \
-            double mn0 = mins[j], mx0 = maxs[j], mn1 = mn0, mx1 = mx0;               \
             TPROJ(cols, len, d, V + j * d, pt);                                      \
-            /* two accumulators: min/max chains are latency bound */                 \
-            for (i = 0; i + 1 < len; i += 2) {                                       \
-                mn0 = pt[i] < mn0 ? pt[i] : mn0;                                     \
-                mx0 = pt[i] > mx0 ? pt[i] : mx0;                                     \
-                mn1 = pt[i + 1] < mn1 ? pt[i + 1] : mn1;                             \
-                mx1 = pt[i + 1] > mx1 ? pt[i + 1] : mx1;                             \
-            }                                                                        \
-            if (i < len) {                                                           \
-                mn0 = pt[i] < mn0 ? pt[i] : mn0;                                     \
-                mx0 = pt[i] > mx0 ? pt[i] : mx0;                                     \
-            }                                                                        \
-            mins[j] = mn0 < mn1 ? mn0 : mn1;                                         \
-            maxs[j] = mx0 > mx1 ? mx0 : mx1;                                         \
+            TMINMAX(pt, len, mins + j, maxs + j);                                    \
         }                                                                            \
     }                                                                                \
     free(cols);                                                                      \
@@ -182,11 +211,59 @@ static inline int32_t flk_numpy_bin(double p, const double *e, int32_t nb, doubl
 /* Bins handled by the fast path's interleaved counters (more: the exact path). */
 #define FLK_MAXBINS 64
 
+/* Fast-path bin guess of every projection of a tile: ib[i] = (int)((p - first) * inv).
+ * Returns nonzero when some point is ambiguous (within FLK_EDGE_EPS of a bin boundary
+ * in units of bins, or at/after the last edge); flk_ambiguous says which. */
+static inline int flk_ambiguous(double p, double first, double inv, int32_t nb)
+{
+    double f = (p - first) * inv;
+    int32_t k = (int32_t)f;
+    double fr = f - (double)k;
+    return (fr < FLK_EDGE_EPS) | (fr > 1.0 - FLK_EDGE_EPS) | (k >= nb);
+}
+
+static int flk_tile_index_sw(const double *pt, int64_t len, double first, double inv,
+                             int32_t nb, int32_t *ib)
+{
+    int64_t i;
+    int any = 0;
+    for (i = 0; i < len; i++) {
+        ib[i] = (int32_t)((pt[i] - first) * inv);
+        any |= flk_ambiguous(pt[i], first, inv, nb);
+    }
+    return any;
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2")))
+static int flk_tile_index_hw(const double *pt, int64_t len, double first, double inv,
+                             int32_t nb, int32_t *ib)
+{
+    int64_t i = 0;
+    int any = 0;
+    const __m256d vfirst = _mm256_set1_pd(first), vinv = _mm256_set1_pd(inv);
+    const __m256d lo = _mm256_set1_pd(FLK_EDGE_EPS), hi = _mm256_set1_pd(1.0 - FLK_EDGE_EPS);
+    const __m128i vnb = _mm_set1_epi32(nb - 1);
+    for (; i + 4 <= len; i += 4) {
+        /* same operations as the scalar path: subtract, multiply, truncate */
+        __m256d f = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(pt + i), vfirst), vinv);
+        __m128i k = _mm256_cvttpd_epi32(f);
+        __m256d fr = _mm256_sub_pd(f, _mm256_cvtepi32_pd(k));
+        __m256d bad = _mm256_or_pd(_mm256_cmp_pd(fr, lo, _CMP_LT_OQ),
+                                   _mm256_cmp_pd(fr, hi, _CMP_GT_OQ));
+        any |= _mm256_movemask_pd(bad);
+        any |= _mm_movemask_epi8(_mm_cmpgt_epi32(k, vnb));
+        _mm_storeu_si128((__m128i *)(ib + i), k);
+    }
+    return any | flk_tile_index_sw(pt + i, len - i, first, inv, nb, ib + i);
+}
+#endif
+
 /* Histogram of P @ v_j into nb bins with numpy.histogram's rules. counts is m x nb
  * and is accumulated into. Directions with skip[j] != 0 (degenerate range) are
  * skipped. Each tile runs simple loops (project, index, count) so that the first two
  * vectorise. */
-#define FLK_HIST_DEF(NAME, TPROJ, ATTR)                                              \
+#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, ATTR)                                      \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
                       const unsigned char *skip, int64_t *counts)                    \
@@ -194,7 +271,6 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     int64_t t0, i, j, len;                                                           \
     double pt[FLK_TILE];                                                             \
     int32_t ib[FLK_TILE];                                                            \
-    unsigned char amb[FLK_TILE];                                                     \
     int64_t c4[4 * FLK_MAXBINS] = {0};                                               \
     const double nbf = (double)nb;                                                   \
     const int32_t nb32 = (int32_t)nb;                                                \
@@ -216,19 +292,9 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             int64_t *c = counts + j * nb;                                            \
             TPROJ(cols, len, d, v, pt);                                              \
             if (safe && nb <= FLK_MAXBINS) {                                         \
-                int any = 0;                                                         \
-                for (i = 0; i < len; i++) {                                          \
-                    double f = (pt[i] - first) * inv;                                \
-                    int32_t k = (int32_t)f;                                          \
-                    double fr = f - (double)k;                                       \
-                    ib[i] = k;                                                       \
-                    amb[i] = (fr < FLK_EDGE_EPS) | (fr > 1.0 - FLK_EDGE_EPS) |       \
-                             (k >= nb32);                                            \
-                    any |= amb[i];                                                   \
-                }                                                                    \
-                if (any)                                                             \
+                if (TINDEX(pt, len, first, inv, nb32, ib))                           \
                     for (i = 0; i < len; i++)                                        \
-                        if (amb[i])                                                  \
+                        if (flk_ambiguous(pt[i], first, inv, nb32))                  \
                             ib[i] = flk_numpy_bin(pt[i], e, nb32, first, denom);     \
                 /* four interleaved counters: no store-to-load chain on one bin */   \
                 for (i = 0; i + 3 < len; i += 4) {                                   \
@@ -258,8 +324,8 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
 #define FLK_SW_ATTR __attribute__((optimize("fp-contract=off")))
 FLK_PROJ_DEF(flk_proj_hw, FLK_HW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
-FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, FLK_HW_ATTR)
-FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, FLK_HW_ATTR)
+FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
+FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, FLK_HW_ATTR)
 static int flk_have_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2"); }
 #else
 #define FLK_SW_ATTR
@@ -269,8 +335,8 @@ static int flk_have_fma(void) { return 0; }
  * results, slower. */
 FLK_PROJ_DEF(flk_proj_sw, FLK_SW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
-FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, FLK_SW_ATTR)
-FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, FLK_SW_ATTR)
+FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
+FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, FLK_SW_ATTR)
 
 static void flk_coh_minmax(const double *P, int64_t r0, int64_t r1, int64_t d,
                            const double *V, int64_t m, double *mins, double *maxs)
