@@ -166,3 +166,25 @@ def test_parse_retry_after_http_date() -> None:
     # Without a clock a date cannot be turned into a wait.
     assert parse_retry_after("Tue, 14 Nov 2023 22:13:30 GMT") is None
     assert parse_retry_after("Tue, 99 Nov 2023 99:99:99 GMT", now=now) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\u00b2",  # str.isdigit() is True, int() raises (was: the agent died)
+        "\u0661",  # an Arabic-Indic one: float() would accept it
+        "9" * 5000,  # int() refuses more than 4300 digits (was: ValueError)
+        "1" * 65,
+        "1e999",
+        "Wed, 21 Oct 99999 07:28:00 GMT",
+    ],
+)
+def test_parse_retry_after_garbage_is_none_never_raises(value: str) -> None:
+    assert parse_retry_after(value, now=0.0) is None
+
+
+@given(st.text(max_size=80))
+@settings(derandomize=True, max_examples=300, deadline=None)
+def test_parse_retry_after_never_raises(value: str) -> None:
+    got = parse_retry_after(value, now=1.7e9)
+    assert got is None or got >= 0.0

@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 
+#: Longest Retry-After value looked at; an HTTP date is 29 characters.
+_MAX_RETRY_AFTER_CHARS = 64
+
+
 class Rng(Protocol):
     """Anything with ``random() -> float`` in [0, 1), e.g. ``random.Random``."""
 
@@ -129,11 +133,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     text = value.strip()
     if not text:
         return None
+    if len(text) > _MAX_RETRY_AFTER_CHARS or not text.isascii():
+        # Far longer than any delay or HTTP date, or not ASCII (str.isdigit() is true
+        # for "²", which int() rejects; int() of over 4300 digits raises): garbage.
+        return None
     if text.isdigit():
         return float(int(text))
     try:
         seconds = float(text)  # lenient: some servers send "1.5"
-    except ValueError:
+    except (ValueError, OverflowError):
         seconds = math.nan
     if math.isfinite(seconds):
         return max(0.0, seconds)
@@ -141,9 +149,10 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        stamp = when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now)
+    return max(0.0, stamp - now)
 
 
 def classify_status(status: int) -> str:
