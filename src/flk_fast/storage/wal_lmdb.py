@@ -81,6 +81,7 @@ _SEQ = struct.Struct(">Q")
 _DAY_SHIFT = 40  # rotating WAL: seq = day << 40 | n  (2^40 records a day is plenty)
 _CHUNK = 512  # records read per read transaction: keeps read txns short
 _LAST_SEQ = b"last_seq"
+_SEQ_MAX = (1 << 64) - 1
 _T = TypeVar("_T")
 
 
@@ -494,10 +495,10 @@ class LmdbWal:
 
         try:
             out, nxt = seg.read(read)
-        except lmdb.Error as exc:
-            # A damaged B-tree page: report the position and step past it one key at a
-            # time, so the records behind the damage still come out.
-            self._report(pos, f"unreadable LMDB page ({exc})")
+        except lmdb.Error:
+            # A damaged B-tree page somewhere between ``pos`` and the end of the chunk:
+            # walk again from ``pos`` itself (records before the damage are fine),
+            # one existing key at a time, and step over what cannot be read.
             return self._probe_past(seg, pos, include_acked)
         for seq, reason in bad:
             self._report(seq, reason)
@@ -508,16 +509,43 @@ class LmdbWal:
     def _probe_past(
         self, seg: _Segment, pos: int, include_acked: bool
     ) -> tuple[list[WalRecord] | None, int]:
-        last = seg.read(lambda txn: txn.get(_LAST_SEQ, db=seg.sys))
-        last_seq = _SEQ.unpack(last)[0] if last else pos
-        for seq in range(pos + 1, last_seq + 1):
+        """Up to _CHUNK records from ``pos``, read key by key around damaged pages.
+
+        Each step is a fresh read transaction and cursor: ``set_range`` to the next
+        position, one record, then on to ``seq + 1``. A step that raises marks an
+        unreadable region; ``_next_readable`` finds where it ends with O(64) probes
+        (never one probe per possible seq: a rotating WAL's seqs span 2^40 per day).
+        """
+        out: list[WalRecord] = []
+        at = pos
+        steps = 0
+        while steps < _CHUNK:
+            steps += 1
+            if at > _SEQ_MAX:
+                return out or None, at
             try:
-                rec = self.get(seq)
-            except (lmdb.Error, WalCorruptionError):
+                found = seg.read(partial(_record_from, seg, _SEQ.pack(at)))
+            except lmdb.Error as exc:
+                after = _next_readable(seg, at)
+                end = "the end of the segment" if after is None else f"seq {after}"
+                self._report(at, f"unreadable LMDB page ({exc}); skipped up to {end}")
+                if after is None:
+                    return out or None, at
+                at = after
                 continue
-            if rec is not None:
-                return ([rec] if include_acked or not rec.acked else []), seq + 1
-        return None, pos
+            if found is None:  # no key at or after ``at``: end of the segment
+                return out or None, at
+            key, raw, acked = found
+            seq = _SEQ.unpack(key)[0]
+            at = seq + 1
+            if acked and not include_acked:
+                continue
+            decoded = _decode(key, raw)
+            if isinstance(decoded, str):
+                self._report(seq, decoded)
+            else:
+                out.append(WalRecord(seq, decoded[0], acked, decoded[1]))
+        return out, at
 
     def stats(self) -> WalStats:
         """Counts, sizes and seq range over every segment."""
@@ -642,3 +670,48 @@ def _compact_chunk(
     # Young acked records stay behind at the front of ``acks``; stop once a pass made
     # no progress so the loop in ``compact`` terminates.
     return removed, more and removed > 0
+
+
+def _record_from(
+    seg: _Segment, key: bytes, txn: lmdb.Transaction
+) -> tuple[bytes, bytes, bool] | None:
+    """The first record at or after ``key``: ``(key, raw, acked)``, or None."""
+    cur = txn.cursor(db=seg.records)
+    if not cur.set_range(key):
+        return None
+    found = bytes(cur.key())
+    return found, bytes(cur.value()), txn.get(found, db=seg.acks) is not None
+
+
+def _readable_from(seg: _Segment, seq: int) -> bool:
+    """Whether a cursor can be positioned at the first key >= ``seq``."""
+    try:
+        seg.read(partial(_record_from, seg, _SEQ.pack(seq)))
+    except lmdb.Error:
+        return False
+    return True
+
+
+def _next_readable(seg: _Segment, bad: int) -> int | None:
+    """The smallest position after ``bad`` from which the records can be read again.
+
+    Positions that land on a damaged page fail, the ones past it succeed, so the
+    boundary is found by galloping (1, 2, 4, … past ``bad``) and then bisecting:
+    at most ~128 read transactions whatever the seq range. None: nothing readable.
+    """
+    lo, step, hi = bad, 1, None
+    while lo < _SEQ_MAX:
+        probe = min(lo + step, _SEQ_MAX)
+        if _readable_from(seg, probe):
+            hi = probe
+            break
+        lo, step = probe, step * 2
+    if hi is None:
+        return None
+    while hi - lo > 1:  # lo unreadable, hi readable
+        mid = (lo + hi) // 2
+        if _readable_from(seg, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
