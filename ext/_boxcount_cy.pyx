@@ -1,4 +1,9 @@
-"""Distinct-voxel counts per scale (SPEC §4.1) with an open-addressing hash set.
+"""Distinct-voxel counts per scale (SPEC §4.1).
+
+When the box spanned by the data's voxels at a scale is small (at most
+max(2**22, 64 n) cells: the usual case, unit-cube data and scales <= 64), a bitmap of
+that box counts them with one bit test per point and no hashing. Otherwise an
+open-addressing hash set does.
 
 The set stores the voxel coordinates themselves (d int64 per slot, contiguous) with a
 hash tag per slot, and grows by doubling at load 1/2, so it stays as small as the
@@ -221,8 +226,44 @@ cdef int64_t _count_one(const floating *P, int64_t n, int64_t d,
     return count
 
 
+cdef int64_t _count_bitmap(const floating *P, int64_t n, int64_t d, floating s,
+                           const int64_t *lo, const int64_t *ext) noexcept nogil:
+    # The voxels of this scale lie in the box lo[k] .. lo[k] + ext[k] - 1 (floor is
+    # monotone, so the voxels of the column minima and maxima bound all others): one
+    # bit per cell of that box, no hashing. Returns -1 when out of memory.
+    # Unchecked: prod(ext) fits the bitmap budget (box_counts computes lo and ext
+    # with the same dtype arithmetic and decides).
+    cdef int64_t cells = 1, i, k, idx, count = 0
+    cdef uint64_t *bits
+    cdef uint64_t bit
+    for k in range(d):
+        cells *= ext[k]
+    bits = <uint64_t *> calloc((cells + 63) // 64, sizeof(uint64_t))
+    if bits == NULL:
+        return -1
+    for i in range(n):
+        idx = 0
+        for k in range(d):
+            idx = idx * ext[k] + (_floor_i64(P[i * d + k] * s) - lo[k])
+        bit = 1ULL << (idx & 63)
+        if not (bits[idx >> 6] & bit):
+            bits[idx >> 6] |= bit
+            count += 1
+    free(bits)
+    return count
+
+
+def _boxes(scales, points, lo, ext):
+    # No bitmap boxes given: every scale takes a hash set (ext[:, 0] == 0).
+    if lo is None or ext is None:
+        z = np.zeros((scales.shape[0], max(1, points.shape[1])), dtype=np.int64)
+        return z, z
+    return lo, ext
+
+
 cdef object _box_counts(const floating[:, ::1] points, const int64_t[::1] scales,
-                        int nthreads, bint packed):
+                        int nthreads, bint packed, const int64_t[:, ::1] lo,
+                        const int64_t[:, ::1] ext):
     cdef int64_t n = points.shape[0], d = points.shape[1], m = scales.shape[0], j
     out = np.zeros(m, dtype=np.int64)
     cdef int64_t[::1] res = out
@@ -233,7 +274,10 @@ cdef object _box_counts(const floating[:, ::1] points, const int64_t[::1] scales
         t = <int> m
     with nogil:
         for j in prange(m, num_threads=t, schedule="dynamic"):
-            if packed:
+            if ext[j, 0] > 0:
+                res[j] = _count_bitmap(&points[0, 0], n, d, <floating> scales[j],
+                                       &lo[j, 0], &ext[j, 0])
+            elif packed:
                 res[j] = _count_packed(&points[0, 0], n, d, <floating> scales[j])
             else:
                 res[j] = _count_one(&points[0, 0], n, d, scales[j])
@@ -242,18 +286,52 @@ cdef object _box_counts(const floating[:, ::1] points, const int64_t[::1] scales
     return out
 
 
+cdef object _colrange(const floating[:, ::1] points):
+    cdef int64_t n = points.shape[0], d = points.shape[1], i, k
+    lo_a = np.array(points[0], dtype=np.float64)
+    hi_a = lo_a.copy()
+    cdef double[::1] lo = lo_a, hi = hi_a
+    cdef double v
+    with nogil:
+        for i in range(n):
+            for k in range(d):
+                v = points[i, k]
+                if v < lo[k]:
+                    lo[k] = v
+                if v > hi[k]:
+                    hi[k] = v
+    return lo_a, hi_a
+
+
+def colrange_f64(const double[:, ::1] points):
+    """Per-column minimum and maximum (float64 arrays). Unchecked: n >= 1."""
+    return _colrange(points)
+
+
+def colrange_f32(const float[:, ::1] points):
+    """Per-column minimum and maximum, as float64 (exact). Unchecked: n >= 1."""
+    return _colrange(points)
+
+
 def box_counts_f64(const double[:, ::1] points, const int64_t[::1] scales,
-                   int nthreads=0, bint packed=False):
+                   int nthreads=0, bint packed=False, lo=None, ext=None):
     """Distinct ``floor(points * s)`` rows for each scale ``s`` (float64 points).
 
-    Unchecked: with ``packed``, d <= 3 and max|points| * max(scales) < 2**20 - 1
-    (flk_fast.kernels.box_counts decides)."""
-    return _box_counts(points, scales, nthreads, packed)
+    Unchecked: with ``packed``, d <= 3 and max|points| * max(scales) < 2**20 - 1;
+    ``lo``/``ext`` (m, d) int64, where ``ext[j, 0] > 0``, bound every voxel of scale j
+    and their product fits the bitmap budget (flk_fast.kernels.box_counts decides)."""
+    lo_a, ext_a = _boxes(scales, points, lo, ext)
+    cdef const int64_t[:, ::1] lo_v = lo_a
+    cdef const int64_t[:, ::1] ext_v = ext_a
+    return _box_counts(points, scales, nthreads, packed, lo_v, ext_v)
 
 
 def box_counts_f32(const float[:, ::1] points, const int64_t[::1] scales,
-                   int nthreads=0, bint packed=False):
+                   int nthreads=0, bint packed=False, lo=None, ext=None):
     """Distinct ``floor(points * s)`` rows for each scale ``s`` (float32 products).
 
     Unchecked: as box_counts_f64."""
-    return _box_counts(points, scales, nthreads, packed)
+    lo_a, ext_a = _boxes(scales, points, lo, ext)
+    cdef const int64_t[:, ::1] lo_v = lo_a
+    cdef const int64_t[:, ::1] ext_v = ext_a
+    return _box_counts(points, scales, nthreads, packed, lo_v, ext_v)
