@@ -113,3 +113,13 @@ def test_packed_voxel_boundary(box_counts, rng, limit, d) -> None:  # type: igno
     assert box_counts(pts.astype(np.float32), [1]).tolist() == ref_box_counts(
         pts.astype(np.float32), [1]
     )
+
+
+def test_bitmap_and_hash_paths_agree_at_the_budget(box_counts, rng) -> None:  # type: ignore[no-untyped-def]
+    # Small n: the bitmap budget is 2**22 cells. Scale 2048 spans 2048**2 = 2**22
+    # cells (bitmap), 2049 just more (hash set); negative coordinates too.
+    pts = rng.random((500, 2)) - 0.5
+    pts[0] = [-0.5, -0.5]
+    pts[1] = [0.4999, 0.4999]
+    for scales in ([2048], [2049], [1, 2048, 2049, 4096]):
+        assert box_counts(pts, scales).tolist() == ref_box_counts(pts, scales)
