@@ -264,3 +264,47 @@ async def test_lmdb_stuck_writer_raises_within_timeout(tmp_path: object) -> None
         holder.stdout.close()  # type: ignore[union-attr]
     assert await store.put_if_absent("k2", b"v2") == (b"v2", True)
     await store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:abc/0",
+        "redis://127.0.0.1:99999/0",
+        "redis://127.0.0.1:6379/0?socket_timeout=abc",
+        "postgresql://postgres@127.0.0.1:abc/test",
+        "postgres://postgres@127.0.0.1:70000/test",
+        "postgresql://postgres@h1:5432,h2:x/test",
+    ],
+)
+def test_malformed_network_url_is_a_config_error_at_open(url: str) -> None:
+    # documented: a bad URL is a ConfigError from open_dedup, not a ValueError (or a
+    # 503-looking DedupUnavailableError) at the first call
+    with pytest.raises(ConfigError, match="dedup URL"):
+        open_dedup(url)
+
+
+@pytest.mark.services
+async def test_postgres_schema_name_keeps_its_case(
+    postgres_dsn: str, unique_prefix: str
+) -> None:
+    import asyncpg
+
+    schema = f"Prod_{unique_prefix}"  # unquoted, PostgreSQL would fold it to prod_…
+    store = open_dedup(f"{postgres_dsn}?schema={schema}", timeout_s=10)
+    try:
+        assert await store.put_if_absent("k", b"v") == (b"v", True)
+        assert await store.get("k") == b"v"
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1"
+            " AND tablename = 'flk_dedup'",
+            schema,
+        )
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+    assert found == 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .base import DEFAULT_TTL_S, DedupStore, WalRecord, WalStats, WriteAheadLog
 
@@ -56,6 +56,28 @@ def _flag(value: str) -> bool:
     return value.strip().lower() not in ("0", "false", "no", "off", "")
 
 
+def _redact(url: str) -> str:
+    """``url`` with any password masked (errors end up in logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _check_network_url(url: str, parts: SplitResult) -> None:
+    """Reject what the client libraries would only reject at the first call."""
+    from flk_fast.errors import ConfigError
+
+    # PostgreSQL DSNs may list several hosts: ``postgresql://u@h1:5432,h2:5433/db``.
+    hosts = parts.netloc.rpartition("@")[2].split(",")
+    for host in hosts if parts.scheme.lower().startswith("postgres") else [None]:
+        try:
+            (parts if host is None else urlsplit(f"//{host}")).port  # noqa: B018
+        except ValueError as exc:  # "abc", or outside 0-65535
+            raise ConfigError(f"dedup URL {_redact(url)!r}: bad port ({exc})") from exc
+
+
 def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
     """Open the dedup store named by ``url`` (see the module docstring).
 
@@ -65,7 +87,9 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
     Raises
     ------
     flk_fast.errors.ConfigError
-        Unknown scheme, or an LMDB URL without a path.
+        Unknown scheme, an LMDB URL without a path, or a malformed network URL (a
+        port that is not a number in 0-65535, a bad redis-py option, an empty
+        ``?schema=``), at open time rather than at the first call.
     """
     from flk_fast.errors import ConfigError
 
@@ -93,10 +117,15 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
     if scheme in ("redis", "rediss", "unix"):
         from .dedup_redis import RedisDedup
 
-        return RedisDedup(url, timeout_s=timeout_s)
+        _check_network_url(url, parts)
+        try:  # redis-py parses the URL (port, db, query options) right here
+            return RedisDedup(url, timeout_s=timeout_s)
+        except ValueError as exc:
+            raise ConfigError(f"dedup URL {_redact(url)!r}: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
         from .dedup_postgres import PostgresDedup
 
+        _check_network_url(url, parts)
         return PostgresDedup(url, timeout_s=timeout_s)
     raise ConfigError(
         f"dedup URL {url!r}: unknown scheme {parts.scheme!r} "

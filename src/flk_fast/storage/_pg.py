@@ -29,7 +29,13 @@ def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
 
 
 def server_settings(schema: str | None) -> dict[str, str]:
-    return {"search_path": schema} if schema else {}
+    """``search_path`` for ``schema``, quoted: the server folds an unquoted name to
+    lower case (``Prod`` would become ``prod``) and splits it at commas."""
+    if not schema:
+        return {}
+    from .migrations import quote_ident
+
+    return {"search_path": quote_ident(schema)}
 
 
 async def connect(dsn: str, *, timeout_s: float) -> tuple[Any, str | None]:
