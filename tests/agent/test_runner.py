@@ -604,3 +604,91 @@ async def test_summarising_threads_change_nothing_but_speed(
         21,
         src.stat().st_size,
     )
+
+
+class _HangClient:
+    """Never answers: every PCS stays outstanding."""
+
+    counters = None
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def submit(self, body: Any) -> Any:
+        await asyncio.sleep(3600)
+
+
+async def test_time_windows_respect_max_inflight(tmp_path: Path) -> None:
+    # One input step used to cut up to --window time windows (one per event here):
+    # 999 PCS outstanding with max_inflight 4.
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "timestamp,x,y,z\n"
+        + "".join(f"{2 * i},0.{i % 10}1,0.2,0.3\n" for i in range(3000))
+    )
+    c = AgentConfig(
+        endpoint="http://127.0.0.1:9",
+        shard_id="s",
+        data_dir=tmp_path / "data",
+        window=1000,
+        window_seconds=1.0,
+        max_inflight=4,
+        progress="off",
+    )
+    async with Agent(c, summarize=summarize, client=_HangClient()) as a:
+        task = asyncio.create_task(a.run_file(src))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if a.summary.windows >= 4:
+                break
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert a.summary.windows == 4 and a._outstanding == 4
+
+
+async def test_outbox_compacted_while_running(fault: Any, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, 200)
+    c = cfg(fault, tmp_path, follow=True, compact_after_s=0.0, compact_every_s=0.05)
+    async with Agent(c, summarize=summarize, client=client(fault)) as a:
+        task = asyncio.create_task(a.run_file(src))
+        assert a.outbox is not None
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            st = a.outbox.wal.stats()
+            if a.summary.accepted == 4 and st.count == 0:
+                break
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        # Every acknowledged record was deleted although the agent never restarted.
+        assert a.summary.accepted == 4 and a.outbox.wal.stats().count == 0
+
+
+async def test_overlong_line_and_huge_coordinates_are_malformed_lines(
+    fault: Any, tmp_path: Path
+) -> None:
+    from flk_fast.agent.pipeline import make_summarizer
+    from flk_fast.protocol.signing import HmacSigner
+
+    src = tmp_path / "in.csv"
+    write_csv(src, 100)
+    with open(src, "ab") as f:
+        f.write(b"9,1e300,0.5,0.5\n")  # finite, but its voxel overflows int64
+        f.write(b"9," + b"1" * (2 << 20) + b",0.5,0.5\n")  # 2 MiB line
+    write_csv(src, 60, start=300, header=False)
+    real = make_summarizer(signer=HmacSigner(b"testsecret"))
+    c = cfg(fault, tmp_path, max_abs_coordinate=2.0**62 / 16)
+    async with Agent(c, summarize=real, client=client(fault)) as a:
+        await a.run_file(src)
+        await a.drain()
+    # Before: the 1e300 window stopped the run (exit 2 on every restart, whatever
+    # --on-malformed said), and the long line was held whole in memory.
+    assert [(m.line, m.reason.split(" (")[0]) for m in a.malformed] == [
+        (102, "a coordinate is beyond +-2.8823e+17"),
+        (103, "line longer than 1048576 bytes"),
+    ]
+    assert a.summary.events == 160 and a.summary.accepted == 4

@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 
 from flk_fast.agent.source import (
     LineSplitter,
+    parse_block,
     parse_csv_block,
     parse_jsonl_block,
+    read_batch,
 )
 from flk_fast.agent.windows import Windower, canonical_rows
+from flk_fast.errors import InputError
 
 
 def spec_rows(rows: list[tuple[float, str, str, str]]) -> bytes:
@@ -185,3 +188,91 @@ def test_time_windows_cut_on_slots_and_cap() -> None:
     assert [x.t.tolist() for x in out] == [[0, 1, 2], [3, 4], [5, 6, 7], [8, 9]]
     assert w.pending == 2
     assert w.flush().t.tolist() == [10, 11]  # type: ignore[union-attr]
+
+
+# -- one parser for the agent and build-pcs: header, nesting, long lines, huge values
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"x,y,z,timestamp", b"timestamp,x,y,z,extra", b"t,x,y,z", b"timestamp,x,y"],
+)
+def test_csv_header_other_than_timestamp_x_y_z_is_refused(header: bytes) -> None:
+    # Columns are read by position: a reordered header used to swap columns
+    # silently, a wider one made every line malformed.
+    with pytest.raises(InputError, match="header must be exactly timestamp,x,y,z") as e:
+        parse_csv_block(header + b"\n1,2,3,4\n", source="in.csv")
+    assert e.value.position == 1 and str(e.value).startswith("in.csv:1: ")
+
+
+def test_csv_header_case_spaces_and_bom_are_fine() -> None:
+    b, bad = parse_csv_block("\ufeffTimestamp, X ,y,Z\r\n1,2,3,4\n".encode())
+    assert bad == [] and b.lines.tolist() == [2]
+
+
+def test_jsonl_deep_nesting_is_a_malformed_line_not_a_crash() -> None:
+    deep = b'{"t":1,"x":' + b"[" * 100_000 + b"]" * 100_000 + b',"y":1,"z":1}'
+    block = b'{"t":0,"x":1,"y":2,"z":3}\n' + deep + b'\n{"t":2,"x":1,"y":2,"z":3}\n'
+    b, bad = parse_jsonl_block(block, 0, 1)
+    assert b.lines.tolist() == [1, 3]
+    assert [(m.line, m.reason) for m in bad] == [(2, "JSON nested too deeply")]
+
+
+def test_line_splitter_caps_a_line_without_newline() -> None:
+    sp = LineSplitter(max_line=100)
+    blocks = [sp.feed(b"1,2,3,4\n" + b"9" * 60)]
+    for _ in range(50):  # 3 KB of one line: never buffered beyond max_line + chunk
+        blocks.append(sp.feed(b"9" * 60))
+        assert sp.buffered <= 160
+    blocks.append(sp.feed(b"9\n5,6,7,8\n"))
+    blocks.append(sp.feed(b"", final=True))
+    assert [b for b in blocks if b[0]] == [
+        (b"1,2,3,4\n", 0, 1),
+        (b"5,6,7,8\n", 3070, 3),
+    ]
+    ((m),) = sp.overlong
+    assert (m.line, m.offset, m.reason) == (2, 8, "line longer than 100 bytes")
+    assert (sp.offset, sp.line) == (3078, 4)
+
+
+def test_line_splitter_overlong_unterminated_last_line() -> None:
+    sp = LineSplitter(max_line=10)
+    assert sp.feed(b"a" * 30, final=True) == (b"", 30, 2)
+    assert [m.line for m in sp.overlong] == [1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_coordinates_beyond_max_abs_are_malformed(fmt: str) -> None:
+    rows = [(1, 0.5, 0.5, 0.5), (2, 1e300, 0.5, 0.5), (3, 0.5, -2e17, 0.5)]
+    if fmt == "csv":
+        block = b"".join(b"%r,%r,%r,%r\n" % r for r in rows)
+    else:
+        block = b"".join(
+            json.dumps(dict(zip("txyz", r, strict=True))).encode() + b"\n" for r in rows
+        )
+    b, bad = parse_block(fmt, block, 0, 1, max_abs=1e17)
+    assert b.lines.tolist() == [1]
+    assert [m.line for m in bad] == [2, 3] and "overflows int64" in bad[0].reason
+    b, bad = parse_block(fmt, block, 0, 1)  # no bound: every line is an event
+    assert len(b) == 3 and bad == []
+
+
+def test_time_windows_push_some_stops_at_the_limit() -> None:
+    w = Windower(1000, seconds=1.0)
+    batch = _batch(50, dt=2.0)  # every event its own slot
+    out, used = w.push_some(batch, 3)
+    assert len(out) == 3 and used == 3 and w.pending == 0
+    out, used = w.push_some(batch.slice(used, len(batch)), None)
+    assert len(out) == 46 and used == 47 and w.pending == 1
+
+
+def test_read_batch_errors_name_the_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "e.txt"
+    p.write_bytes(b'{"t":1,"x":1,"y":2,"z":3}\n{"t":2,"x":1,"y":2}\n')
+    with pytest.raises(InputError, match=r"e\.txt:2: ") as e:
+        read_batch(p)  # sniffed as JSONL from its first byte
+    assert e.value.position == 2
+    with pytest.raises(InputError, match="cannot read"):
+        read_batch(tmp_path / "missing.csv")
+    p.write_bytes(b"timestamp,x,y,z\n1,2,3,4\n")
+    assert read_batch(p).tails == [b"2,3,4"]

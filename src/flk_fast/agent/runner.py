@@ -93,6 +93,12 @@ class AgentConfig:
     progress: str = "auto"
     log_every_s: float = 10.0
     workers: int = 0
+    #: Coordinates beyond +-this are malformed lines (their voxel overflows int64 in
+    #: the box counts); the CLI sets it from the largest scale. None: no check.
+    max_abs_coordinate: float | None = None
+    #: While running, delete acknowledged records older than ``compact_after_s``
+    #: every this many seconds (a long --follow run would otherwise grow forever).
+    compact_every_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.shard_id:
@@ -109,6 +115,10 @@ class AgentConfig:
             raise ConfigError("--workers must be >= 0")
         if self.idle_flush_s is not None and not self.idle_flush_s > 0:
             raise ConfigError("--idle-flush must be > 0 seconds")
+        if not self.compact_every_s > 0:
+            raise ConfigError("compact_every_s must be > 0 seconds")
+        if self.max_abs_coordinate is not None and not self.max_abs_coordinate > 0:
+            raise ConfigError("max_abs_coordinate must be > 0")
         Windower(self.window, self.window_seconds)  # validates both
 
 
@@ -287,6 +297,8 @@ class Agent:
         for _ in range(cfg.concurrency):
             self._tasks.append(self._guard(self._sender))
         self._tasks.append(self._guard(self._ack_batcher))
+        if cfg.compact_after_s is not None:
+            self._tasks.append(self._guard(self._compactor, cfg.compact_after_s))
         # Resend what a previous run left pending, streamed under max_inflight like
         # new PCS (a long outage can leave a large backlog). Only records that existed
         # at start-up: the ones appended from now on are enqueued by their producer.
@@ -446,6 +458,16 @@ class Agent:
                 await self._run_io(self.outbox.ack, acks)
                 for _ in acks:
                     await self._done_one()
+
+    async def _compactor(self, older_than_s: float) -> None:
+        """Compact now and then, not only at start-up: an agent following a file for
+        months would otherwise keep every acknowledged record."""
+        assert self.outbox is not None
+        while True:
+            await asyncio.sleep(self.cfg.compact_every_s)
+            removed = await self._run_io(self.outbox.compact, older_than_s)
+            if any(removed):
+                log.info("compacted %d outbox and %d DLQ records", *removed)
 
     async def drain(self) -> None:
         """Wait until every PCS made or found is acknowledged or dead-lettered."""
@@ -767,7 +789,17 @@ class Agent:
                 final = eof and not self.cfg.follow
                 block, off, line = splitter.feed(data, final=final)
                 self._bytes_done += len(data)
-                batch, bad = parse_block(fmt, block, off, line)
+                batch, bad = parse_block(
+                    fmt,
+                    block,
+                    off,
+                    line,
+                    source=where,
+                    max_abs=self.cfg.max_abs_coordinate,
+                )
+                if splitter.overlong:  # they precede every line of the block
+                    bad = splitter.overlong + bad
+                    splitter.overlong = []
                 stop: InputError | None = None
                 if bad and self.cfg.on_malformed == "stop":
                     # Summarise what precedes the first bad line (complete windows
@@ -788,6 +820,7 @@ class Agent:
                 carry.update(batch=batch, eof=eof, stop=stop, final=final)
                 if (
                     bad
+                    and stop is None
                     and not len(batch)
                     and windower.pending == 0
                     and not busy
@@ -812,8 +845,11 @@ class Agent:
             windows: list[Window] = []
             while batch is not None and len(batch) and len(windows) < room:
                 take = min(len(batch), windower.count - windower.pending)
-                windows += windower.push(batch.slice(0, take))
-                batch = batch.slice(take, len(batch))
+                made, used = windower.push_some(
+                    batch.slice(0, take), room - len(windows)
+                )
+                windows += made
+                batch = batch.slice(used, len(batch))
             done = batch is None or not len(batch)
             carry["batch"] = None if done else batch
             if done and carry["final"]:

@@ -83,11 +83,34 @@ class Windower:
         return self._n
 
     def push(self, batch: EventBatch) -> list[Window]:
+        """Add every event of ``batch``; return the windows it completed."""
+        out, used = self.push_some(batch, None)
+        assert used == len(batch)
+        return out
+
+    def push_some(
+        self, batch: EventBatch, limit: int | None
+    ) -> tuple[list[Window], int]:
+        """Add events of ``batch`` until ``limit`` windows are complete (None: all).
+
+        Returns the windows and how many events of ``batch`` were consumed; the rest
+        is for a later call. This is how the agent keeps the PCS it makes per step
+        under ``--max-inflight``: one slice of time-windowed events can close as many
+        windows as it has events.
+
+        Examples
+        --------
+        >>> from flk_fast.agent.source import parse_csv_block
+        >>> batch, _ = parse_csv_block(b"0,1,1,1\\n1,1,1,1\\n2,1,1,1\\n3,1,1,1\\n")
+        >>> out, used = Windower(100, seconds=1.0).push_some(batch, 2)
+        >>> [len(w) for w in out], used
+        ([1, 1], 2)
+        """
         out: list[Window] = []
         n = len(batch)
         slots = np.floor(batch.t / self.seconds) if self.seconds else None
         i = 0
-        while i < n:
+        while i < n and (limit is None or len(out) < limit):
             j = min(n, i + self.count - self._n)
             close = False
             if slots is not None:
@@ -103,7 +126,7 @@ class Windower:
             i = j
             if self._n >= self.count or (close and self._n):
                 out.append(self._emit())
-        return out
+        return out, i
 
     def flush(self) -> Window | None:
         """The partial window, if any (end of input, or an idle follow-mode stream)."""
