@@ -308,3 +308,30 @@ async def test_postgres_schema_name_keeps_its_case(
     finally:
         await conn.close()
     assert found == 1
+
+
+async def test_redis_call_timing_out_in_the_queue_leaves_no_coroutine(
+    closed_port: int,
+) -> None:
+    import gc
+    import warnings
+
+    from flk_fast.storage.dedup_redis import RedisDedup
+
+    store = RedisDedup(f"redis://127.0.0.1:{closed_port}/0", timeout_s=0.05)
+    for _ in range(32):  # every slot taken: callers time out while queued
+        await store._slots.acquire()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for call in (
+            lambda: store.get("k"),
+            lambda: store.put_if_absent("k", b"v"),
+            lambda: store.get_many(["a", "b"]),
+            lambda: store.put_many_if_absent([("a", b"v")]),
+            store.ping,
+        ):
+            with pytest.raises(DedupUnavailableError, match="no answer"):
+                await call()
+        gc.collect()
+    assert [str(w.message) for w in caught] == []  # "coroutine … never awaited"
+    await store.close()

@@ -128,9 +128,9 @@ def _raw_put(path: Path, seq: int, value: bytes) -> None:
 def _raw_get(path: Path, seq: int) -> bytes:
     env = lmdb.open(str(path), max_dbs=4, readonly=True)
     with env.begin() as txn:
-        value = bytes(
-            txn.get(seq.to_bytes(8, "big"), db=env.open_db(b"records", txn=txn))
-        )
+        raw = txn.get(seq.to_bytes(8, "big"), db=env.open_db(b"records", txn=txn))
+        assert raw is not None, f"no record {seq}"
+        value = bytes(raw)
     env.close()
     return value
 
@@ -239,3 +239,27 @@ async def test_async_wal_without_group_commit(tmp_path: Path) -> None:
     await wal.close()
     with pytest.raises(StorageError):
         await wal.append(b"closed")
+
+
+async def test_bad_meta_fails_only_its_own_append(tmp_path: Path) -> None:
+    wal = AsyncWal.open(tmp_path)
+    await wal.append(b"warm")
+    # queued behind one commit: without the check in the caller, the str value
+    # failed the shared transaction and every good append of the batch with it
+    first = asyncio.ensure_future(wal.append(b"g0"))
+    results = await asyncio.gather(
+        wal.append(b"g1"),
+        wal.append(b"bad", meta={b"k": "not-bytes"}),  # type: ignore[dict-item]
+        wal.append(b"g2", meta={b"ck": b"2"}),
+        return_exceptions=True,
+    )
+    await first
+    assert isinstance(results[1], TypeError)
+    assert [r.data for r in await wal.pending()] == [b"warm", b"g0", b"g1", b"g2"]
+    assert await wal.get_meta(b"ck") == b"2"
+    for meta in ({"k": b"v"}, {b"": b"v"}, {b"k" * 512: b"v"}, [(b"k", b"v")]):
+        with pytest.raises((TypeError, ValueError)):
+            await wal.append(b"x", meta=meta)  # type: ignore[arg-type]
+    await wal.close()
+    with LmdbWal(tmp_path) as sync_wal, pytest.raises(TypeError):
+        sync_wal.append(b"x", meta={b"k": 1})  # type: ignore[dict-item]

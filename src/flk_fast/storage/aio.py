@@ -27,7 +27,7 @@ from flk_fast.errors import DedupUnavailableError, StorageError
 
 from .base import DEFAULT_TTL_S, DedupKey, WalRecord, WalStats
 from .dedup_lmdb import LmdbDedup
-from .wal_lmdb import LmdbWal
+from .wal_lmdb import LmdbWal, check_meta
 
 __all__ = ["AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH"]
 
@@ -161,6 +161,9 @@ class AsyncWal:
         """Append one record durably (see ``LmdbWal.append``); return its seq."""
         if not isinstance(data, bytes):
             raise TypeError(f"WAL records are bytes, not {type(data).__name__}")
+        # Checked here, in the caller: a bad meta inside a group commit would fail
+        # the whole batch, i.e. every other caller's append.
+        check_meta(meta)
         if not self.group_commit:
             return await self._gc.run(self.wal.append, data, meta)
         return int(await self._gc.submit((data, meta)))

@@ -97,6 +97,25 @@ def _encode(seq_key: bytes, data: bytes, appended_at: float) -> bytes:
     return header + _checksum(seq_key, header, data) + data
 
 
+def check_meta(meta: Mapping[bytes, bytes] | None) -> None:
+    """Reject a bad ``meta`` before it reaches a transaction (possibly a shared one).
+
+    Keys and values are ``bytes``; a key is 1-511 bytes (LMDB's key size limit).
+    """
+    if meta is None:
+        return
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"WAL meta is a mapping of bytes, not {type(meta).__name__}")
+    for k, v in meta.items():
+        if not isinstance(k, bytes) or not isinstance(v, bytes):
+            raise TypeError(
+                "WAL meta keys and values are bytes, not "
+                f"{type(k).__name__} -> {type(v).__name__}"
+            )
+        if not 1 <= len(k) <= 511:
+            raise ValueError(f"WAL meta key must be 1-511 bytes, got {len(k)}")
+
+
 def _decode(seq_key: Any, raw: Any) -> tuple[bytes, float] | str:
     """Return ``(payload, appended_at)`` or a string saying why the record is bad."""
     if len(raw) < _PREFIX:
@@ -326,6 +345,7 @@ class LmdbWal:
         for item in items:
             if not isinstance(item, bytes):
                 raise TypeError(f"WAL records are bytes, not {type(item).__name__}")
+        check_meta(meta)
         if not items and not meta:
             return []
         with self._lock:
