@@ -263,3 +263,34 @@ async def test_bad_meta_fails_only_its_own_append(tmp_path: Path) -> None:
     await wal.close()
     with LmdbWal(tmp_path) as sync_wal, pytest.raises(TypeError):
         sync_wal.append(b"x", meta={b"k": 1})  # type: ignore[dict-item]
+
+
+def test_meta_survives_the_day_that_wrote_it(tmp_path: Path) -> None:
+    # The checkpoint lives in the segment of its append; retention and compaction
+    # delete whole past days, and must not take the latest meta with them.
+    now = [20_000 * DAY + 3600]
+    wal = LmdbWal(tmp_path, rotate_daily=True, retention_days=2, clock=lambda: now[0])
+    s0 = wal.append(b"day0", meta={b"ck": b"0", b"only-day0": b"a", b"empty": b""})
+    now[0] += DAY
+    wal.append(b"day1", meta={b"ck": b"1"})
+    now[0] += DAY  # day 0 falls out of retention
+    wal.append(b"day2")
+    assert wal.get(s0) is None
+    assert wal.get_meta(b"ck") == b"1"  # the newest value, not the dropped day's
+    assert wal.get_meta(b"only-day0") == b"a"
+    assert wal.get_meta(b"empty") == b""
+    wal.close()
+    with LmdbWal(tmp_path, rotate_daily=True, clock=lambda: now[0]) as wal:
+        assert wal.get_meta(b"ck") == b"1"
+        assert wal.get_meta(b"only-day0") == b"a"
+
+    # compaction removing an emptied past day
+    now = [30_000 * DAY + 3600]
+    other = tmp_path / "c"
+    with LmdbWal(other, rotate_daily=True, clock=lambda: now[0]) as wal:
+        s = wal.append(b"x", meta={b"ck": b"7"})
+        wal.ack(s)
+        now[0] += DAY
+        assert wal.compact(older_than_s=0) == 1
+        assert [p.name for p in other.iterdir()] == ["2052-02-21"]
+        assert wal.get_meta(b"ck") == b"7"

@@ -293,12 +293,16 @@ class LmdbWal:
             self._segments[day] = seg
         return seg
 
-    def _writer(self) -> _Segment:
+    def _roll(self) -> None:
+        """Follow the clock to a new day (and apply retention) in a rotating WAL."""
         if self.rotate_daily:
             today = self._today()
             if today != self._current_day:
                 self._current_day = today
                 self._expire_days()
+
+    def _writer(self) -> _Segment:
+        self._roll()
         seg = self._segment(self._current_day)
         assert seg is not None
         return seg
@@ -310,16 +314,52 @@ class LmdbWal:
         for day in self._disk_days():
             if day >= horizon:
                 continue
-            seg = self._segments.pop(day, None)
-            if seg is not None:
-                seg.close()
-            shutil.rmtree(self._day_dir(day), ignore_errors=True)
+            self._drop_day(day)
             log.info(
                 "WAL %s: dropped day segment %s (retention %d days)",
                 self.path,
                 self._day_dir(day).name,
                 self.retention_days,
             )
+
+    def _drop_day(self, day: int) -> None:
+        """Delete a past day's segment, first carrying its meta forward.
+
+        Meta lives in the segment of the append that wrote it (same transaction), so
+        a checkpoint written on a day that retention or compaction drops would vanish
+        with it. Keys no later day holds are copied into the current day (copy, then
+        delete: a crash in between leaves a harmless duplicate).
+        """
+        seg = self._segment(day, create=False)
+        if seg is not None and day < self._current_day:
+            items = seg.read(partial(_meta_items, seg))
+            later = [d for d in self._disk_days() if d > day]
+            keep = {}
+            for key, value in items:
+                held = False
+                for d in later:
+                    other = self._segment(d, create=False)
+                    if (
+                        other is not None
+                        and other.read(partial(_meta_get, other, key)) is not None
+                    ):
+                        held = True
+                        break
+                if not held:
+                    keep[key] = value
+            if keep:
+                target = self._segment(self._current_day)
+                assert target is not None
+
+                def put(txn: lmdb.Transaction, t: _Segment = target) -> None:
+                    for k, v in keep.items():
+                        txn.put(k, v, db=t.meta)
+
+                target.write(put)
+        seg = self._segments.pop(day, None)
+        if seg is not None:
+            seg.close()
+        shutil.rmtree(self._day_dir(day), ignore_errors=True)
 
     def _seg_of(self, seq: int) -> _Segment | None:
         day = seq >> _DAY_SHIFT if self.rotate_daily else 0
@@ -401,6 +441,7 @@ class LmdbWal:
         horizon = self._clock() - older_than_s
         removed = 0
         with self._lock:
+            self._roll()  # "past day" is judged against today, not the last append
             for day in self._disk_days():
                 seg = self._segment(day, create=False)
                 if seg is None:
@@ -415,8 +456,7 @@ class LmdbWal:
                     and day != self._current_day
                     and seg.read(partial(_entries, seg)) == 0
                 ):
-                    self._segments.pop(day).close()
-                    shutil.rmtree(self._day_dir(day), ignore_errors=True)
+                    self._drop_day(day)
         return removed
 
     # -- reads -----------------------------------------------------------------------
@@ -646,6 +686,10 @@ def _entries(seg: _Segment, txn: lmdb.Transaction) -> int:
 
 def _meta_get(seg: _Segment, key: bytes, txn: lmdb.Transaction) -> Any:
     return txn.get(key, db=seg.meta)
+
+
+def _meta_items(seg: _Segment, txn: lmdb.Transaction) -> list[tuple[bytes, bytes]]:
+    return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=seg.meta)]
 
 
 def _disk_usage(path: Path) -> int:
