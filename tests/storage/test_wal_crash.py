@@ -26,6 +26,39 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 20
 
 
+def _index(data: bytes) -> tuple[int, int]:
+    """``(round, index)`` of a worker payload (it starts with ``r<round>-i<index>-``)."""
+    r, i = data.split(b"-", 2)[:2]
+    return int(r[1:]), int(i[1:])
+
+
+def _in_pair(i: int) -> bool:
+    """The worker appends index i with i % 5 == 4 together with i + 1 (one
+    append_many carrying ``checkpoint = i + 1``); every other index alone."""
+    return i % 5 == 4 or (i % 5 == 0 and i > 0)
+
+
+def _check_checkpoint(
+    present: dict[int, bytes], ckpt: bytes | None, round_: int
+) -> None:
+    """The meta checkpoint is committed with its records, atomically: it names the
+    second record of the newest pair on disk, and the first record is there too."""
+    pairs = [s for s in sorted(present) if _in_pair(_index(present[s])[1])]
+    if not pairs:
+        assert ckpt is None, f"round {round_}: checkpoint {ckpt!r} without its records"
+        return
+    assert ckpt is not None, f"round {round_}: records of a pair but no checkpoint"
+    last = pairs[-1]
+    r, i = _index(present[last])
+    assert i == int(ckpt), (
+        f"round {round_}: checkpoint {ckpt!r} but the newest pair ends at seq {last}"
+        f" = (round {r}, index {i})"
+    )
+    assert _index(present[last - 1]) == (r, i - 1), (
+        f"round {round_}: checkpoint {ckpt!r} committed without its first record"
+    )
+
+
 def _collect(child: subprocess.Popen[str], lines: list[str]) -> None:
     assert child.stdout is not None
     lines.extend(child.stdout)
@@ -90,8 +123,7 @@ def test_sigkill_never_loses_a_returned_append(tmp_path: Path, rng: object) -> N
                 )
             # seqs are dense: nothing vanished in the middle
             assert sorted(present) == list(range(1, len(present) + 1))
-            ckpt = wal.get_meta(b"checkpoint")
-            assert ckpt is None or int(ckpt) >= 0
+            _check_checkpoint(present, wal.get_meta(b"checkpoint"), round_)
     # LMDB commits are atomic, so a kill never leaves a torn record; had one appeared
     # it would have been reported here (and skipped) instead of returned.
     assert corrupt == []
