@@ -27,7 +27,7 @@ ROUNDS = 20
 
 
 def _index(data: bytes) -> tuple[int, int]:
-    """``(round, index)`` of a worker payload (it starts with ``r<round>-i<index>-``)."""
+    """``(round, index)`` of a worker payload (it starts ``r<round>-i<index>-``)."""
     r, i = data.split(b"-", 2)[:2]
     return int(r[1:]), int(i[1:])
 
