@@ -99,24 +99,82 @@ def test_options_change_the_summary(tmp_path) -> None:  # type: ignore[no-untype
     assert doc["sent_at"].endswith("Z") and doc["sent_at"] != ref["sent_at"]
 
 
+DEEP_JSON = (
+    '{"timestamp": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + ', "y": 1, "z": 1}'
+)
+
+
 @pytest.mark.parametrize(
-    ("content", "message"),
+    ("name", "content", "message"),
     [
-        ("", "empty.csv:1: empty input"),
-        ("timestamp,x,y\n1,2,3\n", ":1: header must name the columns timestamp,x,y,z"),
-        ("timestamp,x,y,z\n1,2,3,4\n2,abc,3,4\n", ":3: x is not a number: 'abc'"),
-        ("timestamp,x,y,z\n1,2,3\n", ":2: expected 4 columns"),
-        ("timestamp,x,y,z\n", "no events"),
+        ("e.csv", "", "e.csv: no events"),
+        ("e.csv", "timestamp,x,y,z\n", "no events"),
+        (
+            "e.csv",
+            "timestamp,x,y\n1,2,3\n",
+            "e.csv:1: the header must be exactly timestamp,x,y,z",
+        ),
+        # Columns are read by position: a reordered or wider header is refused (the
+        # agent used to swap the columns silently).
+        ("e.csv", "x,y,z,timestamp\n1,2,3,4\n", ":1: the header must be exactly"),
+        ("e.csv", "timestamp,x,y,z,w\n1,2,3,4,5\n", ":1: the header must be exactly"),
+        (
+            "e.csv",
+            "timestamp,x,y,z\n1,2,3,4\n2,abc,3,4\n",
+            "e.csv:3: a cell is not a number: '2,abc,3,4'",
+        ),
+        ("e.csv", "timestamp,x,y,z\n1,2,3\n", "e.csv:2: expected 4 cells, got 3"),
+        ("e.csv", "timestamp,x,y,z\n1,2,nan,4\n", "e.csv:2: a value is not finite"),
+        ("e.csv", "1,2,3,4\n5,1e300,1,1\n", "e.csv:2: a coordinate is beyond"),
+        ("e.jsonl", '{"t": 1, "x": 1, "y": 2}\n', "e.jsonl:1: "),
+        # Was: RecursionError, a traceback and exit 1.
+        (
+            "e.jsonl",
+            '{"t":0,"x":1,"y":1,"z":1}\n' + DEEP_JSON,
+            "e.jsonl:2: JSON nested",
+        ),
     ],
 )
-def test_malformed_csv_is_one_line_exit_2(tmp_path, capsys, content, message) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / "empty.csv"
+def test_malformed_input_is_one_line_exit_2(  # type: ignore[no-untyped-def]
+    tmp_path, capsys, name, content, message
+) -> None:
+    path = tmp_path / name
     path.write_text(content)
     args = [a if a != VECTOR_CSV else str(path) for a in VECTOR_ARGS]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("flk: error: ")
     assert message in err
+
+
+def test_not_utf8_names_the_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "e.csv"
+    path.write_bytes(b"timestamp,x,y,z\n1,2,3,4\n2,\xe9,3,4\n")
+    args = [a if a != VECTOR_CSV else str(path) for a in VECTOR_ARGS]
+    assert main(args) == 2
+    assert "e.csv:3: not UTF-8" in capsys.readouterr().err
+
+
+def test_stdin_jsonl_is_detected_from_its_first_byte() -> None:
+    lines = Path(VECTOR_CSV).read_text().splitlines()[1:]
+    jl = "".join(
+        '{{"timestamp": {}, "x": {}, "y": {}, "z": {}}}\n'.format(*line.split(","))
+        for line in lines
+    )
+    args = [a if a != VECTOR_CSV else "-" for a in VECTOR_ARGS]
+    out = subprocess.run(
+        [sys.executable, "-m", "flk_fast", *args],
+        input=jl.encode(),
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert out == VECTOR_PCS.read_bytes()
+
+
+def test_kernel_threads_change_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "pcs.json"
+    assert main([*VECTOR_ARGS, "--kernel-threads", "1", "--out", str(out)]) == 0
+    assert out.read_bytes() == VECTOR_PCS.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flk_fast.agent.events import read_events
+from flk_fast.agent.source import read_batch
 from flk_fast.agent.summarize import (
     SummaryParams,
     compute_signals,
     make_summarizer,
     summarize,
-    summarize_events,
 )
+from flk_fast.agent.windows import canonical_rows
 from flk_fast.protocol.codec import encode_pcs_pretty
 from flk_fast.protocol.signing import HmacSigner, Keyring
 
@@ -28,9 +28,10 @@ VECTOR_PCS = str(VECTORS / "pcs_tiny_case_1.json")
 
 
 def vector_pcs():  # type: ignore[no-untyped-def]
-    events = next(read_events(VECTOR_CSV))
-    return summarize_events(
-        events,
+    events = read_batch(VECTOR_CSV)
+    return summarize(
+        events.xyz,
+        canonical_rows(events.t, events.tails),
         shard_id="test-shard-001",
         epoch=1,
         signer=HmacSigner(b"testsecret"),
@@ -93,9 +94,9 @@ def test_params_validate() -> None:
 def test_make_summarizer_for_agent_windows() -> None:
     class Window:
         def __init__(self) -> None:
-            ev = next(read_events(VECTOR_CSV))
-            self.points = ev.points
-            self.rows = ev.canonical_bytes()
+            ev = read_batch(VECTOR_CSV)
+            self.points = ev.xyz
+            self.rows = canonical_rows(ev.t, ev.tails)
 
     fn = make_summarizer(signer=HmacSigner(b"testsecret"))
     pcs = fn(Window(), shard_id="test-shard-001", epoch=1)
@@ -103,3 +104,34 @@ def test_make_summarizer_for_agent_windows() -> None:
         pcs.pcs_id == json.loads(Path(VECTOR_PCS).read_text(encoding="utf-8"))["pcs_id"]
     )
     assert pcs.sent_at == "1970-01-01T00:00:00Z"
+
+
+def test_n_threads_reaches_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flk_fast import kernels
+
+    seen: list[tuple[str, int]] = []
+    box, coh = kernels.box_counts, kernels.coherence
+
+    def spy_box(*a: object, n_threads: int = 0) -> object:
+        seen.append(("box_counts", n_threads))
+        return box(*a, n_threads=n_threads)  # type: ignore[arg-type]
+
+    def spy_coh(*a: object, n_threads: int = 0) -> object:
+        seen.append(("coherence", n_threads))
+        return coh(*a, n_threads=n_threads)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels, "box_counts", spy_box)
+    monkeypatch.setattr(kernels, "coherence", spy_coh)
+    ev = read_batch(VECTOR_CSV)
+
+    class Window:
+        points = ev.xyz
+        rows = canonical_rows(ev.t, ev.tails)
+
+    one = make_summarizer(signer=HmacSigner(b"testsecret"), n_threads=1)
+    pcs = one(Window(), shard_id="test-shard-001", epoch=1)
+    assert seen == [("box_counts", 1), ("coherence", 1)]
+    expected = json.loads(Path(VECTOR_PCS).read_text(encoding="utf-8"))
+    assert pcs.pcs_id == expected["pcs_id"] and pcs.coh_star == expected["coh_star"]
+    with pytest.raises(ValueError, match="n_threads"):
+        SummaryParams(n_threads=-1)

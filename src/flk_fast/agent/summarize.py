@@ -1,7 +1,9 @@
 """A window of events → its signals → a signed PCS (SPEC §2-5).
 
 The one place that turns events into a PCS, shared by ``flk build-pcs`` and the agent
-(``agent.pipeline.make_summarizer`` prefers :func:`make_summarizer` from here).
+(``agent.pipeline.make_summarizer`` prefers :func:`make_summarizer` from here). Both
+read their input with :mod:`flk_fast.agent.source` and build the canonical rows with
+:func:`flk_fast.agent.windows.canonical_rows`.
 
 Public API
 ----------
@@ -14,8 +16,6 @@ Public API
 :func:`summarize`
     ``(points, rows_bytes, *, shard_id, epoch, ...) -> PCS`` -- signals, pcs_id and
     (when a signer is given) the signature.
-:func:`summarize_events`
-    The same from an :class:`flk_fast.agent.events.Events` window.
 :func:`make_summarizer`
     ``summarize(window, *, shard_id, epoch)`` for the agent's windows (``.points``,
     ``.rows``).
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -35,10 +35,6 @@ from flk_fast.errors import ConfigError
 from flk_fast.kernels.signals import BudgetParams, RegimeParams, budget, d_hat, regime
 from flk_fast.protocol.pcs import PCS, SCHEMA, FaultTolerance, compute_pcs_id
 
-if TYPE_CHECKING:
-    from flk_fast.agent.events import Events
-    from flk_fast.protocol.signing import Signer
-
 __all__ = [
     "PCS_VERSION",
     "PLACEHOLDER_SENT_AT",
@@ -46,8 +42,8 @@ __all__ = [
     "SummaryParams",
     "compute_signals",
     "make_summarizer",
+    "max_abs_coordinate",
     "summarize",
-    "summarize_events",
 ]
 
 PCS_VERSION = "0.1"
@@ -56,10 +52,35 @@ PLACEHOLDER_SENT_AT = "1970-01-01T00:00:00Z"
 _NO_FAULTS = FaultTolerance(outbox_seq=0, degraded=False, fallbacks=(), clock_skew_ms=0)
 
 
+class Signer(Protocol):
+    """What a summary needs of a signer (``protocol.signing.HmacSigner`` and
+    ``Ed25519Signer`` qualify): the ``sig`` of a PCS."""
+
+    def sign(self, pcs: PCS) -> str: ...
+
+
+def max_abs_coordinate(scales: Sequence[int]) -> float:
+    """The largest |coordinate| accepted as input: its voxel ``floor(x * s)`` (SPEC
+    §4.1) fits int64 at every scale with a factor 2 to spare. Both readers report a
+    line beyond it as malformed, so one absurd value never makes a whole window
+    unsummarisable.
+
+    Examples
+    --------
+    >>> max_abs_coordinate((2, 4, 8, 16)) == 2.0**58
+    True
+    """
+    return 2.0**62 / max(int(s) for s in scales)
+
+
 @dataclass(frozen=True, slots=True)
 class SummaryParams:
     """How a window is summarised; the defaults are the reference implementation's
-    (SPEC §8: scales 2,4,8,16, seed 42, legacy sampler, legacy Merkle, chunk 64)."""
+    (SPEC §8: scales 2,4,8,16, seed 42, legacy sampler, legacy Merkle, chunk 64).
+
+    ``n_threads`` is handed to the box counts and coherence kernels (0: their default,
+    ``FLK_FAST_NUM_THREADS`` else every core); it changes speed, never a result.
+    """
 
     scales: tuple[int, ...] = (2, 4, 8, 16)
     seed: int = 42
@@ -69,8 +90,11 @@ class SummaryParams:
     chunk_size: int = 64
     budget: BudgetParams = field(default_factory=BudgetParams)
     regime: RegimeParams = field(default_factory=RegimeParams)
+    n_threads: int = 0
 
     def __post_init__(self) -> None:
+        if self.n_threads < 0:
+            raise ValueError(f"n_threads must be >= 0, got {self.n_threads}")
         if len(self.scales) < 2 or len(set(self.scales)) != len(self.scales):
             raise ValueError(
                 f"scales must be at least 2 distinct integers, got {self.scales}"
@@ -101,8 +125,8 @@ def compute_signals(points: ArrayLike, rows: bytes, params: SummaryParams) -> Si
     points : array_like, shape (n, d)
         The event coordinates (x, y, z), n >= 1.
     rows : bytes
-        The canonical rows joined by ``\\n`` (SPEC §4.4), e.g.
-        :meth:`flk_fast.agent.events.Events.canonical_bytes`.
+        The canonical rows joined by ``\\n`` (SPEC §4.4), e.g. from
+        :func:`flk_fast.agent.windows.canonical_rows`.
     params : SummaryParams
 
     Raises
@@ -117,9 +141,18 @@ def compute_signals(points: ArrayLike, rows: bytes, params: SummaryParams) -> Si
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[0] == 0:
         raise ValueError("a PCS needs at least one event")
-    n_j = tuple(int(v) for v in kernels.box_counts(pts, params.scales))
+    n_j = tuple(
+        int(v)
+        for v in kernels.box_counts(pts, params.scales, n_threads=params.n_threads)
+    )
     dh = d_hat(params.scales, n_j)
-    coh = kernels.coherence(pts, params.n_directions, params.n_bins, params.seed)
+    coh = kernels.coherence(
+        pts,
+        params.n_directions,
+        params.n_bins,
+        params.seed,
+        n_threads=params.n_threads,
+    )
     r = kernels.compressibility(rows)
     root = kernels.merkle_root(
         rows, scheme=params.merkle_scheme, chunk_size=params.chunk_size
@@ -188,11 +221,6 @@ def summarize(
     return msgspec.structs.replace(pcs, sig=signer.sign(pcs))
 
 
-def summarize_events(events: Events, **kw: Any) -> PCS:
-    """:func:`summarize` over an :class:`~flk_fast.agent.events.Events` window."""
-    return summarize(events.points, events.canonical_bytes(), **kw)
-
-
 def make_summarizer(
     *,
     signer: Signer,
@@ -201,11 +229,14 @@ def make_summarizer(
     merkle_scheme: str = "sha256-hexcat",
     chunk_size: int = 64,
     allow_numba: bool = False,
+    n_threads: int = 0,
 ) -> Callable[..., PCS]:
     """``summarize(window, *, shard_id, epoch) -> PCS`` for windows with ``.points``
     (n, 3) and ``.rows`` (canonical bytes), signed, ``sent_at`` left as the placeholder.
 
     ``allow_numba`` is accepted for the agent's interface; no kernel uses numba.
+    ``n_threads`` goes to the box counts and coherence kernels (see
+    :class:`SummaryParams`); the agent runs them on 1 thread by default.
 
     Raises
     ------
@@ -223,6 +254,7 @@ def make_summarizer(
         seed=seed,
         merkle_scheme=merkle_scheme,
         chunk_size=chunk_size,
+        n_threads=n_threads,
     )
 
     def summarize_window(window: Any, *, shard_id: str, epoch: int) -> PCS:

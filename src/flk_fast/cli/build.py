@@ -1,4 +1,9 @@
-"""``flk build-pcs``: events (CSV / JSONL) → one signed PCS JSON (SPEC §8)."""
+"""``flk build-pcs``: events (CSV / JSONL) → one signed PCS JSON (SPEC §8).
+
+The input is read by the agent's parser (:func:`flk_fast.agent.source.read_batch`), so
+``build-pcs`` and ``flk agent`` accept the same files and build the same canonical rows;
+here the first malformed line is an error (exit 2) rather than a skipped line.
+"""
 
 from __future__ import annotations
 
@@ -54,8 +59,8 @@ def register(sub: Any) -> None:
     p = add_command(
         sub,
         "build-pcs",
-        help="summarise an event file (CSV timestamp,x,y,z with header, or JSONL) "
-        "into one signed PCS JSON; exit 2 on malformed input",
+        help="summarise an event file (CSV timestamp,x,y,z, or JSONL) into one "
+        "signed PCS JSON; exit 2 on malformed input",
         examples="""\
   flk build-pcs --in vectors/tiny_case_1.csv --key testsecret \\
       --shard-id test-shard-001 --epoch 1 --seed 42
@@ -68,7 +73,7 @@ def register(sub: Any) -> None:
         dest="input",
         required=True,
         metavar="PATH",
-        help="event file (CSV or JSONL, by extension or content); - for stdin",
+        help="event file (CSV or JSONL, by extension or first byte); - for stdin",
     )
     p.add_argument(
         "--out",
@@ -126,6 +131,14 @@ def register(sub: Any) -> None:
         "so the output is reproducible)",
     )
     p.add_argument("--attempt", type=_positive, default=1, help="attempt (default 1)")
+    p.add_argument(
+        "--kernel-threads",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="threads for box counts and coherence (default 0: FLK_FAST_NUM_THREADS, "
+        "else every core)",
+    )
     p.set_defaults(func=run)
 
 
@@ -139,8 +152,13 @@ def _sent_at(value: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import msgspec
 
-    from flk_fast.agent.events import Events, read_events
-    from flk_fast.agent.summarize import SummaryParams, summarize_events
+    from flk_fast.agent.source import read_batch
+    from flk_fast.agent.summarize import (
+        SummaryParams,
+        max_abs_coordinate,
+        summarize,
+    )
+    from flk_fast.agent.windows import canonical_rows
     from flk_fast.errors import FlkError
     from flk_fast.protocol.codec import decode_pcs, encode_pcs_pretty
     from flk_fast.protocol.signing import HmacSigner, load_hmac_key
@@ -163,12 +181,16 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             merkle_scheme=args.merkle_scheme,
             chunk_size=args.chunk_size,
+            n_threads=args.kernel_threads,
         )
-        events = Events.concat(read_events(args.input, format=args.format))
-        if len(events) == 0:
+        batch = read_batch(
+            args.input, fmt=args.format, max_abs=max_abs_coordinate(args.scales)
+        )
+        if len(batch) == 0:
             return fail(f"{args.input}: no events (a PCS needs at least one)")
-        pcs = summarize_events(
-            events,
+        pcs = summarize(
+            batch.xyz,
+            canonical_rows(batch.t, batch.tails),
             shard_id=args.shard_id,
             epoch=args.epoch,
             signer=signer,
