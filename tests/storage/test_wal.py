@@ -294,3 +294,36 @@ def test_meta_survives_the_day_that_wrote_it(tmp_path: Path) -> None:
         assert wal.compact(older_than_s=0) == 1
         assert [p.name for p in other.iterdir()] == ["2052-02-21"]
         assert wal.get_meta(b"ck") == b"7"
+
+
+def _fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/fd")
+def test_new_segment_and_snapshot_directories_are_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _fsynced_paths(monkeypatch)
+    now = [20_000 * DAY + 3600]
+    with LmdbWal(tmp_path / "wal", rotate_daily=True, clock=lambda: now[0]) as wal:
+        now[0] += DAY
+        wal.append(b"new day")  # a new segment directory
+    day = tmp_path / "wal" / "2024-10-05"
+    assert str(day) in synced and str(day.parent) in synced
+
+    from flk_fast.storage.dedup_memory import MemoryDedup
+
+    synced.clear()
+    MemoryDedup(tmp_path / "snap" / "s.bin").save()
+    assert str(tmp_path / "snap") in synced  # the rename into place is durable

@@ -134,6 +134,12 @@ class MemoryDedup:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.snapshot)
+        # the rename itself is durable only once the directory is synced
+        fd = os.open(self.snapshot.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _load(self, path: Path) -> None:
         raw = path.read_bytes()

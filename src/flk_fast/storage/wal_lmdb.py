@@ -97,6 +97,15 @@ def _encode(seq_key: bytes, data: bytes, appended_at: float) -> bytes:
     return header + _checksum(seq_key, header, data) + data
 
 
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so the entries created in it survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def check_meta(meta: Mapping[bytes, bytes] | None) -> None:
     """Reject a bad ``meta`` before it reaches a transaction (possibly a shared one).
 
@@ -138,6 +147,7 @@ class _Segment:
     def __init__(self, path: Path, *, base: int, sync: bool, map_size: int) -> None:
         self.path = path
         self.base = base
+        created = not (path / "data.mdb").exists()
         path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(
             str(path),
@@ -155,6 +165,11 @@ class _Segment:
                 for name in (b"records", b"acks", b"meta", b"sys")
             ]
         )
+        if created and sync:
+            # LMDB fsyncs its files, not the directories naming them: without this a
+            # power loss could forget a new segment (a new day) with its records.
+            fsync_dir(path)
+            fsync_dir(path.parent)
 
     def write(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
         """Run ``fn`` in one write transaction, growing the map until it fits."""
