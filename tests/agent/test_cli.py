@@ -188,3 +188,65 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert main([*cmd, "--data-dir", str(tmp_path / "nothing")]) == 2
         assert "no agent outbox there" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
+
+
+def test_outbox_replay_streams_and_writes_off_the_event_loop(
+    server: Server,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Was: every pending record loaded at once, one coroutine each, and each ack
+    # fsynced on the event loop's thread.
+    import threading
+
+    data = tmp_path / "agent"
+    with Outbox(data) as ob:
+        ob.append([make_body(e) for e in range(1, 601)], shard_id="s1", next_epoch=601)
+    held: list[int] = []
+    writers: set[str] = set()
+    pending, ack = Outbox.pending, Outbox.ack
+
+    def spy_pending(self: Outbox, start: int = 0):  # type: ignore[no-untyped-def]
+        n = 0
+        for rec in pending(self, start):
+            n += 1
+            held.append(n)
+            yield rec
+
+    def spy_ack(self: Outbox, seqs: list[int]) -> None:
+        writers.add(threading.current_thread().name)
+        ack(self, seqs)
+
+    monkeypatch.setattr(Outbox, "pending", spy_pending)
+    monkeypatch.setattr(Outbox, "ack", spy_ack)
+    argv = ["outbox", "replay", "--data-dir", str(data), "--endpoint", server.url]
+    assert main(argv) == 0
+    assert "replayed 600: acknowledged 600" in capsys.readouterr().out
+    assert max(held) <= 256
+    assert writers and all(n.startswith("flk-replay-io") for n in writers)
+    monkeypatch.undo()
+    with Outbox(data) as ob:
+        assert list(ob.pending()) == []
+
+
+def test_agent_kernel_threads_reach_the_summarizer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    import flk_fast.agent.pipeline as pipeline
+    from flk_fast.cli import agent as cli_agent
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(pipeline, "make_summarizer", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(cli_agent, "_load_signer", lambda args: "signer")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    cli_agent.register(sub)
+    base = ["agent", "--endpoint", "http://x", "--in", "-", "--shard-id", "s"]
+    base += ["--data-dir", "d", "--hmac-key-env", "K"]
+    cli_agent._summarizer(parser.parse_args(base))
+    assert seen["n_threads"] == 1  # the agent's default: one kernel thread
+    cli_agent._summarizer(parser.parse_args([*base, "--kernel-threads", "0"]))
+    assert seen["n_threads"] == 0

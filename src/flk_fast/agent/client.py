@@ -43,6 +43,10 @@ SUBMIT_PATH = "/v1/pcs/submit"
 #: Longest response body kept in a result: enough for the server's verdict or error
 #: JSON, bounded so that a misbehaving server cannot bloat the dead-letter queue.
 _MAX_KEPT_BODY = 4096
+#: Longest response body read at all. The server's answers are a few hundred bytes;
+#: a broken or hostile endpoint streaming megabytes (or never ending its body) must
+#: neither fill memory nor hold the request until it times out.
+_MAX_READ_BODY = 64 * 1024
 
 Sleep = Callable[[float], Awaitable[Any]]
 BodyFactory = Callable[[int], bytes]
@@ -204,8 +208,15 @@ class DeliveryClient:
             async with self._session.post(
                 self.url, data=body, headers=self._headers
             ) as resp:
-                data = await resp.read()
-                return resp.status, data, resp.headers.get("Retry-After")
+                data = bytearray()
+                while len(data) < _MAX_READ_BODY:
+                    part = await resp.content.read(_MAX_READ_BODY - len(data))
+                    if not part:
+                        break
+                    data += part
+                if not resp.content.at_eof():
+                    resp.close()  # drop the connection rather than read the rest
+                return resp.status, bytes(data), resp.headers.get("Retry-After")
 
     async def submit(self, body: bytes | BodyFactory) -> DeliveryResult:
         """Send one PCS until it is acknowledged or dead; never raises for HTTP trouble.
@@ -276,7 +287,7 @@ class DeliveryClient:
                         )
                     hinted = parse_retry_after(retry_after, now=self._now())
                     wait = (
-                        min(self.policy.cap_s, hinted)
+                        min(self.policy.retry_after_cap_s, hinted)
                         if hinted is not None
                         else jittered(self.policy, min(rate_limited, 16), self._rng)
                     )
@@ -299,7 +310,7 @@ class DeliveryClient:
             if hinted is not None:
                 # A 503 that says when to come back (server loading, dedup down) knows
                 # better than our guess, but never makes us wait less than the backoff.
-                wait = max(wait, min(self.policy.cap_s, hinted))
+                wait = max(wait, min(self.policy.retry_after_cap_s, hinted))
             retries += 1
             self.counters.retries += 1
             waits.append(wait)

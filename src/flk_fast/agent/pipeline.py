@@ -43,8 +43,14 @@ def make_summarizer(
     seed: int = 42,
     merkle_scheme: str = "sha256-hexcat",
     chunk_size: int = 64,
+    n_threads: int = 1,
 ) -> Callable[..., PCS]:
     """Build ``summarize(window, *, shard_id, epoch) -> PCS`` (signed).
+
+    ``n_threads`` (default 1) is handed to the box-count and coherence kernels: the
+    agent usually shares its host (and the benchmark's 2 cores) with the server and
+    others, where a second kernel thread mostly waits for a core; 0 lets the kernels
+    use ``FLK_FAST_NUM_THREADS`` or every core. Results are the same either way.
 
     Raises
     ------
@@ -59,6 +65,7 @@ def make_summarizer(
         seed=seed,
         merkle_scheme=merkle_scheme,
         chunk_size=chunk_size,
+        n_threads=n_threads,
     )
     fallbacks = _fallbacks()
     if not fallbacks:

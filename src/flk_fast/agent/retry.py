@@ -51,7 +51,7 @@ class RetryPolicy:
     base_s : float
         Nominal wait before the first retry.
     cap_s : float
-        No single wait (nominal or jittered, or a server's ``Retry-After``) exceeds it.
+        No backoff wait (nominal or jittered) exceeds it.
     jitter : float
         Relative jitter: a nominal wait ``d`` becomes uniform in ``[d(1-j), d(1+j)]``.
     max_retries : int
@@ -60,6 +60,11 @@ class RetryPolicy:
         Separate budget for 429 answers. A rate limit says "later", not "broken", so a
         long backlog drain against a throttling server must not dead-letter records
         after five polite refusals; the budget still bounds the loop.
+    retry_after_cap_s : float
+        Longest ``Retry-After`` honoured (429, and 503 where it lengthens the backoff).
+        SPEC §7 says to wait what the server asks, so this is separate from ``cap_s``
+        (retrying after 60 s when asked for 120 s only earns another 429); it only
+        guards against an absurd value parking a record for days.
     """
 
     base_s: float = 1.0
@@ -67,8 +72,14 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retries: int = 5
     max_rate_limited: int = 100
+    retry_after_cap_s: float = 3600.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.retry_after_cap_s) and self.retry_after_cap_s >= 0):
+            raise ConfigError(
+                "retry_after_cap_s must be a finite number >= 0, got "
+                f"{self.retry_after_cap_s!r}"
+            )
         if not (math.isfinite(self.base_s) and self.base_s >= 0):
             raise ConfigError(
                 f"retry base_s must be a finite number >= 0, got {self.base_s!r}"

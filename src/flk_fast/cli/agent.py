@@ -22,6 +22,9 @@ from flk_fast.cli._common import add_command, fail
 
 __all__ = ["register"]
 
+#: Outbox records read (and held) at a time by ``flk outbox replay``/``dlq retry``.
+_REPLAY_CHUNK = 256
+
 EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_BUSY, EXIT_FAILED, EXIT_INTERRUPTED = (
     0,
     1,
@@ -79,7 +82,15 @@ def _add_delivery_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="longest single wait, Retry-After included (60)",
+        help="longest single backoff wait (60)",
+    )
+    g.add_argument(
+        "--retry-after-cap",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="longest Retry-After honoured on 429/503; SPEC 7 says wait what the "
+        "server asks (3600)",
     )
     g.add_argument(
         "--max-retries",
@@ -192,6 +203,14 @@ def register(sub: Any) -> None:
         help="Merkle leaf size in bytes (64)",
     )
     w.add_argument(
+        "--kernel-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads for the box-count and coherence kernels; 0 = "
+        "FLK_FAST_NUM_THREADS, else every core (1: the agent shares its host)",
+    )
+    w.add_argument(
         "--summarizer",
         metavar="MODULE:FUNC",
         help="advanced: a factory FUNC(args) -> summarize(window, shard_id=, "
@@ -267,7 +286,15 @@ def register(sub: Any) -> None:
         type=float,
         default=7 * 86400.0,
         metavar="S",
-        help="at start, delete acknowledged records older than S seconds (7 d)",
+        help="delete acknowledged records older than S seconds, at start and "
+        "every --compact-every seconds (7 d)",
+    )
+    r.add_argument(
+        "--compact-every",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="while running, compact the outbox every S seconds (3600)",
     )
     r.add_argument(
         "--progress",
@@ -364,7 +391,10 @@ def _policy(args: argparse.Namespace) -> Any:
     from flk_fast.agent.retry import RetryPolicy
 
     return RetryPolicy(
-        base_s=args.retry_base, cap_s=args.retry_cap, max_retries=args.max_retries
+        base_s=args.retry_base,
+        cap_s=args.retry_cap,
+        max_retries=args.max_retries,
+        retry_after_cap_s=args.retry_after_cap,
     )
 
 
@@ -406,6 +436,7 @@ def _summarizer(args: argparse.Namespace) -> Any:
         seed=args.seed,
         merkle_scheme=args.merkle_scheme,
         chunk_size=args.chunk_size,
+        n_threads=args.kernel_threads,
     )
 
 
@@ -416,8 +447,11 @@ def _agent(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     if args.input != "-" and not os.path.exists(args.input):
         return fail(f"--in {args.input}: no such file")
+    if args.kernel_threads < 0:
+        return fail("--kernel-threads must be >= 0")
     try:
         from flk_fast.agent.runner import AgentConfig
+        from flk_fast.agent.summarize import max_abs_coordinate
 
         cfg = AgentConfig(
             endpoint=args.endpoint,
@@ -441,6 +475,11 @@ def _agent(args: argparse.Namespace) -> int:
             restart_input=args.restart_input,
             progress=args.progress,
             workers=args.workers,
+            compact_every_s=args.compact_every,
+            # A custom summarizer may use other scales: it judges values itself.
+            max_abs_coordinate=(
+                None if args.summarizer else max_abs_coordinate(args.scales)
+            ),
         )
         summarize = _summarizer(args)
         client = _client(args)
@@ -553,45 +592,88 @@ def _outbox_status(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace, ob: Any) -> tuple[int, int, int]:
-    """Send every pending record; returns (acked, escalated, dead)."""
+    """Send every pending record; returns (acked, escalated, dead).
+
+    Streams the outbox 256 records at a time (a backlog can be far larger than
+    memory), sends them ``--concurrency`` at a time, and runs every LMDB read and
+    write (acks batched per chunk, fsynced) on one thread of its own, never on the
+    event loop.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
     from flk_fast.agent.outbox import stamp, utc_now
     from flk_fast.protocol.codec import decode_pcs
 
     acked = escalated = dead = 0
-    records = list(ob.pending())
-    async with _client(args) as client:
-        sem = asyncio.Semaphore(args.concurrency * 2)
+    loop = asyncio.get_running_loop()
+    io = ThreadPoolExecutor(1, thread_name_prefix="flk-replay-io")
 
-        async def one(seq: int, data: bytes) -> None:
-            nonlocal acked, escalated, dead
-            async with sem:
-                try:
-                    pcs = decode_pcs(data)
-                except Exception as exc:  # noqa: BLE001
-                    ob.dead_letter(
-                        seq, data, status=None, reason=f"unreadable: {exc}", attempts=0
-                    )
-                    dead += 1
-                    return
-                res = await client.submit(
-                    lambda n: stamp(pcs, outbox_seq=seq, attempt=n, sent_at=utc_now())
+    async def on_io(fn: Any, *a: Any, **kw: Any) -> Any:
+        return await loop.run_in_executor(io, partial(fn, *a, **kw))
+
+    def chunk(start: int) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        for rec in ob.pending(start):
+            out.append((rec.seq, rec.data))
+            if len(out) == _REPLAY_CHUNK:
+                break
+        return out
+
+    async def worker(
+        client: Any, queue: list[tuple[int, bytes]], done: list[int]
+    ) -> None:
+        nonlocal acked, escalated, dead
+        while queue:
+            seq, data = queue.pop()
+            try:
+                pcs = decode_pcs(data)
+            except Exception as exc:  # noqa: BLE001
+                await on_io(
+                    ob.dead_letter,
+                    seq,
+                    data,
+                    status=None,
+                    reason=f"unreadable: {exc}",
+                    attempts=0,
                 )
-                if res.acked:
-                    ob.ack([seq])
-                    acked += 1
-                    escalated += bool(res.escalated)
-                else:
-                    ob.dead_letter(
-                        seq,
-                        data,
-                        status=res.status,
-                        reason=res.reason,
-                        attempts=res.attempts,
-                        response=res.body,
-                    )
-                    dead += 1
+                dead += 1
+                continue
+            res = await client.submit(
+                lambda n, p=pcs, s=seq: stamp(
+                    p, outbox_seq=s, attempt=n, sent_at=utc_now()
+                )
+            )
+            if res.acked:
+                done.append(seq)
+                acked += 1
+                escalated += bool(res.escalated)
+            else:
+                await on_io(
+                    ob.dead_letter,
+                    seq,
+                    data,
+                    status=res.status,
+                    reason=res.reason,
+                    attempts=res.attempts,
+                    response=res.body,
+                )
+                dead += 1
 
-        await asyncio.gather(*(one(r.seq, r.data) for r in records))
+    try:
+        async with _client(args) as client:
+            start = 0
+            while batch := await on_io(chunk, start):
+                start = batch[-1][0] + 1
+                done: list[int] = []
+                queue = list(reversed(batch))
+                await asyncio.gather(
+                    *(worker(client, queue, done) for _ in range(args.concurrency))
+                )
+                if done:
+                    await on_io(ob.ack, done)
+    finally:
+        io.shutdown(wait=True)
     return acked, escalated, dead
 
 
