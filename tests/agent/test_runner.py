@@ -692,3 +692,33 @@ async def test_overlong_line_and_huge_coordinates_are_malformed_lines(
         (103, "line longer than 1048576 bytes"),
     ]
     assert a.summary.events == 160 and a.summary.accepted == 4
+
+
+async def test_deeply_nested_jsonl_line_is_skipped(fault: Any, tmp_path: Path) -> None:
+    # Was: RecursionError out of the parser, exit 4, and the same on every restart.
+    src = tmp_path / "in.jsonl"
+    good = [json.dumps({"t": i, "x": i / 100, "y": 0.5, "z": 0.25}) for i in range(60)]
+    deep = '{"t": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + ', "y": 1, "z": 1}'
+    src.write_text("\n".join([*good[:30], deep, *good[30:]]) + "\n")
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
+        await a.run_file(src)
+        await a.drain()
+    assert [(m.line, m.reason) for m in a.malformed] == [(31, "JSON nested too deeply")]
+    assert a.summary.events == 60 and a.summary.accepted == 2
+
+
+@pytest.mark.parametrize("header", ["x,y,z,timestamp", "timestamp,x,y,z,extra"])
+async def test_csv_header_must_be_timestamp_x_y_z(
+    fault: Any, tmp_path: Path, header: str
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(header + "\n" + "1,0.1,0.2,0.3,0.4\n" * 3)
+    async with Agent(
+        cfg(fault, tmp_path), summarize=summarize, client=client(fault)
+    ) as a:
+        with pytest.raises(InputError, match=r"in\.csv:1: the header must be exactly"):
+            await a.run_file(src)
+        await a.drain()
+    assert a.summary.windows == 0 and a.summary.malformed == 0
