@@ -314,21 +314,22 @@ def bench_d_hat_batch(size: float, repeat: int) -> None:
     scales = [2, 4, 8, 16]
     nj = data.nj_rows(m, 4, seed=6)
     rows = nj.tolist()
-    k, b = _pair(
-        lambda: d_hat_batch(scales, nj),
-        lambda: [d_hat(scales, r) for r in rows],
-        repeat,
-        repeat,
-    )
     assert d_hat_batch(scales, nj).tolist() == [d_hat(scales, r) for r in rows]
-    case(
-        "d_hat_batch",
-        {"pcs": m, "scales": 4},
-        k,
-        b,
-        "Python loop over d_hat",
-        target=">= 50x",
-    )
+    for threads in (1, 2):
+        k, b = _pair(
+            lambda t=threads: d_hat_batch(scales, nj, n_threads=t),
+            lambda: [d_hat(scales, r) for r in rows],
+            repeat,
+            repeat,
+        )
+        case(
+            "d_hat_batch",
+            {"pcs": m, "scales": 4, "threads": threads},
+            k,
+            b,
+            "Python loop over d_hat",
+            target=">= 50x",
+        )
 
 
 def bench_compressibility(size: float, repeat: int) -> None:
