@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from flk_fast.cli import main as flk
+from flk_fast.errors import StorageError
 from flk_fast.storage.audit_postgres import AuditEntry, AuditLog, verify_chain
 
 from .conftest import drop_schema
@@ -164,3 +165,179 @@ def test_cli_reports_unreachable_database(
     assert flk(["audit", "verify", "--dsn", dsn, "--timeout", "1"]) == 2
     assert flk(["db", "migrate", "--dsn", dsn, "--timeout", "1"]) == 2
     assert "flk: error:" in capsys.readouterr().err
+
+
+async def _until(cond: object, seconds: float = 5.0) -> bool:
+    """Poll an async predicate until it holds (the shipper works in the background)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await cond():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"reason": "bad\x00nul"},
+        {"tenant": "t\x00"},
+        {"tenant": "\ud800"},
+        {"pcs_id": "x" * 5000},
+        {"received_at": 1e300},
+        {"received_at": float("nan")},
+        {"received_at": "now"},
+        {"accepted": 1},
+        {"recomputed_d_hat": "1.0"},
+    ],
+)
+async def test_record_rejects_what_postgres_could_never_store(
+    tmp_path: Path, closed_port: int, bad: dict[str, object]
+) -> None:
+    audit = AuditLog(f"postgresql://postgres@127.0.0.1:{closed_port}/x", tmp_path)
+    with pytest.raises((ValueError, TypeError), match="audit entry"):
+        await audit.record(entry(1, **bad))
+    assert await audit.pending() == 0  # nothing spooled to block the others
+    await audit.close(flush_timeout_s=0.2)
+
+
+async def _spool_raw(audit: AuditLog, e: AuditEntry) -> None:
+    """Spool without record()'s checks, as an older version (or a bug) could have."""
+    await audit.spool.append(e.to_bytes())
+
+
+@pytest.mark.parametrize("checked", [True, False], ids=["checked", "db-refuses"])
+async def test_a_refused_entry_is_quarantined_and_the_rest_ship(
+    audit_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checked: bool
+) -> None:
+    import base64
+    import json
+
+    from flk_fast.storage import audit_postgres
+
+    if not checked:  # let the bad entries reach PostgreSQL, which refuses them
+        monkeypatch.setattr(audit_postgres, "check_entry", lambda e: None)
+    audit = AuditLog(audit_dsn, tmp_path / "spool", batch_size=4)
+    bad = [entry(3, reason="bad\x00nul"), entry(7, tenant="\ud800")]
+    for i in range(10):
+        await _spool_raw(audit, bad[0] if i == 3 else bad[1] if i == 7 else entry(i))
+    if checked:
+        await audit.spool.append(b"{not json")  # a damaged spool entry
+    assert await audit.flush() == 8
+    assert await audit.pending() == 0
+    n_bad = 3 if checked else 2
+    assert audit.quarantined == n_bad and audit.shipped == 8
+    quarantined = [json.loads(r.data) async for r in audit.quarantine.replay()]
+    assert [base64.b64decode(q["raw_b64"]) for q in quarantined[:2]] == [
+        b.to_bytes() for b in bad
+    ]
+    assert all(q["reason"] for q in quarantined)
+    await audit.close()
+    report = await verify_chain(audit_dsn)
+    assert report.ok and report.rows == 8, report
+
+
+async def test_shipper_survives_any_error_and_is_restarted(
+    audit_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flk_fast.storage import audit_postgres
+
+    real = audit_postgres._insert_batch
+    calls = [0]
+
+    async def flaky(conn: object, entries: object) -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("unexpected")  # not a storage error
+        return await real(conn, entries)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit_postgres, "_insert_batch", flaky)
+    audit = AuditLog(
+        audit_dsn, tmp_path / "spool", flush_interval_s=0.01, max_backoff_s=0.05
+    )
+    await audit.record(entry(1))
+
+    async def drained() -> bool:
+        return await audit.pending() == 0
+
+    assert await _until(drained), "the shipper died on an unexpected error"
+    assert calls[0] >= 2
+
+    async def boom() -> None:
+        raise OverflowError("shipper died")
+
+    audit._task = asyncio.get_running_loop().create_task(boom())  # a dead shipper
+    await asyncio.sleep(0)
+    await audit.record(entry(2))  # restarts it
+    assert await _until(drained), "record() did not restart a dead shipper"
+    await audit.close()
+    assert (await verify_chain(audit_dsn)).rows == 2
+
+
+async def test_entries_left_in_the_spool_ship_on_open(
+    audit_dsn: str, tmp_path: Path, closed_port: int
+) -> None:
+    down = f"postgresql://postgres@127.0.0.1:{closed_port}/test"
+    audit = AuditLog(down, tmp_path / "spool", timeout_s=0.2)
+    for i in range(5):
+        await audit.record(entry(i))
+    await audit.close(flush_timeout_s=0.2)
+    audit = AuditLog(audit_dsn, tmp_path / "spool", flush_interval_s=0.01)
+
+    async def drained() -> bool:
+        return await audit.pending() == 0
+
+    # no record() and no flush(): the shipper started with the log
+    assert await _until(drained), "spooled entries waited for the next record()"
+    await audit.close()
+    assert (await verify_chain(audit_dsn)).rows == 5
+
+
+async def test_close_always_closes_the_spool(
+    tmp_path: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = AuditLog(f"postgresql://postgres@127.0.0.1:{closed_port}/x", tmp_path)
+
+    async def broken_flush() -> int:
+        raise OverflowError("Python int too large to convert to C int")
+
+    async def boom() -> None:
+        raise OverflowError("shipper died")
+
+    audit._task = asyncio.get_running_loop().create_task(boom())
+    await asyncio.sleep(0)
+    monkeypatch.setattr(audit, "flush", broken_flush)
+    await audit.close(flush_timeout_s=0.2)  # logs, does not raise
+    with pytest.raises(StorageError):
+        await audit.spool.append(b"x")  # closed
+    with pytest.raises(StorageError):
+        await audit.record(entry(1))
+
+
+async def test_shipped_entries_are_compacted_and_not_rescanned(
+    audit_dsn: str, tmp_path: Path
+) -> None:
+    audit = AuditLog(audit_dsn, tmp_path / "spool", batch_size=50)
+    starts: list[int] = []
+    real_pending = audit.spool.pending
+
+    async def pending(limit: int = 1000, start: int = 0) -> list[object]:
+        starts.append(start)
+        return await real_pending(limit, start)  # type: ignore[return-value]
+
+    audit.spool.pending = pending  # type: ignore[method-assign, assignment]
+    for i in range(120):
+        await audit.record(entry(i))
+    assert await audit.flush() + audit.shipped >= 120
+    st = await audit.spool.stats()
+    assert (st.count, st.pending) == (0, 0)  # shipped entries deleted from the spool
+    starts.clear()
+    for i in range(120, 130):
+        await audit.record(entry(i))
+    await audit.flush()
+    # each read starts after what was acked, never again from seq 0
+    assert starts and min(starts) > 120, starts
+    st = await audit.spool.stats()
+    assert st.pending == 0 and st.count == 10  # compacted at most once a minute
+    await audit.close()
+    assert (await verify_chain(audit_dsn)).rows == 130

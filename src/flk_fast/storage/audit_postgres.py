@@ -26,14 +26,18 @@ Deleting the newest rows cannot be seen from inside the chain; publish
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from flk_fast.errors import StorageError
@@ -41,9 +45,17 @@ from flk_fast.errors import StorageError
 from . import migrations
 from ._pg import connect
 from .aio import AsyncWal
+from .base import WalRecord
 from .wal_lmdb import LmdbWal
 
-__all__ = ["AuditEntry", "AuditLog", "ChainReport", "GENESIS", "verify_chain"]
+__all__ = [
+    "AuditEntry",
+    "AuditLog",
+    "ChainReport",
+    "GENESIS",
+    "check_entry",
+    "verify_chain",
+]
 
 log = logging.getLogger("flk_fast.storage.audit")
 
@@ -193,13 +205,25 @@ class AuditLog:
     dsn
         ``postgresql://…[?schema=…]``.
     spool_path
-        Directory of the local LMDB spool (created if missing).
+        Directory of the local LMDB spool (created if missing). Entries PostgreSQL
+        refuses for good go to the quarantine WAL in ``spool_path/quarantine``.
     batch_size
         Most entries per PostgreSQL transaction.
     flush_interval_s
         How long the shipper waits for more entries before shipping a partial batch.
     timeout_s
         Bound on each connect and each batch insert.
+    max_backoff_s
+        Longest wait between two shipping attempts while PostgreSQL fails.
+    compact_interval_s
+        Shipped entries are deleted from the spool at most this often.
+
+    Notes
+    -----
+    Built inside a running event loop, the shipper starts at once, so entries a
+    crash left in the spool are shipped without waiting for the next ``record``;
+    otherwise ``await start()`` (or ``async with``) starts it. The shipper survives
+    any error: it logs, backs off (capped at ``max_backoff_s``) and tries again.
     """
 
     def __init__(
@@ -211,25 +235,68 @@ class AuditLog:
         flush_interval_s: float = 0.2,
         timeout_s: float = 5.0,
         max_backoff_s: float = 30.0,
+        compact_interval_s: float = 60.0,
     ) -> None:
         self.dsn = dsn
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.timeout_s = timeout_s
         self.max_backoff_s = max_backoff_s
+        self.compact_interval_s = compact_interval_s
         self.spool = AsyncWal(LmdbWal(spool_path))
+        self.quarantine = AsyncWal(LmdbWal(Path(spool_path) / "quarantine"))
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._ship_lock = asyncio.Lock()
+        # Every spool record below this seq is acked: pending() starts here instead
+        # of rescanning the acked records from seq 0 at every flush.
+        self._next_seq = 0
+        self._last_compact = -math.inf  # the first successful flush compacts
+        self._closed = False
         self.shipped = 0
+        self.quarantined = 0
         self.last_error: str | None = None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop yet: start() / record() / async with start the shipper
+        else:
+            self._ensure_shipper()
+
+    def _ensure_shipper(self) -> None:
+        """Start the shipper, or restart it if it died."""
+        if self._closed:
+            return
+        if self._task is None or self._task.done():
+            if self._task is not None and not self._task.cancelled():
+                exc = self._task.exception()
+                if exc is not None:
+                    log.error("audit: shipper had stopped (%r); restarted", exc)
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._wake.set()  # ship whatever is already spooled
+
+    async def start(self) -> None:
+        """Start shipping (entries left in the spool by an earlier run, too)."""
+        self._ensure_shipper()
 
     async def record(self, entry: AuditEntry) -> None:
-        """Spool ``entry`` durably; the background shipper sends it to PostgreSQL."""
+        """Spool ``entry`` durably; the background shipper sends it to PostgreSQL.
+
+        Raises
+        ------
+        TypeError, ValueError
+            The entry cannot be stored in PostgreSQL: a field of the wrong type, a
+            NUL character or an unpaired surrogate in a text field, an overlong
+            text, or ``received_at`` that is not a finite time in years 1-9999.
+        StorageError
+            The log is closed, or the spool cannot be written.
+        """
+        if self._closed:
+            raise StorageError("audit log is closed")
+        check_entry(entry)
         await self.spool.append(entry.to_bytes())
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._ensure_shipper()
         self._wake.set()
 
     async def _connection(self) -> Any:
@@ -244,39 +311,125 @@ class AuditLog:
             self._conn = conn
         return self._conn
 
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def _ship(self, entries: Sequence[AuditEntry]) -> int:
+        """Insert one batch. Connection trouble raises ``StorageError``; an entry
+        the database refuses for good raises one of ``_REFUSED``."""
+        import asyncpg
+
+        unavailable = (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        )
+        try:
+            # Whatever goes wrong while connecting is "not now", never the entries'
+            # fault (a bad DSN is a ValueError too: it must not quarantine them).
+            conn = await self._connection()
+        except (*unavailable, ValueError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await _insert_batch(conn, entries)
+        except _refused() as exc:
+            self._drop_connection()  # never reuse a connection left mid-COPY
+            self.last_error = str(exc) or type(exc).__name__
+            raise
+        except unavailable as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> StorageError:
+        self._drop_connection()
+        self.last_error = str(exc) or type(exc).__name__
+        return StorageError(f"audit: PostgreSQL unavailable: {self.last_error}")
+
+    async def _ship_each(
+        self, recs: Sequence[tuple[WalRecord, AuditEntry]]
+    ) -> tuple[int, list[tuple[WalRecord, str]]]:
+        """Ship entries one per transaction; return (rows added, refused entries)."""
+        added, refused = 0, []
+        for rec, entry in recs:
+            try:
+                added += await self._ship([entry])
+            except _refused() as exc:
+                refused.append((rec, f"{type(exc).__name__}: {exc}"))
+        return added, refused
+
+    async def _quarantine(self, bad: Sequence[tuple[WalRecord, str]]) -> None:
+        """Move entries PostgreSQL can never take out of the way of the others."""
+        docs = []
+        for rec, reason in bad:
+            log.error(
+                "audit: spool entry %d quarantined (%s); the others are shipped",
+                rec.seq,
+                reason,
+            )
+            docs.append(
+                json.dumps(
+                    {
+                        "spool_seq": rec.seq,
+                        "reason": reason,
+                        "appended_at": rec.appended_at,
+                        "raw_b64": base64.b64encode(rec.data).decode(),
+                    },
+                    sort_keys=True,
+                ).encode()
+            )
+        await self.quarantine.append_many(docs)
+        self.quarantined += len(docs)
+
     async def flush(self) -> int:
         """Ship everything spooled now; return how many rows were appended.
 
-        Raises ``StorageError`` if PostgreSQL cannot be reached (entries stay spooled).
+        An entry PostgreSQL refuses for good (say a NUL byte spooled by an older
+        version) is moved to the quarantine WAL and counted in ``quarantined``; the
+        others are shipped. Raises ``StorageError`` if PostgreSQL cannot be reached
+        (entries stay spooled).
         """
-        import asyncpg
-
         total = 0
         async with self._ship_lock:
             while True:
-                recs = await self.spool.pending(limit=self.batch_size)
+                recs = await self.spool.pending(
+                    limit=self.batch_size, start=self._next_seq
+                )
                 if not recs:
-                    return total
-                entries = [AuditEntry.from_bytes(r.data) for r in recs]
-                try:
-                    conn = await self._connection()
-                    async with asyncio.timeout(self.timeout_s):
-                        total += await _insert_batch(conn, entries)
-                except (
-                    OSError,
-                    TimeoutError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                ) as exc:
-                    if self._conn is not None:
-                        self._conn.terminate()
-                        self._conn = None
-                    self.last_error = str(exc) or type(exc).__name__
-                    raise StorageError(
-                        f"audit: PostgreSQL unavailable: {self.last_error}"
-                    ) from exc
+                    break
+                good: list[tuple[WalRecord, AuditEntry]] = []
+                bad: list[tuple[WalRecord, str]] = []
+                for r in recs:
+                    try:
+                        e = AuditEntry.from_bytes(r.data)
+                        check_entry(e)
+                    except (ValueError, TypeError) as exc:  # JSON errors too
+                        bad.append((r, f"unusable spool entry: {exc}"))
+                    else:
+                        good.append((r, e))
+                if good:
+                    try:
+                        total += await self._ship([e for _, e in good])
+                    except _refused():
+                        # Find the entries at fault; ship the rest one by one.
+                        n, refused = await self._ship_each(good)
+                        total += n
+                        bad.extend(refused)
+                if bad:
+                    await self._quarantine(bad)
                 await self.spool.ack_many([r.seq for r in recs])
-                self.shipped += len(recs)
+                self._next_seq = recs[-1].seq + 1
+                self.shipped += len(recs) - len(bad)
+        if total and time.monotonic() - self._last_compact >= self.compact_interval_s:
+            await self.compact()
+        return total
+
+    async def compact(self) -> int:
+        """Delete shipped entries from the spool now; return how many."""
+        self._last_compact = time.monotonic()
+        return await self.spool.compact(older_than_s=0)
 
     async def _run(self) -> None:
         backoff = 0.5
@@ -291,39 +444,133 @@ class AuditLog:
             try:
                 await self.flush()
                 backoff = 0.5
-            except StorageError as exc:
-                log.warning("%s; retrying in %.1f s", exc, backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never die: a dead shipper would lose nothing
+                # but would ship nothing either, silently
+                if isinstance(exc, StorageError):
+                    log.warning("%s; retrying in %.1f s", exc, backoff)
+                else:
+                    log.exception("audit: shipping failed; retrying in %.1f s", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 self._wake.set()
 
     async def pending(self) -> int:
-        """Entries spooled but not yet in PostgreSQL."""
+        """Entries spooled but not yet in PostgreSQL (nor quarantined)."""
         return (await self.spool.stats()).pending
 
     async def close(self, *, flush_timeout_s: float | None = None) -> None:
         """Stop the shipper, try one last flush (bounded), close the spool.
 
         Whatever could not be shipped stays in the spool for the next ``AuditLog``.
+        The spool and the connection are closed whatever happens.
         """
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._closed:
+            return
+        self._closed = True
         try:
-            async with asyncio.timeout(flush_timeout_s or self.timeout_s):
-                await self.flush()
-        except (StorageError, TimeoutError) as exc:
-            log.warning(
-                "audit: %d entries left in the spool (%s)", await self.pending(), exc
-            )
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
-        await self.spool.close()
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:
+                    log.error("audit: shipper had failed: %r", exc)
+                self._task = None
+            try:
+                async with asyncio.timeout(flush_timeout_s or self.timeout_s):
+                    await self.flush()
+                    await self.compact()
+            except Exception as exc:
+                left = await self.pending()
+                log.warning("audit: %d entries left in the spool (%r)", left, exc)
+        finally:
+            try:
+                await _close_conn(self._conn, self.timeout_s)
+            finally:
+                self._conn = None
+                try:
+                    await self.spool.close()
+                finally:
+                    await self.quarantine.close()
+
+    async def __aenter__(self) -> AuditLog:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def _close_conn(conn: Any, timeout_s: float) -> None:
+    """Close gracefully within ``timeout_s``, else terminate (never hangs)."""
+    if conn is None or conn.is_closed():
+        return
+    try:
+        await conn.close(timeout=timeout_s)
+    except Exception:
+        conn.terminate()
+
+
+def _refused() -> tuple[type[BaseException], ...]:
+    """Errors that say "this entry, never" rather than "not now".
+
+    PostgreSQL data exceptions (SQLSTATE class 22, e.g. a NUL in text) and program
+    limits (54, e.g. an index row too large); client-side encoding failures.
+    """
+    import asyncpg
+
+    return (
+        asyncpg.DataError,
+        asyncpg.ProgramLimitExceededError,
+        OverflowError,
+        UnicodeError,
+        ValueError,
+        TypeError,
+    )
+
+
+#: Longest text field accepted (btree index rows must stay far below 2.7 KB).
+MAX_TEXT = 1024
+_TEXT_FIELDS = ("pcs_id", "request_digest", "reason", "tenant", "entry_id")
+
+
+def check_entry(entry: AuditEntry) -> None:
+    """Raise ``TypeError``/``ValueError`` unless PostgreSQL can store ``entry``."""
+    if not isinstance(entry, AuditEntry):
+        raise TypeError(f"audit entries are AuditEntry, not {type(entry).__name__}")
+    for name in _TEXT_FIELDS:
+        value = getattr(entry, name)
+        if not isinstance(value, str):
+            raise TypeError(f"audit entry {name} is str, not {type(value).__name__}")
+        if "\x00" in value:
+            raise ValueError(f"audit entry {name} contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"audit entry {name} is not valid Unicode (unpaired surrogate)"
+            ) from exc
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"audit entry {name} is over {MAX_TEXT} characters")
+    for name in ("accepted", "escalated"):
+        if not isinstance(getattr(entry, name), bool):
+            raise TypeError(f"audit entry {name} is bool")
+    for name in ("recomputed_d_hat", "recomputed_budget"):
+        x = getattr(entry, name)
+        if x is not None and (isinstance(x, bool) or not isinstance(x, int | float)):
+            raise TypeError(f"audit entry {name} is a number or None")
+    t = entry.received_at
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        raise ValueError(f"audit entry received_at must be finite epoch seconds: {t!r}")
+    try:
+        _EPOCH + _dt.timedelta(microseconds=_us(t))
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(
+            f"audit entry received_at {t!r} is outside the years 1-9999"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,5 +629,5 @@ async def verify_chain(dsn: str, *, timeout_s: float = 30.0) -> ChainReport:
                     )
                 prev, expect_id, rows = bytes(r["row_hash"]), rid + 1, rows + 1
     finally:
-        await conn.close()
+        await _close_conn(conn, timeout_s)
     return ChainReport(True, rows, prev.hex())
