@@ -63,6 +63,20 @@ DELETE FROM flk_dedup WHERE expires_at <= now() AND key IN (
 """
 
 
+async def _put_one(
+    conn: Any, k: bytes, value: bytes, ttl_s: float
+) -> tuple[bytes, bool]:
+    """Insert-or-read-the-winner for one key on ``conn``."""
+    # Loop: the winner may expire and be swept between our two statements.
+    for _ in range(5):
+        if await conn.fetchval(_INSERT, k, value, float(ttl_s)) is not None:
+            return value, True
+        winner = await conn.fetchval(_GET, k)
+        if winner is not None:
+            return bytes(winner), False
+    raise DedupUnavailableError("postgres dedup: key keeps expiring under us")
+
+
 class PostgresDedup:
     """``DedupStore`` on PostgreSQL: ``postgresql://user@host:port/db[?schema=…]``."""
 
@@ -163,17 +177,9 @@ class PostgresDedup:
         k = dedup_key(key)
         self._check(value, ttl_s)
 
-        async def run(conn: Any) -> tuple[bytes, bool]:
-            # Loop: the winner may expire and be swept between our two statements.
-            for _ in range(5):
-                if await conn.fetchval(_INSERT, k, value, float(ttl_s)) is not None:
-                    return value, True
-                winner = await conn.fetchval(_GET, k)
-                if winner is not None:
-                    return bytes(winner), False
-            raise DedupUnavailableError("postgres dedup: key keeps expiring under us")
-
-        out: tuple[bytes, bool] = await self._call(run)
+        out: tuple[bytes, bool] = await self._call(
+            lambda conn: _put_one(conn, k, value, ttl_s)
+        )
         self._maybe_sweep()
         return out
 
@@ -202,8 +208,10 @@ class PostgresDedup:
                 for r in await conn.fetch(_GET_MANY, missing):
                     result[bytes(r[0])] = (bytes(r[1]), False)
             for k in missing:
-                if k not in result:  # expired and swept in between: retry alone
-                    result[k] = await self.put_if_absent(k, first[k], ttl_s)
+                if k not in result:  # expired and swept in between: retry alone,
+                    # on this connection (another acquire while holding this one
+                    # could wait forever for a pool exhausted by such batches)
+                    result[k] = await _put_one(conn, k, first[k], ttl_s)
             return result
 
         by_key: dict[bytes, tuple[bytes, bool]] = await self._call(run)
