@@ -15,7 +15,7 @@ def make_pcs(epoch: int, shard: str = "s1", *, key: bytes = KEY) -> PCS:
     root = f"{epoch:064x}"
     pcs = PCS(
         pcs_id=compute_pcs_id(root, epoch, shard),
-        schema=SCHEMA,
+        schema=SCHEMA,  # type: ignore[arg-type]  # the Literal's only value
         version="0.1",
         shard_id=shard,
         epoch=epoch,

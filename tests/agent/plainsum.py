@@ -34,14 +34,14 @@ def coherence(p: np.ndarray, seed: int, n_dir: int = 100, n_bins: int = 20):  # 
     if n == 0:
         return 0.0, best_v
     for _ in range(n_dir):
-        v = rs.standard_normal(d)
+        v = np.asarray(rs.standard_normal(d), dtype=np.float64)
         v = v / np.linalg.norm(v)
         proj = p @ v
         if proj.max() - proj.min() < 1e-9:
             c = 1.0
         else:
             h, _ = np.histogram(proj, bins=n_bins, range=(proj.min(), proj.max()))
-            c = h.max() / n
+            c = float(h.max() / n)
         if c > best:
             best, best_v = c, v
     return round(float(best), 9), best_v
@@ -86,7 +86,7 @@ def summarize(
     root = merkle_hexcat(rows)
     pcs = PCS(
         pcs_id=compute_pcs_id(root, epoch, shard_id),
-        schema=SCHEMA,
+        schema=SCHEMA,  # type: ignore[arg-type]  # the Literal's only value
         version="0.1",
         shard_id=shard_id,
         epoch=epoch,
@@ -99,7 +99,7 @@ def summarize(
         v_star=tuple(float(x) for x in v),
         D_hat=dh,
         r=r,
-        regime=regime(dh, coh),
+        regime=regime(dh, coh),  # type: ignore[arg-type]
         budget=budget(dh, coh, r),
         merkle_root=root,
         sig="",

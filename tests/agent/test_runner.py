@@ -584,7 +584,10 @@ async def test_summarising_threads_change_nothing_but_speed(
 
     b, _ = parse_csv_block(src.read_bytes())
     w = Windower(50)
-    ws = w.push(b) + [w.flush()]
+    ws = w.push(b)
+    last = w.flush()
+    assert last is not None
+    ws.append(last)
     expected = {
         summarize(x, shard_id="s1", epoch=e).pcs_id for e, x in enumerate(ws, 1)
     }
