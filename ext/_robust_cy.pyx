@@ -326,9 +326,9 @@ def problem(xs, ys):
 cdef double _round9(double x) noexcept nogil:
     # Python's round(x, 9): the double nearest to the decimal rounding (half-even on
     # the exact binary value) of x to 9 places. N = that decimal * 1e9 is found from
-    # the exact product x*1e9 = p + e; fl(N / 1e9) is then the correctly rounded
+    # the exact product x*1e9 = p + e (FMA); fl(N / 1e9) is then the correctly rounded
     # value of N * 10^-9, as Python's strtod would give.
-    cdef double p, e, c, d, t, xh, r
+    cdef double p, e, c, d
     cdef char buf[64]
     if isnan(x) or x == INFINITY or x == -INFINITY:
         return x
@@ -336,11 +336,7 @@ cdef double _round9(double x) noexcept nogil:
     if fabs(p) >= 4503599627370496.0:  # 2^52: rare, take the exact slow path
         snprintf(buf, 64, "%.9f", x)
         return strtod(buf, NULL)
-    # Exact error of the product by Dekker's splitting (1e9 has 21 significant bits,
-    # so it needs no split): no libm fma call on the per-row path.
-    t = 134217729.0 * x  # 2**27 + 1
-    xh = t - (t - x)
-    e = (xh * 1e9 - p) + (x - xh) * 1e9
+    e = fma(x, 1e9, -p)
     c = rint(p)  # half-even on p
     d = p - c    # exact: |p| < 2^52
     if d == 0.5 and e > 0:
@@ -368,7 +364,7 @@ cdef double _dhat_row(const double *xs, const int64_t *nj, int64_t k,
                       double *ys, double *sl) noexcept nogil:
     # SPEC §4.2 for one PCS given log2 of its scales (NaN marks a scale <= 0); NaN
     # for an invalid row. ys holds k doubles, sl k(k-1)/2.
-    cdef int64_t i, j, m = 0, a, lt, le
+    cdef int64_t i, j, m = 0, a
     cdef double dx, v
     if k < 2:
         return NAN
@@ -384,21 +380,7 @@ cdef double _dhat_row(const double *xs, const int64_t *nj, int64_t k,
                 m += 1
     if m == 0:
         return NAN
-    if m <= 28:
-        # Up to 8 scales: select the upper median by rank, without branches (an
-        # insertion sort mispredicts on almost every row): the answer is the value
-        # with #(< v) <= m // 2 < #(<= v).
-        v = sl[0]
-        for i in range(m):
-            lt = 0
-            le = 0
-            for j in range(m):
-                lt += sl[j] < sl[i]
-                le += sl[j] <= sl[i]
-            if lt <= m // 2 < le:
-                v = sl[i]
-        return _round9(v)
-    for i in range(1, m):  # insertion sort for the rare many-scale rows
+    for i in range(1, m):  # insertion sort: m is k(k-1)/2 with k a handful of scales
         v = sl[i]
         a = i - 1
         while a >= 0 and sl[a] > v:
@@ -464,7 +446,7 @@ def d_hat_batch_i64(const int64_t[:, ::1] scales, const int64_t[:, ::1] n_j,
         for i in range(k):
             xs[i] = log2(<double> scales[0, i]) if scales[0, i] > 0 else NAN
         xsp = &xs[0]
-    # auto: one thread below a million rows; a row costs ~20 ns, and on a shared
+    # auto: one thread below a million rows; a row costs ~40 ns, and on a shared
     # machine a parallel region of a few ms often waits for a preempted thread
     if nthreads <= 0 and m < 1048576:
         t = 1
