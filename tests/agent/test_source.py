@@ -276,3 +276,13 @@ def test_read_batch_errors_name_the_line(tmp_path) -> None:  # type: ignore[no-u
         read_batch(tmp_path / "missing.csv")
     p.write_bytes(b"timestamp,x,y,z\n1,2,3,4\n")
     assert read_batch(p).tails == [b"2,3,4"]
+
+
+@pytest.mark.parametrize(
+    "line", [b"2," + b"x" * 200_000 + b",3,4", b'2,"1\x00",3,4'], ids=["huge", "nul"]
+)
+def test_csv_module_errors_are_malformed_lines(line: bytes) -> None:
+    # The csv module raises for a cell over its 128 KiB field limit (and NUL on
+    # older Pythons); that used to escape the parser and stop the agent.
+    b, bad = parse_csv_block(b"1,2,3,4\n" + line + b"\n5,6,7,8\n", 0, 2)
+    assert b.lines.tolist() == [2, 4] and [m.line for m in bad] == [3]

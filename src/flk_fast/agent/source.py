@@ -571,9 +571,8 @@ def read_batch(
             bad = splitter.overlong + bad
             if bad:
                 m = bad[0]
-                raise InputError(
-                    f"{m.reason}: {m.text!r}", source=where, position=m.line
-                )
+                text = m.text if len(m.text) <= 120 else m.text[:120] + "..."
+                raise InputError(f"{m.reason}: {text!r}", source=where, position=m.line)
             if len(batch):
                 parts.append(batch)
             if not data:
