@@ -341,3 +341,29 @@ async def test_shipped_entries_are_compacted_and_not_rescanned(
     assert st.pending == 0 and st.count == 10  # compacted at most once a minute
     await audit.close()
     assert (await verify_chain(audit_dsn)).rows == 130
+
+
+async def test_close_does_not_hang_on_a_silent_connection(
+    audit_dsn: str, tmp_path: Path
+) -> None:
+    audit = AuditLog(audit_dsn, tmp_path / "spool", timeout_s=0.3)
+    await audit.record(entry(1))
+    await audit.flush()
+    real = audit._conn
+    terminated: list[bool] = []
+
+    class Silent:  # the server stopped answering: close() never returns
+        def is_closed(self) -> bool:
+            return False
+
+        async def close(self) -> None:
+            await asyncio.sleep(3600)
+
+        def terminate(self) -> None:
+            terminated.append(True)
+            real.terminate()
+
+    audit._conn = Silent()
+    t0 = time.monotonic()
+    await asyncio.wait_for(audit.close(flush_timeout_s=0.3), 5)  # was: hung
+    assert time.monotonic() - t0 < 2 and terminated == [True]

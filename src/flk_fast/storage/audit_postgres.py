@@ -509,8 +509,9 @@ async def _close_conn(conn: Any, timeout_s: float) -> None:
     if conn is None or conn.is_closed():
         return
     try:
-        await conn.close(timeout=timeout_s)
-    except Exception:
+        async with asyncio.timeout(timeout_s):
+            await conn.close()
+    except Exception:  # TimeoutError included: a server that does not answer
         conn.terminate()
 
 
