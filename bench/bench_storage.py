@@ -187,7 +187,7 @@ async def bench_dedup(backend: str, n: int, concurrency: int, repeat: int) -> di
 
         secs, lat = await drive(op, n, concurrency)
         if backend == "redis":
-            await store.delete_prefix()
+            await store.delete_prefix()  # type: ignore[attr-defined]
         await store.close()
         if backend == "postgres":
             import asyncpg

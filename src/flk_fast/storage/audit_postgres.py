@@ -5,7 +5,9 @@ append): ``await audit.record(entry)`` appends the entry to a local ``LmdbWal`` 
 and returns; a background shipper drains the spool in batches into ``flk_audit`` and
 acks what PostgreSQL committed. While PostgreSQL is down the entries simply stay in the
 spool (durable on disk) and the shipper retries with capped exponential backoff, so
-nothing is lost, even across restarts.
+nothing is lost, even across restarts. ``record`` refuses entries PostgreSQL could
+never store (``check_entry``); one it refuses anyway (a spool written by an older
+version, say) is moved to a quarantine WAL so that it cannot block the others.
 
 The chain: rows get dense ids 1, 2, 3, … and
 ``row_hash = sha256(prev_hash ‖ canonical row)`` where ``prev_hash`` is the previous
