@@ -361,3 +361,41 @@ async def test_postgres_batch_retry_uses_its_own_connection(
         assert out == [(b"first", False)]
     finally:
         await store.close()
+
+
+async def test_postgres_timed_out_pool_creation_leaves_no_connection() -> None:
+    # Suspected leak: create_pool cancelled by the call timeout. asyncpg (0.32)
+    # terminates a pool's connections when its initialisation is cancelled; this
+    # keeps it so: every connection the timed-out opens made is closed again.
+    import socket
+    import threading
+
+    from flk_fast.storage.dedup_postgres import PostgresDedup
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = sock.getsockname()[1]
+    store = PostgresDedup(f"postgresql://postgres@127.0.0.1:{port}/test", timeout_s=0.2)
+    for _ in range(3):
+        with pytest.raises(DedupUnavailableError):
+            await store.get("k")
+    await store.close()
+    await asyncio.sleep(0.2)
+    sock.close()
+    assert len(accepted) == 3
+    for conn in accepted:  # the client side hung up: reading reaches EOF
+        conn.settimeout(2)
+        while conn.recv(65536):
+            pass
+        conn.close()
