@@ -63,7 +63,11 @@ def _migrate(args: argparse.Namespace) -> int:
         try:
             return await migrations.apply(conn, schema)
         finally:
-            await conn.close()
+            try:  # bounded: a server that stopped answering must not hang the CLI
+                async with asyncio.timeout(args.timeout):
+                    await conn.close()
+            except Exception:
+                conn.terminate()
 
     try:
         done = asyncio.run(run())
