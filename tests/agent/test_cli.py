@@ -235,7 +235,7 @@ def test_agent_kernel_threads_reach_the_summarizer(
 ) -> None:
     import argparse
 
-    import flk_fast.agent.pipeline as pipeline
+    import flk_fast.agent.summarize as pipeline
     from flk_fast.cli import agent as cli_agent
 
     seen: dict[str, object] = {}

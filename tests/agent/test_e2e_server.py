@@ -201,7 +201,7 @@ def test_agent_never_imports_numba(tmp_path: Path) -> None:
         "from flk_fast.cli import build_parser\n"
         "build_parser()\n"
         "import flk_fast.agent.runner, flk_fast.agent.client\n"
-        "from flk_fast.agent.pipeline import make_summarizer\n"
+        "from flk_fast.agent.summarize import make_summarizer\n"
         "from flk_fast.agent.source import parse_csv_block\n"
         "from flk_fast.agent.windows import Windower\n"
         "from flk_fast.protocol.signing import HmacSigner\n"

@@ -438,7 +438,7 @@ async def test_window_the_kernels_reject_stops_with_its_lines(
     with open(src, "ab") as f:
         f.write(b"9,1e300,0.5,0.5\n")  # finite, but voxel indices overflow int64
     write_csv(src, 60, start=300, header=False)
-    from flk_fast.agent.pipeline import make_summarizer
+    from flk_fast.agent.summarize import make_summarizer
     from flk_fast.protocol.signing import HmacSigner
 
     real = make_summarizer(signer=HmacSigner(b"testsecret"))
@@ -674,7 +674,7 @@ async def test_outbox_compacted_while_running(fault: Any, tmp_path: Path) -> Non
 async def test_overlong_line_and_huge_coordinates_are_malformed_lines(
     fault: Any, tmp_path: Path
 ) -> None:
-    from flk_fast.agent.pipeline import make_summarizer
+    from flk_fast.agent.summarize import make_summarizer
     from flk_fast.protocol.signing import HmacSigner
 
     src = tmp_path / "in.csv"

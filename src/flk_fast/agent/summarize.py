@@ -1,7 +1,7 @@
 """A window of events → its signals → a signed PCS (SPEC §2-5).
 
 The one place that turns events into a PCS, shared by ``flk build-pcs`` and the agent
-(``agent.pipeline.make_summarizer`` prefers :func:`make_summarizer` from here). Both
+(the agent uses :func:`make_summarizer` from here). Both
 read their input with :mod:`flk_fast.agent.source` and build the canonical rows with
 :func:`flk_fast.agent.windows.canonical_rows`.
 
@@ -228,15 +228,15 @@ def make_summarizer(
     seed: int = 42,
     merkle_scheme: str = "sha256-hexcat",
     chunk_size: int = 64,
-    allow_numba: bool = False,
     n_threads: int = 0,
 ) -> Callable[..., PCS]:
     """``summarize(window, *, shard_id, epoch) -> PCS`` for windows with ``.points``
     (n, 3) and ``.rows`` (canonical bytes), signed, ``sent_at`` left as the placeholder.
 
-    ``allow_numba`` is accepted for the agent's interface; no kernel uses numba.
     ``n_threads`` goes to the box counts and coherence kernels (see
-    :class:`SummaryParams`); the agent runs them on 1 thread by default.
+    :class:`SummaryParams`); the agent runs them on 1 thread by default (on a shared
+    small host a second kernel thread mostly waits for a core). ``ft.degraded`` and
+    ``ft.fallbacks`` say when a slower path (the pure-Python Merkle twin) is in use.
 
     Raises
     ------
@@ -257,6 +257,16 @@ def make_summarizer(
         n_threads=n_threads,
     )
 
+    fallbacks = _fallbacks()
+    # ft is outside the signed subset (SPEC §3), so it may say how the PCS was made.
+    ft = (
+        FaultTolerance(
+            outbox_seq=0, degraded=True, fallbacks=fallbacks, clock_skew_ms=0
+        )
+        if fallbacks
+        else _NO_FAULTS
+    )
+
     def summarize_window(window: Any, *, shard_id: str, epoch: int) -> PCS:
         return summarize(
             window.points,
@@ -265,6 +275,21 @@ def make_summarizer(
             epoch=epoch,
             signer=signer,
             params=params,
+            ft=ft,
         )
 
     return summarize_window
+
+
+def _fallbacks() -> tuple[str, ...]:
+    """Which slower paths are in use, for ``ft.fallbacks`` (``ft.degraded`` when any).
+
+    Today the only one is the pure-Python Merkle twin (``FLK_FAST_NO_EXTENSIONS=1``);
+    the numeric kernels have no fallback and fail loudly instead.
+    """
+    from flk_fast.kernels import merkle
+
+    impl = getattr(merkle, "_impl", None)
+    if impl is not None and impl.__name__.endswith("_merkle_py"):
+        return ("merkle:pure-python",)
+    return ()

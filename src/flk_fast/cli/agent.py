@@ -428,7 +428,7 @@ def _summarizer(args: argparse.Namespace) -> Any:
         mod, _, func = args.summarizer.partition(":")
         factory = getattr(importlib.import_module(mod), func or "make_summarizer")
         return factory(args)
-    from flk_fast.agent.pipeline import make_summarizer
+    from flk_fast.agent.summarize import make_summarizer
 
     return make_summarizer(
         signer=_load_signer(args),

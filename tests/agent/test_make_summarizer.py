@@ -1,4 +1,4 @@
-"""agent.pipeline: the built-in summarizer against the vector and the plain oracle."""
+"""agent.summarize.make_summarizer vs the vector and the plain oracle."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from flk_fast.agent.pipeline import make_summarizer
 from flk_fast.agent.source import parse_csv_block
+from flk_fast.agent.summarize import make_summarizer
 from flk_fast.agent.windows import Windower
 from flk_fast.protocol.signing import HmacSigner
 
