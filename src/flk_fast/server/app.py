@@ -126,6 +126,12 @@ def _lifecycle(
             retention_days=14,
         )
         service.wal = AsyncWal(wal)
+        if cfg.audit_dsn:
+            from flk_fast.storage.audit_postgres import AuditLog
+
+            # One spool per worker, like the inbox: a spool belongs to one AuditLog.
+            spool = Path(cfg.data_dir) / "audit-spool" / f"w{index}"
+            service.audit = AuditLog(cfg.audit_dsn, spool)
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(_bring_up(cfg, service, index, workers, dedup)),
@@ -143,6 +149,8 @@ def _lifecycle(
             await _maybe_await(service.wal.close())
             if service.dedup is not None:
                 await service.dedup.close()
+            if service.audit is not None:
+                await service.audit.close()  # ships what it can, keeps the rest spooled
 
     return ctx
 

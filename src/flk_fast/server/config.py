@@ -116,6 +116,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("tenant_rate_burst", int, 0, "per-tenant bucket size (0 = one second)"),
     Option("dedup_ttl_s", int, 14 * 24 * 3600, "lifetime of a stored outcome"),
+    Option(
+        "audit_dsn",
+        str,
+        "",
+        "PostgreSQL DSN of the hash-chained audit log (off when empty); entries spool "
+        "in DATA_DIR/audit-spool/w<i> and ship in the background",
+        secret=True,
+    ),
     Option("wal_sync", bool, True, "fsync the inbox WAL (off only for experiments)"),
     Option("retry_after_s", int, 1, "Retry-After seconds on 503"),
     Option(
@@ -165,6 +173,7 @@ class ServerConfig:
     tenant_rate_limit: float = 0.0
     tenant_rate_burst: int = 0
     dedup_ttl_s: int = 14 * 24 * 3600
+    audit_dsn: str = dataclasses.field(default="", repr=False)
     wal_sync: bool = True
     retry_after_s: int = 1
     drain_timeout_s: float = 10.0

@@ -28,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import logging
 import time
@@ -45,7 +46,7 @@ from flk_fast.errors import (
 )
 from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from flk_fast.protocol.codec import decode_pcs
-from flk_fast.protocol.verify import VerifyParams, verify_pcs
+from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
 
 from .config import ServerConfig, redact
 from .keys import TENANT_RE, KeyStore, UnknownTenantError
@@ -128,6 +129,9 @@ class IngestService:
         self.params = params or VerifyParams()
         self.wal: Any = None
         self.dedup: Any = None
+        self.audit: Any = (
+            None  # storage.audit_postgres.AuditLog when --audit-dsn is set
+        )
         self.ready = False
         self.loading_reason = "starting"
         self.replayed_at_start = 0
@@ -185,10 +189,36 @@ class IngestService:
                 m.accepted.inc()
             if result.escalated:
                 m.escalated.inc()
+            if self.audit is not None:
+                await self._audit(tenant, body, result)
         else:
             # A concurrent twin (this or another process) stored first: use its bytes.
             m.dedup_hits.inc()
         return split_outcome(winner)
+
+    async def _audit(self, tenant: str, body: bytes, result: VerifyResult) -> None:
+        """Spool the verdict for the audit chain (only the first, stored one). The
+        spool is a local WAL, so a PostgreSQL outage never delays or fails a request;
+        a spool failure is logged and counted, never turned into an error answer."""
+        from flk_fast.storage.audit_postgres import AuditEntry
+
+        try:
+            await self.audit.record(
+                AuditEntry(
+                    pcs_id=result.pcs_id,
+                    accepted=result.accepted,
+                    escalated=result.escalated,
+                    received_at=time.time(),
+                    request_digest=hashlib.sha256(body).hexdigest(),
+                    reason=result.reason,
+                    tenant=tenant,
+                    recomputed_d_hat=result.recomputed_D_hat,
+                    recomputed_budget=result.recomputed_budget,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - the verdict is already stored
+            self.metrics.wal_errors.inc()
+            log.error("audit spool append failed: %s", redact(exc))
 
     # ------------------------------------------------------------------ handlers
     async def submit(self, request: web.Request) -> web.StreamResponse:

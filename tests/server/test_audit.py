@@ -1,0 +1,78 @@
+"""The server writes every stored verdict to the PostgreSQL audit chain."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from flk_fast.server.app import SERVICE
+from flk_fast.storage.audit_postgres import verify_chain
+
+from ..storage.conftest import drop_schema
+from .conftest import JSON, SUBMIT, make_pcs
+
+pytestmark = [pytest.mark.services, pytest.mark.asyncio(loop_factories=["asyncio"])]
+
+
+@pytest.fixture
+def audit_dsn(postgres_dsn: str, unique_prefix: str) -> Iterator[str]:
+    yield f"{postgres_dsn}?schema={unique_prefix}"
+    drop_schema(postgres_dsn, unique_prefix)
+
+
+async def _rows(dsn: str) -> list[Any]:
+    import asyncpg
+
+    base, _, schema = dsn.partition("?schema=")
+    conn = await asyncpg.connect(base)
+    try:
+        return await conn.fetch(
+            f"SELECT pcs_id, accepted, escalated, reason, request_digest, tenant "
+            f'FROM "{schema}".flk_audit ORDER BY id'
+        )
+    finally:
+        await conn.close()
+
+
+async def test_each_stored_verdict_is_audited_once(
+    make_client: Any, audit_dsn: str
+) -> None:
+    client = await make_client(audit_dsn=audit_dsn)
+    bodies = [make_pcs(1), make_pcs(2, regime="sticky")]
+    statuses = []
+    for body in bodies + bodies:  # the second round is dedup hits: no new entries
+        resp = await client.post(SUBMIT, data=body, headers=JSON)
+        statuses.append(resp.status)
+        await resp.read()
+    bad = await client.post(SUBMIT, data=make_pcs(7, key=b"wrong"), headers=JSON)
+    assert bad.status == 401  # a rejected signature is never audited
+    assert statuses == [200, 202, 200, 202]
+    audit = client.app[SERVICE].audit
+    await audit.flush()
+    rows = await _rows(audit_dsn)
+    assert [(r["accepted"], r["escalated"]) for r in rows] == [
+        (True, False),
+        (True, True),
+    ]
+    assert [r["request_digest"] for r in rows] == [
+        hashlib.sha256(b).hexdigest() for b in bodies
+    ]
+    assert rows[1]["reason"].startswith("regime: claimed sticky")
+    report = await verify_chain(audit_dsn)
+    assert report.ok and report.rows == 2, report
+
+
+async def test_postgres_down_does_not_delay_answers(
+    make_client: Any, tmp_path: Any
+) -> None:
+    # Nothing listens on port 1: shipping fails, entries stay spooled, answers go on.
+    client = await make_client(audit_dsn="postgresql://postgres@127.0.0.1:1/test")
+    resp = await asyncio.wait_for(
+        client.post(SUBMIT, data=make_pcs(1), headers=JSON), timeout=5
+    )
+    assert resp.status == 200
+    assert await client.app[SERVICE].audit.pending() == 1
