@@ -8,7 +8,18 @@ import importlib
 
 import pytest
 
+_EXT = pytest.mark.needs_ext
 MODULES = [
+    "flk_fast.agent.client",
+    "flk_fast.agent.retry",
+    "flk_fast.agent.source",
+    "flk_fast.agent.windows",
+    pytest.param("flk_fast.agent.summarize", marks=_EXT),
+    pytest.param("flk_fast.kernels.boxcount", marks=_EXT),
+    pytest.param("flk_fast.kernels.histogram", marks=_EXT),
+    pytest.param("flk_fast.kernels.robust", marks=_EXT),
+    "flk_fast.kernels.compress",
+    "flk_fast.kernels.merkle",
     "flk_fast.kernels.signals",
     "flk_fast.protocol.codec",
     "flk_fast.protocol.pcs",

@@ -6,8 +6,7 @@ aiohttp module. Subpackages are imported on first attribute access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_getattr
 
 try:
     from ._version import __version__
@@ -16,10 +15,6 @@ except ImportError:  # running from a tree that was never built
 
 __all__ = ["__version__", "agent", "kernels", "protocol", "server", "storage"]
 
-_SUBPACKAGES = frozenset({"agent", "kernels", "protocol", "server", "storage"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(
+    __name__, dict.fromkeys(("agent", "kernels", "protocol", "server", "storage"), "")
+)

@@ -73,6 +73,7 @@ __all__ = [
 assert __all__ == sorted(_EXPORTS)
 
 
+# Not flk_fast._lazy: kernels import nothing else from flk_fast (they stand alone).
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
