@@ -18,7 +18,12 @@ import os
 import sys
 from typing import Any
 
-from flk_fast.cli._common import add_command, fail
+from flk_fast.cli._common import (
+    add_command,
+    add_summary_options,
+    fail,
+    positive_int,
+)
 
 __all__ = ["register"]
 
@@ -35,30 +40,11 @@ EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_BUSY, EXIT_FAILED, EXIT_INTERRUPTED = (
 )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _scales(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers like 2,4,8,16, got {text!r}"
-        ) from None
-    if len(vals) < 2 or len(set(vals)) != len(vals) or min(vals) < 1:
-        raise argparse.ArgumentTypeError("need at least 2 distinct scales >= 1")
-    return vals
-
-
 def _add_delivery_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("delivery (SPEC §7)")
     g.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         metavar="N",
         help="requests in flight, over kept-alive connections (8)",
@@ -160,7 +146,7 @@ def register(sub: Any) -> None:
     w = p.add_argument_group("windows and signals")
     w.add_argument(
         "--window",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="events per PCS; with --window-seconds, the cap per window (10000)",
@@ -179,37 +165,7 @@ def register(sub: Any) -> None:
         help="epoch of the first window of a new data dir (1); later windows "
         "count up, and restarts continue the count",
     )
-    w.add_argument(
-        "--scales",
-        type=_scales,
-        default=(2, 4, 8, 16),
-        metavar="LIST",
-        help="box-counting scales (2,4,8,16)",
-    )
-    w.add_argument(
-        "--seed", type=int, default=42, metavar="N", help="direction sampler seed (42)"
-    )
-    w.add_argument(
-        "--merkle-scheme",
-        default="sha256-hexcat",
-        choices=("sha256-hexcat", "sha256-rfc6962", "blake3-rfc6962"),
-        help="Merkle scheme over the canonical rows (sha256-hexcat)",
-    )
-    w.add_argument(
-        "--chunk-size",
-        type=_positive_int,
-        default=64,
-        metavar="B",
-        help="Merkle leaf size in bytes (64)",
-    )
-    w.add_argument(
-        "--kernel-threads",
-        type=int,
-        default=1,
-        metavar="N",
-        help="threads for the box-count and coherence kernels; 0 = "
-        "FLK_FAST_NUM_THREADS, else every core (1: the agent shares its host)",
-    )
+    add_summary_options(w, kernel_threads=1)  # 1: the agent shares its host
     w.add_argument(
         "--summarizer",
         metavar="MODULE:FUNC",
@@ -263,7 +219,7 @@ def register(sub: Any) -> None:
     )
     r.add_argument(
         "--max-inflight",
-        type=_positive_int,
+        type=positive_int,
         default=256,
         metavar="N",
         help="PCS made but not yet acknowledged before reading pauses (256)",

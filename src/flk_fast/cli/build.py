@@ -12,47 +12,19 @@ import datetime as _dt
 import sys
 from typing import Any
 
-from flk_fast.cli._common import add_command, fail
+from flk_fast.cli._common import (
+    add_command,
+    add_summary_options,
+    fail,
+    non_negative_int,
+    positive_int,
+)
 
 __all__ = ["register"]
 
 #: Default sent_at: build-pcs output is reproducible (same input, same bytes), and this
 #: is the reference value of SPEC §8. ``--sent-at now`` stamps the current UTC time.
 DEFAULT_SENT_AT = "2025-01-19T12:00:00Z"
-
-
-def _scales(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"scales must be comma-separated integers, got {text!r}"
-        ) from None
-    if len(out) < 2 or len(set(out)) != len(out) or min(out) < 1:
-        raise argparse.ArgumentTypeError(
-            f"need at least 2 distinct scales >= 1, got {text!r}"
-        )
-    return out
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -99,45 +71,18 @@ def register(sub: Any) -> None:
         help="leave sig empty (only for tests; servers with signing on answer 401)",
     )
     p.add_argument("--shard-id", required=True, help="shard identifier (non-empty)")
-    p.add_argument("--epoch", type=_non_negative, default=0, help="epoch (default 0)")
     p.add_argument(
-        "--seed",
-        type=int,
-        default=42,
-        help="seed of the direction sampler (default 42)",
+        "--epoch", type=non_negative_int, default=0, help="epoch (default 0)"
     )
-    p.add_argument(
-        "--scales",
-        type=_scales,
-        default=(2, 4, 8, 16),
-        help="comma-separated box scales (default 2,4,8,16)",
-    )
-    p.add_argument(
-        "--chunk-size",
-        type=_positive,
-        default=64,
-        help="Merkle leaf size in bytes (default 64)",
-    )
-    p.add_argument(
-        "--merkle-scheme",
-        default="sha256-hexcat",
-        choices=("sha256-hexcat", "sha256-rfc6962", "blake3-rfc6962"),
-        help="Merkle scheme (default sha256-hexcat, the legacy one)",
-    )
+    add_summary_options(p, kernel_threads=0)
     p.add_argument(
         "--sent-at",
         default=DEFAULT_SENT_AT,
         help=f"RFC 3339 UTC time, or 'now' (default {DEFAULT_SENT_AT}, "
         "so the output is reproducible)",
     )
-    p.add_argument("--attempt", type=_positive, default=1, help="attempt (default 1)")
     p.add_argument(
-        "--kernel-threads",
-        type=_non_negative,
-        default=0,
-        metavar="N",
-        help="threads for box counts and coherence (default 0: FLK_FAST_NUM_THREADS, "
-        "else every core)",
+        "--attempt", type=positive_int, default=1, help="attempt (default 1)"
     )
     p.set_defaults(func=run)
 
