@@ -141,3 +141,43 @@ async def test_per_tenant_rate_limit(make_client: Any, tmp_path: Path) -> None:
     # another tenant (the default one) has its own bucket
     assert (await client.post(SUBMIT, data=make_pcs(2), headers=JSON)).status == 200
     assert vector_doc()["epoch"] == 1
+
+
+async def test_tenants_have_separate_dedup_namespaces(
+    make_client: Any, tmp_path: Path
+) -> None:
+    """Tenant B, knowing A's pcs_id, stores junk under it first: A still gets its own
+    verdict, and B's replay of its own submission gets B's stored answer."""
+    from flk_fast.protocol.signing import HmacSigner
+
+    d, _ = _tenants(tmp_path)
+    (d / "mallory.hmac").write_bytes(b"mallory-secret")
+    dedup = MemoryDedup()
+    client = await make_client(dedup=dedup, tenants_dir=str(d))
+    alice_body = make_pcs(7, key=b"acme-secret")
+    alice_id = json.loads(alice_body)["pcs_id"]
+    junk = vector_doc()
+    junk.update(pcs_id=alice_id, D_hat=2.9, merkle_root="0" * 64, sig="")
+    junk["sig"] = HmacSigner(b"mallory-secret").sign(
+        decode_pcs(json.dumps(junk).encode())
+    )
+    junk_body = json.dumps(junk).encode()
+    mallory = {**JSON, "X-Tenant-Id": "mallory"}
+    first = await client.post(SUBMIT, data=junk_body, headers=mallory)
+    junk_answer = (first.status, await first.read())
+    resp = await client.post(
+        SUBMIT, data=alice_body, headers={**JSON, "X-Tenant-Id": "acme"}
+    )
+    doc = await resp.json()
+    assert resp.status == 200 and doc["accepted"] and not doc["escalated"], doc
+    assert (resp.status, await resp.read()) != junk_answer
+    again = await client.post(SUBMIT, data=junk_body, headers=mallory)
+    assert (
+        again.status,
+        await again.read(),
+    ) == junk_answer  # B's own dedup still works
+    # the default tenant ("" = no header) keeps the bare pcs_id as its key
+    plain = make_pcs(8)
+    assert (await client.post(SUBMIT, data=plain, headers=JSON)).status == 200
+    assert await dedup.get(json.loads(plain)["pcs_id"]) is not None
+    assert await dedup.get("acme\0" + alice_id) is not None

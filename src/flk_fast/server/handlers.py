@@ -54,6 +54,7 @@ from .ratelimit import RateLimiter
 
 __all__ = [
     "IngestService",
+    "dedup_key",
     "frame_record",
     "json_error",
     "split_outcome",
@@ -92,6 +93,12 @@ def frame_record(tenant: str, body: bytes) -> bytes:
 def unframe_record(data: bytes) -> tuple[str, bytes]:
     n = data[0]
     return data[1 : 1 + n].decode("ascii"), data[1 + n :]
+
+
+def dedup_key(tenant: str, pcs_id: str) -> str:
+    """The dedup key of a PCS: ``tenant + "\\0" + pcs_id``, or the bare ``pcs_id`` for
+    the default tenant ``""``. NUL never occurs in a tenant name (``TENANT_RE``)."""
+    return f"{tenant}\0{pcs_id}" if tenant else pcs_id
 
 
 def split_outcome(stored: bytes) -> tuple[int, bytes]:
@@ -174,7 +181,11 @@ class IngestService:
                 raise _Outcome(
                     401, _ENC.encode({"error": "signature", "detail": str(exc)})
                 ) from None
-        key = pcs.pcs_id
+        # One dedup namespace per tenant: a tenant who learns another's pcs_id must
+        # not be able to pre-store an answer under it. The default tenant ("") keeps
+        # the bare pcs_id. Replay re-judges with the tenant framed in the WAL record,
+        # so it uses the same key.
+        key = dedup_key(tenant, pcs.pcs_id)
         # Steps 4 and 5 as one atomic put_if_absent: the verdict is computed first
         # (pure, ~20 us) and the store either keeps it (a miss) or hands back the
         # stored bytes (a hit), which is what is answered. Same bytes, same status and
