@@ -74,3 +74,48 @@ def test_cli_fails_fast_with_one_clear_line(tmp_path: Path) -> None:
         str(tmp_path / "no.key"),
     )
     assert r.returncode == 2 and r.stderr.startswith("flk: error: TLS")
+
+
+def test_cli_refuses_a_bad_dedup_url(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_bytes(b"k")
+    base = ("--data-dir", str(tmp_path), "--hmac-key-file", str(key), "--port", "0")
+    for url, word in (
+        ("foo://x", "unknown scheme"),
+        ("lmdb://", "lmdb needs a path"),
+        ("redis://h:abc/0", "bad port"),
+        ("postgresql://u:pw@h:99999/db", "bad port"),
+    ):
+        r = _serve(*base, "--dedup", url)
+        assert r.returncode == 2, (url, r.stderr)
+        assert r.stderr.startswith("flk: error: --dedup") and word in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "pw" not in r.stderr
+
+
+async def test_fatal_start_up_error_stops_the_process(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """An unexpected error while opening the store is logged and ends serve() with 1
+    instead of leaving /ready 503 forever."""
+    import asyncio
+
+    from flk_fast.errors import ConfigError
+    from flk_fast.server import runner
+
+    from .conftest import make_cfg
+
+    def broken(url: str, **kw: Any) -> Any:
+        raise ConfigError("dedup URL 'x://': refused")
+
+    monkeypatch.setattr("flk_fast.storage.open_dedup", broken)
+    monkeypatch.setattr(runner, "_warm_up", lambda: None)
+    monkeypatch.setattr("gc.freeze", lambda: None)
+    cfg = make_cfg(tmp_path, port=0)
+    code = await asyncio.wait_for(
+        runner._serve(cfg, 0, 1, reuse_port=False, ready_conn=None), 10
+    )
+    assert code == 1
+    assert any(
+        "start-up failed" in r.getMessage() and "refused" in r.getMessage()
+        for r in caplog.records
+    )

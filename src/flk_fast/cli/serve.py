@@ -49,11 +49,12 @@ def register(sub: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from flk_fast.errors import FlkError
-    from flk_fast.server.config import OPTIONS, load_config
+    from flk_fast.server.config import OPTIONS, check_dedup_url, load_config
 
     cli = {o.name: getattr(args, o.name, None) for o in OPTIONS if o.cli}
     try:
         cfg = load_config(cli)
+        check_dedup_url(cfg.dedup_url)  # a bad URL must not leave /ready 503 forever
         from flk_fast.server.keys import KeyStore
 
         KeyStore(cfg)  # fail before binding when a key is missing or malformed

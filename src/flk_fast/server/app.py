@@ -162,7 +162,29 @@ async def _maybe_await(x: Any) -> Any:
 async def _bring_up(
     cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
 ) -> None:
-    """Open the dedup store (retrying while it is down), replay, then go ready."""
+    """Open the dedup store (retrying while it is down), replay, then go ready; any
+    other failure is fatal (``service.fatal``)."""
+    try:
+        await _bring_up_inner(cfg, service, index, workers, dedup)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        # Not a store that is down (retried inside) but a bug or a configuration the
+        # store refuses: waiting would leave /ready 503 forever with nothing said, so
+        # log it and let the runner stop the process with a non-zero exit.
+        log.error(
+            "start-up failed: %s: %s",
+            type(exc).__name__,
+            redact(exc),
+            extra={"event": "fatal"},
+        )
+        service.loading_reason = "start-up failed"
+        service.fatal = f"{type(exc).__name__}: {redact(exc)}"
+
+
+async def _bring_up_inner(
+    cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
+) -> None:
     from flk_fast.errors import DedupUnavailableError, StorageError
 
     delay = 0.2

@@ -21,7 +21,14 @@ from typing import Any
 
 from flk_fast.errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "ServerConfig", "load_config", "redact"]
+__all__ = [
+    "OPTIONS",
+    "Option",
+    "ServerConfig",
+    "check_dedup_url",
+    "load_config",
+    "redact",
+]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -224,6 +231,55 @@ class ServerConfig:
             out[opt.name] = ("<set>" if value else "") if opt.secret else value
         out["dedup"] = _mask_url(self.dedup_url)
         return out
+
+
+def check_dedup_url(url: str) -> None:
+    """Reject a dedup URL that ``open_dedup`` would refuse, without opening a store.
+
+    Network URLs go through ``open_dedup`` itself (its stores connect lazily, so
+    nothing is contacted) and are closed again; ``lmdb://`` and ``memory://`` are
+    checked here, because opening an LMDB environment twice in one process is not
+    allowed and the server opens it later.
+
+    Raises
+    ------
+    ConfigError
+        Unknown scheme, ``lmdb://`` without a path, a bad port or option.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        path = parts.netloc + parts.path
+    except ValueError as exc:  # e.g. an unbalanced "[" in the host
+        raise ConfigError(f"--dedup: {redact(url)!r} is not a URL: {exc}") from None
+    if scheme == "lmdb":
+        if not path:
+            raise ConfigError(
+                f"--dedup: {url!r}: lmdb needs a path, e.g. lmdb:///var/lib/flk"
+            )
+        return
+    if scheme == "memory":
+        return
+    import asyncio
+
+    from flk_fast.storage import open_dedup
+
+    try:
+        store = open_dedup(url)
+    except ConfigError as exc:
+        raise ConfigError(f"--dedup: {redact(exc)}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--dedup: {redact(url)!r}: {redact(exc)}") from None
+    close = getattr(store, "close", None)
+    if close is not None:
+        try:
+            res = close()
+            if asyncio.iscoroutine(res):
+                asyncio.run(res)
+        except Exception:  # noqa: BLE001 - nothing was connected; best effort
+            pass
 
 
 def _mask_url(url: str) -> str:

@@ -143,6 +143,8 @@ class IngestService:
         self.loading_reason = "starting"
         self.replayed_at_start = 0
         self.draining = False
+        #: Set (with a reason) when start-up failed for good; the runner then exits 1.
+        self.fatal = ""
         self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
         self._max_body = cfg.max_body
         self._ttl = cfg.dedup_ttl_s

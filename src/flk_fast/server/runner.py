@@ -144,9 +144,18 @@ async def _serve(
 
     loop.add_signal_handler(signal.SIGHUP, reload_keys)
 
-    while not service.ready and not stop.is_set():
+    while not service.ready and not stop.is_set() and not service.fatal:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.02)
+    if service.fatal:
+        for s in list(runner.sites):
+            await s.stop()
+        await runner.cleanup()
+        log.error(
+            "stopped: start-up failed",
+            extra={"event": "stopped", "pid": os.getpid(), "reason": service.fatal},
+        )
+        return 1
     if not stop.is_set():
         info = {
             "host": cfg.host,
