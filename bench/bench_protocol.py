@@ -11,22 +11,16 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import pathlib
 
 from cryptography.hazmat.primitives import hashes, hmac
 
 from bench._report import context, emit, time_per_call
+from bench.data import VECTOR
 from flk_fast.protocol.codec import _validate_plain, decode_pcs
 from flk_fast.protocol.pcs import PCS
 from flk_fast.protocol.signing import Keyring, canonical_payload_reference
 from flk_fast.protocol.verify import verify_pcs
 
-VECTOR = (
-    pathlib.Path(__file__).resolve().parents[1]
-    / "tests"
-    / "vectors"
-    / "pcs_tiny_case_1.json"
-)
 KEY = b"testsecret"
 
 

@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any
 
 from bench._report import context
+from bench.data import vector_doc
 from flk_fast.storage import open_dedup
 from flk_fast.storage.aio import AsyncWal
 from flk_fast.storage.dedup_lmdb import LmdbDedup
@@ -49,26 +50,12 @@ POSTGRES_DSN = os.environ.get(
 def pcs_body() -> bytes:
     """A compact PCS body as the server's inbox receives it (~600 bytes); random ids
     and signature so the bytes are as incompressible as real ones."""
-    doc = {
+    doc = vector_doc() | {
         "pcs_id": secrets.token_hex(32),
-        "schema": "fractal-lba-kakeya",
-        "version": "0.1",
         "shard_id": f"shard-{secrets.randbelow(10_000):04d}",
         "epoch": secrets.randbelow(10**6),
-        "attempt": 1,
-        "sent_at": "2025-01-19T12:00:00Z",
-        "seed": 42,
-        "scales": [2, 4, 8, 16],
-        "N_j": {"2": 5, "4": 10, "8": 13, "16": 15},
-        "coh_star": 0.066666667,
-        "v_star": [0.6000020458127243, -0.16701530057610703, 0.7823703946303298],
-        "D_hat": 0.528320834,
-        "r": 0.318421053,
-        "regime": "mixed",
-        "budget": 0.317807017,
         "merkle_root": secrets.token_hex(32),
         "sig": secrets.token_urlsafe(32),
-        "ft": {"outbox_seq": 0, "degraded": False, "fallbacks": [], "clock_skew_ms": 0},
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 

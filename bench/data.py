@@ -3,9 +3,20 @@ imports, so a benchmark's input never depends on the code it measures."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-__all__ = ["canonical_rows", "nj_rows", "points", "random_bytes", "xy_regression"]
+__all__ = [
+    "canonical_rows",
+    "nj_rows",
+    "points",
+    "random_bytes",
+    "vector_doc",
+    "xy_regression",
+]
 
 
 def points(n: int, d: int = 3, seed: int = 0) -> np.ndarray:
@@ -45,3 +56,13 @@ def nj_rows(m: int, k: int = 4, seed: int = 0) -> np.ndarray:
     base = rng.integers(1, 50, (m, 1))
     growth = np.cumprod(rng.uniform(1.2, 3.0, (m, k)), axis=1)
     return np.maximum(1, (base * growth).astype(np.int64))
+
+
+VECTOR = (
+    Path(__file__).resolve().parents[1] / "tests" / "vectors" / "pcs_tiny_case_1.json"
+)
+
+
+def vector_doc() -> dict[str, Any]:
+    """The reference PCS of SPEC §8 as a dict (read from the repository's copy)."""
+    return json.loads(VECTOR.read_bytes())  # type: ignore[no-any-return]
