@@ -224,3 +224,37 @@ async def test_content_encoding(make_client: Any) -> None:
     headers = {**JSON, "Content-Encoding": "gzip"}
     resp = await client.post(SUBMIT, data=gzip.compress(VECTOR_BYTES), headers=headers)
     assert resp.status == 200
+
+
+async def _slow_upload(client: Any) -> tuple[Any, Any]:
+    """Open a connection that sends the headers and one byte of a 1000-byte body."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b"\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def test_slow_body_is_408_and_uploads_are_capped(make_client: Any) -> None:
+    import asyncio
+
+    client = await make_client(
+        dedup=MemoryDedup(), body_timeout_s=0.5, max_inflight_bodies=2
+    )
+    slow = [await _slow_upload(client) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    # a third body while two are still arriving: refused at once
+    resp = await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert (await resp.json())["error"] == "too_many_uploads"
+    for reader, writer in slow:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        writer.close()
+    # the slots are free again
+    resp = await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)
+    assert resp.status == 200

@@ -112,6 +112,18 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("max_body", int, 1 << 20, "largest accepted body in bytes (413 above)"),
     Option(
+        "body_timeout_s",
+        float,
+        30.0,
+        "seconds a client may take to upload a request body (408 after)",
+    ),
+    Option(
+        "max_inflight_bodies",
+        int,
+        256,
+        "request bodies being uploaded at once, per worker (503 + Retry-After beyond)",
+    ),
+    Option(
         "rate_limit", float, 0.0, "global token bucket, requests per second (0 = off)"
     ),
     Option("rate_burst", int, 0, "global bucket size (0 = one second of rate_limit)"),
@@ -175,6 +187,8 @@ class ServerConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     max_body: int = 1 << 20
+    body_timeout_s: float = 30.0
+    max_inflight_bodies: int = 256
     rate_limit: float = 0.0
     rate_burst: int = 0
     tenant_rate_limit: float = 0.0
@@ -202,6 +216,10 @@ class ServerConfig:
             raise ConfigError("--workers: must be >= 1")
         if self.max_body < 1:
             raise ConfigError("--max-body: must be >= 1")
+        if not self.body_timeout_s > 0 or self.body_timeout_s == float("inf"):
+            raise ConfigError("--body-timeout-s: must be a number > 0")
+        if self.max_inflight_bodies < 1:
+            raise ConfigError("--max-inflight-bodies: must be >= 1")
         if self.rate_limit < 0 or self.tenant_rate_limit < 0:
             raise ConfigError("--rate-limit/--tenant-rate-limit: must be >= 0")
         if bool(self.tls_cert) != bool(self.tls_key):

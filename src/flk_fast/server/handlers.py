@@ -154,6 +154,9 @@ class IngestService:
         self._last_compact = 0.0
         self._ack_task: asyncio.Task[None] | None = None
         self._inflight = 0
+        self._reading = 0  # bodies being uploaded right now
+        self._max_reading = cfg.max_inflight_bodies
+        self._body_timeout = cfg.body_timeout_s
         self._idle = asyncio.Event()
 
     # ------------------------------------------------------------------ judging
@@ -261,12 +264,24 @@ class IngestService:
             return json_error(
                 503, "unavailable", self._retry_after, detail=self.loading_reason
             )
+        if self._reading >= self._max_reading:
+            # Slow uploads hold a connection and a buffer each: cap how many bodies
+            # may be arriving at once, so trickling clients cannot starve the rest.
+            resp = json_error(503, "too_many_uploads", self._retry_after)
+            resp.force_close()
+            return resp
         # In flight from here: a body still being uploaded counts, so a SIGTERM drain
         # (runner.py) waits for it instead of dropping it.
         self._inflight += 1
+        self._reading += 1
         try:
             try:
-                body = await request.read()
+                async with asyncio.timeout(self._body_timeout):
+                    body = await request.read()
+            except TimeoutError:
+                resp = json_error(408, "body_timeout", limit_s=self._body_timeout)
+                resp.force_close()  # the rest of the body is never read
+                return resp
             except web.HTTPRequestEntityTooLarge:
                 return json_error(413, "body_too_large", limit=self._max_body)
             except RequestPayloadError as exc:  # bad chunking or Content-Encoding
@@ -274,6 +289,8 @@ class IngestService:
                 return json_error(400, "invalid_body", detail=str(exc).strip())
             except ConnectionError:  # the client left mid-body: nobody to answer
                 return json_error(400, "incomplete_body")
+            finally:
+                self._reading -= 1
             resp = await self._ingest(tenant, body)
             if self.draining:
                 resp.force_close()  # no keep-alive: let the client reconnect elsewhere

@@ -38,6 +38,8 @@ __all__ = ["configure_logging", "serve", "ssl_context"]
 
 #: A worker that dies this many times in a row without getting ready stops the group.
 _MAX_START_FAILURES = 5
+#: Seconds an idle keep-alive connection stays open.
+KEEPALIVE_TIMEOUT_S = 75.0
 
 log = logging.getLogger("flk_fast.server")
 
@@ -115,7 +117,13 @@ async def _serve(
     gc.collect()
     gc.freeze()
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=cfg.drain_timeout_s
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=cfg.drain_timeout_s,
+        # aiohttp's default (3630 s) lets idle connections pile up; 75 s outlives the
+        # usual load balancer idle timeout (60 s) so it is the balancer that closes.
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
     )
     await runner.setup()
     site = web.TCPSite(
