@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +178,21 @@ async def test_workers_share_port_metrics_and_reload(tmp_path: Path) -> None:
     try:
         readies = [x for x in srv.log_lines() if x.get("event") == "ready"]
         assert len(readies) == 1 and readies[0]["workers"] == 2
+        # a second group on the same port (another data dir) must not share it, nor
+        # a second server the same data dir
+        for args in (
+            ["--port", str(srv.port), "--data-dir", str(tmp_path / "other")],
+            ["--port", "0", "--data-dir", str(tmp_path / "workers-data")],
+        ):
+            second = subprocess.run(
+                [sys.executable, "-m", "flk_fast", "serve", "--workers", "2", *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "FLK_HMAC_KEY": "k"},
+            )
+            assert second.returncode == 2, second.stderr
+            assert "in use" in second.stderr and second.stderr.startswith("flk: error")
         n = 40
         async with aiohttp.ClientSession() as s:
             answers = await asyncio.gather(

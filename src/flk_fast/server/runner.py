@@ -89,12 +89,73 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve(cfg: ServerConfig) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    """Run until SIGTERM/SIGINT; returns the process exit code.
+
+    Raises
+    ------
+    OSError
+        The data directory is locked by another ``flk serve``, or the port is taken.
+    """
     configure_logging(cfg.log_level)
-    if cfg.workers > 1:
-        return _supervise(cfg)
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
-        return runner.run(_serve(cfg, 0, 1, reuse_port=False, ready_conn=None))
+    lock = lock_data_dir(cfg.data_dir)
+    try:
+        if cfg.workers > 1:
+            return _supervise(cfg)
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            return runner.run(_serve(cfg, 0, 1, reuse_port=False, ready_conn=None))
+    finally:
+        lock.close()
+
+
+def lock_data_dir(data_dir: str) -> Any:
+    """Take an exclusive ``flock`` on ``DATA_DIR/serve.lock`` for the life of the
+    process (the supervisor's, with ``--workers``): two servers on one data directory
+    would replay each other's inbox WALs and clear each other's metrics directory.
+
+    Returns the open lock file (closing it releases the lock).
+
+    Raises
+    ------
+    OSError
+        Another process holds the lock; the message names the directory and its pid.
+    """
+    import fcntl
+
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    f = open(path / "serve.lock", "a+")  # noqa: SIM115 - held until serve() returns
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise OSError(
+            f"data dir {path} is in use by another flk serve (pid {holder})"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _check_port_free(host: str, port: int, family: int) -> None:
+    """Bind once *without* SO_REUSEPORT: if another server (e.g. another
+    ``--workers`` group, whose sockets all set SO_REUSEPORT) listens on the port this
+    fails, where a SO_REUSEPORT bind would silently share the port with it."""
+    if port == 0:
+        return
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is ok
+        probe.bind((host, port))
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"port {port} on {host} is in use ({exc.strerror})"
+        ) from None
+    finally:
+        probe.close()
 
 
 async def _serve(
@@ -222,6 +283,7 @@ def _supervise(cfg: ServerConfig) -> int:
     # Reserve the port (and learn it, for --port 0): bound with SO_REUSEPORT but never
     # listening, so the kernel hands connections only to the workers.
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    _check_port_free(cfg.host, cfg.port, family)
     holder = socket.socket(family, socket.SOCK_STREAM)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
