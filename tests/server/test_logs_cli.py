@@ -119,3 +119,13 @@ async def test_fatal_start_up_error_stops_the_process(
         "start-up failed" in r.getMessage() and "refused" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_memory_dedup_needs_the_unsafe_flag(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_bytes(b"k")
+    base = ("--data-dir", str(tmp_path), "--hmac-key-file", str(key), "--port", "0")
+    r = _serve(*base, "--dedup", "memory://")
+    assert r.returncode == 2 and "--unsafe-memory-dedup" in r.stderr
+    r = _serve(*base, "--dedup", "memory://", "--unsafe-memory-dedup", "--workers", "2")
+    assert r.returncode == 2 and "--workers" in r.stderr

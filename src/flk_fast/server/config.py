@@ -80,6 +80,13 @@ OPTIONS: tuple[Option, ...] = (
         "postgresql://... (default lmdb://DATA_DIR/dedup)",
     ),
     Option(
+        "unsafe_memory_dedup",
+        bool,
+        False,
+        "allow --dedup memory:// (verdicts only in RAM: a crash loses them while "
+        "their WAL records are already acked; never with --workers > 1)",
+    ),
+    Option(
         "sign_alg",
         str,
         "hmac",
@@ -178,6 +185,7 @@ class ServerConfig:
     port: int = 8080
     data_dir: str = "./flk-data"
     dedup: str = ""
+    unsafe_memory_dedup: bool = False
     sign_alg: str = "hmac"
     hmac_key_file: str = ""
     ed25519_public_key_file: str = ""
@@ -230,6 +238,19 @@ class ServerConfig:
             raise ConfigError("--metrics-user needs FLK_METRICS_PASSWORD")
         if self.dedup_ttl_s < 1:
             raise ConfigError("--dedup-ttl-s: must be >= 1")
+        if self.dedup.strip().lower().startswith("memory:"):
+            # The server acks (and compacts) a WAL record once its verdict is stored;
+            # with a store in RAM a kill -9 then loses the verdict for good, and a
+            # later different body under the same pcs_id would win.
+            if self.workers > 1:
+                raise ConfigError(
+                    "--dedup memory:// is one process's RAM: not with --workers > 1"
+                )
+            if not self.unsafe_memory_dedup:
+                raise ConfigError(
+                    "--dedup memory:// loses verdicts on a crash; "
+                    "pass --unsafe-memory-dedup to use it anyway"
+                )
 
     @property
     def dedup_url(self) -> str:
