@@ -79,6 +79,18 @@ def test_secret_never_from_flags_nor_in_repr() -> None:
     assert "hunter2" not in repr(cfg)
     public = repr(cfg.public())
     assert "hunter2" not in public and "s3cret" not in public
+    with pytest.raises(ConfigError, match="FLK_AUDIT_DSN"):
+        load_config({"audit_dsn": "postgresql://u:pw@h/db"}, env={})
+    for url in (
+        "redis://:pa/ss@db:6379/0",
+        "postgresql://u:p@ss@h/db",
+        "redis://db:6379/0?password=s3cret&db=1",
+        "postgresql://u@h/db?passwd=s3cret",
+    ):
+        cfg = load_config({"dedup": url}, env={"FLK_AUDIT_DSN": "host=h password=pw"})
+        public = repr(cfg.public())
+        assert "s3cret" not in public and "ss@" not in public and "pa/" not in public
+        assert "pw" not in public and "'audit_dsn': '<set>'" in public
 
 
 def test_cli_flags_cover_every_option() -> None:

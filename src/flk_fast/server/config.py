@@ -4,7 +4,7 @@ Every option is declared once in :data:`OPTIONS`; the CLI (``cli/serve.py``), th
 environment reader, the TOML reader and the table in ``docs/server.md`` all derive from
 it (a test checks that the docs table names every option).
 
-Secrets (the metrics password) are accepted from the environment or the TOML file only,
+Secrets (the metrics password, the audit DSN) are accepted from the environment or the TOML file only,
 never as a flag, because flags are visible to every user through ``ps``. ``repr`` of a
 :class:`ServerConfig` masks them, so logging a config never leaks a secret.
 """
@@ -148,6 +148,7 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "PostgreSQL DSN of the hash-chained audit log (off when empty); entries spool "
         "in DATA_DIR/audit-spool/w<i> and ship in the background",
+        cli=False,
         secret=True,
     ),
     Option("wal_sync", bool, True, "fsync the inbox WAL (off only for experiments)"),
@@ -322,23 +323,24 @@ def check_dedup_url(url: str) -> None:
 
 
 def _mask_url(url: str) -> str:
-    """Hide a password inside a URL (redis://:pw@host, postgresql://u:pw@host)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    creds, _, host = rest.partition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    """``url`` with its secrets masked: the password of the user info (which may
+    itself hold ``/`` or ``@``) and ``password``/``passwd`` query or keyword values."""
+    return redact(url)
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+# scheme://user:password@ — the password runs to the *last* "@" of the token, so a
+# password holding "@" or "/" is masked whole (over-masking is fine, leaking is not).
+_URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@'\"]*:)\S*@")
+# ?password=... / &passwd=... in a query, or password=... in a libpq keyword DSN.
+_KEY_PASSWORD = re.compile(r"(?i)(\b(?:password|passwd)=)[^&\s'\"]*")
 
 
 def redact(text: object) -> str:
-    """``str(text)`` with any ``scheme://user:password@`` password masked: storage
-    errors may quote the URL they were opened with, and logs must never carry a
-    secret."""
-    return _URL_PASSWORD.sub(r"\1***@", str(text))
+    """``str(text)`` with any ``scheme://user:password@`` password and any
+    ``password=``/``passwd=`` value masked: storage errors may quote the URL they were
+    opened with, and logs must never carry a secret."""
+    out = _URL_PASSWORD.sub(r"\1***@", str(text))
+    return _KEY_PASSWORD.sub(r"\1***", out)
 
 
 def _coerce(opt: Option, value: Any, source: str) -> Any:
