@@ -4,9 +4,9 @@ Every option is declared once in :data:`OPTIONS`; the CLI (``cli/serve.py``), th
 environment reader, the TOML reader and the table in ``docs/server.md`` all derive from
 it (a test checks that the docs table names every option).
 
-Secrets (the metrics password, the audit DSN) are accepted from the environment or the TOML file only,
-never as a flag, because flags are visible to every user through ``ps``. ``repr`` of a
-:class:`ServerConfig` masks them, so logging a config never leaks a secret.
+Secrets (the metrics password, the audit DSN) are accepted from the environment or the
+TOML file only, never as a flag, because flags are visible to every user through ``ps``.
+``repr`` of a :class:`ServerConfig` masks them, so logging a config never leaks one.
 """
 
 from __future__ import annotations
