@@ -219,3 +219,32 @@ async def test_workers_share_port_metrics_and_reload(tmp_path: Path) -> None:
             assert ok == 8
     finally:
         assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sigterm_drain_keeps_to_one_deadline(
+    tmp_path: Path, workers: str
+) -> None:
+    """A body that never finishes holds the drain for --drain-timeout-s once, not
+    once per shutdown stage."""
+    srv = ServerProcess(
+        tmp_path, "deadline", "--drain-timeout-s", "2", "--workers", workers
+    )
+    socks = []
+    for _ in range(2):
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(
+            f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n{".encode()
+        )
+        socks.append(sock)
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    code = srv.proc.wait(30)
+    elapsed = time.monotonic() - t0
+    for sock in socks:
+        sock.close()
+    srv.kill()
+    assert code == 0
+    assert 1.5 < elapsed < 3.5, elapsed

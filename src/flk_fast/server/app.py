@@ -145,7 +145,12 @@ def _lifecycle(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await service.drain(cfg.drain_timeout_s)
+            # The runner's SIGTERM drain already spent part of drain_timeout_s: only
+            # what is left of it (the last acks still get their short flush).
+            left = cfg.drain_timeout_s
+            if service.drain_deadline is not None:
+                left = max(0.0, service.drain_deadline - time.monotonic())
+            await service.drain(left)
             await _maybe_await(service.wal.close())
             if service.dedup is not None:
                 await service.dedup.close()

@@ -145,6 +145,8 @@ class IngestService:
         self.draining = False
         #: Set (with a reason) when start-up failed for good; the runner then exits 1.
         self.fatal = ""
+        #: time.monotonic() by which a SIGTERM drain must be over (set by the runner).
+        self.drain_deadline: float | None = None
         self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
         self._max_body = cfg.max_body
         self._ttl = cfg.dedup_ttl_s

@@ -38,6 +38,8 @@ __all__ = ["configure_logging", "serve", "ssl_context"]
 
 #: A worker that dies this many times in a row without getting ready stops the group.
 _MAX_START_FAILURES = 5
+#: Seconds the supervisor allows a worker beyond drain_timeout_s to close its stores.
+_STOP_GRACE_S = 10.0
 #: Seconds an idle keep-alive connection stays open.
 KEEPALIVE_TIMEOUT_S = 75.0
 
@@ -247,10 +249,17 @@ async def _serve(
     # shutdown stops reading from connections at once, so a request whose body is still
     # arriving would never complete. Only then does AppRunner.cleanup close idle
     # connections and run the app's cleanup context (last acks, close stores).
+    #
+    # One deadline for all of it: our drain, aiohttp's shutdown of what is left and the
+    # app's cleanup (last acks) share --drain-timeout-s instead of each taking it anew.
+    deadline = time.monotonic() + cfg.drain_timeout_s
     service.draining = True
+    service.drain_deadline = deadline
     for s in list(runner.sites):
         await s.stop()
     await service.drain(cfg.drain_timeout_s)
+    # aiohttp reads its shutdown timeout from this attribute at cleanup time.
+    runner._shutdown_timeout = max(0.1, deadline - time.monotonic())
     await runner.cleanup()
     log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
     return 0
@@ -387,13 +396,19 @@ def _supervise(cfg: ServerConfig) -> int:
     for p in procs.values():
         if p.is_alive() and p.pid:
             os.kill(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + cfg.drain_timeout_s + 5
+    # A worker drains within drain_timeout_s, then flushes acks and closes its stores;
+    # _STOP_GRACE_S covers the latter. One that is still alive after that is killed,
+    # and the group's exit code says so.
+    deadline = time.monotonic() + cfg.drain_timeout_s + _STOP_GRACE_S
     for p in procs.values():
         p.join(max(0.0, deadline - time.monotonic()))
         if p.is_alive():
-            log.error("worker pid %s did not drain in time; killing", p.pid)
+            log.error("worker pid %s did not stop in time; killing", p.pid)
             p.kill()
             p.join()
+            exit_code = exit_code or 1
+        elif p.exitcode not in (0, None):
+            exit_code = exit_code or 1
         _mark_dead(p.pid)
     holder.close()
     log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
