@@ -323,3 +323,21 @@ def test_integers_are_accepted_where_numbers_are_expected() -> None:
     doc["coh_star"] = 0
     pcs = decode_pcs(json.dumps(doc).encode())
     assert pcs.coh_star == 0.0 and isinstance(pcs.coh_star, float)
+
+
+def test_explain_false_reports_msgspecs_own_message() -> None:
+    """``explain=False`` (the server's path for big bodies) skips the slow Python
+    re-walk: field "body", msgspec's words, which still point at the culprit."""
+    doc = json.loads(VECTOR_BYTES)
+    doc["epoch"] = "one"
+    body = json.dumps(doc).encode()
+    with pytest.raises(PCSValidationError) as info:
+        decode_pcs(body, explain=False)
+    assert info.value.field == "body"
+    assert str(info.value).startswith("body: malformed PCS: ") and "epoch" in str(
+        info.value
+    )
+    with pytest.raises(PCSValidationError) as info:
+        decode_pcs(body)
+    assert info.value.field == "epoch"
+    assert decode_pcs(VECTOR_BYTES, explain=False).pcs_id == doc["pcs_id"]

@@ -30,13 +30,19 @@ _DECIMAL_KEY = re.compile(r"0|[1-9][0-9]{0,18}")
 _SENT_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)")
 
 
-def decode_pcs(body: bytes | bytearray | memoryview | str) -> PCS:
+def decode_pcs(
+    body: bytes | bytearray | memoryview | str, *, explain: bool = True
+) -> PCS:
     """Parse and shape-check one PCS (SPEC §1).
 
     Parameters
     ----------
     body : bytes
         The raw JSON document (UTF-8).
+    explain : bool
+        When msgspec rejects the body, re-walk it in Python to name the first broken
+        rule (the default). False skips that walk, which costs ~0.1-0.4 s on a 1 MiB
+        body, and reports msgspec's own message as ``field="body"``.
 
     Returns
     -------
@@ -64,6 +70,8 @@ def decode_pcs(body: bytes | bytearray | memoryview | str) -> PCS:
         RecursionError,
         UnicodeDecodeError,
     ) as exc:
+        if not explain:
+            raise PCSValidationError("body", f"malformed PCS: {exc}") from None
         raise _explain(body, exc) from None
     _check_beyond_schema(pcs)
     return pcs
