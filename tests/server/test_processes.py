@@ -248,3 +248,35 @@ async def test_sigterm_drain_keeps_to_one_deadline(
     srv.kill()
     assert code == 0
     assert 1.5 < elapsed < 3.5, elapsed
+
+
+async def test_sighup_during_start_up_is_not_fatal(tmp_path: Path) -> None:
+    """SIGHUPs sent while the server starts (before its loop's reload handler exists)
+    neither kill it nor get lost: the keys are reloaded once it runs."""
+    data = tmp_path / "hup-data"
+    log_path = tmp_path / "hup.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flk_fast", "serve", "--port", "0"]
+            + ["--data-dir", str(data)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "FLK_HMAC_KEY": "k"},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (data / "serve.lock").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        ready = False
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.02)
+            ready = '"event":"ready"' in log_path.read_text()
+        assert proc.poll() is None and ready, log_path.read_text()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert "keys reloaded" in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

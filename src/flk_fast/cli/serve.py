@@ -48,6 +48,12 @@ def register(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # First thing: SIGHUP's default action kills the process, and the key-reload
+    # handler is only installed once the event loop runs; a reload asked for before
+    # that is remembered and done then (server/runner.py).
+    from flk_fast.server.runner import hold_sighup
+
+    hold_sighup()
     from flk_fast.errors import FlkError
     from flk_fast.server.config import OPTIONS, check_dedup_url, load_config
 

@@ -46,6 +46,20 @@ KEEPALIVE_TIMEOUT_S = 75.0
 log = logging.getLogger("flk_fast.server")
 
 
+_hup_pending = False
+
+
+def _remember_hup(signum: int, frame: Any) -> None:
+    global _hup_pending
+    _hup_pending = True
+
+
+def hold_sighup() -> None:
+    """Until the event loop installs the key-reload handler, a SIGHUP (whose default
+    action ends the process) is only remembered; the reload then runs once."""
+    signal.signal(signal.SIGHUP, _remember_hup)
+
+
 def configure_logging(level: str) -> None:
     """JSON lines on stderr for every logger of the process."""
     from .middleware import JsonFormatter
@@ -98,6 +112,7 @@ def serve(cfg: ServerConfig) -> int:
     OSError
         The data directory is locked by another ``flk serve``, or the port is taken.
     """
+    hold_sighup()
     configure_logging(cfg.log_level)
     lock = lock_data_dir(cfg.data_dir)
     try:
@@ -214,6 +229,8 @@ async def _serve(
             log.info("keys reloaded", extra={"tenants": len(service.keys.tenant_names)})
 
     loop.add_signal_handler(signal.SIGHUP, reload_keys)
+    if _hup_pending:  # asked for during start-up: the keys may have changed since
+        reload_keys()
 
     while not service.ready and not stop.is_set() and not service.fatal:
         with contextlib.suppress(TimeoutError):
@@ -274,6 +291,7 @@ def _bound_port(runner: Any) -> int | None:
 
 # --------------------------------------------------------------------- workers
 def _worker_main(cfg: ServerConfig, index: int, workers: int, conn: Connection) -> None:
+    hold_sighup()  # the supervisor forwards SIGHUP, maybe while this one starts
     configure_logging(cfg.log_level)
     # The supervisor handles Ctrl-C for the group; a worker stops on SIGTERM only.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
