@@ -46,6 +46,10 @@ async def test_replay_judges_pending_and_acks(
         assert stored is not None and stored.startswith(b"200")
     metrics = app[SERVICE].metrics
     assert metrics.accepted._value.get() == 2  # fresh + orphan, judged once each
+    # the stored one and the garbage were answered (and counted) before the crash:
+    # their replay moves no counter (the HTTP re-post of `done` above is one hit)
+    assert metrics.dedup_hits._value.get() == 1
+    assert metrics.invalid._value.get() == 0
     await client.close()
 
     for index in (0, 5):

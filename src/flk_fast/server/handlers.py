@@ -168,8 +168,14 @@ class IngestService:
         self._idle = asyncio.Event()
 
     # ------------------------------------------------------------------ judging
-    async def judge(self, tenant: str, body: bytes) -> tuple[int, bytes]:
+    async def judge(
+        self, tenant: str, body: bytes, *, count: bool = True
+    ) -> tuple[int, bytes]:
         """Steps 2-5 for one body. Returns ``(status, response body)``.
+
+        ``count=False`` (replay) moves only ``flk_accepted``/``flk_escalated``, and only
+        when this verdict is the one stored: a 400, 401 or dedup hit of a replayed
+        record was already counted when it was first answered.
 
         Raises ``DedupUnavailableError`` (→ 503; the WAL record stays unacked) and
         ``UnknownTenantError`` (a tenant removed by a key reload; → 401).
@@ -179,7 +185,8 @@ class IngestService:
         try:
             pcs = decode_pcs(body, explain=explain)
         except PCSValidationError as exc:
-            m.invalid.inc()
+            if count:
+                m.invalid.inc()
             field = exc.field
             if not explain and field == "body":
                 # msgspec's message ends in "- at `$.v_star[0]`": name that field.
@@ -195,7 +202,8 @@ class IngestService:
             try:
                 ring.verify(pcs)
             except SignatureError as exc:
-                m.signature_errors.inc()
+                if count:
+                    m.signature_errors.inc()
                 raise _Outcome(
                     401, _ENC.encode({"error": "signature", "detail": str(exc)})
                 ) from None
@@ -222,7 +230,8 @@ class IngestService:
                 await self._audit(tenant, body, result)
         else:
             # A concurrent twin (this or another process) stored first: use its bytes.
-            m.dedup_hits.inc()
+            if count:
+                m.dedup_hits.inc()
         return split_outcome(winner)
 
     async def _audit(self, tenant: str, body: bytes, result: VerifyResult) -> None:
@@ -446,7 +455,7 @@ class IngestService:
                     self._ack(seq)  # not our framing: can never be judged
                     return
                 try:
-                    await self.judge(tenant, body)
+                    await self.judge(tenant, body, count=False)
                 except (_Outcome, UnknownTenantError):
                     pass
                 except StorageError:
