@@ -181,3 +181,25 @@ async def test_tenants_have_separate_dedup_namespaces(
     assert (await client.post(SUBMIT, data=plain, headers=JSON)).status == 200
     assert await dedup.get(json.loads(plain)["pcs_id"]) is not None
     assert await dedup.get("acme\0" + alice_id) is not None
+
+
+async def test_sign_alg_none_has_one_rate_bucket(make_client: Any) -> None:
+    """Without a tenants directory, --sign-alg none admits any X-Tenant-Id: a new one
+    per request must not get a fresh bucket (nor a dedup namespace of its own)."""
+    client = await make_client(
+        dedup=MemoryDedup(),
+        sign_alg="none",
+        hmac_key_file="",
+        tenant_rate_limit=0.001,
+        tenant_rate_burst=1,
+    )
+    statuses = [
+        (
+            await client.post(
+                SUBMIT, data=make_pcs(1), headers={**JSON, "X-Tenant-Id": f"x{i}"}
+            )
+        ).status
+        for i in range(4)
+    ]
+    assert statuses == [200, 429, 429, 429]
+    assert len(client.app[SERVICE].limiter._tenants) == 1

@@ -277,6 +277,12 @@ class IngestService:
         ):
             self.metrics.signature_errors.inc()
             return json_error(401, "unknown_tenant")
+        if tenant and not self.keys.multi_tenant:
+            # Only --sign-alg none lets a tenant header through without a tenants
+            # directory; it names no keyring there, so it must not pick a rate bucket
+            # (a fresh header per request would dodge the limit and grow the table)
+            # nor a dedup namespace.
+            tenant = ""
         if self.limiter.enabled:
             wait = self.limiter.check(tenant)
             if wait:
