@@ -12,6 +12,7 @@ TOML file only, never as a flag, because flags are visible to every user through
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -225,12 +226,23 @@ class ServerConfig:
             raise ConfigError("--workers: must be >= 1")
         if self.max_body < 1:
             raise ConfigError("--max-body: must be >= 1")
-        if not self.body_timeout_s > 0 or self.body_timeout_s == float("inf"):
+        if not (math.isfinite(self.body_timeout_s) and self.body_timeout_s > 0):
             raise ConfigError("--body-timeout-s: must be a number > 0")
         if self.max_inflight_bodies < 1:
             raise ConfigError("--max-inflight-bodies: must be >= 1")
-        if self.rate_limit < 0 or self.tenant_rate_limit < 0:
-            raise ConfigError("--rate-limit/--tenant-rate-limit: must be >= 0")
+        for name in ("rate_limit", "tenant_rate_limit"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{_BY_NAME[name].flag}: must be a number >= 0")
+        for name in ("rate_burst", "tenant_rate_burst", "retry_after_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_BY_NAME[name].flag}: must be >= 0")
+        if not (math.isfinite(self.drain_timeout_s) and self.drain_timeout_s >= 0):
+            raise ConfigError("--drain-timeout-s: must be a finite number >= 0")
+        if not self.host.strip():
+            raise ConfigError("--host: must not be empty")
+        if self.metrics_password and not self.metrics_user:
+            raise ConfigError("FLK_METRICS_PASSWORD needs --metrics-user")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:
