@@ -93,6 +93,9 @@ class ServerMetrics:
             "flk_dedup_errors", "Dedup store unavailable (answered 503)"
         )
         self.replayed = counter("flk_replayed", "WAL records re-judged at start-up")
+        self.bad_http = counter(
+            "flk_bad_http", "Malformed HTTP requests refused by the HTTP parser (400)"
+        )
         self.latency = Histogram(
             "flk_request_duration_seconds",
             "HTTP request latency by route and status",

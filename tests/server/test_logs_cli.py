@@ -129,3 +129,28 @@ def test_memory_dedup_needs_the_unsafe_flag(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--unsafe-memory-dedup" in r.stderr
     r = _serve(*base, "--dedup", "memory://", "--unsafe-memory-dedup", "--workers", "2")
     assert r.returncode == 2 and "--workers" in r.stderr
+
+
+async def test_malformed_http_is_counted_not_logged_with_a_traceback(
+    make_client: Any, caplog: Any
+) -> None:
+    import asyncio
+
+    client = await make_client(dedup=MemoryDedup())
+    caplog.set_level(logging.INFO)
+    for junk in (
+        b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+        b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\nzz\r\n",
+    ):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(junk)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.split(b" ", 2)[1] == b"400", head
+    await asyncio.sleep(0.05)
+    noisy = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    text = await (await client.get("/metrics")).text()
+    assert "flk_bad_http_total 2.0" in text

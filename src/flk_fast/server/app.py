@@ -132,6 +132,9 @@ def _lifecycle(
             # One spool per worker, like the inbox: a spool belongs to one AuditLog.
             spool = Path(cfg.data_dir) / "audit-spool" / f"w{index}"
             service.audit = AuditLog(cfg.audit_dsn, spool)
+        quiet = _BadHttpFilter(service)
+        aiohttp_log = logging.getLogger("aiohttp.server")
+        aiohttp_log.addFilter(quiet)
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(_bring_up(cfg, service, index, workers, dedup)),
@@ -156,8 +159,35 @@ def _lifecycle(
                 await service.dedup.close()
             if service.audit is not None:
                 await service.audit.close()  # ships what it can, keeps the rest spooled
+            aiohttp_log.removeFilter(quiet)
 
     return ctx
+
+
+class _BadHttpFilter(logging.Filter):
+    """aiohttp logs every request its HTTP parser rejects (bad request line, header,
+    chunking...) at error level with a multi-KB traceback, so junk traffic floods the
+    log. Count those in ``flk_bad_http`` instead and log one short debug line; other
+    aiohttp errors pass unchanged."""
+
+    def __init__(self, service: IngestService) -> None:
+        super().__init__()
+        self._service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        self._service.metrics.bad_http.inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "malformed HTTP request: %s",
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                extra={"event": "bad_http"},
+            )
+        return False
 
 
 async def _maybe_await(x: Any) -> Any:
