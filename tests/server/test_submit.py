@@ -224,6 +224,17 @@ async def test_content_encoding(make_client: Any) -> None:
     headers = {**JSON, "Content-Encoding": "gzip"}
     resp = await client.post(SUBMIT, data=gzip.compress(VECTOR_BYTES), headers=headers)
     assert resp.status == 200
+    # an encoding aiohttp does not decode would be judged as plain JSON: 415
+    for enc in ("foo", "x-gzip", "gzip, foo"):
+        resp = await client.post(
+            SUBMIT, data=VECTOR_BYTES, headers={**JSON, "Content-Encoding": enc}
+        )
+        assert resp.status == 415, enc
+        assert (await resp.json())["error"] == "unsupported_content_encoding"
+    resp = await client.post(
+        SUBMIT, data=VECTOR_BYTES, headers={**JSON, "Content-Encoding": "identity"}
+    )
+    assert resp.status == 200
 
 
 async def _slow_upload(client: Any) -> tuple[Any, Any]:
