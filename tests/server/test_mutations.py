@@ -61,8 +61,12 @@ def _cases() -> list[tuple[str, bytes]]:
 
 
 @pytest.mark.asyncio(loop_factories=["uvloop"])
-async def test_no_field_value_makes_a_5xx(make_client: Any) -> None:
-    client = await make_client(dedup=MemoryDedup())
+@pytest.mark.parametrize("sign_alg", ["hmac", "none"])
+async def test_no_field_value_makes_a_5xx(make_client: Any, sign_alg: str) -> None:
+    # with --sign-alg none every mutation that passes the shape check reaches the
+    # verifier and the dedup store instead of stopping at a 401
+    extra = {"hmac_key_file": ""} if sign_alg == "none" else {}
+    client = await make_client(dedup=MemoryDedup(), sign_alg=sign_alg, **extra)
     seen: dict[int, int] = {}
     for name, body in _cases():
         resp = await client.post(SUBMIT, data=body, headers=JSON)
