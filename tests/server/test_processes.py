@@ -201,22 +201,30 @@ async def test_workers_share_port_metrics_and_reload(tmp_path: Path) -> None:
             assert {a[0] for a in answers} == {200}
             # any worker's /metrics sums every worker's counters
             assert await metric(s, srv.url, "flk_ingest_total") == n
-            acme = {**JSON, "X-Tenant-Id": "acme"}
-            (tenants / "acme.2.hmac").write_bytes(b"acme-2")
-            srv.signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            ok = 0
-            while ok < 8 and time.monotonic() < deadline:  # both workers reloaded
-                async with s.post(
+        acme = {**JSON, "X-Tenant-Id": "acme"}
+        (tenants / "acme.2.hmac").write_bytes(b"acme-2")
+        srv.signal(signal.SIGHUP)
+        # A fresh connection per request, so the kernel spreads them over both
+        # workers; the request id's prefix is the answering worker's pid, and both
+        # must have accepted the new key.
+        deadline = time.monotonic() + 15
+        reloaded: set[str] = set()
+        i = 0
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True)
+        ) as fresh:
+            while len(reloaded) < 2 and time.monotonic() < deadline:
+                i += 1
+                async with fresh.post(
                     srv.url + SUBMIT,
                     headers=acme,
-                    data=make_pcs(8000 + ok, key=b"acme-2"),
+                    data=make_pcs(8000 + i, key=b"acme-2"),
                 ) as resp:
                     if resp.status == 200:
-                        ok += 1
+                        reloaded.add(resp.headers["X-Request-Id"].split("-")[0])
                     else:
-                        await asyncio.sleep(0.1)
-            assert ok == 8
+                        await asyncio.sleep(0.05)
+        assert len(reloaded) == 2, (reloaded, i)
     finally:
         assert srv.stop() == 0
 
