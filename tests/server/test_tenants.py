@@ -126,9 +126,10 @@ async def test_ed25519_default_key(make_client: Any, tmp_path: Path) -> None:
 
 
 async def test_per_tenant_rate_limit(make_client: Any, tmp_path: Path) -> None:
-    d, _ = _tenants(tmp_path)
+    d, priv = _tenants(tmp_path)
+    dedup = MemoryDedup()
     client = await make_client(
-        dedup=MemoryDedup(),
+        dedup=dedup,
         tenants_dir=str(d),
         tenant_rate_limit=0.001,
         tenant_rate_burst=1,
@@ -141,6 +142,26 @@ async def test_per_tenant_rate_limit(make_client: Any, tmp_path: Path) -> None:
     # another tenant (the default one) has its own bucket
     assert (await client.post(SUBMIT, data=make_pcs(2), headers=JSON)).status == 200
     assert vector_doc()["epoch"] == 1
+    # ... and so does a third (Ed25519) tenant, which then is limited on its own
+    globex = {**JSON, "X-Tenant-Id": "globex"}
+    assert (
+        await client.post(SUBMIT, data=_ed25519_body(priv, 3), headers=globex)
+    ).status == 200
+    resp = await client.post(SUBMIT, data=_ed25519_body(priv, 4), headers=globex)
+    assert resp.status == 429
+    # a refused request is not judged: nothing stored for it
+    assert (
+        await dedup.get("globex\0" + json.loads(_ed25519_body(priv, 4))["pcs_id"])
+        is None
+    )
+    # unknown tenants get 401, never a bucket of their own
+    for i in range(5):
+        resp = await client.post(
+            SUBMIT, data=body, headers={**JSON, "X-Tenant-Id": f"nobody{i}"}
+        )
+        assert resp.status == 401
+    assert set(client.app[SERVICE].limiter._tenants) == {"acme", "", "globex"}
+    assert (await client.post(SUBMIT, data=body, headers=acme)).status == 429
 
 
 async def test_tenants_have_separate_dedup_namespaces(
