@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -143,7 +144,7 @@ async def test_method_type_and_size_refusals(make_client: Any) -> None:
     assert resp.status == 413
     assert (await resp.json())["error"] == "body_too_large"
 
-    async def chunks():  # no Content-Length: enforced while reading
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: enforced live
         for _ in range(10):
             yield b" " * 1000
 
