@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from flk_fast._env import NO_EXTENSIONS
 from flk_fast.agent.source import parse_csv_block
 from flk_fast.agent.summarize import make_summarizer
 from flk_fast.agent.windows import Windower
@@ -16,6 +17,13 @@ from flk_fast.protocol.signing import HmacSigner
 from . import plainsum
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+
+
+def _expected_ft(clean: dict[str, object]) -> dict[str, object]:
+    """``ft`` says when the pure-Python Merkle twin made the root (tox env noext)."""
+    if not NO_EXTENSIONS:
+        return clean
+    return {**clean, "degraded": True, "fallbacks": ["merkle:pure-python"]}
 
 
 def test_reproduces_the_vector() -> None:
@@ -29,9 +37,10 @@ def test_reproduces_the_vector() -> None:
     got = msgspec.to_builtins(s(win, shard_id="test-shard-001", epoch=1))
     ref = json.loads((d / "pcs_tiny_case_1.json").read_text())
     for k in ref:
-        if k in ("sent_at", "v_star"):
-            continue  # sent_at is stamped per send (outbox.stamp)
+        if k in ("sent_at", "v_star", "ft"):
+            continue  # sent_at is stamped per send (outbox.stamp); ft below
         assert json.dumps(got[k]) == json.dumps(ref[k]), k
+    assert json.loads(json.dumps(got["ft"])) == _expected_ft(ref["ft"])
     # v_star: the same RandomState draws, normalised; 1e-12 as SPEC §8 allows.
     np.testing.assert_allclose(got["v_star"], ref["v_star"], rtol=0, atol=1e-12)
 
@@ -56,7 +65,8 @@ def test_matches_plain_oracle_on_random_windows(rng: np.random.Generator) -> Non
             a.regime,
             a.sig,
         ) == (o.pcs_id, o.N_j, o.D_hat, o.coh_star, o.r, o.budget, o.regime, o.sig)
-        assert a.ft.degraded is False and a.ft.fallbacks == ()
+        ft, clean = (json.loads(msgspec.json.encode(x.ft)) for x in (a, o))
+        assert ft == _expected_ft(clean)
 
 
 def test_other_merkle_scheme_changes_the_id_only() -> None:
