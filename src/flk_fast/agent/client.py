@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,14 @@ from flk_fast.agent.retry import (
 )
 from flk_fast.errors import ConfigError
 
-__all__ = ["ACKED", "DEAD", "DeliveryClient", "DeliveryResult", "SUBMIT_PATH"]
+__all__ = [
+    "ACKED",
+    "DEAD",
+    "DeliveryClient",
+    "DeliveryResult",
+    "SUBMIT_PATH",
+    "tls_context",
+]
 
 ACKED = "acked"
 DEAD = "dead"
@@ -124,6 +133,57 @@ def submit_url(endpoint: str) -> str:
     return str(url)
 
 
+def _no_password() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key,
+    # hanging a daemon; refuse instead.
+    raise ConfigError("--tls-key is encrypted; give an unencrypted key file")
+
+
+def tls_context(
+    ca_file: str | os.PathLike[str] | None = None,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+) -> ssl.SSLContext | None:
+    """The TLS context for https endpoints, or None when nothing is given.
+
+    ``ca_file`` (PEM bundle) becomes the *only* trust store: the system CAs are not
+    loaded beside it. Without it the system store is used. ``cert`` and ``key`` (PEM)
+    are the client certificate for mTLS and go together. Verification (chain and host
+    name) is always on; there is deliberately no way to turn it off.
+
+    Raises
+    ------
+    ConfigError
+        ``cert`` without ``key`` or the reverse, an unreadable file, a bundle without
+        a certificate, a key that does not match the certificate or is encrypted.
+
+    Examples
+    --------
+    >>> tls_context() is None
+    True
+    """
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if ca_file is None and cert is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH,
+            cafile=os.fspath(ca_file) if ca_file is not None else None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-ca-file {ca_file}: {exc}") from None
+    if ca_file is not None and not ctx.get_ca_certs():
+        raise ConfigError(f"--tls-ca-file {ca_file}: no CA certificate in it")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # as the server (docs/server.md)
+    if cert is not None and key is not None:
+        try:
+            ctx.load_cert_chain(os.fspath(cert), os.fspath(key), password=_no_password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: {exc}") from None
+    return ctx
+
+
 class DeliveryClient:
     """Deliver PCS bodies with retries; use as ``async with DeliveryClient(...) as c``.
 
@@ -143,6 +203,10 @@ class DeliveryClient:
         to turn an HTTP-date ``Retry-After`` into seconds.
     headers : dict, optional
         Extra request headers (e.g. a key id).
+    ssl_context : ssl.SSLContext, optional
+        For https endpoints signed by a private CA and/or mTLS (see
+        :func:`tls_context`); built once by the caller, shared by every connection.
+        It must verify certificates and host names. None: the system trust store.
     """
 
     def __init__(
@@ -156,12 +220,26 @@ class DeliveryClient:
         rng: Rng | None = None,
         now: Callable[[], float] = time.time,
         headers: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
         if not timeout_s > 0:
             raise ConfigError(f"timeout must be > 0 s, got {timeout_s}")
         self.url = submit_url(endpoint)
+        if ssl_context is not None:
+            if yarl.URL(self.url).scheme != "https":
+                # Asking for TLS and then sending in clear text is never intended.
+                raise ConfigError(
+                    f"TLS options need an https:// endpoint, got {endpoint!r}"
+                )
+            if ssl_context.verify_mode != ssl.CERT_REQUIRED or (
+                not ssl_context.check_hostname
+            ):
+                raise ConfigError(
+                    "ssl_context must verify the server's certificate and host name"
+                )
+        self.ssl_context = ssl_context
         self.policy = policy if policy is not None else RetryPolicy()
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -184,7 +262,10 @@ class DeliveryClient:
         if self._session is not None:
             return
         connector = aiohttp.TCPConnector(
-            limit=self.concurrency, enable_cleanup_closed=False
+            limit=self.concurrency,
+            enable_cleanup_closed=False,
+            # True = aiohttp's default verification against the system store.
+            ssl=self.ssl_context if self.ssl_context is not None else True,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -99,6 +99,11 @@ class AgentConfig:
     #: While running, delete acknowledged records older than ``compact_after_s``
     #: every this many seconds (a long --follow run would otherwise grow forever).
     compact_every_s: float = 3600.0
+    #: https endpoints: a PEM CA bundle used as the only trust store (None: the
+    #: system's), and the client certificate + key for mTLS (both or neither).
+    tls_ca_file: str | os.PathLike[str] | None = None
+    tls_cert: str | os.PathLike[str] | None = None
+    tls_key: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.shard_id:
@@ -120,6 +125,8 @@ class AgentConfig:
         if self.max_abs_coordinate is not None and not self.max_abs_coordinate > 0:
             raise ConfigError("max_abs_coordinate must be > 0")
         Windower(self.window, self.window_seconds)  # validates both
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
 
 
 @dataclass(slots=True)
@@ -285,13 +292,14 @@ class Agent:
             if any(removed):
                 log.info("compacted %d outbox and %d DLQ records", *removed)
         if self._client is None:
-            from flk_fast.agent.client import DeliveryClient
+            from flk_fast.agent.client import DeliveryClient, tls_context
 
             self._client = DeliveryClient(
                 cfg.endpoint,
                 policy=cfg.policy,
                 concurrency=cfg.concurrency,
                 timeout_s=cfg.timeout_s,
+                ssl_context=tls_context(cfg.tls_ca_file, cfg.tls_cert, cfg.tls_key),
             )
         await self._client.start()
         for _ in range(cfg.concurrency):

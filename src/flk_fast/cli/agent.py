@@ -90,6 +90,23 @@ def _add_delivery_options(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="send X-Tenant-Id: T (multi-tenant servers pick the key by it)",
     )
+    t = p.add_argument_group("TLS (https endpoints; certificates are always verified)")
+    t.add_argument(
+        "--tls-ca-file",
+        metavar="F",
+        help="PEM CA bundle that signs the server's certificate; used as the only "
+        "trust store (default: the system's)",
+    )
+    t.add_argument(
+        "--tls-cert",
+        metavar="F",
+        help="client certificate (PEM) for mTLS; needs --tls-key",
+    )
+    t.add_argument(
+        "--tls-key",
+        metavar="F",
+        help="unencrypted private key (PEM) of --tls-cert",
+    )
 
 
 def register(sub: Any) -> None:
@@ -355,7 +372,8 @@ def _policy(args: argparse.Namespace) -> Any:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from flk_fast.agent.client import DeliveryClient
+    """The delivery client of the options; raises ConfigError (exit 2) on bad ones."""
+    from flk_fast.agent.client import DeliveryClient, tls_context
 
     headers = {"X-Tenant-Id": args.tenant_id} if args.tenant_id else None
     return DeliveryClient(
@@ -364,6 +382,8 @@ def _client(args: argparse.Namespace) -> Any:
         concurrency=args.concurrency,
         timeout_s=args.timeout,
         headers=headers,
+        # Built once here: every connection of the run shares it.
+        ssl_context=tls_context(args.tls_ca_file, args.tls_cert, args.tls_key),
     )
 
 
@@ -432,6 +452,9 @@ def _agent(args: argparse.Namespace) -> int:
             progress=args.progress,
             workers=args.workers,
             compact_every_s=args.compact_every,
+            tls_ca_file=args.tls_ca_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             # A custom summarizer may use other scales: it judges values itself.
             max_abs_coordinate=(
                 None if args.summarizer else max_abs_coordinate(args.scales)
@@ -547,7 +570,9 @@ def _outbox_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _replay(args: argparse.Namespace, ob: Any) -> tuple[int, int, int]:
+async def _replay(
+    args: argparse.Namespace, ob: Any, client: Any
+) -> tuple[int, int, int]:
     """Send every pending record; returns (acked, escalated, dead).
 
     Streams the outbox 256 records at a time (a backlog can be far larger than
@@ -617,7 +642,7 @@ async def _replay(args: argparse.Namespace, ob: Any) -> tuple[int, int, int]:
                 dead += 1
 
     try:
-        async with _client(args) as client:
+        async with client:
             start = 0
             while batch := await on_io(chunk, start):
                 start = batch[-1][0] + 1
@@ -639,8 +664,9 @@ def _outbox_replay(args: argparse.Namespace) -> int:
 
     _setup_logging("warning")
     try:
+        client = _client(args)  # bad options fail before the outbox is locked
         with _open_outbox(args, lock=True) as ob:
-            acked, esc, dead = asyncio.run(_replay(args, ob))
+            acked, esc, dead = asyncio.run(_replay(args, ob, client))
     except OutboxBusyError as exc:
         return fail(str(exc), EXIT_BUSY)
     except FlkError as exc:
@@ -707,11 +733,13 @@ def _dlq_retry(args: argparse.Namespace) -> int:
 
     try:
         seqs = _chosen(args)
+        # Bad delivery options (a TLS file, the URL) fail before anything is requeued.
+        client = _client(args) if args.endpoint else None
         with _open_outbox(args, lock=True) as ob:
             new = ob.dlq_retry(seqs)
             print(f"requeued {len(new)} PCS into the outbox")
-            if args.endpoint:
-                acked, esc, dead = asyncio.run(_replay(args, ob))
+            if client is not None:
+                acked, esc, dead = asyncio.run(_replay(args, ob, client))
                 print(
                     f"sent {acked + dead}: acknowledged {acked} (escalated {esc}), "
                     f"dead-lettered {dead}"
