@@ -15,8 +15,6 @@ Retries are made short (``--retry-base 0.01 --max-retries 1``) to keep the file 
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import ssl
 import subprocess
 import sys
@@ -26,70 +24,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from flk_fast.agent.client import DeliveryClient, tls_context
 from flk_fast.errors import ConfigError
+from tests.pki import issue_cert
 
 from .realserver import Server, env
 
 WINDOW = 10
 N_WINDOWS = 3
 
-_Issuer = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
-
-
-def _issue(
-    tmp: Path,
-    name: str,
-    issuer: _Issuer | None,
-    *,
-    ca: bool = False,
-    san: str | None = None,
-) -> tuple[Path, Path, Any]:
-    """A PEM certificate + PKCS#8 key, self-signed or signed by ``issuer``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san))]),
-            critical=False,
-        )
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path, (cert, key)
-
 
 class Pki:
     def __init__(self, tmp: Path) -> None:
         tmp.mkdir()
-        self.ca, _, ca = _issue(tmp, "ca", None, ca=True)
-        self.srv_crt, self.srv_key, _ = _issue(tmp, "server", ca, san="127.0.0.1")
-        self.cli_crt, self.cli_key, _ = _issue(tmp, "client", ca)
+        self.ca, _, ca = issue_cert(tmp, "ca", None, ca=True)
+        self.srv_crt, self.srv_key, _ = issue_cert(tmp, "server", ca, san="127.0.0.1")
+        self.cli_crt, self.cli_key, _ = issue_cert(tmp, "client", ca)
         # A CA that signed nothing the server presents.
-        self.other_ca, _, _ = _issue(tmp, "other-ca", None, ca=True)
+        self.other_ca, _, _ = issue_cert(tmp, "other-ca", None, ca=True)
 
 
 class TlsServer(Server):
