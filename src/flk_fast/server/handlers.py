@@ -330,8 +330,13 @@ class IngestService:
         self._reading += 1
         try:
             try:
-                async with asyncio.timeout(self._body_timeout):
+                if request.content.is_eof():
+                    # The whole body is already buffered (the usual case for a PCS,
+                    # which fits in one segment): no wait, so no timer to arm.
                     body = await request.read()
+                else:
+                    async with asyncio.timeout(self._body_timeout):
+                        body = await request.read()
             except TimeoutError:
                 resp = json_error(408, "body_timeout", limit_s=self._body_timeout)
                 resp.force_close()  # the rest of the body is never read

@@ -33,7 +33,7 @@ from flk_fast.errors import StorageError
 
 from .base import DedupKey, dedup_key
 
-__all__ = ["LmdbDedup"]
+__all__ = ["LmdbDedup", "PreparedPut"]
 
 log = logging.getLogger("flk_fast.storage.dedup")
 
@@ -41,6 +41,9 @@ _EXP = struct.Struct(">I")  # whole seconds since the epoch; fine until 2106
 _SWEEP_PER_BATCH = 64
 _T = TypeVar("_T")
 
+
+#: ``(stored key, value, ttl_s)``, as ``LmdbDedup.prepare`` returns it.
+PreparedPut = tuple[bytes, bytes, float]
 
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 
@@ -157,18 +160,25 @@ class LmdbDedup:
         Returns ``(winner, inserted)`` per item, in order; a key repeated in the batch
         is won by its first occurrence.
         """
-        prepared = []
-        for key, value, ttl_s in items:
-            if not isinstance(value, bytes):
-                raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
-            if ttl_s <= 0:
-                raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
-            prepared.append((_stored_key(key), value, ttl_s))
+        return self.put_prepared([self.prepare(k, v, t) for k, v, t in items])
+
+    @staticmethod
+    def prepare(key: DedupKey, value: bytes, ttl_s: float) -> PreparedPut:
+        """Check one ``put`` and turn its key into the stored form. Callers that batch
+        puts from many sources check each here, so one bad put fails only itself."""
+        if not isinstance(value, bytes):
+            raise TypeError(f"dedup values are bytes, not {type(value).__name__}")
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
+        return (_stored_key(key), value, ttl_s)
+
+    def put_prepared(self, items: Sequence[PreparedPut]) -> list[tuple[bytes, bool]]:
+        """``put_many_if_absent`` of items already made by ``prepare``."""
         now = self._clock()
 
         def put(txn: lmdb.Transaction) -> list[tuple[bytes, bool]]:
             out = []
-            for key, value, ttl_s in prepared:
+            for key, value, ttl_s in items:
                 raw = txn.get(key, db=self.kv)
                 live = self._live(raw, now)
                 if live is not None:
