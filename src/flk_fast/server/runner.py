@@ -42,6 +42,10 @@ _MAX_START_FAILURES = 5
 _STOP_GRACE_S = 10.0
 #: Seconds an idle keep-alive connection stays open.
 KEEPALIVE_TIMEOUT_S = 75.0
+#: Allocations between two young-generation collections (CPython's default is 700).
+#: A request allocates hundreds of tracked objects, so the default collected every few
+#: requests; 20 000 measured +4-18 % req/s at saturation (bench_server).
+GC_GEN0_THRESHOLD = 20_000
 
 log = logging.getLogger("flk_fast.server")
 
@@ -194,6 +198,7 @@ async def _serve(
     # out of the cyclic GC's generations so full collections under load stay short.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     runner = web.AppRunner(
         app,
         handle_signals=False,
