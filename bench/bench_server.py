@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,57 @@ def ceiling_main(port: int) -> None:
     )
 
 
+# ---------------------------------------------------------------- ablations
+# Where does a request's time go? ``--servers flk-nojudge`` etc. run ``flk serve`` with
+# one part of the pipeline replaced by an instant stand-in. Diagnostic only: an
+# ablated server is not durable, and its answers are not verdicts.
+def _ablate_judge() -> None:
+    from flk_fast.server.handlers import IngestService
+
+    async def judge(self: Any, tenant: str, body: bytes, **_: Any) -> tuple[int, bytes]:
+        return 200, b'{"accepted":true}'
+
+    IngestService.judge = judge  # type: ignore[method-assign]
+
+
+def _ablate_store() -> None:
+    from flk_fast.storage.aio import AsyncLmdbDedup
+
+    async def put_if_absent(
+        self: Any, key: str | bytes, value: bytes, ttl_s: float = 0.0
+    ) -> tuple[bytes, bool]:
+        return value, True
+
+    AsyncLmdbDedup.put_if_absent = put_if_absent  # type: ignore[method-assign]
+
+
+def _ablate_wal() -> None:
+    import itertools
+
+    from flk_fast.storage.aio import AsyncWal
+
+    seqs = itertools.count(1)
+
+    async def append(self: Any, data: bytes, meta: Any = None) -> int:
+        return next(seqs)
+
+    AsyncWal.append = append  # type: ignore[method-assign]
+
+
+ABLATIONS = {
+    "nojudge": _ablate_judge,  # no decode, signature, engine or dedup store
+    "nostore": _ablate_store,  # no LMDB dedup write (its commit and fsync)
+    "nowal": _ablate_wal,  # no inbox WAL append (its commit and fsync)
+}
+
+
+def ablated_main(name: str, serve_args: list[str]) -> int:
+    ABLATIONS[name]()
+    from flk_fast.cli import main as flk_main
+
+    return flk_main(serve_args)
+
+
 def _free_port() -> int:
     import socket
 
@@ -146,10 +198,17 @@ def start_server(
         key.write_bytes(KEY)
         data = workdir / "data"
         shutil.rmtree(data, ignore_errors=True)
+        launcher = ["-m", "flk_fast"]
+        if kind != "flk":
+            launcher = [
+                "-m",
+                "bench.bench_server",
+                "--ablate",
+                kind.removeprefix("flk-"),
+            ]
         cmd = [
             sys.executable,
-            "-m",
-            "flk_fast",
+            *launcher,
             "serve",
             "--port",
             str(port),
@@ -347,6 +406,9 @@ def ensure_wrk() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--ablate"]:
+        return ablated_main(argv[1], argv[2:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=8.0, help="seconds per case")
     p.add_argument("--rates", default="1000,2500", help="fixed offered rates, req/s")
@@ -359,7 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--server-core", type=int, default=0)
     p.add_argument("--load-core", type=int, default=1)
-    p.add_argument("--servers", default="ceiling,flk", help="which servers to run")
+    p.add_argument(
+        "--servers",
+        default="ceiling,flk",
+        help="which servers to run: ceiling, flk, and the diagnostic flk-nojudge, "
+        "flk-nostore, flk-nowal (flk with that part replaced by an instant stand-in)",
+    )
     p.add_argument("--json", help="append the records to this JSON-lines file")
     p.add_argument(
         "--nice",
@@ -380,17 +447,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ensure_wrk()
+    kinds = args.servers.split(",")
+    for kind in kinds:
+        if (
+            kind not in ("ceiling", "flk")
+            and kind.removeprefix("flk-") not in ABLATIONS
+        ):
+            p.error(
+                f"unknown server {kind!r}; known: ceiling, flk, "
+                + ", ".join("flk-" + a for a in ABLATIONS)
+            )
     rates = [float(r) for r in args.rates.split(",") if r]
     work = Path(tempfile.mkdtemp(prefix="flk-bench-"))
-    # bodies for every case of one server, never reused within a server's run
-    cases = [r for r in rates for _ in range(args.repeat)] + [None]
+    # Every case runs --repeat times, and each round runs every server once, one after
+    # the other, so a noisy neighbour weighs on all of them alike (all servers stay up;
+    # an idle one costs nothing). Saturation is a case like the fixed rates.
+    cases: list[float | None] = [*rates, None]
 
     def need(rate: float | None) -> int:
         # fixed rate: exactly rate * duration (+ the warm-up); saturation: room for
         # SATURATION_GUESS req/s (wrk cycles through the file if it outruns it)
         return int((rate or SATURATION_GUESS) * args.duration * 1.1) + 100
 
-    total = sum(need(r) for r in cases)
+    # bodies for every case of one server, never reused within a server's run
+    total = args.repeat * sum(need(r) for r in cases)
     bodies = work / "bodies.jsonl"
     t0 = time.perf_counter()
     make_bodies(total, 1, bodies)
@@ -411,45 +491,63 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     records = []
-    for kind in args.servers.split(","):
-        proc, url = start_server(kind, args.server_core, work, args.nice)
-        try:
-            offset = 0
-            for rate in cases:
-                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-                if rate is None:
-                    r = run_wrk(
-                        url,
-                        bodies,
-                        args.load_core,
-                        args.duration,
-                        args.connections,
-                        offset,
-                        args.nice,
-                    )
-                else:
-                    r = run_fixed(
-                        url,
-                        bodies,
-                        args.load_core,
-                        rate,
-                        args.duration,
-                        offset,
-                        args.nice,
-                    )
-                cpu, wall = cpu_seconds(proc.pid) - cpu0, time.perf_counter() - t0
-                offset += need(rate)
-                r["server_cpu_us_per_req"] = cpu / max(1, r["requests"]) * 1e6
-                r["server_cpu_util"] = cpu / wall
-                records.append({"server": kind, **r, **ctx})
-                print(json.dumps(records[-1]), flush=True)
-        finally:
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    offsets = dict.fromkeys(kinds, 0)
+    try:
+        for kind in kinds:
+            servers[kind] = start_server(kind, args.server_core, work, args.nice)
+        for rate in cases:
+            for round_ in range(args.repeat):
+                for kind in kinds:
+                    proc, url = servers[kind]
+                    r = run_case(url, bodies, rate, offsets[kind], proc.pid, args)
+                    offsets[kind] += need(rate)
+                    records.append({"server": kind, "round": round_, **r, **ctx})
+                    print(json.dumps(records[-1]), flush=True)
+    finally:
+        for proc, _ in servers.values():
             stop_server(proc)
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
         with open(args.json, "a") as f:
             for rec in records:
                 f.write(json.dumps(rec) + "\n")
+    print_report(records)
+    return 0
+
+
+def run_case(
+    url: str,
+    bodies: Path,
+    rate: float | None,
+    offset: int,
+    pid: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One measurement: wrk at saturation (``rate`` None) or the open-loop generator."""
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    if rate is None:
+        r = run_wrk(
+            url,
+            bodies,
+            args.load_core,
+            args.duration,
+            args.connections,
+            offset,
+            args.nice,
+        )
+    else:
+        r = run_fixed(
+            url, bodies, args.load_core, rate, args.duration, offset, args.nice
+        )
+    cpu, wall = cpu_seconds(pid) - cpu0, time.perf_counter() - t0
+    r["server_cpu_us_per_req"] = cpu / max(1, r["requests"]) * 1e6
+    r["server_cpu_util"] = cpu / wall
+    return r
+
+
+def print_report(records: list[dict[str, Any]]) -> None:
+    """The table of every run, then the medians of saturation against the ceiling."""
     print(
         "\n| server | offered | req/s | p50 ms | p95 ms | p99 ms | server CPU "
         "us/req | non-2xx/errors |"
@@ -465,18 +563,28 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['server_cpu_us_per_req']:.0f} | {bad} |"
         )
-    ceil = [
-        r for r in records if r["server"] == "ceiling" and r["offered"] == "saturation"
-    ]
-    flk = [r for r in records if r["server"] == "flk" and r["offered"] == "saturation"]
-    if ceil and flk:
-        print(
-            f"\nflk / ceiling at saturation: "
-            f"{flk[0]['req_per_s'] / ceil[0]['req_per_s']:.0%} by req/s, "
-            f"{ceil[0]['server_cpu_us_per_req'] / flk[0]['server_cpu_us_per_req']:.0%}"
-            " by server CPU per request"
-        )
-    return 0
+    sat: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["offered"] == "saturation":
+            sat.setdefault(r["server"], []).append(r)
+    if "ceiling" not in sat:
+        return
+    ceil = sat["ceiling"]
+    print("\nsaturation, medians over rounds (ratio per round, then its median):")
+    for kind, runs in sat.items():
+        rps = statistics.median(r["req_per_s"] for r in runs)
+        cpu = statistics.median(r["server_cpu_us_per_req"] for r in runs)
+        line = f"  {kind:<16} {rps:8.0f} req/s  {cpu:6.0f} us CPU/req"
+        if kind != "ceiling":
+            by_rps = statistics.median(
+                r["req_per_s"] / c["req_per_s"] for r, c in zip(runs, ceil, strict=True)
+            )
+            by_cpu = statistics.median(
+                c["server_cpu_us_per_req"] / r["server_cpu_us_per_req"]
+                for r, c in zip(runs, ceil, strict=True)
+            )
+            line += f"  = {by_rps:.0%} of the ceiling by req/s, {by_cpu:.0%} by CPU"
+        print(line)
 
 
 if __name__ == "__main__":

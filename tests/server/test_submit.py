@@ -291,3 +291,33 @@ async def test_big_invalid_body_skips_the_slow_explainer(make_client: Any) -> No
     err = await resp.json()
     assert resp.status == 400 and err["field"].startswith("v_star")
     assert not err["rule"].startswith("malformed PCS:"), err
+
+
+@pytest.mark.parametrize("body", ["valid", "invalid"])
+async def test_wal_failure_is_503_and_nothing_is_stored_or_counted(
+    make_client: Any, body: str
+) -> None:
+    # SPEC §7 step 1 comes first: when the inbox append fails, the request is not
+    # judged at all: no dedup entry, no counter but flk_wal_errors, a 503.
+    dedup = MemoryDedup()
+    client = await make_client(dedup=dedup)
+    service = client.app[SERVICE]
+
+    def broken_commit(items: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    service.wal._gc._commit = broken_commit
+    data = VECTOR_BYTES if body == "valid" else b'{"epoch": -3}'
+    resp = await client.post(SUBMIT, data=data, headers=JSON)
+    assert resp.status == 503 and resp.headers["Retry-After"]
+    assert (await resp.json())["error"] == "wal_unavailable"
+    assert await dedup.get(vector_doc()["pcs_id"]) is None
+    m = service.metrics
+    assert m.wal_errors._value.get() == 1
+    for counter in (m.ingest, m.accepted, m.invalid, m.signature_errors):
+        assert counter._value.get() == 0
+    # a closed WAL is refused before anything is assessed
+    await service.wal.close()
+    resp = await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)
+    assert resp.status == 503 and m.wal_errors._value.get() == 2
+    assert (await client.get("/health")).status == 200

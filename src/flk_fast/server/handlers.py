@@ -8,12 +8,13 @@ The order of ``POST /v1/pcs/submit`` (SPEC §7):
 1. Read the body (413 if it outgrows ``max_body`` while streaming) and append it to the
    inbox WAL; the append returns only once the record is fsynced (group commit in
    ``storage.aio``). From here the request is never lost.
-2. Parse and shape-check → 400 naming the field.
-3. Signature → 401; never cached, never written to dedup.
-4-5. Verify (SPEC §6), then dedup and store in one atomic ``put_if_absent`` of
-   ``status + body`` (first-write-wins): a hit hands back the stored bytes, a miss keeps
-   ours; the answer is always the stored status and body, byte for byte (a concurrent
-   twin on another process may have won; both then answer the same bytes).
+2-5. ``assess`` (pure): parse and shape-check (-> 400 naming the field), signature
+   (-> 401), verify (SPEC §6). ``settle`` makes the verdict visible: a 400/401 is
+   counted (never cached, never written to dedup); a §6 verdict is deduplicated and
+   stored in one atomic ``put_if_absent`` of ``status + body`` (first-write-wins): a
+   hit hands back the stored bytes, a miss keeps ours; the answer is always the stored
+   status and body, byte for byte (a concurrent twin on another process may have
+   won; both then answer the same bytes).
 6. Ack the WAL record (batched, off the response path): a record is acked once its fate
    is final (400, 401, or an outcome in dedup). Unacked records are re-judged by
    :meth:`IngestService.replay` at start-up and by the maintenance task of ``app.py``;
@@ -34,7 +35,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -55,6 +56,7 @@ from .ratelimit import RateLimiter
 
 __all__ = [
     "IngestService",
+    "Verdict",
     "dedup_key",
     "frame_record",
     "json_error",
@@ -128,18 +130,20 @@ def split_outcome(stored: bytes) -> tuple[int, bytes]:
     return int(stored[:3]), stored[3:]
 
 
-class _Outcome(Exception):
-    """A final answer other than a verdict (400, 401): carries status and body."""
+class Verdict(NamedTuple):
+    """What ``assess`` found: a final 400/401 answer (``result`` None), or a §6
+    verdict still to be stored under ``key``."""
 
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status = status
-        self.body = body
+    status: int
+    body: bytes
+    key: str = ""
+    result: VerifyResult | None = None
 
 
 class IngestService:
     """Owns the pipeline's collaborators; the app's handlers are its bound methods.
 
-    ``wal`` is an ``AsyncWal``-like object (``append``, ``ack_many``) or None while it
+    ``wal`` is an ``AsyncWal`` (``append``, ``ack_many``, ``compact``) or None while it
     is being opened; ``dedup`` a ``DedupStore``. The app's start-up hook sets both.
     """
 
@@ -184,59 +188,72 @@ class IngestService:
         self._idle = asyncio.Event()
 
     # ------------------------------------------------------------------ judging
-    async def judge(
-        self, tenant: str, body: bytes, *, count: bool = True
-    ) -> tuple[int, bytes]:
-        """Steps 2-5 for one body. Returns ``(status, response body)``.
+    def assess(self, tenant: str, body: bytes) -> Verdict:
+        """Steps 2-5 without their effects: parse, check the signature, run the §6
+        engine. Pure (no store, no metric); ``settle`` makes the result visible.
 
-        ``count=False`` (replay) moves only ``flk_accepted``/``flk_escalated``, and only
-        when this verdict is the one stored: a 400, 401 or dedup hit of a replayed
-        record was already counted when it was first answered.
-
-        Raises ``DedupUnavailableError`` (→ 503; the WAL record stays unacked) and
-        ``UnknownTenantError`` (a tenant removed by a key reload; → 401).
+        Raises ``UnknownTenantError`` (a tenant removed by a key reload).
         """
-        m = self.metrics
         explain = len(body) <= EXPLAIN_MAX_BODY
         try:
             pcs = decode_pcs(body, explain=explain)
         except PCSValidationError as exc:
-            if count:
-                m.invalid.inc()
             field = exc.field
             if not explain and field == "body":
                 # msgspec's message ends in "- at `$.v_star[0]`": name that field.
                 at = _MSGSPEC_PATH.search(exc.rule)
                 if at is not None:
                     field = at.group(1)
-            raise _Outcome(
+            return Verdict(
                 400,
                 _ENC.encode({"error": "invalid_pcs", "field": field, "rule": exc.rule}),
-            ) from None
+            )
         ring = self.keys.keyring_for(tenant)
         if ring is not None:
             try:
                 ring.verify(pcs)
             except SignatureError as exc:
-                if count:
-                    m.signature_errors.inc()
-                raise _Outcome(
+                return Verdict(
                     401, _ENC.encode({"error": "signature", "detail": str(exc)})
-                ) from None
-        # One dedup namespace per tenant: a tenant who learns another's pcs_id must
-        # not be able to pre-store an answer under it. The default tenant ("") keeps
-        # the bare pcs_id. Replay re-judges with the tenant framed in the WAL record,
-        # so it uses the same key.
-        key = dedup_key(tenant, pcs.pcs_id)
-        # Steps 4 and 5 as one atomic put_if_absent: the verdict is computed first
-        # (pure, ~20 us) and the store either keeps it (a miss) or hands back the
-        # stored bytes (a hit), which is what is answered. Same bytes, same status and
-        # same counters as a lookup-then-store, with one store round trip instead of
-        # two and no window between the lookup and the store.
+                )
         result = verify_pcs(pcs, self.params)
         status = 200 if result.accepted and not result.escalated else 202
-        value = (b"200" if status == 200 else b"202") + result.to_json()
-        winner, inserted = await self.dedup.put_if_absent(key, value, self._ttl)
+        return Verdict(
+            status,
+            result.to_json(),
+            # One dedup namespace per tenant: a tenant who learns another's pcs_id
+            # must not be able to pre-store an answer under it. The default tenant
+            # ("") keeps the bare pcs_id. Replay re-judges with the tenant framed in
+            # the WAL record, so it uses the same key.
+            key=dedup_key(tenant, pcs.pcs_id),
+            result=result,
+        )
+
+    async def settle(
+        self, tenant: str, body: bytes, verdict: Verdict, *, count: bool = True
+    ) -> tuple[int, bytes]:
+        """Make an assessed verdict final. Returns ``(status, response body)``.
+
+        A 400 or 401 is only counted: never cached, never stored. A §6 verdict is
+        stored with dedup and store as one atomic ``put_if_absent`` of ``status +
+        body`` (first-write-wins): a miss keeps ours, a hit hands back the stored
+        bytes, which are what is answered, byte for byte (a concurrent twin on
+        another process may have won; both then answer the same bytes).
+
+        ``count=False`` (replay) moves only ``flk_accepted``/``flk_escalated``, and
+        only when this verdict is the one stored: a 400, 401 or dedup hit of a
+        replayed record was already counted when it was first answered.
+
+        Raises ``DedupUnavailableError`` (-> 503; the WAL record stays unacked).
+        """
+        m = self.metrics
+        result = verdict.result
+        if result is None:
+            if count:
+                (m.invalid if verdict.status == 400 else m.signature_errors).inc()
+            return verdict.status, verdict.body
+        value = (b"200" if verdict.status == 200 else b"202") + verdict.body
+        winner, inserted = await self.dedup.put_if_absent(verdict.key, value, self._ttl)
         if inserted:
             if result.accepted:
                 m.accepted.inc()
@@ -244,11 +261,16 @@ class IngestService:
                 m.escalated.inc()
             if self.audit is not None:
                 await self._audit(tenant, body, result)
-        else:
-            # A concurrent twin (this or another process) stored first: use its bytes.
-            if count:
-                m.dedup_hits.inc()
+        elif count:
+            # A concurrent twin (this or another process) stored first: its bytes.
+            m.dedup_hits.inc()
         return split_outcome(winner)
+
+    async def judge(
+        self, tenant: str, body: bytes, *, count: bool = True
+    ) -> tuple[int, bytes]:
+        """``assess`` then ``settle``: steps 2-5 for a body already in the WAL."""
+        return await self.settle(tenant, body, self.assess(tenant, body), count=count)
 
     async def _audit(self, tenant: str, body: bytes, result: VerifyResult) -> None:
         """Spool the verdict for the audit chain (only the first, stored one). The
@@ -370,9 +392,6 @@ class IngestService:
         m.ingest.inc()
         try:
             status, out = await self.judge(tenant, body)
-        except _Outcome as o:
-            self._ack(seq)
-            return web.Response(status=o.status, body=o.body, headers=_JSON_HEADERS)
         except UnknownTenantError:
             self._ack(seq)
             m.signature_errors.inc()
@@ -493,7 +512,7 @@ class IngestService:
                     return
                 try:
                     await self.judge(tenant, body, count=False)
-                except (_Outcome, UnknownTenantError):
+                except UnknownTenantError:
                     pass
                 except StorageError:
                     raise  # the store is down: start-up retries the whole replay

@@ -349,9 +349,9 @@ class AsyncLmdbDedup:
         unavailable store (-> 503); anything else is a bug and stays itself."""
         if isinstance(exc, DedupUnavailableError):
             return exc
-        if isinstance(exc, (OSError, StorageError)) or type(
-            exc
-        ).__module__.startswith("lmdb"):
+        if isinstance(exc, (OSError, StorageError)) or type(exc).__module__.startswith(
+            "lmdb"
+        ):
             return DedupUnavailableError(f"lmdb dedup {self.store.path}: {exc}")
         return exc
 
