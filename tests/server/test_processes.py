@@ -288,3 +288,55 @@ async def test_sighup_during_start_up_is_not_fatal(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def _answering_pids(url: str, start: int, want: int) -> tuple[set[str], int]:
+    """Post fresh PCS on fresh connections until ``want`` distinct workers answered;
+    return their pids (the request id prefix) and the next unused PCS number."""
+    pids: set[str] = set()
+    deadline = time.monotonic() + 20
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True)
+    ) as fresh:
+        while len(pids) < want and time.monotonic() < deadline:
+            async with fresh.post(
+                url + SUBMIT, data=make_pcs(start), headers=JSON
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                pids.add(resp.headers["X-Request-Id"].split("-")[0])
+            start += 1
+    return pids, start
+
+
+async def test_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
+    tmp_path: Path,
+) -> None:
+    srv = ServerProcess(tmp_path, "killw", "--workers", "2")
+    try:
+        pids, n = await _answering_pids(srv.url, 9000, 2)
+        assert len(pids) == 2, pids
+        acked: dict[bytes, tuple[int, bytes]] = {}
+        async with aiohttp.ClientSession() as s:
+            for i in range(9100, 9120):
+                body = make_pcs(i)
+                acked[body] = await _post(s, srv.url, body)
+        victim = sorted(pids)[0]
+        os.kill(int(victim, 16), signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = srv.log_path.read_text(errors="replace")
+            if f"(pid {int(victim, 16)}) exited with -9; restarting" in text:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no restart logged:\n" + text)
+        # the group keeps serving, and the replacement worker answers too
+        after, _ = await _answering_pids(srv.url, n, 2)
+        assert len(after) == 2 and victim not in after, (victim, after)
+        async with aiohttp.ClientSession() as s:
+            for body, answer in acked.items():  # same bytes: nothing acknowledged lost
+                assert await _post(s, srv.url, body) == answer
+            assert await metric(s, srv.url, "flk_dedup_hits_total") >= len(acked)
+    finally:
+        code = srv.stop()
+    assert code == 0  # the replacement stopped cleanly: the group exits 0
