@@ -1,8 +1,8 @@
 """Async facades over the LMDB stores, with group commit on one writer thread.
 
 LMDB binds a write transaction to the thread that began it, so every write of a store
-runs on one dedicated single-thread executor owned by its facade, never on the loop's
-default pool (py-lmdb 2.3.0 fixed exactly this bug in its own ``lmdb/aio.py``).
+runs on one dedicated writer thread owned by its facade, never on the loop's default
+pool (py-lmdb 2.3.0 fixed exactly this bug in its own ``lmdb/aio.py``).
 
 Group commit: callers that ``await append(...)`` (or ``put_if_absent``) while a commit
 is in flight are queued; when the commit finishes, the whole queue goes down in ONE
