@@ -186,7 +186,15 @@ async def _serve(
     *,
     reuse_port: bool,
     ready_conn: Connection | None,
+    listen_when_ready: bool = False,
 ) -> int:
+    """Serve one process of the group until SIGTERM.
+
+    ``listen_when_ready``: take connections only once the start-up replay is done.
+    For a worker that replaces a dead one: the others serve meanwhile, so the kernel
+    must not hand it connections that could only get a 503. A first start listens at
+    once, so that ``/health`` and ``/ready`` answer while it loads.
+    """
     from aiohttp import web
 
     from .app import SERVICE, make_app
@@ -217,8 +225,8 @@ async def _serve(
         reuse_port=reuse_port or None,
         backlog=2048,
     )
-    await site.start()
-    port = _bound_port(runner) or cfg.port
+    if not listen_when_ready:
+        await site.start()
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -250,6 +258,9 @@ async def _serve(
         )
         return 1
     if not stop.is_set():
+        if listen_when_ready:
+            await site.start()
+        port = _bound_port(runner) or cfg.port
         info = {
             "host": cfg.host,
             "port": port,
@@ -295,13 +306,24 @@ def _bound_port(runner: Any) -> int | None:
 
 
 # --------------------------------------------------------------------- workers
-def _worker_main(cfg: ServerConfig, index: int, workers: int, conn: Connection) -> None:
+def _worker_main(
+    cfg: ServerConfig, index: int, workers: int, conn: Connection, restart: bool
+) -> None:
     hold_sighup()  # the supervisor forwards SIGHUP, maybe while this one starts
     configure_logging(cfg.log_level)
     # The supervisor handles Ctrl-C for the group; a worker stops on SIGTERM only.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
-        code = runner.run(_serve(cfg, index, workers, reuse_port=True, ready_conn=conn))
+        code = runner.run(
+            _serve(
+                cfg,
+                index,
+                workers,
+                reuse_port=True,
+                ready_conn=conn,
+                listen_when_ready=restart,
+            )
+        )
     sys.exit(code)
 
 
@@ -331,7 +353,7 @@ def _supervise(cfg: ServerConfig) -> int:
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(
             target=_worker_main,
-            args=(wcfg, i, cfg.workers, child),
+            args=(wcfg, i, cfg.workers, child, i in procs),
             name=f"flk-worker-{i}",
             daemon=False,
         )
