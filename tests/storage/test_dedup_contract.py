@@ -273,6 +273,46 @@ async def test_lmdb_stuck_writer_raises_within_timeout(tmp_path: object) -> None
     await store.close()
 
 
+async def test_lmdb_close_with_a_stuck_writer_returns(tmp_path: object) -> None:
+    # Shutdown must not hang on a writer stuck behind another process's LMDB write
+    # lock: close gives up after timeout_s, logs it, and leaves the env open (closing
+    # it under a live transaction would be undefined behaviour).
+    import subprocess
+    import sys
+
+    path = f"{tmp_path}/d"
+    store = open_dedup(f"lmdb://{path}", timeout_s=0.5)
+    await store.put_if_absent("before", b"v")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import lmdb, sys, time\n"
+            "env = lmdb.open(sys.argv[1], max_dbs=2)\n"
+            "txn = env.begin(write=True)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            path,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "locked"
+        with pytest.raises(DedupUnavailableError):
+            await store.put_if_absent("k", b"v")
+        t0 = time.monotonic()
+        await asyncio.wait_for(store.close(), 10)  # was: blocked until the lock freed
+        assert time.monotonic() - t0 < 2.0
+        with pytest.raises(DedupUnavailableError):
+            await store.put_if_absent("after", b"v")  # closed means closed
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -18,6 +18,7 @@ A facade belongs to the event loop it is first used on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -34,6 +35,9 @@ __all__ = ["AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH"]
 
 #: Most records one group commit may carry; bigger queues are split.
 DEFAULT_MAX_BATCH = 4096
+#: How long ``AsyncWal.close`` waits for a busy writer thread (seconds).
+CLOSE_TIMEOUT_S = 30.0
+log = logging.getLogger("flk_fast.storage")
 _T = TypeVar("_T")
 
 
@@ -71,10 +75,12 @@ class _WriterThread:
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
 
-    def stop(self) -> None:
-        """Finish the queued jobs, then end the thread."""
+    def stop(self, timeout: float) -> bool:
+        """Let the queued jobs finish, then end the thread. False if it is still busy
+        after ``timeout`` s (a job is stuck, e.g. on a lock another process holds)."""
         self._jobs.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -172,11 +178,26 @@ class _GroupCommitter:
         finally:
             self._task = None
 
-    async def close(self) -> None:
+    async def close(self, timeout: float) -> bool:
+        """Commit what is queued and end the writer thread, within ``timeout`` s.
+
+        Returns False when the writer is still stuck in a job by then: the caller
+        must not close the store under it. The thread is a daemon, so it cannot
+        hold up the exit of the process.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while self._task is not None:
-            await asyncio.shield(self._task)
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(self._task), max(0.0, deadline - loop.time())
+                )
+            except TimeoutError:
+                break
         self.closed = True
-        self._writer.stop()
+        return await asyncio.to_thread(
+            self._writer.stop, max(0.0, deadline - loop.time())
+        )
 
 
 class AsyncWal:
@@ -293,13 +314,19 @@ class AsyncWal:
         """``(group commits, records they carried)`` since the facade was made."""
         return self._gc.batches, self._gc.items
 
-    async def close(self) -> None:
-        """Finish queued appends, then close the WAL on its writer thread."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Finish queued appends, then close the WAL; if the writer is stuck (a hung
+        disk) longer than ``timeout`` s, leave the WAL open and say so."""
         if self._gc.closed:
             return
-        await self._gc.run(lambda: None)
-        await self._gc.close()
-        self.wal.close()
+        if await self._gc.close(timeout):
+            self.wal.close()
+        else:
+            log.error(
+                "WAL %s: writer still busy after %.0f s; not closed",
+                self.wal.path,
+                timeout,
+            )
 
 
 def _take(it: Any, limit: int) -> list[Any]:
@@ -415,10 +442,18 @@ class AsyncLmdbDedup:
         await self._guard(self._gc.run(self.store.count))
 
     async def close(self) -> None:
+        """Finish queued puts, then close the store; if the writer is stuck (another
+        process holds LMDB's write lock) longer than ``timeout_s``, leave it open."""
         if self._gc.closed:
             return
-        await self._gc.close()
-        self.store.close()
+        if await self._gc.close(self.timeout_s):
+            self.store.close()
+        else:
+            log.error(
+                "lmdb dedup %s: writer still busy after %.0f s; not closed",
+                self.store.path,
+                self.timeout_s,
+            )
 
     async def __aenter__(self) -> AsyncLmdbDedup:
         return self
