@@ -8,7 +8,11 @@ FLK_REQUIRE_SERVICES=0 turns that into a visible skip for a laptop without them.
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -68,6 +72,79 @@ def redis_url() -> str:
 def postgres_dsn() -> str:
     _require("PostgreSQL", _reachable("127.0.0.1", 5432))
     return POSTGRES_DSN
+
+
+def _cluster_ports(n: int) -> list[int]:
+    """``n`` ports free on loopback whose cluster bus port (+10000) is free too."""
+    ports: list[int] = []
+    while len(ports) < n:
+        p = random.randrange(20000, 45000)
+        if p in ports or any(
+            _reachable("127.0.0.1", q) is None for q in (p, p + 10000)
+        ):
+            continue
+        ports.append(p)
+    return ports
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real three-node Redis Cluster (no replicas), started for this session from
+    the ``redis-server`` and ``redis-cli`` binaries and stopped after it."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    _require(
+        "A Redis Cluster",
+        None if server and cli else "redis-server/redis-cli are not installed",
+    )
+    assert server and cli
+    work = tmp_path_factory.mktemp("redis-cluster")
+    ports = _cluster_ports(3)
+    procs = [
+        subprocess.Popen(
+            [
+                server, "--port", str(p), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{p}.conf",
+                "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
+                "--dir", str(work),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for p in ports
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while any(_reachable("127.0.0.1", p) for p in ports):
+            assert time.monotonic() < deadline, "redis cluster nodes did not start"
+            time.sleep(0.05)
+        nodes = [f"127.0.0.1:{p}" for p in ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0"]
+            + ["--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        while True:  # every node must know every slot before the tests start
+            states = [
+                subprocess.run(
+                    [cli, "-p", str(p), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
+                for p in ports
+            ]
+            if all("cluster_state:ok" in st for st in states):
+                break
+            assert time.monotonic() < deadline + 30, f"cluster not ok: {states}"
+            time.sleep(0.1)
+        yield "redis+cluster://" + ",".join(nodes)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The pipeline over each dedup backend: LMDB (the default), Redis and PostgreSQL."""
+"""The pipeline over each dedup backend: LMDB (the default), Redis, a Redis Cluster and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ async def test_lmdb_default(make_client: Any) -> None:
 @pytest.mark.asyncio(loop_factories=["uvloop"])
 async def test_redis(make_client: Any, redis_url: str, unique_prefix: str) -> None:
     client = await make_client(dedup=open_dedup(f"{redis_url}?prefix={unique_prefix}:"))
+    await _exercise(client)
+
+
+@pytest.mark.services
+@pytest.mark.asyncio(loop_factories=["uvloop"])
+async def test_redis_cluster(
+    make_client: Any, redis_cluster_url: str, unique_prefix: str
+) -> None:
+    client = await make_client(
+        dedup=open_dedup(f"{redis_cluster_url}?prefix={unique_prefix}:")
+    )
     await _exercise(client)
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-BACKENDS = ("lmdb", "memory", "redis", "postgres")
+BACKENDS = ("lmdb", "memory", "redis", "redis-cluster", "postgres")
+#: Backends that need a service (a server running, or binaries to start one).
+SERVICES = ("redis", "redis-cluster", "postgres")
 
 
 def drop_schema(dsn: str, schema: str) -> None:
@@ -55,6 +57,10 @@ def dedup_url_for(
             prefix = f"{unique_prefix}:"
             cleanups.append(lambda: drop_redis_prefix(url, prefix))
             return f"{url}?prefix={prefix}"
+        if backend == "redis-cluster":
+            # A cluster of this session only: no cleanup needed beyond the prefix.
+            url = request.getfixturevalue("redis_cluster_url")
+            return f"{url}?prefix={unique_prefix}:"
         if backend == "postgres":
             dsn = request.getfixturevalue("postgres_dsn")
             cleanups.append(lambda: drop_schema(dsn, unique_prefix))
@@ -69,7 +75,7 @@ def dedup_url_for(
 def backend_params(names: tuple[str, ...] = BACKENDS) -> list[object]:
     """Backends as params; Redis and PostgreSQL carry the ``services`` marker."""
     return [
-        pytest.param(n, marks=pytest.mark.services) if n in ("redis", "postgres") else n
+        pytest.param(n, marks=pytest.mark.services) if n in SERVICES else n
         for n in names
     ]
 

@@ -38,7 +38,9 @@ def check(results: list[list[object]]) -> None:
         assert any(r[0] == key and r[1] == w and r[2] for r in results)
 
 
-@pytest.mark.parametrize("backend", backend_params(("lmdb", "redis", "postgres")))
+@pytest.mark.parametrize(
+    "backend", backend_params(("lmdb", "redis", "redis-cluster", "postgres"))
+)
 async def test_two_processes_race(backend: str, dedup_url_for: object) -> None:
     url = dedup_url_for(backend)  # type: ignore[operator]
     store = open_dedup(url, timeout_s=30)

@@ -205,17 +205,17 @@ def test_unknown_scheme_is_a_config_error() -> None:
         open_dedup("lmdb://")
 
 
-@pytest.mark.parametrize("backend", ["redis", "postgres"])
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster", "postgres"])
 @pytest.mark.parametrize("failure", ["refused", "silent"])
 async def test_down_backend_raises_within_timeout(
     backend: str, failure: str, closed_port: int, silent_server: int
 ) -> None:
     port = closed_port if failure == "refused" else silent_server
-    url = (
-        f"redis://127.0.0.1:{port}/0"
-        if backend == "redis"
-        else f"postgresql://postgres@127.0.0.1:{port}/test"
-    )
+    url = {
+        "redis": f"redis://127.0.0.1:{port}/0",
+        "redis-cluster": f"redis+cluster://127.0.0.1:{port}",
+        "postgres": f"postgresql://postgres@127.0.0.1:{port}/test",
+    }[backend]
     store = open_dedup(url, timeout_s=0.5)
     try:
         for op in (store.get("k"), store.put_if_absent("k", b"v"), store.ping()):
@@ -446,3 +446,44 @@ async def test_postgres_timed_out_pool_creation_leaves_no_connection() -> None:
         while conn.recv(65536):
             pass
         conn.close()
+
+
+@pytest.mark.services
+async def test_redis_cluster_spreads_keys_over_its_nodes(
+    redis_cluster_url: str, unique_prefix: str
+) -> None:
+    # The hash tag is the pcs_id: different ids land on different nodes, so the
+    # cluster client (not a single-node client that happens to work) is in use.
+    import redis
+
+    store = open_dedup(f"{redis_cluster_url}?prefix={unique_prefix}:")
+    try:
+        keys = [f"{i:064x}" for i in range(60)]
+        got = await store.put_many_if_absent([(k, b"v" + k.encode()) for k in keys])
+        assert all(inserted for _, inserted in got)
+        assert await store.get_many(keys) == [b"v" + k.encode() for k in keys]
+    finally:
+        await store.close()
+    per_node = []
+    for node in redis_cluster_url.removeprefix("redis+cluster://").split(","):
+        host, port = node.split(":")
+        client = redis.Redis(host=host, port=int(port))
+        try:
+            per_node.append(len(list(client.scan_iter(match=f"{unique_prefix}:*"))))
+        finally:
+            client.close()
+    assert sum(per_node) == len(keys) and all(per_node), per_node
+
+
+@pytest.mark.parametrize(
+    "url,problem",
+    [
+        ("redis+cluster://127.0.0.1:7000/3", "database 0 only"),
+        ("redis+cluster://127.0.0.1:7000?socket_timeout=1", "not supported"),
+        ("redis+cluster://127.0.0.1:7000,:7001", "empty host"),
+        ("redis+cluster://127.0.0.1:7000,h:abc", "bad port"),
+    ],
+)
+def test_bad_redis_cluster_url_is_a_config_error(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        open_dedup(url)

@@ -3,12 +3,15 @@
 Importing this package is cheap; each backend (lmdb, redis, asyncpg) is imported only
 when it is used. ``open_dedup(url)`` picks the dedup backend from one URL-like setting:
 
-==============================================  =======================================
-``lmdb:///var/lib/flk/dedup[?sync=0]``           embedded LMDB (default, durable)
-``memory://`` / ``memory:///path/snapshot.bin``  in-process dict, optional snapshot
-``redis://host:6379/0[?prefix=flk:dedup:]``      Redis >= 7 (also ``rediss://``, ``unix://``)
-``postgresql://user@host:5432/db[?schema=s]``    PostgreSQL (also ``postgres://``)
-==============================================  =======================================
+================================================  =====================================
+``lmdb:///var/lib/flk/dedup[?sync=0]``             embedded LMDB (default, durable)
+``memory://`` / ``memory:///path/snapshot.bin``    in-process dict, optional snapshot
+``redis://host:6379/0[?prefix=flk:dedup:]``        Redis >= 7 (also ``rediss://``,
+                                                   ``unix://``)
+``redis+cluster://h1:7000,h2:7001[?prefix=...]``   Redis Cluster >= 7 (also
+                                                   ``rediss+cluster://``)
+``postgresql://user@host:5432/db[?schema=s]``      PostgreSQL (also ``postgres://``)
+================================================  =====================================
 """
 
 from __future__ import annotations
@@ -70,8 +73,11 @@ def _check_network_url(url: str, parts: SplitResult) -> None:
     from flk_fast.errors import ConfigError
 
     # PostgreSQL DSNs may list several hosts: ``postgresql://u@h1:5432,h2:5433/db``.
+    # So may Redis Cluster URLs: ``redis+cluster://h1:7000,h2:7001``.
+    scheme = parts.scheme.lower()
     hosts = parts.netloc.rpartition("@")[2].split(",")
-    for host in hosts if parts.scheme.lower().startswith("postgres") else [None]:
+    several = scheme.startswith("postgres") or scheme.endswith("+cluster")
+    for host in hosts if several else [None]:
         try:
             (parts if host is None else urlsplit(f"//{host}")).port  # noqa: B018
         except ValueError as exc:  # "abc", or outside 0-65535
@@ -114,7 +120,7 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
 
         snapshot = query.get("snapshot") or (parts.netloc + parts.path) or None
         return MemoryDedup(snapshot)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from .dedup_redis import RedisDedup
 
         _check_network_url(url, parts)
@@ -129,5 +135,6 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
         return PostgresDedup(url, timeout_s=timeout_s)
     raise ConfigError(
         f"dedup URL {url!r}: unknown scheme {parts.scheme!r} "
-        "(use lmdb:///path, memory://, redis://… or postgresql://…)"
+        "(use lmdb:///path, memory://, redis://…, redis+cluster://… or "
+        "postgresql://…)"
     )

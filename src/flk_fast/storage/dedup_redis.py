@@ -8,9 +8,12 @@ Key layout: ``<prefix>{<pcs_id>}``, default prefix ``flk:dedup:``. The braces ar
 Redis Cluster hash tag: the slot is computed from the pcs_id alone, so keys spread
 over the cluster by id while any future per-PCS key (say ``<prefix2>{<pcs_id>}``)
 lands in the same slot and can join it in a multi-key command. Batches are pipelines
-of single-key commands (no MGET), which a cluster client can split by slot. The client
-here is the plain ``redis.asyncio.Redis``; a cluster deployment needs
-``RedisCluster`` wired in ``open_redis`` (TODO(#4)).
+of single-key commands (no MGET), which the cluster client splits by slot.
+
+``redis+cluster://[user:password@]host:port[,host:port...]`` (``rediss+cluster://``
+for TLS) talks to a Redis Cluster through ``redis.asyncio.cluster.RedisCluster``: the
+hosts are startup nodes, the client learns the slot map from them and follows
+MOVED/ASK redirections; a cluster has database 0 only.
 
 Every call is bounded by ``timeout_s``: connection refused, a silent server or any
 Redis error raises ``DedupUnavailableError`` (retryable, HTTP 503).
@@ -22,11 +25,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from flk_fast.errors import DedupUnavailableError
@@ -51,9 +54,49 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
+def _cluster_client(url: str, timeout_s: float, max_connections: int) -> Any:
+    """A ``RedisCluster`` for ``redis+cluster://[user:pw@]h1:p1,h2:p2[/0]``.
+
+    Raises ``ValueError`` (a bad URL) at once; the client itself connects lazily.
+    """
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    parts = urlsplit(url)
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError(f"a Redis Cluster has database 0 only, got {parts.path!r}")
+    if parts.query:
+        raise ValueError(
+            f"options {parts.query!r} are not supported on a cluster URL "
+            "(only flk_fast's own prefix=)"
+        )
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = []
+    for host in hosts.split(","):
+        hp = urlsplit(f"//{host}")
+        if not hp.hostname:
+            raise ValueError(f"empty host in the node list {hosts!r}")
+        nodes.append(
+            ClusterNode(hp.hostname, hp.port or 6379, max_connections=max_connections)
+        )
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        ssl=parts.scheme.lower().startswith("rediss"),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        max_connections=max_connections,
+        # As for one server: one immediate retry, more would pass the timeout.
+        retry=AsyncRetry(NoBackoff(), 1),
+    )
+
+
 class RedisDedup:
     """``DedupStore`` on Redis. ``url``: ``redis://[:password@]host:port/db[?prefix=…]``
-    (``rediss://`` for TLS, ``unix:///path.sock`` for a socket)."""
+    (``rediss://`` for TLS, ``unix:///path.sock`` for a socket), or
+    ``redis+cluster://host:port[,host:port...][?prefix=…]`` for a Redis Cluster."""
 
     def __init__(
         self,
@@ -69,6 +112,11 @@ class RedisDedup:
             prefix if prefix is not None else opts.get("prefix", DEFAULT_PREFIX)
         ).encode()
         self._url = plain
+        self._slots = asyncio.Semaphore(max_connections)
+        self.client: Any
+        if urlsplit(plain).scheme.lower().endswith("+cluster"):
+            self.client = _cluster_client(plain, timeout_s, max_connections)
+            return
         # A blocking pool: under a burst, callers wait (within timeout_s) for one of
         # ``max_connections`` connections instead of failing with "Too many
         # connections" as the default pool does.
@@ -83,7 +131,6 @@ class RedisDedup:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
         )
-        self._slots = asyncio.Semaphore(max_connections)
         # from_pool: the client owns the pool and closes it with itself
         self.client = aioredis.Redis.from_pool(pool)
 
@@ -110,7 +157,7 @@ class RedisDedup:
             raise DedupUnavailableError(
                 f"redis dedup: no answer within {self.timeout_s} s"
             ) from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise DedupUnavailableError(f"redis dedup: {exc}") from exc
 
     async def get(self, key: DedupKey) -> bytes | None:
