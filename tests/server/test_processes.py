@@ -340,3 +340,27 @@ async def test_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
     finally:
         code = srv.stop()
     assert code == 0  # the replacement stopped cleanly: the group exits 0
+
+
+async def test_idle_keepalive_connection_is_closed_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    srv = ServerProcess(tmp_path, "keepalive", "--keepalive-timeout-s", "0.5")
+    try:
+
+        def idle_close_after() -> float:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+                sock.sendall(
+                    b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+                )
+                reply = b""
+                while b"\r\n\r\nOK" not in reply:
+                    reply += sock.recv(4096)
+                t0 = time.monotonic()
+                assert sock.recv(4096) == b""  # blocks until the server closes
+                return time.monotonic() - t0
+
+        waited = await asyncio.to_thread(idle_close_after)
+        assert 0.3 < waited < 3.0, waited
+    finally:
+        assert srv.stop() == 0

@@ -126,6 +126,13 @@ OPTIONS: tuple[Option, ...] = (
         "seconds a client may take to upload a request body (408 after)",
     ),
     Option(
+        "keepalive_timeout_s",
+        float,
+        75.0,
+        "seconds an idle keep-alive connection stays open; keep it above the idle "
+        "timeout of the load balancer in front (often 60 s), so that it closes first",
+    ),
+    Option(
         "max_inflight_bodies",
         int,
         256,
@@ -198,6 +205,7 @@ class ServerConfig:
     tls_client_ca: str = ""
     max_body: int = 1 << 20
     body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
     max_inflight_bodies: int = 256
     rate_limit: float = 0.0
     rate_burst: int = 0
@@ -228,6 +236,10 @@ class ServerConfig:
             raise ConfigError("--max-body: must be >= 1")
         if not (math.isfinite(self.body_timeout_s) and self.body_timeout_s > 0):
             raise ConfigError("--body-timeout-s: must be a number > 0")
+        if not (
+            math.isfinite(self.keepalive_timeout_s) and self.keepalive_timeout_s > 0
+        ):
+            raise ConfigError("--keepalive-timeout-s: must be a number > 0")
         if self.max_inflight_bodies < 1:
             raise ConfigError("--max-inflight-bodies: must be >= 1")
         for name in ("rate_limit", "tenant_rate_limit"):

@@ -41,7 +41,6 @@ _MAX_START_FAILURES = 5
 #: Seconds the supervisor allows a worker beyond drain_timeout_s to close its stores.
 _STOP_GRACE_S = 10.0
 #: Seconds an idle keep-alive connection stays open.
-KEEPALIVE_TIMEOUT_S = 75.0
 #: Allocations between two young-generation collections (CPython's default is 700).
 #: A request allocates hundreds of tracked objects, so the default collected every few
 #: requests; 20 000 measured +4-18 % req/s at saturation (bench_server).
@@ -212,9 +211,9 @@ async def _serve(
         handle_signals=False,
         access_log=None,
         shutdown_timeout=cfg.drain_timeout_s,
-        # aiohttp's default (3630 s) lets idle connections pile up; 75 s outlives the
-        # usual load balancer idle timeout (60 s) so it is the balancer that closes.
-        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        # aiohttp's default (3630 s) lets idle connections pile up; the default 75 s
+        # outlives the usual load balancer idle timeout (60 s), so the balancer closes.
+        keepalive_timeout=cfg.keepalive_timeout_s,
     )
     await runner.setup()
     site = web.TCPSite(
