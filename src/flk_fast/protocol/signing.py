@@ -1,10 +1,11 @@
 """Canonical signing of a PCS (SPEC §3). The only module that touches keys.
 
-HMAC-SHA256 goes through the standard library's one-shot ``hmac.digest``: the same
-OpenSSL primitive that ``cryptography`` wraps and as fast (1.3-1.4 us per 300-byte
-payload either way), but without loading ``cryptography``, which costs ~8 MB of RSS on
-an HMAC-only agent. Ed25519 uses ``cryptography``, imported only when an Ed25519 key is
-used.
+HMAC-SHA256 goes through the standard library's ``hmac`` (OpenSSL): the same primitive
+that ``cryptography`` wraps and as fast, but without loading ``cryptography``, which
+costs ~8 MB of RSS on an HMAC-only agent. Each key keeps its keyed state and every
+signature starts from a copy of it: the one-shot ``hmac.digest`` looks the algorithm
+up and runs the key schedule again on every call (2.0 vs 1.6 us per 230-byte
+payload). Ed25519 uses ``cryptography``, imported only when an Ed25519 key is used.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -222,11 +223,13 @@ class HmacSigner:
 
     key: bytes
     key_id: str = "default"
+    _keyed: hmac.HMAC = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.key, digestmod="sha256"))
 
     def sign_payload(self, payload: bytes) -> str:
-        return base64.b64encode(hmac.digest(self.key, payload, "sha256")).decode(
-            "ascii"
-        )
+        return base64.b64encode(_hmac_sha256(self._keyed, payload)).decode("ascii")
 
     def sign(self, pcs: PCS) -> str:
         return self.sign_payload(canonical_payload(pcs))
@@ -259,9 +262,21 @@ class VerificationKey(Protocol):
 class HmacKey:
     secret: bytes
     sig_len: int = _HMAC_SIG_LEN
+    _keyed: hmac.HMAC = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.secret, digestmod="sha256"))
 
     def matches(self, payload: bytes, sig: bytes) -> bool:
-        return hmac.compare_digest(hmac.digest(self.secret, payload, "sha256"), sig)
+        return hmac.compare_digest(_hmac_sha256(self._keyed, payload), sig)
+
+
+def _hmac_sha256(keyed: hmac.HMAC, payload: bytes) -> bytes:
+    """HMAC-SHA256 of ``payload`` from a copy of the keyed state (the key schedule
+    is done once per key, not once per message)."""
+    h = keyed.copy()
+    h.update(payload)
+    return h.digest()
 
 
 @dataclass(frozen=True, slots=True)
