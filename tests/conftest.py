@@ -14,7 +14,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +146,89 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             proc.terminate()
         for proc in procs:
             proc.wait(30)
+
+
+class RedisSentinelGroup:
+    """A primary, its replica and one Sentinel watching them (service ``flk``)."""
+
+    SERVICE = "flk"
+
+    def __init__(self, work: Path, cli: str, server: str) -> None:
+        self.cli = cli
+        self.primary, self.replica, self.sentinel = _cluster_ports(3)
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        conf = f"{work}/sentinel.conf"
+        with open(conf, "w") as f:
+            f.write(
+                f"port {self.sentinel}\nbind 127.0.0.1\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary} 1\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 2000\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n"
+            )
+        self.procs = [
+            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for cmd in (
+                [server, "--port", str(self.primary), *common],
+                [server, "--port", str(self.replica), *common, "--replicaof",
+                 "127.0.0.1", str(self.primary)],
+                [server, conf, "--sentinel"],
+            )
+        ]  # fmt: skip
+        self.url = f"redis+sentinel://127.0.0.1:{self.sentinel}/{self.SERVICE}/0"
+
+    def ask(self, port: int, *args: str) -> str:
+        return subprocess.run(
+            [self.cli, "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+
+    def primary_port(self) -> int | None:
+        out = self.ask(
+            self.sentinel, "sentinel", "get-master-addr-by-name", self.SERVICE
+        ).split()
+        return int(out[1]) if len(out) == 2 and out[1].isdigit() else None
+
+    def wait(self, cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, f"redis sentinel group: {what}"
+            time.sleep(0.1)
+
+    def replica_in_sync(self) -> bool:
+        return "master_link_status:up" in self.ask(self.replica, "info", "replication")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisSentinelGroup]:
+    """A real Sentinel-managed primary/replica pair, started for this session."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    _require(
+        "Redis Sentinel",
+        None if server and cli else "redis-server/redis-cli are not installed",
+    )
+    assert server and cli
+    group = RedisSentinelGroup(tmp_path_factory.mktemp("redis-sentinel"), cli, server)
+    try:
+        group.wait(group.replica_in_sync, "the replica did not sync")
+        group.wait(lambda: group.primary_port() == group.primary, "no primary known")
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url(redis_sentinel: RedisSentinelGroup) -> str:
+    return redis_sentinel.url
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The pipeline over each dedup backend: LMDB (the default), Redis, a Redis Cluster and
-PostgreSQL."""
+"""The pipeline over each dedup backend: LMDB (the default), Redis, a Redis Cluster, a
+Sentinel-managed Redis and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ async def test_redis_cluster(
 ) -> None:
     client = await make_client(
         dedup=open_dedup(f"{redis_cluster_url}?prefix={unique_prefix}:")
+    )
+    await _exercise(client)
+
+
+@pytest.mark.services
+@pytest.mark.asyncio(loop_factories=["uvloop"])
+async def test_redis_sentinel(
+    make_client: Any, redis_sentinel_url: str, unique_prefix: str
+) -> None:
+    client = await make_client(
+        dedup=open_dedup(f"{redis_sentinel_url}?prefix={unique_prefix}:")
     )
     await _exercise(client)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-BACKENDS = ("lmdb", "memory", "redis", "redis-cluster", "postgres")
+BACKENDS = ("lmdb", "memory", "redis", "redis-cluster", "redis-sentinel", "postgres")
 #: Backends that need a service (a server running, or binaries to start one).
-SERVICES = ("redis", "redis-cluster", "postgres")
+SERVICES = ("redis", "redis-cluster", "redis-sentinel", "postgres")
 
 
 def drop_schema(dsn: str, schema: str) -> None:
@@ -57,9 +57,9 @@ def dedup_url_for(
             prefix = f"{unique_prefix}:"
             cleanups.append(lambda: drop_redis_prefix(url, prefix))
             return f"{url}?prefix={prefix}"
-        if backend == "redis-cluster":
-            # A cluster of this session only: no cleanup needed beyond the prefix.
-            url = request.getfixturevalue("redis_cluster_url")
+        if backend in ("redis-cluster", "redis-sentinel"):
+            # Servers of this session only: a fresh prefix is all the isolation needed.
+            url = request.getfixturevalue(backend.replace("-", "_") + "_url")
             return f"{url}?prefix={unique_prefix}:"
         if backend == "postgres":
             dsn = request.getfixturevalue("postgres_dsn")

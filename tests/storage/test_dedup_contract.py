@@ -10,6 +10,7 @@ import pytest
 from flk_fast.errors import ConfigError, DedupUnavailableError
 from flk_fast.storage import DedupStore, open_dedup
 from flk_fast.storage.base import DEFAULT_TTL_S
+from tests.conftest import RedisSentinelGroup
 
 # Values with every byte value, an empty-looking JSON and a large body: results must
 # come back byte-identical (SPEC §7 step 4).
@@ -482,8 +483,43 @@ async def test_redis_cluster_spreads_keys_over_its_nodes(
         ("redis+cluster://127.0.0.1:7000?socket_timeout=1", "not supported"),
         ("redis+cluster://127.0.0.1:7000,:7001", "empty host"),
         ("redis+cluster://127.0.0.1:7000,h:abc", "bad port"),
+        ("redis+sentinel://127.0.0.1:26379", "names the service"),
+        ("redis+sentinel://127.0.0.1:26379/svc/0/extra", "names the service"),
+        ("redis+sentinel://127.0.0.1:26379/svc/x", "must be a number"),
+        ("redis+sentinel://127.0.0.1:26379/svc?db=1", "not supported"),
+        ("redis+sentinel://127.0.0.1:26379,:1/svc", "empty host"),
     ],
 )
-def test_bad_redis_cluster_url_is_a_config_error(url: str, problem: str) -> None:
+def test_bad_redis_cluster_or_sentinel_url_is_a_config_error(
+    url: str, problem: str
+) -> None:
     with pytest.raises(ConfigError, match=problem):
         open_dedup(url)
+
+
+@pytest.mark.services
+async def test_redis_sentinel_follows_a_failover(
+    redis_sentinel: RedisSentinelGroup, unique_prefix: str
+) -> None:
+    # The store asks the sentinel for the primary: after a failover it writes to the
+    # new primary, and what was stored before is still there (it was replicated).
+    group = redis_sentinel
+    store = open_dedup(f"{group.url}?prefix={unique_prefix}:")
+    try:
+        assert await store.put_if_absent("before", b"v1") == (b"v1", True)
+        group.wait(group.replica_in_sync, "replica not in sync")
+        old = group.primary_port()
+        group.ask(group.sentinel, "sentinel", "failover", group.SERVICE)
+        group.wait(lambda: group.primary_port() not in (None, old), "no failover")
+        deadline = time.monotonic() + 20
+        while True:  # the first calls may meet the old primary (now a replica)
+            try:
+                got = await store.put_if_absent("after", b"v2")
+                break
+            except DedupUnavailableError:
+                assert time.monotonic() < deadline, "never reached the new primary"
+                await asyncio.sleep(0.2)
+        assert got == (b"v2", True)
+        assert await store.put_if_absent("before", b"x") == (b"v1", False)
+    finally:
+        await store.close()

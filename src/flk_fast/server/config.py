@@ -78,7 +78,8 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "",
         "dedup store URL: lmdb:///path, memory://, redis://..., "
-        "redis+cluster://h1:p1,h2:p2, postgresql://... (default lmdb://DATA_DIR/dedup)",
+        "redis+cluster://h1:p1,h2:p2, redis+sentinel://h1:p1/service, "
+        "postgresql://... (default lmdb://DATA_DIR/dedup)",
     ),
     Option(
         "unsafe_memory_dedup",

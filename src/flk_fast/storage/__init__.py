@@ -10,6 +10,8 @@ when it is used. ``open_dedup(url)`` picks the dedup backend from one URL-like s
                                                    ``unix://``)
 ``redis+cluster://h1:7000,h2:7001[?prefix=...]``   Redis Cluster >= 7 (also
                                                    ``rediss+cluster://``)
+``redis+sentinel://h1:26379,h2:26379/svc[/0]``     Redis >= 7 behind Sentinel (also
+                                                   ``rediss+sentinel://``)
 ``postgresql://user@host:5432/db[?schema=s]``      PostgreSQL (also ``postgres://``)
 ================================================  =====================================
 """
@@ -73,10 +75,12 @@ def _check_network_url(url: str, parts: SplitResult) -> None:
     from flk_fast.errors import ConfigError
 
     # PostgreSQL DSNs may list several hosts: ``postgresql://u@h1:5432,h2:5433/db``.
-    # So may Redis Cluster URLs: ``redis+cluster://h1:7000,h2:7001``.
+    # So may Redis Cluster and Sentinel URLs: ``redis+cluster://h1:7000,h2:7001``.
     scheme = parts.scheme.lower()
     hosts = parts.netloc.rpartition("@")[2].split(",")
-    several = scheme.startswith("postgres") or scheme.endswith("+cluster")
+    several = scheme.startswith("postgres") or scheme.endswith(
+        ("+cluster", "+sentinel")
+    )
     for host in hosts if several else [None]:
         try:
             (parts if host is None else urlsplit(f"//{host}")).port  # noqa: B018
@@ -120,7 +124,15 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
 
         snapshot = query.get("snapshot") or (parts.netloc + parts.path) or None
         return MemoryDedup(snapshot)
-    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+    if scheme in (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+cluster",
+        "rediss+cluster",
+        "redis+sentinel",
+        "rediss+sentinel",
+    ):
         from .dedup_redis import RedisDedup
 
         _check_network_url(url, parts)
@@ -135,6 +147,6 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
         return PostgresDedup(url, timeout_s=timeout_s)
     raise ConfigError(
         f"dedup URL {url!r}: unknown scheme {parts.scheme!r} "
-        "(use lmdb:///path, memory://, redis://…, redis+cluster://… or "
-        "postgresql://…)"
+        "(use lmdb:///path, memory://, redis://…, redis+cluster://…, "
+        "redis+sentinel://… or postgresql://…)"
     )

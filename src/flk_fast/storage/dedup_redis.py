@@ -15,6 +15,12 @@ for TLS) talks to a Redis Cluster through ``redis.asyncio.cluster.RedisCluster``
 hosts are startup nodes, the client learns the slot map from them and follows
 MOVED/ASK redirections; a cluster has database 0 only.
 
+``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
+(``rediss+sentinel://`` for TLS to the primary) asks those Redis Sentinels for the
+current primary of ``service`` and follows it through a failover (a call that meets
+the old primary fails with ``DedupUnavailableError``, a 503, and the next one goes to
+the new primary). The password is the primary's; the sentinels take none.
+
 Every call is bounded by ``timeout_s``: connection refused, a silent server or any
 Redis error raises ``DedupUnavailableError`` (retryable, HTTP 503).
 """
@@ -93,10 +99,67 @@ def _cluster_client(url: str, timeout_s: float, max_connections: int) -> Any:
     )
 
 
+def _sentinel_client(
+    url: str, timeout_s: float, max_connections: int
+) -> tuple[Any, list[Any]]:
+    """The primary's client for ``redis+sentinel://[u:pw@]h1:p1,h2:p2/service[/db]``
+    and the sentinel clients to close with it.
+
+    Raises ``ValueError`` (a bad URL) at once; nothing connects before the first call.
+    """
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.asyncio.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError(
+            f"a sentinel URL names the service, and optionally a database: "
+            f".../service[/db], got path {parts.path!r}"
+        )
+    service, db = path[0], path[1] if len(path) == 2 else "0"
+    if not db.isdigit():
+        raise ValueError(f"database must be a number, got {db!r}")
+    if parts.query:
+        raise ValueError(
+            f"options {parts.query!r} are not supported on a sentinel URL "
+            "(only flk_fast's own prefix=)"
+        )
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = []
+    for host in hosts.split(","):
+        hp = urlsplit(f"//{host}")
+        if not hp.hostname:
+            raise ValueError(f"empty host in the sentinel list {hosts!r}")
+        nodes.append((hp.hostname, hp.port or 26379))
+    sentinel = Sentinel(
+        nodes,
+        sentinel_kwargs={
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+        },
+    )
+    client = sentinel.master_for(
+        service,
+        db=int(db),
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        ssl=parts.scheme.lower().startswith("rediss"),
+        max_connections=max_connections,
+        retry=AsyncRetry(NoBackoff(), 1),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+    return client, list(sentinel.sentinels)
+
+
 class RedisDedup:
     """``DedupStore`` on Redis. ``url``: ``redis://[:password@]host:port/db[?prefix=…]``
     (``rediss://`` for TLS, ``unix:///path.sock`` for a socket), or
-    ``redis+cluster://host:port[,host:port...][?prefix=…]`` for a Redis Cluster."""
+    ``redis+cluster://host:port[,host:port...][?prefix=…]`` for a Redis Cluster, or
+    ``redis+sentinel://host:port[,host:port...]/service[/db][?prefix=…]`` for a
+    primary managed by Redis Sentinel."""
 
     def __init__(
         self,
@@ -114,8 +177,15 @@ class RedisDedup:
         self._url = plain
         self._slots = asyncio.Semaphore(max_connections)
         self.client: Any
-        if urlsplit(plain).scheme.lower().endswith("+cluster"):
+        self._also_close: list[Any] = []  # the sentinel clients, if any
+        scheme = urlsplit(plain).scheme.lower()
+        if scheme.endswith("+cluster"):
             self.client = _cluster_client(plain, timeout_s, max_connections)
+            return
+        if scheme.endswith("+sentinel"):
+            self.client, self._also_close = _sentinel_client(
+                plain, timeout_s, max_connections
+            )
             return
         # A blocking pool: under a burst, callers wait (within timeout_s) for one of
         # ``max_connections`` connections instead of failing with "Too many
@@ -234,6 +304,8 @@ class RedisDedup:
 
     async def close(self) -> None:
         await self.client.aclose()
+        for client in self._also_close:
+            await client.aclose()
 
     async def __aenter__(self) -> RedisDedup:
         return self
