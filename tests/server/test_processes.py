@@ -364,3 +364,34 @@ async def test_idle_keepalive_connection_is_closed_after_the_timeout(
         assert 0.3 < waited < 3.0, waited
     finally:
         assert srv.stop() == 0
+
+
+async def test_trickled_headers_are_cut_off_by_the_keepalive_timeout(
+    tmp_path: Path,
+) -> None:
+    # A client that never finishes its request headers (slowloris) holds a connection
+    # only until --keepalive-timeout-s runs out, however steadily it trickles bytes.
+    srv = ServerProcess(tmp_path, "slowloris", "--keepalive-timeout-s", "0.5")
+    try:
+
+        def trickle() -> float:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+                t0 = time.monotonic()
+                sock.sendall(b"POST /v1/pcs/submit HTTP/1.1\r\nHost: x\r\n")
+                try:
+                    for i in range(100):  # 10 s of headers, one every 0.1 s
+                        sock.sendall(b"X-Slow-%d: y\r\n" % i)
+                        time.sleep(0.1)
+                except OSError:  # reset by the server: closed while we were sending
+                    return time.monotonic() - t0
+                sock.settimeout(5)
+                assert sock.recv(4096) == b""
+                return time.monotonic() - t0
+
+        held = await asyncio.to_thread(trickle)
+        assert held < 3.0, held
+        # and the server still serves everyone else
+        async with aiohttp.ClientSession() as s, s.get(srv.url + "/health") as r:
+            assert r.status == 200
+    finally:
+        assert srv.stop() == 0

@@ -131,7 +131,8 @@ OPTIONS: tuple[Option, ...] = (
         float,
         75.0,
         "seconds an idle keep-alive connection stays open; keep it above the idle "
-        "timeout of the load balancer in front (often 60 s), so that it closes first",
+        "timeout of the load balancer in front (often 60 s), so that it closes first. "
+        "Also bounds a client that never completes its request headers",
     ),
     Option(
         "max_inflight_bodies",
