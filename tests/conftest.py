@@ -75,8 +75,9 @@ def postgres_dsn() -> str:
     return POSTGRES_DSN
 
 
-def _cluster_ports(n: int) -> list[int]:
-    """``n`` ports free on loopback whose cluster bus port (+10000) is free too."""
+def _free_loopback_ports(n: int) -> list[int]:
+    """``n`` ports free on loopback whose +10000 neighbour (a Redis Cluster node's bus
+    port) is free too."""
     ports: list[int] = []
     while len(ports) < n:
         p = random.randrange(20000, 45000)
@@ -99,7 +100,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     )
     assert server and cli
     work = tmp_path_factory.mktemp("redis-cluster")
-    ports = _cluster_ports(3)
+    ports = _free_loopback_ports(3)
     procs = [
         subprocess.Popen(
             [
@@ -155,7 +156,7 @@ class RedisSentinelGroup:
 
     def __init__(self, work: Path, cli: str, server: str) -> None:
         self.cli = cli
-        self.primary, self.replica, self.sentinel = _cluster_ports(3)
+        self.primary, self.replica, self.sentinel = _free_loopback_ports(3)
         common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         conf = f"{work}/sentinel.conf"
         with open(conf, "w") as f:
