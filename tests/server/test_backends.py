@@ -33,41 +33,22 @@ async def test_lmdb_default(make_client: Any) -> None:
     await _exercise(client)
 
 
-@pytest.mark.services
-@pytest.mark.asyncio(loop_factories=["uvloop"])
-async def test_redis(make_client: Any, redis_url: str, unique_prefix: str) -> None:
-    client = await make_client(dedup=open_dedup(f"{redis_url}?prefix={unique_prefix}:"))
-    await _exercise(client)
+#: backend -> (the session fixture giving its URL, the query that isolates a test)
+NETWORK_BACKENDS = {
+    "redis": ("redis_url", "prefix={}:"),
+    "redis-cluster": ("redis_cluster_url", "prefix={}:"),
+    "redis-sentinel": ("redis_sentinel_url", "prefix={}:"),
+    "postgres": ("postgres_dsn", "schema={}"),
+}
 
 
 @pytest.mark.services
 @pytest.mark.asyncio(loop_factories=["uvloop"])
-async def test_redis_cluster(
-    make_client: Any, redis_cluster_url: str, unique_prefix: str
+@pytest.mark.parametrize("backend", sorted(NETWORK_BACKENDS))
+async def test_network_backend(
+    make_client: Any, request: pytest.FixtureRequest, backend: str, unique_prefix: str
 ) -> None:
-    client = await make_client(
-        dedup=open_dedup(f"{redis_cluster_url}?prefix={unique_prefix}:")
-    )
-    await _exercise(client)
-
-
-@pytest.mark.services
-@pytest.mark.asyncio(loop_factories=["uvloop"])
-async def test_redis_sentinel(
-    make_client: Any, redis_sentinel_url: str, unique_prefix: str
-) -> None:
-    client = await make_client(
-        dedup=open_dedup(f"{redis_sentinel_url}?prefix={unique_prefix}:")
-    )
-    await _exercise(client)
-
-
-@pytest.mark.services
-@pytest.mark.asyncio(loop_factories=["uvloop"])
-async def test_postgres(
-    make_client: Any, postgres_dsn: str, unique_prefix: str
-) -> None:
-    client = await make_client(
-        dedup=open_dedup(f"{postgres_dsn}?schema={unique_prefix}")
-    )
+    fixture, query = NETWORK_BACKENDS[backend]
+    url = request.getfixturevalue(fixture)
+    client = await make_client(dedup=open_dedup(f"{url}?{query.format(unique_prefix)}"))
     await _exercise(client)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -228,15 +232,10 @@ async def test_down_backend_raises_within_timeout(
         await store.close()
 
 
-async def test_lmdb_stuck_writer_raises_within_timeout(tmp_path: object) -> None:
-    # Another process holds LMDB's write lock (hung mid-transaction): our put must
-    # give up with DedupUnavailableError in time, and complete once the lock is free.
-    import subprocess
-    import sys
-
-    path = f"{tmp_path}/d"
-    store = open_dedup(f"lmdb://{path}", timeout_s=0.5)
-    await store.put_if_absent("before", b"v")
+@contextlib.asynccontextmanager
+async def _lmdb_write_lock_held(path: str) -> AsyncIterator[None]:
+    """Another process holds LMDB's write lock on ``path`` (hung mid-transaction)
+    until the block ends."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -251,9 +250,23 @@ async def test_lmdb_stuck_writer_raises_within_timeout(tmp_path: object) -> None
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout is not None
     try:
-        assert holder.stdout is not None
         assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+async def test_lmdb_stuck_writer_raises_within_timeout(tmp_path: object) -> None:
+    # Our put must give up with DedupUnavailableError in time, and complete once the
+    # lock is free.
+    path = f"{tmp_path}/d"
+    store = open_dedup(f"lmdb://{path}", timeout_s=0.5)
+    await store.put_if_absent("before", b"v")
+    async with _lmdb_write_lock_held(path):
         t0 = time.monotonic()
         # One batch is stuck on the lock; the puts queued behind it fail with it,
         # within one timeout, instead of each waiting out its own.
@@ -266,10 +279,6 @@ async def test_lmdb_stuck_writer_raises_within_timeout(tmp_path: object) -> None
         # < 2 timeouts: the queued puts were not sent on to wait out a second one
         assert time.monotonic() - t0 < 0.95
         assert await store.get("before") == b"v"  # reads are not blocked by the lock
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()  # type: ignore[union-attr]
     assert await store.put_if_absent("k2", b"v2") == (b"v2", True)
     await store.close()
 
@@ -278,29 +287,10 @@ async def test_lmdb_close_with_a_stuck_writer_returns(tmp_path: object) -> None:
     # Shutdown must not hang on a writer stuck behind another process's LMDB write
     # lock: close gives up after timeout_s, logs it, and leaves the env open (closing
     # it under a live transaction would be undefined behaviour).
-    import subprocess
-    import sys
-
     path = f"{tmp_path}/d"
     store = open_dedup(f"lmdb://{path}", timeout_s=0.5)
     await store.put_if_absent("before", b"v")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import lmdb, sys, time\n"
-            "env = lmdb.open(sys.argv[1], max_dbs=2)\n"
-            "txn = env.begin(write=True)\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(60)\n",
-            path,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert (await asyncio.to_thread(holder.stdout.readline)).strip() == "locked"
+    async with _lmdb_write_lock_held(path):
         with pytest.raises(DedupUnavailableError):
             await store.put_if_absent("k", b"v")
         t0 = time.monotonic()
@@ -308,10 +298,6 @@ async def test_lmdb_close_with_a_stuck_writer_returns(tmp_path: object) -> None:
         assert time.monotonic() - t0 < 2.0
         with pytest.raises(DedupUnavailableError):
             await store.put_if_absent("after", b"v")  # closed means closed
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
