@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -60,6 +60,45 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
+class _MultiHostUrl(NamedTuple):
+    """``redis+cluster://`` or ``redis+sentinel://``, taken apart."""
+
+    hosts: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    ssl: bool
+    path: str
+
+
+def _multi_host_url(url: str, default_port: int, kind: str) -> _MultiHostUrl:
+    """Parse ``scheme://[user:pw@]h1:p1,h2:p2/path``; ``kind`` names it in errors.
+
+    Raises ``ValueError``: an empty host, or a query (only flk_fast's own ``prefix=``
+    is understood, and it is taken off before this).
+    """
+    parts = urlsplit(url)
+    if parts.query:
+        raise ValueError(
+            f"options {parts.query!r} are not supported on a {kind} URL "
+            "(only flk_fast's own prefix=)"
+        )
+    userinfo, _, netloc = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    hosts = []
+    for host in netloc.split(","):
+        hp = urlsplit(f"//{host}")
+        if not hp.hostname:
+            raise ValueError(f"empty host in the {kind} list {netloc!r}")
+        hosts.append((hp.hostname, hp.port or default_port))
+    return _MultiHostUrl(
+        hosts,
+        unquote(username) or None,
+        unquote(password) or None,
+        parts.scheme.lower().startswith("rediss"),
+        parts.path,
+    )
+
+
 def _cluster_client(url: str, timeout_s: float, max_connections: int) -> Any:
     """A ``RedisCluster`` for ``redis+cluster://[user:pw@]h1:p1,h2:p2[/0]``.
 
@@ -68,29 +107,15 @@ def _cluster_client(url: str, timeout_s: float, max_connections: int) -> Any:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry as AsyncRetry
 
-    parts = urlsplit(url)
-    if parts.path not in ("", "/", "/0"):
-        raise ValueError(f"a Redis Cluster has database 0 only, got {parts.path!r}")
-    if parts.query:
-        raise ValueError(
-            f"options {parts.query!r} are not supported on a cluster URL "
-            "(only flk_fast's own prefix=)"
-        )
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    nodes = []
-    for host in hosts.split(","):
-        hp = urlsplit(f"//{host}")
-        if not hp.hostname:
-            raise ValueError(f"empty host in the node list {hosts!r}")
-        nodes.append(
-            ClusterNode(hp.hostname, hp.port or 6379, max_connections=max_connections)
-        )
+    u = _multi_host_url(url, 6379, "cluster node")
+    if u.path not in ("", "/", "/0"):
+        raise ValueError(f"a Redis Cluster has database 0 only, got {u.path!r}")
+    nodes = [ClusterNode(h, p, max_connections=max_connections) for h, p in u.hosts]
     return RedisCluster(
         startup_nodes=nodes,
-        username=unquote(username) or None,
-        password=unquote(password) or None,
-        ssl=parts.scheme.lower().startswith("rediss"),
+        username=u.username,
+        password=u.password,
+        ssl=u.ssl,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         max_connections=max_connections,
@@ -110,31 +135,18 @@ def _sentinel_client(
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.asyncio.sentinel import Sentinel
 
-    parts = urlsplit(url)
-    path = [p for p in parts.path.split("/") if p]
+    u = _multi_host_url(url, 26379, "sentinel")
+    path = [p for p in u.path.split("/") if p]
     if not path or len(path) > 2:
         raise ValueError(
             f"a sentinel URL names the service, and optionally a database: "
-            f".../service[/db], got path {parts.path!r}"
+            f".../service[/db], got path {u.path!r}"
         )
     service, db = path[0], path[1] if len(path) == 2 else "0"
     if not db.isdigit():
         raise ValueError(f"database must be a number, got {db!r}")
-    if parts.query:
-        raise ValueError(
-            f"options {parts.query!r} are not supported on a sentinel URL "
-            "(only flk_fast's own prefix=)"
-        )
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    nodes = []
-    for host in hosts.split(","):
-        hp = urlsplit(f"//{host}")
-        if not hp.hostname:
-            raise ValueError(f"empty host in the sentinel list {hosts!r}")
-        nodes.append((hp.hostname, hp.port or 26379))
     sentinel = Sentinel(
-        nodes,
+        u.hosts,
         sentinel_kwargs={
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
@@ -143,9 +155,9 @@ def _sentinel_client(
     client = sentinel.master_for(
         service,
         db=int(db),
-        username=unquote(username) or None,
-        password=unquote(password) or None,
-        ssl=parts.scheme.lower().startswith("rediss"),
+        username=u.username,
+        password=u.password,
+        ssl=u.ssl,
         max_connections=max_connections,
         retry=AsyncRetry(NoBackoff(), 1),
         socket_timeout=timeout_s,
