@@ -29,6 +29,9 @@ VECTOR_ARGS = [
     "1",
     "--seed",
     "42",
+    # The vector is a version 0.1 PCS; build-pcs signs 0.2 (SPEC §3.1) by default.
+    "--sig-version",
+    "0.1",
 ]
 
 
@@ -40,6 +43,22 @@ def test_vector_byte_for_byte_on_stdout() -> None:
         capture_output=True,
     ).stdout
     assert out == VECTOR_PCS.read_bytes()
+
+
+def test_default_is_a_full_signature_of_the_same_pcs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from flk_fast.protocol import Keyring, decode_pcs
+    from flk_fast.protocol.signing import full_payload
+
+    out = tmp_path / "pcs.json"
+    args = VECTOR_ARGS[: VECTOR_ARGS.index("--sig-version")]
+    assert main([*args, "--out", str(out)]) == 0
+    got, vector = json.loads(out.read_text()), json.loads(VECTOR_PCS.read_text())
+    assert got["version"] == "0.2"
+    assert got["sig"] != vector["sig"]
+    same = {k: v for k, v in got.items() if k not in ("version", "sig")}
+    assert same == {k: v for k, v in vector.items() if k not in ("version", "sig")}
+    pcs = decode_pcs(out.read_bytes())
+    assert Keyring.hmac([b"testsecret"]).verify(pcs, full_payload(pcs)) == "key0"
 
 
 def test_vector_to_file_and_key_sources(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -74,7 +74,6 @@ def test_changing_a_signed_field_breaks_the_signature(
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("version", "0.2"),
         ("attempt", 7),
         ("sent_at", "2026-01-01T00:00:00Z"),
         ("seed", 43),
@@ -93,6 +92,17 @@ def test_changing_an_unsigned_field_keeps_the_signature(
 ) -> None:
     vector_doc[field] = value
     assert _ring().verify(decode_pcs(json.dumps(vector_doc))) == "test"
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.3", "0.1 "])
+def test_relabelling_the_vector_breaks_its_signature(
+    vector_doc: dict[str, Any], version: str
+) -> None:
+    # Any version other than "0.1" signs the full payload of SPEC §3.1, which holds
+    # the version itself: a relabelled 0.1 PCS no longer verifies.
+    vector_doc["version"] = version
+    with pytest.raises(SignatureError, match="does not match"):
+        _ring().verify(decode_pcs(json.dumps(vector_doc)))
 
 
 def test_rounding_beyond_nine_places_does_not_change_the_signature(

@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from flk_fast.errors import ConfigError
 from flk_fast.kernels.signals import BudgetParams, RegimeParams, budget, d_hat, regime
 from flk_fast.protocol.pcs import PCS, SCHEMA, FaultTolerance, compute_pcs_id
+from flk_fast.protocol.signing import SIG_VERSIONS
 
 __all__ = [
     "PCS_VERSION",
@@ -46,7 +47,9 @@ __all__ = [
     "summarize",
 ]
 
-PCS_VERSION = "0.1"
+#: The version a PCS is built with unless told otherwise: "0.2" signs every field a
+#: server judges (SPEC §3.1); "0.1" (the 8-field payload) is for old servers.
+PCS_VERSION = "0.2"
 #: sent_at of a PCS that has not been sent yet; the agent's outbox stamps the real time.
 PLACEHOLDER_SENT_AT = "1970-01-01T00:00:00Z"
 _NO_FAULTS = FaultTolerance(outbox_seq=0, degraded=False, fallbacks=(), clock_skew_ms=0)
@@ -180,9 +183,11 @@ def summarize(
     sent_at: str = PLACEHOLDER_SENT_AT,
     attempt: int = 1,
     ft: FaultTolerance = _NO_FAULTS,
+    version: str = PCS_VERSION,
 ) -> PCS:
     """A PCS for one window: signals, ``pcs_id`` (SPEC §2) and, with a signer, ``sig``
-    (SPEC §3; empty otherwise).
+    (SPEC §3; empty otherwise). ``version`` picks what the signature covers:
+    ``"0.2"`` every judged field (§3.1), ``"0.1"`` the legacy 8 fields.
 
     Examples
     --------
@@ -193,12 +198,16 @@ def summarize(
     >>> pcs.N_j, pcs.regime
     ({'2': 2, '4': 2, '8': 2, '16': 2}, 'mixed')
     """
+    if version not in SIG_VERSIONS:
+        raise ConfigError(
+            f"PCS version must be one of {', '.join(SIG_VERSIONS)}, got {version!r}"
+        )
     p = params or SummaryParams()
     sig = compute_signals(points, rows, p)
     pcs = PCS(
         pcs_id=compute_pcs_id(sig.merkle_root, epoch, shard_id),
         schema=SCHEMA,  # type: ignore[arg-type]  # the Literal's only value
-        version=PCS_VERSION,
+        version=version,
         shard_id=shard_id,
         epoch=epoch,
         attempt=attempt,
@@ -229,6 +238,7 @@ def make_summarizer(
     merkle_scheme: str = "sha256-hexcat",
     chunk_size: int = 64,
     n_threads: int = 0,
+    version: str = PCS_VERSION,
 ) -> Callable[..., PCS]:
     """``summarize(window, *, shard_id, epoch) -> PCS`` for windows with ``.points``
     (n, 3) and ``.rows`` (canonical bytes), signed, ``sent_at`` left as the placeholder.
@@ -245,6 +255,10 @@ def make_summarizer(
     """
     from flk_fast import kernels
 
+    if version not in SIG_VERSIONS:
+        raise ConfigError(
+            f"--sig-version must be one of {', '.join(SIG_VERSIONS)}, got {version!r}"
+        )
     try:
         kernels.box_counts  # noqa: B018  -- fail at start-up if the kernels are missing
     except ImportError as exc:
@@ -258,7 +272,7 @@ def make_summarizer(
     )
 
     fallbacks = _fallbacks()
-    # ft is outside the signed subset (SPEC §3), so it may say how the PCS was made.
+    # ft is never signed (SPEC §3, §3.1), so it may say how the PCS was made.
     ft = (
         FaultTolerance(
             outbox_seq=0, degraded=True, fallbacks=fallbacks, clock_skew_ms=0
@@ -276,6 +290,7 @@ def make_summarizer(
             signer=signer,
             params=params,
             ft=ft,
+            version=version,
         )
 
     return summarize_window

@@ -22,6 +22,10 @@ from flk_fast.cli._common import (
 
 __all__ = ["register"]
 
+# Both are light (no kernels): argparse needs them for --sig-version's choices.
+from flk_fast.agent.summarize import PCS_VERSION  # noqa: E402
+from flk_fast.protocol.signing import SIG_VERSIONS  # noqa: E402
+
 #: Default sent_at: build-pcs output is reproducible (same input, same bytes), and this
 #: is the reference value of SPEC §8. ``--sent-at now`` stamps the current UTC time.
 DEFAULT_SENT_AT = "2025-01-19T12:00:00Z"
@@ -35,7 +39,8 @@ def register(sub: Any) -> None:
         "signed PCS JSON; exit 2 on malformed input",
         examples="""\
   flk build-pcs --in vectors/tiny_case_1.csv --key testsecret \\
-      --shard-id test-shard-001 --epoch 1 --seed 42
+      --shard-id test-shard-001 --epoch 1 --seed 42 --sig-version 0.1
+  (the SPEC §8 vector, a version 0.1 PCS; without --sig-version it is signed 0.2)
   flk build-pcs --in events.jsonl --key-file secret.key --shard-id s1 --epoch 7 \\
       --merkle-scheme blake3-rfc6962 --sent-at now --out pcs.json
   cat events.csv | flk build-pcs --in - --key-env FLK_HMAC_KEY --shard-id s1""",
@@ -80,6 +85,13 @@ def register(sub: Any) -> None:
         default=DEFAULT_SENT_AT,
         help=f"RFC 3339 UTC time, or 'now' (default {DEFAULT_SENT_AT}, "
         "so the output is reproducible)",
+    )
+    p.add_argument(
+        "--sig-version",
+        choices=SIG_VERSIONS,
+        default=PCS_VERSION,
+        help=f"what the signature covers (default {PCS_VERSION}): 0.2 every field "
+        "a server judges (SPEC §3.1), 0.1 the 8 legacy fields, for old servers",
     )
     p.add_argument(
         "--attempt", type=positive_int, default=1, help="attempt (default 1)"
@@ -142,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             params=params,
             sent_at=_sent_at(args.sent_at),
             attempt=args.attempt,
+            version=args.sig_version,
         )
         # The PCS must pass the wire shape it will be judged by (e.g. a bad --sent-at).
         text = encode_pcs_pretty(pcs)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "LEGACY_VERSION",
+    "SIG_VERSIONS",
     "Ed25519Key",
     "Ed25519Signer",
     "HmacKey",
@@ -40,6 +42,10 @@ __all__ = [
     "VerificationKey",
     "canonical_payload",
     "canonical_payload_reference",
+    "content_digest",
+    "full_payload",
+    "full_payload_reference",
+    "legacy_payload",
     "generate_ed25519",
     "load_ed25519_private",
     "load_ed25519_public",
@@ -64,8 +70,26 @@ def _json_str(s: str) -> str:
     return _dumps_str(s)
 
 
+#: The version whose signature covers only the 8 fields of SPEC §3 (the vector of §8
+#: and PCS of the original implementation). Every other version signs the full payload.
+LEGACY_VERSION = "0.1"
+#: The versions this project's agents and ``flk build-pcs`` can sign (SPEC §3.1).
+SIG_VERSIONS = ("0.1", "0.2")
+
+
 def canonical_payload(pcs: PCS) -> bytes:
-    """The signed bytes of SPEC §3: 8 fields, keys sorted, no spaces, ASCII-only.
+    """The signed bytes of ``pcs``, chosen by its ``version`` (SPEC §3, §3.1).
+
+    ``"0.1"`` signs the 8-field subset of §3; any other version the full payload of
+    §3.1, so relabelling a PCS (a changed ``version``) also changes what is signed.
+    """
+    if pcs.version == LEGACY_VERSION:
+        return legacy_payload(pcs)
+    return full_payload(pcs)
+
+
+def legacy_payload(pcs: PCS) -> bytes:
+    """SPEC §3: 8 fields, keys sorted, no spaces, ASCII-only.
 
     Hand-assembled in sorted-key order (``D_hat`` sorts before the lowercase keys);
     ``canonical_payload_reference`` is the plain ``json.dumps`` it must always equal.
@@ -78,8 +102,37 @@ def canonical_payload(pcs: PCS) -> bytes:
     ).encode("ascii")
 
 
+def full_payload(pcs: PCS) -> bytes:
+    """SPEC §3.1: every field but ``sig``, ``attempt``, ``sent_at`` and ``ft``.
+
+    Keys sorted (also inside ``N_j``, as strings), lists in order, the number fields
+    of §1 rendered as floats rounded to 9 digits (a wire ``1`` for ``coh_star`` is
+    ``1.0``, as in §3), integer fields plain. Hand-assembled like the legacy payload;
+    ``full_payload_reference`` is the ``json.dumps`` oracle.
+    """
+    n_j = ",".join([f"{_json_str(k)}:{v}" for k, v in sorted(pcs.N_j.items())])
+    scales = ",".join([str(s) for s in pcs.scales])
+    v_star = ",".join([_num(v) for v in pcs.v_star])
+    return (
+        f'{{"D_hat":{_num(pcs.D_hat)},"N_j":{{{n_j}}},"budget":{_num(pcs.budget)},'
+        f'"coh_star":{_num(pcs.coh_star)},"epoch":{pcs.epoch},'
+        f'"merkle_root":{_json_str(pcs.merkle_root)},"pcs_id":{_json_str(pcs.pcs_id)},'
+        f'"r":{_num(pcs.r)},"regime":{_json_str(pcs.regime)},"scales":[{scales}],'
+        f'"schema":{_json_str(pcs.schema)},"seed":{pcs.seed},'
+        f'"shard_id":{_json_str(pcs.shard_id)},"v_star":[{v_star}],'
+        f'"version":{_json_str(pcs.version)}}}'
+    ).encode("ascii")
+
+
+def content_digest(pcs: PCS, payload: bytes | None = None) -> bytes:
+    """SHA-256 of the full payload (SPEC §3.2): twins with equal digests are
+    duplicates, different digests under one ``pcs_id`` a conflict, whatever the
+    version. ``payload`` may pass ``full_payload(pcs)`` when it is already built."""
+    return hashlib.sha256(full_payload(pcs) if payload is None else payload).digest()
+
+
 def canonical_payload_reference(pcs: PCS) -> bytes:
-    """SPEC §3 spelled out with ``json.dumps``: the oracle for ``canonical_payload``."""
+    """SPEC §3 spelled out with ``json.dumps``: the oracle for ``legacy_payload``."""
     subset = {
         "pcs_id": pcs.pcs_id,
         "merkle_root": pcs.merkle_root,
@@ -90,7 +143,33 @@ def canonical_payload_reference(pcs: PCS) -> bytes:
         "r": round(pcs.r, 9),
         "budget": round(pcs.budget, 9),
     }
-    text = json.dumps(subset, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _dumps_canonical(subset)
+
+
+def full_payload_reference(pcs: PCS) -> bytes:
+    """SPEC §3.1 spelled out with ``json.dumps``: the oracle for ``full_payload``."""
+    doc = {
+        "pcs_id": pcs.pcs_id,
+        "schema": pcs.schema,
+        "version": pcs.version,
+        "shard_id": pcs.shard_id,
+        "epoch": pcs.epoch,
+        "seed": pcs.seed,
+        "scales": list(pcs.scales),
+        "N_j": dict(pcs.N_j),
+        "coh_star": round(float(pcs.coh_star), 9),
+        "v_star": [round(float(v), 9) for v in pcs.v_star],
+        "D_hat": round(float(pcs.D_hat), 9),
+        "r": round(float(pcs.r), 9),
+        "regime": pcs.regime,
+        "budget": round(float(pcs.budget), 9),
+        "merkle_root": pcs.merkle_root,
+    }
+    return _dumps_canonical(doc)
+
+
+def _dumps_canonical(doc: dict[str, object]) -> bytes:
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return text.encode("utf-8")
 
 
@@ -326,8 +405,9 @@ class Keyring:
     def key_ids(self) -> tuple[str, ...]:
         return tuple(kid for kid, _ in self._keys)
 
-    def verify(self, pcs: PCS) -> str:
-        """Return the id of the key that signed ``pcs``.
+    def verify(self, pcs: PCS, payload: bytes | None = None) -> str:
+        """Return the id of the key that signed ``pcs``. ``payload`` may pass
+        ``canonical_payload(pcs)`` when the caller has already built it.
 
         Raises
         ------
@@ -340,7 +420,8 @@ class Keyring:
             sig = base64.b64decode(pcs.sig, validate=True)
         except (binascii.Error, ValueError):
             raise SignatureError("sig: not valid base64") from None
-        payload = canonical_payload(pcs)
+        if payload is None:
+            payload = canonical_payload(pcs)
         right_length = False
         for key_id, key in self._keys:
             if len(sig) != key.sig_len:
