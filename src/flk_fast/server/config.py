@@ -103,6 +103,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("ed25519_public_key_file", str, "", "PEM or raw 32-byte Ed25519 public key"),
     Option(
+        "refuse_sig_v01",
+        bool,
+        False,
+        'answer 401 to PCS of version "0.1", whose signature leaves scales, N_j '
+        "and regime unsigned (SPEC §3.1); off: both versions are checked",
+    ),
+    Option(
         "tenants_dir",
         str,
         "",
@@ -200,6 +207,7 @@ class ServerConfig:
     sign_alg: str = "hmac"
     hmac_key_file: str = ""
     ed25519_public_key_file: str = ""
+    refuse_sig_v01: bool = False
     tenants_dir: str = ""
     workers: int = 1
     tls_cert: str = ""
