@@ -250,3 +250,28 @@ def test_agent_kernel_threads_reach_the_summarizer(
     assert seen.pop("n_threads") == 1  # the agent's default: one kernel thread
     cli_agent._summarizer(parser.parse_args([*base, "--kernel-threads", "0"]))
     assert seen.pop("n_threads") == 0
+
+
+@pytest.mark.parametrize("version", [None, "0.1", "0.2"])
+def test_agent_signs_the_requested_sig_version(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    # The built-in summarizer (not plainsum): --sig-version must reach it, the PCS in
+    # the outbox carry it, and the server verifies each under that version.
+    from flk_fast.protocol.codec import decode_pcs
+
+    src = tmp_path / "ev.csv"
+    make_input(src, 300)
+    data = tmp_path / "agent"
+    argv = agent_args(server, src, data, server.key)
+    i = argv.index("--summarizer")
+    del argv[i : i + 2]
+    if version is not None:
+        argv += ["--sig-version", version]
+    assert main(argv) == 0
+    assert "accepted=3" in capsys.readouterr().out
+    with Outbox(data) as ob:
+        got = [decode_pcs(r.data).version for r in ob.wal.replay(include_acked=True)]
+    assert got == [version or "0.2"] * 3
+    with pytest.raises(SystemExit):
+        main([*argv, "--sig-version", "0.3"])

@@ -27,6 +27,10 @@ from flk_fast.cli._common import (
 
 __all__ = ["register"]
 
+# Both are light (no kernels): argparse needs them for --sig-version's choices.
+from flk_fast.agent.summarize import PCS_VERSION  # noqa: E402
+from flk_fast.protocol.signing import SIG_VERSIONS  # noqa: E402
+
 #: Outbox records read (and held) at a time by ``flk outbox replay``/``dlq retry``.
 _REPLAY_CHUNK = 256
 
@@ -158,6 +162,14 @@ def register(sub: Any) -> None:
         "--ed25519-key-file",
         metavar="F",
         help="Ed25519 private key (PEM PKCS#8 or 32 raw bytes)",
+    )
+    p.add_argument(
+        "--sig-version",
+        choices=SIG_VERSIONS,
+        default=PCS_VERSION,
+        help=f"PCS version, i.e. what the signature covers (default {PCS_VERSION}): "
+        "0.2 every field a server judges (SPEC §3.1), 0.1 the 8 legacy fields, for "
+        "old servers",
     )
 
     w = p.add_argument_group("windows and signals")
@@ -413,6 +425,7 @@ def _summarizer(args: argparse.Namespace) -> Any:
         merkle_scheme=args.merkle_scheme,
         chunk_size=args.chunk_size,
         n_threads=args.kernel_threads,
+        version=args.sig_version,
     )
 
 
