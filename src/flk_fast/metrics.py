@@ -92,6 +92,14 @@ class ServerMetrics:
         self.dedup_errors = counter(
             "flk_dedup_errors", "Dedup store unavailable (answered 503)"
         )
+        self.dedup_conflicts = counter(
+            "flk_dedup_conflicts",
+            "Twins of a stored pcs_id with other content, refused with 409",
+        )
+        self.dedup_damaged = counter(
+            "flk_dedup_damaged",
+            "Stored outcomes that failed their checksum (answered 503, never served)",
+        )
         self.replayed = counter("flk_replayed", "WAL records re-judged at start-up")
         self.bad_http = counter(
             "flk_bad_http", "Malformed HTTP requests refused by the HTTP parser (400)"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from flk_fast.server.outcome import decode_outcome
 from flk_fast.server.app import SERVICE
 from flk_fast.storage import open_dedup
 
@@ -23,7 +24,8 @@ async def _exercise(client: Any) -> None:
     assert (await client.post(SUBMIT, data=esc, headers=JSON)).status == 202
     dedup = client.app[SERVICE].dedup
     stored = await dedup.get(json.loads(VECTOR_BYTES)["pcs_id"])
-    assert stored == b"200" + await first.read()
+    assert stored is not None
+    assert decode_outcome(stored)[::2] == (200, await first.read())
     assert (await client.get("/ready")).status == 200
 
 

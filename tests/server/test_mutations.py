@@ -67,6 +67,11 @@ async def test_no_field_value_makes_a_5xx(make_client: Any, sign_alg: str) -> No
     # verifier and the dedup store instead of stopping at a 401
     extra = {"hmac_key_file": ""} if sign_alg == "none" else {}
     client = await make_client(dedup=MemoryDedup(), sign_alg=sign_alg, **extra)
+    # The genuine vector first: every twin that changes its content afterwards is a
+    # conflict (SPEC §3.2, 409), never an answer from the stored verdict.
+    first = await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)
+    assert first.status == 200
+    genuine = await first.read()
     seen: dict[int, int] = {}
     for name, body in _cases():
         resp = await client.post(SUBMIT, data=body, headers=JSON)
@@ -74,7 +79,12 @@ async def test_no_field_value_makes_a_5xx(make_client: Any, sign_alg: str) -> No
         seen[resp.status] = seen.get(resp.status, 0) + 1
         if resp.status == 400:
             assert (await resp.json())["field"], name
-    assert set(seen) <= {200, 202, 400, 401}, seen
+        if resp.status == 409:
+            assert (await resp.json())["pcs_id"] == vector_doc()["pcs_id"], name
+        if resp.status == 200:
+            assert await resp.read() == genuine, name  # only resend fields changed
+    assert set(seen) <= {200, 202, 400, 401, 409}, seen
+    assert seen.get(409), seen
     # re-signed variants reach the verifier: judged, never crashed
     for field, value in [
         ("scales", [2]),
@@ -87,7 +97,7 @@ async def test_no_field_value_makes_a_5xx(make_client: Any, sign_alg: str) -> No
         doc = vector_doc()
         doc[field] = value
         resp = await client.post(SUBMIT, data=signed(doc), headers=JSON)
-        assert resp.status in (200, 202, 400), (field, resp.status)
+        assert resp.status in (200, 202, 400, 409), (field, resp.status)
     ok = await client.post(SUBMIT, data=VECTOR_BYTES, headers=JSON)
-    assert ok.status == 200
+    assert ok.status == 200 and await ok.read() == genuine
     assert client.app[SERVICE].ready

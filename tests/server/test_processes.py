@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from flk_fast.server.outcome import decode_outcome
 from flk_fast.storage.dedup_lmdb import LmdbDedup
 from flk_fast.storage.wal_lmdb import LmdbWal
 
@@ -134,7 +135,9 @@ async def test_kill9_under_load_then_restart(tmp_path: Path) -> None:
         stored = dedup.get_many(ids)
         assert all(v is not None for v in stored)
         for body, (status, raw) in acked.items():
-            assert dedup.get(json.loads(body)["pcs_id"]) == str(status).encode() + raw
+            stored_value = dedup.get(json.loads(body)["pcs_id"])
+            assert stored_value is not None
+            assert decode_outcome(stored_value)[::2] == (status, raw)
     finally:
         wal.close()
         dedup.close()

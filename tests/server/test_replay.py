@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flk_fast.server.outcome import decode_outcome
 from flk_fast.server.app import SERVICE, make_app
 from flk_fast.server.handlers import frame_record
 from flk_fast.storage.dedup_memory import MemoryDedup
@@ -43,7 +44,7 @@ async def test_replay_judges_pending_and_acks(
     assert resp.status == 202 and await resp.read() == marker[3:]
     for body in (fresh, orphan):
         stored = await dedup.get(json.loads(body)["pcs_id"])
-        assert stored is not None and stored.startswith(b"200")
+        assert stored is not None and decode_outcome(stored).status == 200
     metrics = app[SERVICE].metrics
     assert metrics.accepted._value.get() == 2  # fresh + orphan, judged once each
     # the stored one and the garbage were answered (and counted) before the crash:
@@ -107,7 +108,8 @@ async def test_outage_is_caught_up_while_serving(
         if await dedup.inner.get(pcs_id) is not None:
             break
         await asyncio.sleep(0.02)
-    assert (await dedup.inner.get(pcs_id) or b"").startswith(b"200")
+    stored = await dedup.inner.get(pcs_id)
+    assert stored is not None and decode_outcome(stored).status == 200
     assert app[SERVICE].metrics.accepted._value.get() == 1
     for _ in range(100):  # and compaction removes the acked records
         stats = await app[SERVICE].wal.stats()

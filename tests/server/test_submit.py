@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from flk_fast.server.outcome import decode_outcome
 from flk_fast.server.app import SERVICE
 from flk_fast.storage.dedup_memory import MemoryDedup
 
@@ -37,7 +38,7 @@ async def test_duplicate_answers_identical_bytes(make_client: Any) -> None:
     assert service.metrics.dedup_hits._value.get() == 1
     assert service.metrics.accepted._value.get() == 1
     stored = await dedup.get(vector_doc()["pcs_id"])
-    assert stored == b"200" + raw1
+    assert stored is not None and decode_outcome(stored)[::2] == (200, raw1)
 
 
 async def test_escalated_answers_202_and_is_stored(make_client: Any) -> None:

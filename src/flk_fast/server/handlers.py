@@ -11,16 +11,18 @@ The order of ``POST /v1/pcs/submit`` (SPEC §7):
 2-5. ``assess`` (pure): parse and shape-check (-> 400 naming the field), signature
    (-> 401), verify (SPEC §6). ``settle`` makes the verdict visible: a 400/401 is
    counted (never cached, never written to dedup); a §6 verdict is deduplicated and
-   stored in one atomic ``put_if_absent`` of ``status + body`` (first-write-wins): a
+   stored in one atomic ``put_if_absent`` of its outcome (first-write-wins): a
    hit hands back the stored bytes, a miss keeps ours; the answer is always the stored
    status and body, byte for byte (a concurrent twin on another process may have
-   won; both then answer the same bytes).
+   won; both then answer the same bytes). A hit whose content digest differs from
+   ours is a conflicting twin (SPEC §3.2): 409, nothing stored, the stored verdict
+   not revealed. A stored outcome that fails its checksum is never served: 503.
 6. Ack the WAL record (batched, off the response path): a record is acked once its fate
    is final (400, 401, or an outcome in dedup). Unacked records are re-judged by
    :meth:`IngestService.replay` at start-up and by the maintenance task of ``app.py``;
    re-judging is idempotent because the store hands back an already-stored outcome.
 
-Stored dedup values are ``b"200"`` or ``b"202"`` followed by the exact response body.
+Stored dedup values are ``server.outcome`` records: status, content digest, CRC, body.
 """
 
 from __future__ import annotations
@@ -48,10 +50,17 @@ from flk_fast.errors import (
 )
 from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from flk_fast.protocol.codec import decode_pcs
+from flk_fast.protocol.signing import (
+    LEGACY_VERSION,
+    canonical_payload,
+    content_digest,
+    full_payload,
+)
 from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
 
 from .config import ServerConfig, redact
 from .keys import TENANT_RE, KeyStore, UnknownTenantError
+from .outcome import DamagedOutcomeError, decode_outcome, encode_outcome
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -60,7 +69,6 @@ __all__ = [
     "dedup_key",
     "frame_record",
     "json_error",
-    "split_outcome",
     "unframe_record",
 ]
 
@@ -95,6 +103,25 @@ _DECODABLE = _decodable()
 _JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": _JSON}
 _ENC = msgspec.json.Encoder()
+_REFUSED_V01 = _ENC.encode(
+    {
+        "error": "signature",
+        "detail": 'version "0.1" is refused by this server (--refuse-sig-v01): its '
+        "signature leaves scales, N_j and regime unsigned; sign version 0.2 "
+        "(flk agent --sig-version 0.2, the default)",
+    }
+)
+
+
+def _conflict_body(pcs_id: str) -> bytes:
+    return _ENC.encode(
+        {
+            "error": "conflict",
+            "pcs_id": pcs_id,
+            "detail": "a PCS with this pcs_id and different content (SPEC §3.2) is "
+            "already stored; a resend must repeat the same payload",
+        }
+    )
 
 
 def json_error(
@@ -125,11 +152,6 @@ def dedup_key(tenant: str, pcs_id: str) -> str:
     return f"{tenant}\0{pcs_id}" if tenant else pcs_id
 
 
-def split_outcome(stored: bytes) -> tuple[int, bytes]:
-    """``b"202{...}"`` → ``(202, b"{...}")``."""
-    return int(stored[:3]), stored[3:]
-
-
 class Verdict(NamedTuple):
     """What ``assess`` found: a final 400/401 answer (``result`` None), or a §6
     verdict still to be stored under ``key``."""
@@ -138,6 +160,8 @@ class Verdict(NamedTuple):
     body: bytes
     key: str = ""
     result: VerifyResult | None = None
+    #: SHA-256 of the PCS's full payload (SPEC §3.2): tells a resend from a twin.
+    digest: bytes = b""
 
 
 class IngestService:
@@ -173,6 +197,9 @@ class IngestService:
         self.fatal = ""
         #: time.monotonic() by which a SIGTERM drain must be over (set by the runner).
         self.drain_deadline: float | None = None
+        #: Stored outcomes that failed their checksum since start (shown in /ready).
+        self.damaged_outcomes = 0
+        self._refuse_v01 = cfg.refuse_sig_v01
         self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
         self._max_body = cfg.max_body
         self._ttl = cfg.dedup_ttl_s
@@ -208,10 +235,14 @@ class IngestService:
                 400,
                 _ENC.encode({"error": "invalid_pcs", "field": field, "rule": exc.rule}),
             )
+        legacy = pcs.version == LEGACY_VERSION
+        if legacy and self._refuse_v01:
+            return Verdict(401, _REFUSED_V01)
+        full = full_payload(pcs)
         ring = self.keys.keyring_for(tenant)
         if ring is not None:
             try:
-                ring.verify(pcs)
+                ring.verify(pcs, canonical_payload(pcs) if legacy else full)
             except SignatureError as exc:
                 return Verdict(
                     401, _ENC.encode({"error": "signature", "detail": str(exc)})
@@ -227,6 +258,7 @@ class IngestService:
             # the WAL record, so it uses the same key.
             key=dedup_key(tenant, pcs.pcs_id),
             result=result,
+            digest=content_digest(pcs, full),
         )
 
     async def settle(
@@ -235,16 +267,18 @@ class IngestService:
         """Make an assessed verdict final. Returns ``(status, response body)``.
 
         A 400 or 401 is only counted: never cached, never stored. A §6 verdict is
-        stored with dedup and store as one atomic ``put_if_absent`` of ``status +
-        body`` (first-write-wins): a miss keeps ours, a hit hands back the stored
+        stored with dedup and store as one atomic ``put_if_absent`` of its outcome
+        (first-write-wins): a miss keeps ours, a hit hands back the stored
         bytes, which are what is answered, byte for byte (a concurrent twin on
-        another process may have won; both then answer the same bytes).
+        another process may have won; both then answer the same bytes). A hit of
+        other content (SPEC §3.2) is answered 409 and changes nothing.
 
         ``count=False`` (replay) moves only ``flk_accepted``/``flk_escalated``, and
         only when this verdict is the one stored: a 400, 401 or dedup hit of a
         replayed record was already counted when it was first answered.
 
-        Raises ``DedupUnavailableError`` (-> 503; the WAL record stays unacked).
+        Raises ``DedupUnavailableError`` (-> 503; the WAL record stays unacked) and
+        ``DamagedOutcomeError`` (-> 503: the stored outcome failed its checksum).
         """
         m = self.metrics
         result = verdict.result
@@ -252,7 +286,7 @@ class IngestService:
             if count:
                 (m.invalid if verdict.status == 400 else m.signature_errors).inc()
             return verdict.status, verdict.body
-        value = (b"200" if verdict.status == 200 else b"202") + verdict.body
+        value = encode_outcome(verdict.status, verdict.digest, verdict.body)
         winner, inserted = await self.dedup.put_if_absent(verdict.key, value, self._ttl)
         if inserted:
             if result.accepted:
@@ -261,10 +295,23 @@ class IngestService:
                 m.escalated.inc()
             if self.audit is not None:
                 await self._audit(tenant, body, result)
-        elif count:
-            # A concurrent twin (this or another process) stored first: its bytes.
+            return verdict.status, verdict.body
+        try:
+            stored = decode_outcome(winner)
+        except DamagedOutcomeError:
+            m.dedup_damaged.inc()
+            self.damaged_outcomes += 1
+            raise
+        if stored.digest is not None and stored.digest != verdict.digest:
+            # SPEC §3.2: same pcs_id, other content. Neither stored nor answered
+            # with the stored verdict, which would tell a forger what it says.
+            if count:
+                m.dedup_conflicts.inc()
+            return 409, _conflict_body(result.pcs_id)
+        if count:
+            # A twin (a resend, or a concurrent request) stored first: its bytes.
             m.dedup_hits.inc()
-        return split_outcome(winner)
+        return stored.status, stored.body
 
     async def judge(
         self, tenant: str, body: bytes, *, count: bool = True
@@ -396,6 +443,13 @@ class IngestService:
             self._ack(seq)
             m.signature_errors.inc()
             return json_error(401, "unknown_tenant")
+        except DamagedOutcomeError as exc:
+            # Never serve damaged bytes; the WAL record stays unacked, so a repaired
+            # store (or a resend) gets the right answer later.
+            log.error("dedup store: %s (pcs in WAL record %d)", exc, seq)
+            return json_error(
+                503, "stored_outcome_damaged", self._retry_after, detail=str(exc)
+            )
         except StorageError as exc:  # DedupUnavailableError, or a closed store
             m.dedup_errors.inc()
             log.warning("dedup store unavailable: %s", redact(exc))
@@ -414,13 +468,29 @@ class IngestService:
         try:
             await asyncio.wait_for(self.dedup.ping(), 2.0)
         except (StorageError, TimeoutError, OSError) as exc:
+            cause = redact(exc) if str(exc) else "no answer within 2 s"
             return json_error(
-                503,
-                "not_ready",
-                self._retry_after,
-                detail=f"dedup: {type(exc).__name__}",
+                503, "not_ready", self._retry_after, detail=f"dedup: {cause}"
             )
-        return web.Response(body=b'{"status":"ready"}', headers=_JSON_HEADERS)
+        warnings = self.warnings()
+        if not warnings:
+            return web.Response(body=b'{"status":"ready"}', headers=_JSON_HEADERS)
+        body = _ENC.encode({"status": "ready", "warnings": warnings})
+        return web.Response(body=body, headers=_JSON_HEADERS)
+
+    def warnings(self) -> list[str]:
+        """What an operator should know while the server still serves (``/ready``)."""
+        out = []
+        note = getattr(self.dedup, "durability_note", "")
+        if note:
+            out.append(f"dedup: {note}")
+        if self.damaged_outcomes:
+            out.append(
+                f"dedup: {self.damaged_outcomes} stored outcome(s) failed their "
+                "checksum since start and were answered 503 (flk_dedup_damaged_total;"
+                " see the error log for their WAL records)"
+            )
+        return out
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         user = self.cfg.metrics_user
@@ -514,6 +584,11 @@ class IngestService:
                     await self.judge(tenant, body, count=False)
                 except UnknownTenantError:
                     pass
+                except DamagedOutcomeError as exc:
+                    # Left unacked and start-up goes on: one damaged value must not
+                    # hold every other record (and the port) hostage.
+                    log.error("replay of WAL record %d: %s", seq, exc)
+                    return
                 except StorageError:
                     raise  # the store is down: start-up retries the whole replay
                 except Exception:
