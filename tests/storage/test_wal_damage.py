@@ -77,9 +77,11 @@ def damage(monkeypatch: pytest.MonkeyPatch) -> set[int]:
     bad: set[int] = set()
     real_read = wal_lmdb._Segment.read
 
-    def read(seg: Any, fn: Any) -> Any:
+    def read(seg: Any, fn: Any, **kw: Any) -> Any:
         keys = {s.to_bytes(8, "big") for s in bad}
-        return real_read(seg, lambda txn: fn(_DamagedTxn(txn, seg.records, keys)))
+        return real_read(
+            seg, lambda txn: fn(_DamagedTxn(txn, seg.records, keys)), **kw
+        )
 
     monkeypatch.setattr(wal_lmdb._Segment, "read", read)
     return bad

@@ -19,6 +19,14 @@ At-least-once delivery. A record stays pending until acked; every start-up resen
 everything pending. The server deduplicates on ``pcs_id`` so a resend after a lost
 answer is judged once.
 
+Damage. Every record, the agent state and each record's *origin* (a WAL tag: which
+input bytes and epoch made it, see :class:`Origin`) carry checksums. A damaged state is
+an error naming the file (:class:`OutboxDamagedError`), never a silent restart from the
+first line. A damaged record is found at start-up (:meth:`Outbox.damaged`); the agent
+summarises its window again from the input when its origin is intact and the input
+still holds the same bytes (same epoch, so the same ``pcs_id``), and otherwise
+dead-letters it as lost (:data:`DAMAGED_REASON`), which ``flk outbox status`` counts.
+
 ``ft.outbox_seq`` is stamped at send time (see :func:`stamp`): the seq is only known
 once the append committed, and ``ft`` is outside the signed subset (SPEC §3), so the
 stored bytes stay as signed and each send carries its seq, attempt and ``sent_at``.
@@ -27,6 +35,7 @@ stored bytes stay as signed and each send carries its seq, attempt and ``sent_at
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
 import hashlib
 import os
@@ -41,19 +50,27 @@ from flk_fast.errors import ConfigError, StorageError
 from flk_fast.protocol.codec import decode_pcs, encode_pcs
 from flk_fast.protocol.pcs import PCS
 from flk_fast.storage.base import WalRecord
-from flk_fast.storage.wal_lmdb import LmdbWal
+from flk_fast.storage.wal_lmdb import LmdbWal, WalDamagedError, WalFullError
 
 __all__ = [
+    "DAMAGED_REASON",
     "AgentState",
     "Checkpoint",
+    "Damaged",
     "DeadLetter",
+    "Origin",
     "Outbox",
     "OutboxBusyError",
+    "OutboxDamagedError",
     "OutboxStatus",
     "fingerprint",
     "stamp",
     "utc_now",
 ]
+
+#: Start of the reason of a dead letter whose outbox record was damaged and could not
+#: be summarised again: its window was never delivered.
+DAMAGED_REASON = "outbox record damaged"
 
 _STATE = b"agent-state"  # -> AgentState JSON: every input checkpoint and shard epoch
 _FROM = b"from-outbox:"  # (DLQ meta) + outbox seq -> b"1": dead-lettered already
@@ -64,6 +81,52 @@ FINGERPRINT_BYTES = 4096
 
 class OutboxBusyError(StorageError):
     """Another process holds this data directory (an agent is running on it)."""
+
+
+class OutboxDamagedError(StorageError):
+    """The agent state (input checkpoints, next epochs) cannot be read back exactly.
+
+    Resuming without it would summarise the input again under new epochs (every
+    window judged twice), so the agent refuses and says what to do.
+    """
+
+    def __init__(self, data_dir: Path, detail: str) -> None:
+        self.file = data_dir / "outbox" / "data.mdb"
+        super().__init__(
+            f"{self.file}: the agent state (input checkpoints and next epochs) is "
+            f"damaged ({detail}). Restore {data_dir} from a backup; or move "
+            f"{data_dir / 'outbox'} aside and start again with --start-epoch above the "
+            "last epoch the server holds for each shard (the input is then summarised "
+            "again from its start)"
+        )
+
+
+class Origin(msgspec.Struct, frozen=True):
+    """Where an outbox record came from: enough to summarise its window again.
+
+    ``start``/``end`` are the byte range of the input holding the window's events
+    (from just after the previous window), ``line`` the line number at ``start``,
+    ``rows`` the BLAKE3 of the window's canonical rows (proof that the input still
+    holds the same events).
+    """
+
+    source: str
+    shard: str
+    epoch: int
+    start: int
+    end: int
+    line: int
+    events: int
+    rows: str
+
+
+@dataclass(frozen=True, slots=True)
+class Damaged:
+    """A pending outbox record that cannot be read: ``origin`` None if unknown."""
+
+    seq: int
+    reason: str
+    origin: Origin | None
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
@@ -114,6 +177,10 @@ class AgentState(msgspec.Struct):
 
 @dataclass(frozen=True, slots=True)
 class OutboxStatus:
+    """``damaged``: pending records that cannot be read (the next agent run on their
+    input summarises them again, or dead-letters them as lost); ``lost``: dead
+    letters of damaged records that could not be summarised again."""
+
     pending: int
     acked: int
     first_pending: int | None
@@ -121,6 +188,8 @@ class OutboxStatus:
     disk_bytes: int
     checkpoints: dict[str, Checkpoint]
     epochs: dict[str, int]
+    damaged: int = 0
+    lost: int = 0
 
 
 def fingerprint(head: bytes) -> str:
@@ -146,6 +215,7 @@ _state_encoder = msgspec.json.Encoder()
 _state_decoder = msgspec.json.Decoder(AgentState)
 _dl_encoder = msgspec.json.Encoder()
 _dl_decoder = msgspec.json.Decoder(DeadLetter)
+_origin_decoder = msgspec.json.Decoder(Origin)
 
 
 class Outbox:
@@ -172,13 +242,42 @@ class Outbox:
         except OSError as exc:
             raise ConfigError(f"--data-dir {self.dir}: {exc.strerror}") from None
         self._lock_fd: int | None = None
-        if lock:
-            self.acquire_lock()
-        self.wal = LmdbWal(self.dir / "outbox", sync=sync)
-        self.dlq = LmdbWal(self.dir / "dlq", sync=sync)
-        raw = self.wal.get_meta(_STATE)
-        self._state = AgentState() if raw is None else _state_decoder.decode(raw)
+        self._corrupt: dict[int, str] = {}
+        try:
+            if lock:
+                self.acquire_lock()
+            self.wal = LmdbWal(self.dir / "outbox", sync=sync, on_corrupt=self._seen)
+            try:
+                self.dlq = LmdbWal(self.dir / "dlq", sync=sync)
+            except BaseException:
+                self.wal.close()
+                raise
+        except OSError as exc:
+            self._unlock()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise WalFullError(self.dir, exc.strerror or str(exc)) from None
+            raise
+        except BaseException:
+            self._unlock()
+            raise
+        try:
+            self._state = self._read_state()
+        except BaseException:
+            self.close()
+            raise
         self._pending_state = self._state
+
+    def _read_state(self) -> AgentState:
+        try:
+            raw = self.wal.get_meta(_STATE)
+            return AgentState() if raw is None else _state_decoder.decode(raw)
+        except WalDamagedError as exc:
+            raise OutboxDamagedError(self.dir, exc.detail) from None
+        except msgspec.DecodeError as exc:  # a format-1 value damaged before migration
+            raise OutboxDamagedError(self.dir, f"not a valid state: {exc}") from None
+
+    def _seen(self, seq: int, reason: str) -> None:
+        self._corrupt[seq] = reason
 
     # -- process lock ------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -198,12 +297,15 @@ class Outbox:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
-    def close(self) -> None:
-        self.wal.close()
-        self.dlq.close()
+    def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def close(self) -> None:
+        self.wal.close()
+        self.dlq.close()
+        self._unlock()
 
     def __enter__(self) -> Outbox:
         return self
@@ -242,11 +344,14 @@ class Outbox:
         next_epoch: int,
         source_id: str | None = None,
         checkpoint: Checkpoint | None = None,
+        origins: Sequence[Origin | None] | None = None,
     ) -> list[int]:
-        """Durably append PCS bodies with the shard's next epoch and the input
-        checkpoint, in one transaction (one fsync). Returns their seqs."""
+        """Durably append PCS bodies with the shard's next epoch, the input
+        checkpoint and each body's origin, in one transaction (one fsync). Returns
+        their seqs."""
         meta = self._state_meta(shard_id, next_epoch, source_id, checkpoint)
-        seqs = self.wal.append_many(list(pcs_bodies), meta)
+        tags = None if origins is None else [_tag(o) for o in origins]
+        seqs = self.wal.append_many(list(pcs_bodies), meta, tags=tags)
         # Only a committed state becomes the in-memory one.
         self._state = self._pending_state
         return seqs
@@ -277,14 +382,42 @@ class Outbox:
         ``from-outbox`` marker makes the second dead-lettering a no-op, so the DLQ never
         holds the same record twice.
         """
+        try:
+            pcs = decode_pcs(body)
+            pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
+        except Exception:  # noqa: BLE001 - a DLQ must take even an undecodable body
+            pcs_id, shard, epoch = "", "", -1
+        self._dead(
+            seq,
+            body,
+            status=status,
+            reason=reason,
+            attempts=attempts,
+            response=response,
+            pcs_id=pcs_id,
+            shard=shard,
+            epoch=epoch,
+        )
+        self.wal.ack(seq)
+
+    def _dead(
+        self,
+        seq: int,
+        body: bytes,
+        *,
+        status: int | None,
+        reason: str,
+        attempts: int,
+        pcs_id: str,
+        shard: str,
+        epoch: int,
+        response: bytes = b"",
+    ) -> None:
         marker = _FROM + str(seq).encode()
         if self.dlq.get_meta(marker) is None:
-            try:
-                pcs = decode_pcs(body)
-                pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
+            if pcs_id:
                 raw = msgspec.Raw(body)
-            except Exception:  # noqa: BLE001 - a DLQ must take even an undecodable body
-                pcs_id, shard, epoch = "", "", -1
+            else:  # kept as a JSON string (see DeadLetter.body)
                 raw = msgspec.Raw(msgspec.json.encode(body.decode("utf-8", "replace")))
             letter = DeadLetter(
                 outbox_seq=seq,
@@ -299,7 +432,67 @@ class Outbox:
                 pcs=raw,
             )
             self.dlq.append(_dl_encoder.encode(letter), meta={marker: b"1"})
-        self.wal.ack(seq)
+
+    # -- damaged records --------------------------------------------------------------
+    def damaged(self) -> list[Damaged]:
+        """Every pending record that cannot be read, with its origin when intact.
+
+        Reads all pending records (their checksums) and looks for origins whose
+        record is gone (a garbled key, a page LMDB lost). Seq 0 stands for keys that
+        are not a seq at all: such a record has no origin and cannot be acked.
+        """
+        self._corrupt.clear()
+        readable = {rec.seq for rec in self.wal.pending()}
+        found = dict(self._corrupt)
+        for seq, acked in self.wal.tagged():
+            if not acked and seq not in readable:
+                found.setdefault(seq, "the record is missing or unreadable")
+        out = []
+        for seq, reason in sorted(found.items()):
+            origin = None
+            if seq:
+                tag = self.wal.get_tag(seq)
+                if tag is not None:
+                    try:
+                        origin = _origin_decoder.decode(tag)
+                    except msgspec.DecodeError:
+                        origin = None
+            out.append(Damaged(seq, reason, origin))
+        return out
+
+    def replace_damaged(self, d: Damaged, body: bytes) -> int:
+        """Append ``body``, the PCS summarised again for ``d``, then retire ``d``.
+        A crash in between leaves ``d`` to be summarised again: the same PCS, which
+        the server's dedup absorbs."""
+        (seq,) = self.wal.append_many([body], tags=[_tag(d.origin)])
+        self._retire(d.seq)
+        return seq
+
+    def dead_letter_damaged(self, d: Damaged, why: str) -> None:
+        """Record a damaged record that cannot be summarised again as a dead letter
+        (``flk dlq list`` shows it; status counts it as lost)."""
+        if not d.seq:
+            return  # no seq: nothing to mark, and its DLQ marker would not be unique
+        o = d.origin
+        where = f" ({o.source} bytes {o.start}-{o.end}, epoch {o.epoch})" if o else ""
+        self._dead(
+            d.seq,
+            b"",
+            status=None,
+            reason=f"{DAMAGED_REASON} ({d.reason}){where}: {why}",
+            attempts=0,
+            pcs_id="",
+            shard=o.shard if o else "",
+            epoch=o.epoch if o else -1,
+        )
+        self._retire(d.seq)
+
+    def _retire(self, seq: int) -> None:
+        try:
+            self.wal.ack(seq)
+        except WalDamagedError:
+            pass  # its page cannot be read: it stays damaged, reported next time too
+        self.wal.drop_tags([seq])
 
     # -- reads ------------------------------------------------------------------------
     def pending(self, start: int = 0) -> Iterator[WalRecord]:
@@ -347,15 +540,29 @@ class Outbox:
         return self.wal.compact(older_than_s), self.dlq.compact(older_than_s)
 
     def status(self) -> OutboxStatus:
+        """Counts by reading the records, not LMDB's entry counters: those sit in
+        pages that can be damaged too (a flipped bit made "pending -67108664")."""
         st = self.wal.stats()
         dl = self.dlq.stats()
-        first = next(iter(self.wal.pending()), None)
+        pending = 0
+        first: int | None = None
+        for rec in self.wal.pending():
+            pending += 1
+            first = rec.seq if first is None else first
+        damaged = self.damaged()
+        letters = self.dead_letters()
         return OutboxStatus(
-            pending=st.pending,
-            acked=st.acked,
-            first_pending=None if first is None else first.seq,
-            dead_letters=dl.pending,
+            pending=pending + len(damaged),
+            acked=max(0, st.count - pending - len(damaged)),
+            first_pending=first,
+            dead_letters=len(letters),
             disk_bytes=st.disk_bytes + dl.disk_bytes,
             checkpoints=dict(self._state.checkpoints),
             epochs=dict(self._state.epochs),
+            damaged=len(damaged),
+            lost=sum(d.reason.startswith(DAMAGED_REASON) for d in letters),
         )
+
+
+def _tag(origin: Origin | None) -> bytes | None:
+    return None if origin is None else msgspec.json.encode(origin)

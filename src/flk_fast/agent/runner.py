@@ -18,6 +18,11 @@ most one window of events plus one input chunk.
 Crash safety: see :mod:`flk_fast.agent.outbox`. Every PCS is durably appended with the
 input checkpoint before it is sent; a restart resends what is pending and resumes the
 input after the last summarised event.
+
+Damage: at start the outbox is searched for pending records that cannot be read. Each
+one whose origin (a WAL tag) names the input being read is summarised again from the
+input's bytes, with its epoch, once the same canonical rows are found there; the rest
+are dead-lettered as lost at ``drain()`` (``AgentSummary.lost``, exit 5 in the CLI).
 """
 
 from __future__ import annotations
@@ -36,9 +41,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import blake3
 import numpy as np
 
-from flk_fast.agent.outbox import Checkpoint, Outbox, fingerprint, stamp, utc_now
+from flk_fast.agent.outbox import (
+    Checkpoint,
+    Damaged,
+    Origin,
+    Outbox,
+    fingerprint,
+    stamp,
+    utc_now,
+)
 from flk_fast.agent.retry import RetryPolicy
 from flk_fast.agent.source import (
     CHUNK,
@@ -50,7 +64,7 @@ from flk_fast.agent.source import (
     parse_block,
 )
 from flk_fast.agent.windows import Window, Windower
-from flk_fast.errors import ConfigError, InputError
+from flk_fast.errors import ConfigError, FlkError, InputError, StorageError
 from flk_fast.protocol.codec import decode_pcs, encode_pcs
 from flk_fast.protocol.pcs import PCS
 
@@ -143,15 +157,22 @@ class AgentSummary:
     malformed: int = 0
     requests: int = 0
     retries: int = 0
+    #: Pending outbox records found damaged at start; of those, summarised again from
+    #: the input, and dead-lettered as lost (their window was not delivered).
+    damaged: int = 0
+    resummarized: int = 0
+    lost: int = 0
     elapsed_s: float = 0.0
 
     def line(self) -> str:
         rate = self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
         return (
             f"sent={self.sent} accepted={self.accepted} escalated={self.escalated} "
-            f"dead_lettered={self.dead_lettered} windows={self.windows} "
+            f"dead_lettered={self.dead_lettered} lost={self.lost} "
+            f"windows={self.windows} "
             f"resent={self.resent} events={self.events} malformed={self.malformed} "
-            f"retries={self.retries} elapsed={self.elapsed_s:.2f}s "
+            f"retries={self.retries} damaged={self.damaged} "
+            f"resummarized={self.resummarized} elapsed={self.elapsed_s:.2f}s "
             f"rate={rate:,.0f} events/s"
         )
 
@@ -270,6 +291,10 @@ class Agent:
         self._fatal: BaseException | None = None
         self._api_fed: dict[str, int] = {}  # events given to feed() per source
         self._api_done: dict[str, int] = {}  # of those, events summarised
+        # Origins of the windows about to be appended, per file source (see _pump).
+        self._origins: dict[str, Callable[[list[Window], list[PCS]], list[Any]]] = {}
+        self._damaged: dict[int, Damaged] = {}  # found at start, not yet dealt with
+        self._why_lost: dict[int, str] = {}  # why one could not be summarised again
 
     # -- life cycle -------------------------------------------------------------------
     async def _run_io(self, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
@@ -291,6 +316,18 @@ class Agent:
             removed = await self._run_io(self.outbox.compact, cfg.compact_after_s)
             if any(removed):
                 log.info("compacted %d outbox and %d DLQ records", *removed)
+        for d in await self._run_io(self.outbox.damaged):
+            self._damaged[d.seq] = d
+            log.error(
+                "outbox record %d is damaged (%s); %s",
+                d.seq,
+                d.reason,
+                f"its window ({d.origin.source}, epoch {d.origin.epoch}) will be "
+                "summarised again from the input if it still holds it"
+                if d.origin
+                else "its origin is unknown: it is lost",
+            )
+        self.summary.damaged = len(self._damaged)
         if self._client is None:
             from flk_fast.agent.client import DeliveryClient, tls_context
 
@@ -366,7 +403,10 @@ class Agent:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.outbox is not None and self._acks:
             acks, self._acks = self._acks, []
-            await self._run_io(self.outbox.ack, acks)
+            try:
+                await self._run_io(self.outbox.ack, acks)
+            except StorageError as exc:  # they stay pending: resent, deduplicated
+                log.warning("the last %d acks were not recorded: %s", len(acks), exc)
         if self._client is not None:  # started by start(), injected or not
             await self._client.close()
         if self.outbox is not None:
@@ -402,7 +442,10 @@ class Agent:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # noqa: BLE001 - reported through drain()
-                log.exception("agent background task failed")
+                if isinstance(exc, FlkError):  # e.g. a full disk: said once, plainly
+                    log.error("agent background task failed: %s", exc)
+                else:
+                    log.exception("agent background task failed")
                 self._fatal = exc
                 self._idle.set()
                 async with self._room:
@@ -478,7 +521,10 @@ class Agent:
                 log.info("compacted %d outbox and %d DLQ records", *removed)
 
     async def drain(self) -> None:
-        """Wait until every PCS made or found is acknowledged or dead-lettered."""
+        """Wait until every PCS made or found is acknowledged or dead-lettered.
+
+        Damaged records not summarised again by now are dead-lettered as lost."""
+        await self._settle_damaged()
         if self._resend_task is not None:
             await self._resend_task
         while self._outstanding or self._acks:
@@ -489,7 +535,79 @@ class Agent:
                 await asyncio.sleep(0.01)
         self._tick(force=True)
 
+    async def _settle_damaged(self) -> None:
+        assert self.outbox is not None
+        for seq, d in sorted(self._damaged.items()):
+            why = self._why_lost.get(seq) or (
+                f"its input {d.origin.source} was not read in this run"
+                if d.origin
+                else "its origin is unknown (damaged too, or not a file input)"
+            )
+            await self._run_io(self.outbox.dead_letter_damaged, d, why)
+            log.error("outbox record %d lost: %s", seq, why)
+            self.summary.lost += 1
+        self._damaged.clear()
+
+    async def _recover(self, path: Path, fmt: str, source_id: str) -> None:
+        """Summarise again the damaged records whose origin is this input."""
+        for seq, d in sorted(self._damaged.items()):
+            if d.origin is None or d.origin.source != source_id:
+                continue
+            await self._wait_for_room()
+            try:
+                new_seq, pcs = await self._run_io(self._resummarize, path, fmt, d)
+            except _Uncovered as exc:
+                self._why_lost[seq] = str(exc)
+                continue
+            del self._damaged[seq]
+            log.warning(
+                "outbox record %d summarised again from %s bytes %d-%d (epoch %d) "
+                "as record %d",
+                seq,
+                path,
+                d.origin.start,
+                d.origin.end,
+                d.origin.epoch,
+                new_seq,
+            )
+            self.summary.resummarized += 1
+            await self._enqueue(new_seq, pcs)
+
+    def _resummarize(self, path: Path, fmt: str, d: Damaged) -> tuple[int, PCS]:
+        """Work thread: the window of ``d`` from the input, summarised and appended.
+
+        The bytes must give exactly the events whose canonical rows were hashed into
+        the origin; anything else (a rewritten or truncated input) is not the window.
+        """
+        assert self.outbox is not None and d.origin is not None
+        o = d.origin
+        with open(path, "rb") as f:
+            f.seek(o.start)
+            block = f.read(max(0, o.end - o.start))
+        if len(block) != o.end - o.start:
+            raise _Uncovered(f"{path} ends before byte {o.end}")
+        batch, _bad = parse_block(
+            fmt, block, o.start, o.line, source=str(path),
+            max_abs=self.cfg.max_abs_coordinate,
+        )  # fmt: skip
+        windower = Windower(max(o.events, 1))
+        windows = windower.push(batch)
+        last = windower.flush()
+        if last is not None:
+            windows.append(last)
+        if len(windows) != 1 or _rows_digest(windows[0].rows) != o.rows:
+            raise _Uncovered(
+                f"{path} bytes {o.start}-{o.end} no longer hold its events"
+            )
+        try:
+            pcs = self._summarize(windows[0], shard_id=o.shard, epoch=o.epoch)
+        except (ValueError, ArithmeticError) as exc:
+            raise _Uncovered(f"its window cannot be summarised: {exc}") from None
+        return self.outbox.replace_damaged(d, encode_pcs(pcs)), pcs
+
     def _raise_fatal(self) -> None:
+        if isinstance(self._fatal, StorageError):
+            raise self._fatal  # the CLI maps it (exit 4 with its message)
         if self._fatal is not None:
             raise RuntimeError(f"the agent stopped: {self._fatal!r}") from self._fatal
 
@@ -544,12 +662,14 @@ class Agent:
         done = windows[: len(made)]
         items: list[tuple[int, PCS]] = []
         if made:
+            tagger = self._origins.get(source_id) if source_id else None
             seqs = self.outbox.append(
                 [encode_pcs(p) for p in made],
                 shard_id=shard,
                 next_epoch=epoch,
                 source_id=source_id,
                 checkpoint=checkpoint(done) if checkpoint is not None else None,
+                origins=tagger(done, made) if tagger is not None else None,
             )
             self._epochs[shard] = self._assigned[shard] = epoch
             items = list(zip(seqs, made, strict=True))
@@ -719,6 +839,7 @@ class Agent:
                     ck.offset,
                     ck.events,
                 )
+            await self._recover(p, fmt or guess_format(str(p)), source_id)
             self._bytes_total = os.path.getsize(p)
             self._bytes_done = start
             await self._pump(src, fmt or guess_format(str(p)), source_id, ck, str(p))
@@ -756,6 +877,29 @@ class Agent:
         # Events parsed but not yet in a window sit in the windower; the checkpoint of a
         # window counts only the events up to its end.
         counted = {"events": events_before, "windows": windows_before}
+        if not stdin:
+            at = {"off": splitter.offset, "line": splitter.line}
+
+            def origins(done: list[Window], made: list[PCS]) -> list[Origin | None]:
+                """Where each window about to be appended lies in the input."""
+                out: list[Origin | None] = []
+                for w, pcs in zip(done, made, strict=True):
+                    out.append(
+                        Origin(
+                            source=source_id,
+                            shard=pcs.shard_id,
+                            epoch=pcs.epoch,
+                            start=at["off"],
+                            end=w.end_offset,
+                            line=at["line"],
+                            events=len(w),
+                            rows=_rows_digest(w.rows),
+                        )
+                    )
+                    at["off"], at["line"] = w.end_offset, w.end_line + 1
+                return out
+
+            self._origins[source_id] = origins
 
         def make_ck(done: list[Window]) -> Checkpoint:
             """The checkpoint after ``done``, the windows about to be appended."""
@@ -978,12 +1122,14 @@ class Agent:
     ) -> list[tuple[int, PCS]]:
         """Work thread: append PCS summarised elsewhere, with their checkpoint."""
         assert self.outbox is not None
+        tagger = self._origins.get(source_id)
         seqs = self.outbox.append(
             [encode_pcs(p) for p in made],
             shard_id=shard,
             next_epoch=next_epoch,
             source_id=source_id,
             checkpoint=checkpoint(windows),
+            origins=tagger(windows, made) if tagger is not None else None,
         )
         self._epochs[shard] = next_epoch
         return list(zip(seqs, made, strict=True))
@@ -1016,6 +1162,15 @@ def _rejected(w: Window, exc: BaseException, where: str) -> InputError:
         source=where,
         position=w.first_line,
     )
+
+
+class _Uncovered(Exception):  # noqa: N818 - internal, turned into a "lost" reason
+    """The input no longer holds a damaged record's window."""
+
+
+def _rows_digest(rows: bytes) -> str:
+    """BLAKE3 of a window's canonical rows, 128 bits: the origin's proof of identity."""
+    return blake3.blake3(rows).hexdigest(16)
 
 
 class _PartialAppend(Exception):  # noqa: N818 - internal carrier, never escapes

@@ -3,8 +3,10 @@
 Exit codes (also in docs/agent.md): 0 everything delivered (accepted or escalated by the
 server), 1 some PCS were dead-lettered, 2 bad usage, configuration, key or input
 (including a malformed line with ``--on-malformed stop``), 3 the data directory is in
-use by another agent, 4 the agent failed (outbox storage error or an internal error;
-pending PCS stay in the outbox), 130 interrupted (pending PCS stay in the outbox).
+use by another agent, 4 the agent failed (outbox storage error: disk full, a damaged
+outbox or checkpoint, I/O; or an internal error; pending PCS stay in the outbox),
+5 damaged outbox records whose windows could not be summarised again were dead-lettered
+as lost (``lost=N``), 130 interrupted (pending PCS stay in the outbox).
 """
 
 from __future__ import annotations
@@ -34,14 +36,24 @@ from flk_fast.protocol.signing import SIG_VERSIONS  # noqa: E402
 #: Outbox records read (and held) at a time by ``flk outbox replay``/``dlq retry``.
 _REPLAY_CHUNK = 256
 
-EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_BUSY, EXIT_FAILED, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    130,
-)
+EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_BUSY, EXIT_FAILED, EXIT_LOST = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+
+
+def _storage_message(exc: BaseException, data_dir: str) -> str:
+    """One message per storage failure, the same at start and mid-run."""
+    from flk_fast.storage.wal_lmdb import WalDamagedError, WalFullError
+
+    if isinstance(exc, WalFullError):
+        return f"outbox: {exc}; pending PCS stay in the outbox"
+    if isinstance(exc, WalDamagedError):
+        where = exc.file.parent
+        return (
+            f"{exc}. Move {where} aside (keep it for inspection) or restore it from "
+            f"a backup, then start again; the PCS pending in it cannot be sent "
+            f"({data_dir})"
+        )
+    return f"outbox: {exc}; pending PCS stay in the outbox"
 
 
 def _add_delivery_options(p: argparse.ArgumentParser) -> None:
@@ -488,7 +500,7 @@ def _agent(args: argparse.Namespace) -> int:
 async def _agent_main(
     args: argparse.Namespace, cfg: Any, summarize: Any, client: Any, fmt: str
 ) -> int:
-    from flk_fast.agent.outbox import OutboxBusyError
+    from flk_fast.agent.outbox import OutboxBusyError, OutboxDamagedError
     from flk_fast.agent.runner import Agent, install_signal_handlers
     from flk_fast.errors import FlkError, StorageError
 
@@ -513,8 +525,10 @@ async def _agent_main(
         code = EXIT_INTERRUPTED
     except OutboxBusyError as exc:
         return fail(str(exc), EXIT_BUSY)
+    except OutboxDamagedError as exc:
+        code = fail(str(exc), EXIT_FAILED)
     except StorageError as exc:
-        code = fail(f"outbox: {exc}; pending PCS stay in the outbox", EXIT_FAILED)
+        code = fail(_storage_message(exc, cfg.data_dir), EXIT_FAILED)
     except FlkError as exc:
         code = fail(str(exc), EXIT_USAGE)
     except (RuntimeError, OSError) as exc:
@@ -530,7 +544,9 @@ async def _agent_main(
         print(line, flush=True)
     else:
         logging.getLogger("flk_fast.agent").info(line)
-    if code == EXIT_OK and s.dead_lettered:
+    if code == EXIT_OK and s.lost:
+        code = EXIT_LOST
+    elif code == EXIT_OK and s.dead_lettered:
         code = EXIT_DEAD
     return code
 
@@ -546,6 +562,38 @@ def _open_outbox(args: argparse.Namespace, *, lock: bool) -> Any:
     return Outbox(args.data_dir, lock=lock)
 
 
+def _usage(exc: BaseException) -> int:
+    """Exit 2 for a usage error; storage errors go on to ``_outbox_command``."""
+    from flk_fast.errors import StorageError
+
+    if isinstance(exc, StorageError):
+        raise exc
+    return fail(str(exc))
+
+
+def _outbox_command(fn: Any) -> Any:
+    """Outbox/DLQ commands: a damaged or full outbox is a message and exit 4, never a
+    traceback (the storage errors raised after the outbox opened)."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        from flk_fast.agent.outbox import OutboxBusyError, OutboxDamagedError
+        from flk_fast.errors import StorageError
+
+        try:
+            return int(fn(args))
+        except OutboxBusyError as exc:
+            return fail(str(exc), EXIT_BUSY)
+        except OutboxDamagedError as exc:
+            return fail(str(exc), EXIT_FAILED)
+        except StorageError as exc:
+            return fail(_storage_message(exc, args.data_dir), EXIT_FAILED)
+
+    return run
+
+
+@_outbox_command
 def _outbox_status(args: argparse.Namespace) -> int:
     import msgspec
 
@@ -554,7 +602,7 @@ def _outbox_status(args: argparse.Namespace) -> int:
     try:
         ob = _open_outbox(args, lock=False)
     except FlkError as exc:
-        return fail(str(exc))
+        return _usage(exc)
     with ob:
         st = ob.status()
     doc = {
@@ -562,6 +610,8 @@ def _outbox_status(args: argparse.Namespace) -> int:
         "acked": st.acked,
         "first_pending": st.first_pending,
         "dead_letters": st.dead_letters,
+        "damaged": st.damaged,
+        "lost": st.lost,
         "disk_bytes": st.disk_bytes,
         "epochs": st.epochs,
         "checkpoints": {k: msgspec.to_builtins(v) for k, v in st.checkpoints.items()},
@@ -573,6 +623,16 @@ def _outbox_status(args: argparse.Namespace) -> int:
         f"pending {st.pending}  acked {st.acked}  dead letters {st.dead_letters}  "
         f"disk {st.disk_bytes / 1e6:.1f} MB"
     )
+    if st.damaged:
+        print(
+            f"damaged {st.damaged}: pending records that cannot be read; the next "
+            "'flk agent' run on their input summarises them again (or counts them lost)"
+        )
+    if st.lost:
+        print(
+            f"lost {st.lost}: damaged records whose windows could not be summarised "
+            "again (dead letters, see 'flk dlq list')"
+        )
     for shard, ep in sorted(st.epochs.items()):
         print(f"shard {shard}: next epoch {ep}")
     for src, ck in sorted(st.checkpoints.items()):
@@ -671,6 +731,7 @@ async def _replay(
     return acked, escalated, dead
 
 
+@_outbox_command
 def _outbox_replay(args: argparse.Namespace) -> int:
     from flk_fast.agent.outbox import OutboxBusyError
     from flk_fast.errors import FlkError
@@ -683,7 +744,7 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     except OutboxBusyError as exc:
         return fail(str(exc), EXIT_BUSY)
     except FlkError as exc:
-        return fail(str(exc))
+        return _usage(exc)
     print(
         f"replayed {acked + dead}: acknowledged {acked} (escalated {esc}), "
         f"dead-lettered {dead}"
@@ -691,13 +752,14 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     return EXIT_DEAD if dead else EXIT_OK
 
 
+@_outbox_command
 def _outbox_compact(args: argparse.Namespace) -> int:
     from flk_fast.errors import FlkError
 
     try:
         ob = _open_outbox(args, lock=False)
     except FlkError as exc:
-        return fail(str(exc))
+        return _usage(exc)
     with ob:
         n_out, n_dlq = ob.compact(args.older_than)
     print(
@@ -706,6 +768,7 @@ def _outbox_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_outbox_command
 def _dlq_list(args: argparse.Namespace) -> int:
     import msgspec
 
@@ -714,7 +777,7 @@ def _dlq_list(args: argparse.Namespace) -> int:
     try:
         ob = _open_outbox(args, lock=False)
     except FlkError as exc:
-        return fail(str(exc))
+        return _usage(exc)
     with ob:
         letters = ob.dead_letters()
     for d in letters:
@@ -740,6 +803,7 @@ def _chosen(args: argparse.Namespace) -> list[int] | None:
     return None if args.all else list(args.seqs)
 
 
+@_outbox_command
 def _dlq_retry(args: argparse.Namespace) -> int:
     from flk_fast.agent.outbox import OutboxBusyError
     from flk_fast.errors import FlkError
@@ -761,10 +825,11 @@ def _dlq_retry(args: argparse.Namespace) -> int:
     except OutboxBusyError as exc:
         return fail(str(exc), EXIT_BUSY)
     except (FlkError, ValueError) as exc:
-        return fail(str(exc))
+        return _usage(exc)
     return EXIT_OK
 
 
+@_outbox_command
 def _dlq_drop(args: argparse.Namespace) -> int:
     from flk_fast.errors import FlkError
 
@@ -773,6 +838,6 @@ def _dlq_drop(args: argparse.Namespace) -> int:
         with _open_outbox(args, lock=False) as ob:
             n = ob.dlq_drop(seqs)
     except (FlkError, ValueError) as exc:
-        return fail(str(exc))
+        return _usage(exc)
     print(f"dropped {n} dead letter(s)")
     return EXIT_OK

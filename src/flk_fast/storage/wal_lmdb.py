@@ -7,12 +7,16 @@ A rotating WAL (``rotate_daily=True``) keeps one segment per UTC day in
 ``path/YYYY-MM-DD/`` and deletes whole days past ``retention_days``; deleting a day's
 directory is the only way to give disk space back, because LMDB files never shrink.
 
-Each environment holds four named databases:
+Each environment holds five named databases:
 
 ``records``  8-byte big-endian seq -> header + checksum + payload
 ``acks``     8-byte big-endian seq -> b"" (present = acknowledged)
-``meta``     caller's key -> value (written in the same transaction as records)
-``sys``      ``last_seq`` -> 8-byte counter, so seqs never repeat after compaction
+``meta``     caller's key -> tag + checksum + value (written in the same transaction
+             as records)
+``sys``      ``last_seq`` -> 8-byte counter + checksum, so seqs never repeat after
+             compaction; ``format`` -> b"2" once meta and sys values are checksummed
+``tags``     8-byte seq -> checksum + a small caller value describing the record
+             (where it came from), deleted with the record by compaction
 
 Sequence numbers increase monotonically. In a plain WAL they are dense from 1. In a
 rotating WAL a seq is ``(days since 1970-01-01) << 40 | n``: every day starts its own
@@ -31,7 +35,24 @@ wrong key. LMDB commits are atomic (copy-on-write pages, meta page written last)
 crash mid-commit loses the whole uncommitted transaction rather than tearing it; the
 checksum catches what LMDB cannot: bit rot, torn sectors under ``sync=False``, and
 tampering. A bad record is logged with its seq, passed to ``on_corrupt`` and skipped;
-the records after it are still returned.
+the records after it are still returned. A key that is not an 8-byte seq at all (a
+flipped length byte) is reported with seq 0 and skipped the same way.
+
+Meta, sys and tag values carry the same 64-bit BLAKE3 checksum (over the database name,
+the key and the value): one changed byte in a checkpoint would otherwise be read as a
+different, valid checkpoint. Format 1 WALs (no such checksums) are migrated once, when
+a segment is first opened by this version, in one transaction: every value is rewritten
+with its checksum and ``format`` is set. A meta value that fails its checksum raises
+``WalDamagedError`` (never read wrong, never read as absent); a damaged ``last_seq``
+is rebuilt above every key present plus a margin (``_SEQ_MARGIN``), so no seq handed
+out before the damage is handed out again.
+
+Damage that LMDB itself reports (``MDB_CORRUPTED``, a page of the wrong type, an invalid
+file) while opening or outside the records is ``WalDamagedError``, naming the file; a
+file shorter than its meta page says is refused before any page is touched, because a
+read through the map past the end of the file is a SIGBUS, not an exception. A full
+device (``lmdb.DiskError``, ``ENOSPC``, or a commit that fails on a device with almost
+no space left) is ``WalFullError``. Neither loses what is already committed.
 
 Durability and concurrency
 --------------------------
@@ -48,6 +69,7 @@ adopts a size grown by another process), so callers never see ``MapFullError``.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
 import os
 import shutil
@@ -57,7 +79,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import blake3
 import lmdb
@@ -66,7 +88,7 @@ from flk_fast.errors import StorageError, WalCorruptionError
 
 from .base import OnCorrupt, WalRecord, WalStats
 
-__all__ = ["LmdbWal", "DEFAULT_MAP_SIZE"]
+__all__ = ["DEFAULT_MAP_SIZE", "LmdbWal", "WalDamagedError", "WalFullError"]
 
 log = logging.getLogger("flk_fast.storage.wal")
 
@@ -81,8 +103,114 @@ _SEQ = struct.Struct(">Q")
 _DAY_SHIFT = 40  # rotating WAL: seq = day << 40 | n  (2^40 records a day is plenty)
 _CHUNK = 512  # records read per read transaction: keeps read txns short
 _LAST_SEQ = b"last_seq"
+_FORMAT = b"format"
+_FORMAT_2 = b"2"
+_META_TAG = b"\xfb\x02"  # never the first bytes of a format-1 value (JSON, b"1")
 _SEQ_MAX = (1 << 64) - 1
+#: Seqs skipped when ``last_seq`` is damaged: the highest seq ever handed out may have
+#: been compacted away, so "above every key present" alone could reuse one.
+_SEQ_MARGIN = 1 << 24
+#: Below this many free bytes on the device, a failed commit is a full disk (LMDB
+#: reports a short write as a plain I/O error).
+_LOW_SPACE = 1 << 20
 _T = TypeVar("_T")
+
+
+class WalDamagedError(StorageError):
+    """LMDB's own structures, or a checksummed meta value, are damaged.
+
+    ``file`` is the damaged ``data.mdb``. What is committed elsewhere is intact, but
+    this WAL cannot be read safely: move its directory aside (or restore it).
+    """
+
+    def __init__(self, file: Path, detail: str) -> None:
+        self.file = file
+        self.detail = detail
+        super().__init__(f"{file} is damaged: {detail}")
+
+
+class WalFullError(StorageError):
+    """The device holding the WAL is full; the failed write committed nothing."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"WAL {path}: no space left on the device ({detail}); free some space "
+            "and start again (everything committed before is kept)"
+        )
+
+
+_DAMAGE = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.PanicError,
+    lmdb.VersionMismatchError,
+    lmdb.BadTxnError,
+    lmdb.BadDbiError,
+    lmdb.BadValsizeError,
+)
+
+
+def _low_space(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < _LOW_SPACE
+    except OSError:
+        return False
+
+
+def _storage_error(path: Path, exc: BaseException) -> StorageError:
+    """The one mapping from LMDB / OS failures of a segment to ``StorageError``s."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, lmdb.DiskError | lmdb.MapFullError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    ):
+        return WalFullError(path, str(exc))
+    if isinstance(exc, _DAMAGE):
+        return WalDamagedError(path / "data.mdb", f"{exc} (LMDB cannot read it)")
+    if isinstance(exc, lmdb.Error | OSError) and _low_space(path):
+        return WalFullError(path, str(exc))
+    return StorageError(f"WAL {path}: {exc}")
+
+
+def _value_sum(db: bytes, key: bytes, value: bytes | memoryview) -> bytes:
+    h = blake3.blake3(db)
+    h.update(_SEQ.pack(len(key)))
+    h.update(key)
+    h.update(value)
+    return h.digest(_SUM_LEN)
+
+
+def _seal(db: bytes, key: bytes, value: bytes) -> bytes:
+    """A checksummed meta/sys/tag value (module docstring)."""
+    return _META_TAG + _value_sum(db, key, value) + value
+
+
+def _unseal(db: bytes, key: bytes, raw: Any) -> bytes | None:
+    """The value of a checksummed value, or None when it fails its checksum."""
+    raw = bytes(raw)
+    head = len(_META_TAG) + _SUM_LEN
+    if len(raw) < head or not raw.startswith(_META_TAG):
+        return None
+    value = raw[head:]
+    if _value_sum(db, key, value) != raw[len(_META_TAG) : head]:
+        return None
+    return value
+
+
+def _seq_of(key: Any) -> int:
+    """The seq of a records/acks/tags key; 0 when the key is not 8 bytes (damage)."""
+    return int(_SEQ.unpack(key)[0]) if len(key) == _SEQ.size else 0
+
+
+def _after(key: Any) -> int:
+    """The smallest seq whose key sorts after ``key`` (LMDB's order: memcmp, then the
+    shorter key first), so a reader steps over a key that is not a seq."""
+    key = bytes(key)
+    if len(key) < _SEQ.size:
+        return int(_SEQ.unpack(key.ljust(_SEQ.size, b"\0"))[0])
+    return int(_SEQ.unpack(key[: _SEQ.size])[0]) + 1
 
 
 def _checksum(seq_key: bytes, header: bytes, data: bytes | memoryview) -> bytes:
@@ -148,58 +276,141 @@ class _Segment:
         self.path = path
         self.base = base
         created = not (path / "data.mdb").exists()
-        path.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(
-            str(path),
-            map_size=map_size,
-            max_dbs=4,
-            sync=sync,
-            metasync=sync,
-            readahead=False,  # random reads of one record should not pull in neighbours
-        )
-        # Through write(): another process may grow the map between our open and this
-        # first transaction (MapResizedError; seen in the 2-process test).
-        self.records, self.acks, self.meta, self.sys = self.write(
-            lambda txn: [
-                self.env.open_db(name, txn=txn)
-                for name in (b"records", b"acks", b"meta", b"sys")
-            ]
-        )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                max_dbs=5,
+                sync=sync,
+                metasync=sync,
+                readahead=False,  # random reads of one record: no neighbours
+            )
+        except (lmdb.Error, OSError) as exc:
+            raise _storage_error(path, exc) from None
+        try:
+            self._check_size()
+            # Through write(): another process may grow the map between our open and
+            # this first transaction (MapResizedError; seen in the 2-process test).
+            self.records, self.acks, self.meta, self.sys, self.tags = self.write(
+                lambda txn: [
+                    self.env.open_db(name, txn=txn)
+                    for name in (b"records", b"acks", b"meta", b"sys", b"tags")
+                ]
+            )
+            self.write(self._migrate)
+        except BaseException:
+            self.env.close()
+            raise
         if created and sync:
             # LMDB fsyncs its files, not the directories naming them: without this a
             # power loss could forget a new segment (a new day) with its records.
             fsync_dir(path)
             fsync_dir(path.parent)
 
+    def _check_size(self) -> None:
+        """Refuse a data.mdb shorter than the pages its meta page says it has.
+
+        LMDB reads pages through its memory map: a page past the end of a truncated
+        file is a SIGBUS that kills the process, so this is checked before any
+        transaction touches a page. (The meta pages themselves are read with pread.)
+        """
+        file = self.path / "data.mdb"
+        try:
+            size = os.stat(file).st_size
+        except FileNotFoundError:
+            return
+        need = (int(self.env.info()["last_pgno"]) + 1) * int(self.env.stat()["psize"])
+        if size < need:
+            raise WalDamagedError(
+                file,
+                f"truncated: {size} bytes, but its last page ends at byte {need}",
+            )
+
+    def _migrate(self, txn: lmdb.Transaction) -> None:
+        """Format 1 -> 2: checksum every meta value and ``last_seq`` (docstring)."""
+        if txn.get(_FORMAT, db=self.sys) is not None:
+            return
+        old = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self.meta)]
+        for k, v in old:
+            if not v.startswith(_META_TAG):  # else written by format 2 already
+                txn.put(k, _seal(b"meta", k, v), db=self.meta)
+        raw = txn.get(_LAST_SEQ, db=self.sys)
+        if raw is not None and len(raw) == _SEQ.size:
+            txn.put(_LAST_SEQ, _seal(b"sys", _LAST_SEQ, bytes(raw)), db=self.sys)
+        txn.put(_FORMAT, _FORMAT_2, db=self.sys)
+        if old:
+            log.info("WAL %s: %d meta values checksummed (format 2)", self.path, len(old))
+
+    def fail(self, exc: BaseException) -> NoReturn:
+        raise _storage_error(self.path, exc) from exc
+
     def write(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
         """Run ``fn`` in one write transaction, growing the map until it fits."""
-        for _ in range(64):
-            try:
-                with self.env.begin(write=True) as txn:
-                    return fn(txn)
-            except lmdb.MapFullError:
-                size = int(self.env.info()["map_size"])
-                self.env.set_mapsize(size * 2)
-                log.info("WAL %s: map grown to %d MiB", self.path, size * 2 >> 20)
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)  # another process grew it: adopt its size
-        raise StorageError(f"WAL {self.path}: could not grow the LMDB map")
+        try:
+            for _ in range(64):
+                try:
+                    with self.env.begin(write=True) as txn:
+                        return fn(txn)
+                except lmdb.MapFullError:
+                    size = int(self.env.info()["map_size"])
+                    self.env.set_mapsize(size * 2)
+                    log.info("WAL %s: map grown to %d MiB", self.path, size * 2 >> 20)
+                except lmdb.MapResizedError:
+                    self.env.set_mapsize(0)  # another process grew it: adopt its size
+        except (lmdb.Error, OSError) as exc:
+            self.fail(exc)
+        raise WalFullError(self.path, "the LMDB map cannot grow any further")
 
-    def read(self, fn: Callable[[lmdb.Transaction], _T]) -> _T:
-        for _ in range(8):
-            try:
-                with self.env.begin() as txn:
-                    return fn(txn)
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)
+    def read(self, fn: Callable[[lmdb.Transaction], _T], *, raw: bool = False) -> _T:
+        """Run ``fn`` in a read transaction. LMDB errors become ``StorageError``s
+        unless ``raw`` (the record readers step around damaged pages themselves)."""
+        try:
+            for _ in range(8):
+                try:
+                    with self.env.begin() as txn:
+                        return fn(txn)
+                except lmdb.MapResizedError:
+                    self.env.set_mapsize(0)
+        except (lmdb.Error, OSError) as exc:
+            if raw:
+                raise
+            self.fail(exc)
         raise StorageError(f"WAL {self.path}: map keeps being resized")
 
     def next_seqs(self, txn: lmdb.Transaction, n: int) -> int:
         """Reserve ``n`` seqs in ``txn``; return the first."""
         raw = txn.get(_LAST_SEQ, db=self.sys)
-        last = _SEQ.unpack(raw)[0] if raw else self.base
-        txn.put(_LAST_SEQ, _SEQ.pack(last + n), db=self.sys)
+        if raw is None:
+            last = self.base
+        else:
+            value = _unseal(b"sys", _LAST_SEQ, raw)
+            if value is not None and len(value) == _SEQ.size:
+                last = _SEQ.unpack(value)[0]
+            else:
+                last = self._rebuild_last_seq(txn)
+        txn.put(_LAST_SEQ, _seal(b"sys", _LAST_SEQ, _SEQ.pack(last + n)), db=self.sys)
         return last + 1
+
+    def _rebuild_last_seq(self, txn: lmdb.Transaction) -> int:
+        top = self.base
+        for db in (self.records, self.acks, self.tags):
+            cur = txn.cursor(db=db)
+            ok = cur.last()
+            while ok:
+                seq = _seq_of(cur.key())
+                if seq:  # the highest key of this database that is a seq
+                    top = max(top, seq)
+                    break
+                ok = cur.prev()
+        last = min(top + _SEQ_MARGIN, _SEQ_MAX - (1 << 32))
+        log.error(
+            "WAL %s: the seq counter is damaged; continuing at %d (above every seq "
+            "present, plus a margin)",
+            self.path,
+            last + 1,
+        )
+        return last
 
     def close(self) -> None:
         self.env.close()
@@ -394,12 +605,23 @@ class LmdbWal:
         return self.append_many([data], meta)[0]
 
     def append_many(
-        self, items: Sequence[bytes], meta: Mapping[bytes, bytes] | None = None
+        self,
+        items: Sequence[bytes],
+        meta: Mapping[bytes, bytes] | None = None,
+        *,
+        tags: Sequence[bytes | None] | None = None,
     ) -> list[int]:
-        """Append ``items`` and ``meta`` in one transaction (one fsync); return seqs."""
+        """Append ``items`` and ``meta`` in one transaction (one fsync); return seqs.
+
+        ``tags``, one per item (None: no tag), are small values kept apart from the
+        records (another B-tree, their own checksum) and deleted with them: what the
+        caller needs to rebuild a record that turns out to be damaged.
+        """
         for item in items:
             if not isinstance(item, bytes):
                 raise TypeError(f"WAL records are bytes, not {type(item).__name__}")
+        if tags is not None and len(tags) != len(items):
+            raise ValueError(f"{len(tags)} tags for {len(items)} WAL records")
         check_meta(meta)
         if not items and not meta:
             return []
@@ -415,8 +637,11 @@ class LmdbWal:
                     # append=True: keys only grow, so LMDB may skip the B-tree search
                     txn.put(key, _encode(key, item, now), db=seg.records, append=True)
                     seqs.append(first + i)
+                    tag = tags[i] if tags is not None else None
+                    if tag is not None:
+                        txn.put(key, _seal(b"tags", key, tag), db=seg.tags)
                 for k, v in (meta or {}).items():
-                    txn.put(k, v, db=seg.meta)
+                    txn.put(k, _seal(b"meta", k, v), db=seg.meta)
                 return seqs
 
             return seg.write(put)
@@ -476,16 +701,83 @@ class LmdbWal:
 
     # -- reads -----------------------------------------------------------------------
     def get_meta(self, key: bytes) -> bytes | None:
-        """The latest value stored under ``key`` by ``append(…, meta=…)``."""
+        """The latest value stored under ``key`` by ``append(…, meta=…)``.
+
+        Raises ``WalDamagedError`` when the value fails its checksum.
+        """
         with self._lock:
             for day in reversed(self._disk_days()):
                 seg = self._segment(day, create=False)
                 if seg is None:
                     continue
-                value = seg.read(partial(_meta_get, seg, key))
-                if value is not None:
-                    return bytes(value)
+                raw = seg.read(partial(_meta_get, seg, key))
+                if raw is not None:
+                    value = _unseal(b"meta", key, raw)
+                    if value is None:
+                        raise WalDamagedError(
+                            seg.path / "data.mdb",
+                            f"the meta value {key.decode('ascii', 'replace')!r} "
+                            "fails its checksum",
+                        )
+                    return value
         return None
+
+    def get_tag(self, seq: int) -> bytes | None:
+        """The tag appended with record ``seq``; None if it has none, or if it is
+        damaged too (reported like a corrupt record)."""
+        key = _SEQ.pack(seq)
+        with self._lock:
+            seg = self._seg_of(seq)
+            if seg is None:
+                return None
+            raw = seg.read(lambda txn: txn.get(key, db=seg.tags))
+        if raw is None:
+            return None
+        value = _unseal(b"tags", key, raw)
+        if value is None:
+            self._report(seq, "its tag fails its checksum")
+        return value
+
+    def tagged(self) -> list[tuple[int, bool]]:
+        """``(seq, acked)`` of every record that has a tag, in seq order.
+
+        A tagged seq that is neither acked nor among the readable pending records was
+        lost to damage (a garbled key, a page LMDB cannot read): compaction deletes a
+        record, its ack and its tag in one transaction, so nothing else leaves one.
+        An ack that cannot be read counts as absent (the caller may redo the work).
+        """
+        out: list[tuple[int, bool]] = []
+        with self._lock:
+            for day in self._disk_days():
+                seg = self._segment(day, create=False)
+                if seg is None:
+                    continue
+                keys = seg.read(
+                    lambda txn, s=seg: [
+                        bytes(k) for k in txn.cursor(db=s.tags).iternext(values=False)
+                    ]
+                )
+                keys = [k for k in keys if _seq_of(k)]
+                try:
+                    acked = seg.read(
+                        lambda txn, s=seg: [
+                            txn.get(k, db=s.acks) is not None for k in keys
+                        ],
+                        raw=True,
+                    )
+                except lmdb.Error:
+                    acked = [False] * len(keys)
+                out.extend((_seq_of(k), a) for k, a in zip(keys, acked, strict=True))
+        return out
+
+    def drop_tags(self, seqs: Sequence[int]) -> None:
+        """Delete the tags of ``seqs`` (orphans once dealt with)."""
+        with self._lock:
+            for seq in seqs:
+                seg = self._seg_of(seq)
+                if seg is not None:
+                    key = _SEQ.pack(seq)
+                    seg.write(lambda txn, s=seg, k=key: txn.delete(k, db=s.tags))
 
     def get(self, seq: int) -> WalRecord | None:
         """The record ``seq``; ``None`` if absent; ``WalCorruptionError`` if corrupt."""
@@ -551,9 +843,19 @@ class LmdbWal:
             nxt = pos
             scanned = 0
             for key, raw in cur:
-                seq = _SEQ.unpack(key)[0]
-                nxt = seq + 1
+                seq = _seq_of(key)
                 scanned += 1
+                if not seq:
+                    nxt = _after(key)
+                    bad.append((0, f"a key that is not a seq: {bytes(key)[:16]!r}"))
+                    if len(out) + len(bad) >= _CHUNK:
+                        break
+                    continue
+                if seq < nxt:
+                    # A damaged branch page sends the cursor back to keys already
+                    # passed: the key-by-key reader steps over that stretch.
+                    raise lmdb.CorruptedError("keys out of order (damaged page)")
+                nxt = seq + 1
                 acked = acks.set_key(key)
                 if acked and not include_acked:
                     if scanned >= 8 * _CHUNK:
@@ -569,7 +871,7 @@ class LmdbWal:
             return out, nxt
 
         try:
-            out, nxt = seg.read(read)
+            out, nxt = seg.read(read, raw=True)
         except lmdb.Error:
             # A damaged B-tree page somewhere between ``pos`` and the end of the chunk:
             # walk again from ``pos`` itself (records before the damage are fine),
@@ -599,7 +901,11 @@ class LmdbWal:
             if at > _SEQ_MAX:
                 return out or None, at
             try:
-                found = seg.read(partial(_record_from, seg, _SEQ.pack(at)))
+                found = seg.read(partial(_record_from, seg, _SEQ.pack(at)), raw=True)
+                if found is not None and len(found[0]) == _SEQ.size and (
+                    _seq_of(found[0]) < at
+                ):
+                    raise lmdb.CorruptedError("keys out of order (damaged page)")
             except lmdb.Error as exc:
                 after = _next_readable(seg, at)
                 end = "the end of the segment" if after is None else f"seq {after}"
@@ -611,7 +917,11 @@ class LmdbWal:
             if found is None:  # no key at or after ``at``: end of the segment
                 return out or None, at
             key, raw, acked = found
-            seq = _SEQ.unpack(key)[0]
+            seq = _seq_of(key)
+            if not seq:
+                self._report(0, f"a key that is not a seq: {key[:16]!r}")
+                at = _after(key)
+                continue
             at = seq + 1
             if acked and not include_acked:
                 continue
@@ -637,8 +947,8 @@ class LmdbWal:
                 def read(txn: lmdb.Transaction, s: _Segment = seg) -> tuple[Any, ...]:
                     st_r, st_a = txn.stat(s.records), txn.stat(s.acks)
                     cur = txn.cursor(db=s.records)
-                    lo = _SEQ.unpack(cur.key())[0] if cur.first() else None
-                    hi = _SEQ.unpack(cur.key())[0] if cur.last() else None
+                    lo = _seq_of(cur.key()) if cur.first() else None
+                    hi = _seq_of(cur.key()) if cur.last() else None
                     env_st = s.env.stat()
                     pages = sum(
                         env_st[k]
@@ -745,6 +1055,7 @@ def _compact_chunk(
             continue
         txn.delete(key, db=seg.records)
         txn.delete(key, db=seg.acks)
+        txn.delete(key, db=seg.tags)
         removed += 1
     # Young acked records stay behind at the front of ``acks``; stop once a pass made
     # no progress so the loop in ``compact`` terminates.
@@ -765,10 +1076,11 @@ def _record_from(
 def _readable_from(seg: _Segment, seq: int) -> bool:
     """Whether a cursor can be positioned at the first key >= ``seq``."""
     try:
-        seg.read(partial(_record_from, seg, _SEQ.pack(seq)))
+        found = seg.read(partial(_record_from, seg, _SEQ.pack(seq)), raw=True)
     except lmdb.Error:
         return False
-    return True
+    # Landing before ``seq`` is damage too (a garbled branch page).
+    return found is None or len(found[0]) != _SEQ.size or _seq_of(found[0]) >= seq
 
 
 def _next_readable(seg: _Segment, bad: int) -> int | None:
