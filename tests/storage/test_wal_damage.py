@@ -9,6 +9,7 @@ damaged page).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,4 +149,147 @@ def test_rotating_wal_damage_does_not_enumerate_seqs(
     expect = [s for s in day0 + day1 if s not in damage]
     # (no ``with``: a hung replay thread holds the WAL's lock, close() would wait)
     assert _replay_within(wal, 10) == expect
+    wal.close()
+
+
+# -- real damage in the file (issue 11) ------------------------------------------------
+def _raw_put(path: Path, db: bytes, key: bytes, value: bytes) -> None:
+    """Write straight into one of the WAL's databases, as damage or an old version
+    would have left it."""
+    env = lmdb.open(str(path), max_dbs=5)
+    with env.begin(write=True) as txn:
+        txn.put(key, value, db=env.open_db(db, txn=txn))
+    env.close()
+
+
+@pytest.mark.parametrize("key", [b"\x00" * 6 + b"\x05", b"\x00" * 7 + b"\x05\x01"])
+def test_keys_that_are_not_seqs_are_reported_and_skipped(
+    tmp_path: Path, key: bytes
+) -> None:
+    # Was: struct.error: unpack requires a buffer of 8 bytes (a flipped length byte).
+    with LmdbWal(tmp_path) as wal:
+        wal.append_many([b"r%d" % i for i in range(1, 11)])
+    _raw_put(tmp_path, b"records", key, b"garbage")
+    seen: list[tuple[int, str]] = []
+    with LmdbWal(tmp_path, on_corrupt=lambda s, why: seen.append((s, why))) as wal:
+        assert _replay_within(wal, 10) == list(range(1, 11))
+        assert [s for s, _ in seen] == [0] and "not a seq" in seen[0][1]
+        st = wal.stats()
+        assert (st.first_seq, st.last_seq) == (1, 10)
+        assert wal.append(b"next") == 11
+
+
+def test_out_of_order_keys_end_the_replay(tmp_path: Path) -> None:
+    # A cursor sent back to keys already passed (a garbled branch page) yielded the
+    # same record hundreds of times.
+    with LmdbWal(tmp_path) as wal:
+        wal.append_many([b"r%d" % i for i in range(1, 21)])
+        real = wal_lmdb._record_from
+
+        def lost(seg: Any, key: bytes, txn: Any) -> Any:
+            seq = int.from_bytes(key, "big")
+            return real(seg, (5 if 8 <= seq <= 12 else seq).to_bytes(8, "big"), txn)
+
+        wal_lmdb._record_from = lost  # type: ignore[assignment]
+        try:
+            got = list(wal._probe_past(wal._segment(0), 6, False)[0] or [])
+        finally:
+            wal_lmdb._record_from = real  # type: ignore[assignment]
+        seqs = [r.seq for r in got]
+        assert seqs == sorted(set(seqs)) and 6 in seqs and 13 in seqs
+
+
+def test_meta_value_checksum(tmp_path: Path) -> None:
+    with LmdbWal(tmp_path) as wal:
+        wal.append(b"r", meta={b"state": b'{"events":1000}'})
+    raw = (tmp_path / "data.mdb").read_bytes()
+    at = raw.rindex(b'{"events":1000}')
+    (tmp_path / "data.mdb").write_bytes(raw[:at] + b'{"events":2000}' + raw[at + 15 :])
+    with LmdbWal(tmp_path) as wal:
+        with pytest.raises(wal_lmdb.WalDamagedError, match="'state' fails its check"):
+            wal.get_meta(b"state")
+        assert [r.data for r in wal.replay()] == [b"r"]
+
+
+def test_format_1_meta_is_migrated_once(tmp_path: Path) -> None:
+    # A WAL written before meta checksums: plain values, an 8-byte last_seq.
+    env = lmdb.open(str(tmp_path), max_dbs=4)
+    with env.begin(write=True) as txn:
+        txn.put(b"state", b'{"a":1}', db=env.open_db(b"meta", txn=txn))
+        txn.put(b"last_seq", (41).to_bytes(8, "big"), db=env.open_db(b"sys", txn=txn))
+    env.close()
+    with LmdbWal(tmp_path) as wal:
+        assert wal.get_meta(b"state") == b'{"a":1}'
+        assert wal.append(b"x") == 42  # the counter survived the migration
+    env = lmdb.open(str(tmp_path), max_dbs=5, readonly=True)
+    with env.begin() as txn:
+        stored = txn.get(b"state", db=env.open_db(b"meta", txn=txn))
+        assert stored.endswith(b'{"a":1}') and stored != b'{"a":1}'  # checksummed
+        assert txn.get(b"format", db=env.open_db(b"sys", txn=txn)) == b"2"
+    env.close()
+    with LmdbWal(tmp_path) as wal:  # read again: migrated once, not wrapped twice
+        assert wal.get_meta(b"state") == b'{"a":1}'
+
+
+def test_damaged_seq_counter_never_reuses_a_seq(tmp_path: Path) -> None:
+    with LmdbWal(tmp_path) as wal:
+        wal.append_many([b"r%d" % i for i in range(1, 6)])
+    _raw_put(tmp_path, b"sys", b"last_seq", b"\x00" * 16)  # fails its checksum
+    with LmdbWal(tmp_path) as wal:
+        assert wal.append(b"next") > 5
+
+
+def test_truncated_file_is_refused_before_any_page_is_read(tmp_path: Path) -> None:
+    # Reading a page past the end of the file through LMDB's map is a SIGBUS.
+    with LmdbWal(tmp_path) as wal:
+        wal.append_many([b"x" * 1000 for _ in range(200)])
+    mdb = tmp_path / "data.mdb"
+    os.truncate(mdb, mdb.stat().st_size // 2)
+    with pytest.raises(wal_lmdb.WalDamagedError, match="truncated") as info:
+        LmdbWal(tmp_path)
+    assert info.value.file == mdb
+
+
+def test_garbage_file_is_damaged_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "data.mdb").write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(wal_lmdb.WalDamagedError) as info:
+        LmdbWal(tmp_path)
+    assert info.value.file == tmp_path / "data.mdb"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        lmdb.DiskError("mdb_txn_commit: No space left on device"),
+        lmdb.MapFullError("mdb_put: MDB_MAP_FULL"),
+        OSError(28, "No space left on device"),
+    ],
+)
+def test_full_disk_errors_map_to_wal_full(tmp_path: Path, exc: Exception) -> None:
+    err = wal_lmdb._storage_error(tmp_path, exc)
+    assert isinstance(err, wal_lmdb.WalFullError)
+    assert "no space left on the device" in str(err)
+
+
+def test_map_that_cannot_grow_is_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LMDB's map_size limit standing in for a full disk: the map cannot grow.
+    wal = LmdbWal(tmp_path, map_size=1 << 20)
+    seg = wal._segment(0)
+    real = seg.env
+
+    class NoGrow:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def set_mapsize(self, size: int) -> None:
+            raise lmdb.MapFullError("cannot grow")
+
+    monkeypatch.setattr(seg, "env", NoGrow())
+    with pytest.raises(wal_lmdb.WalFullError):
+        for _ in range(2000):
+            wal.append(os.urandom(1024))
+    monkeypatch.undo()
+    assert len(list(wal.replay())) > 0  # what was committed is kept
     wal.close()

@@ -340,7 +340,9 @@ class _Segment:
             txn.put(_LAST_SEQ, _seal(b"sys", _LAST_SEQ, bytes(raw)), db=self.sys)
         txn.put(_FORMAT, _FORMAT_2, db=self.sys)
         if old:
-            log.info("WAL %s: %d meta values checksummed (format 2)", self.path, len(old))
+            log.info(
+                "WAL %s: %d meta values checksummed (format 2)", self.path, len(old)
+            )
 
     def fail(self, exc: BaseException) -> NoReturn:
         raise _storage_error(self.path, exc) from exc
@@ -947,8 +949,8 @@ class LmdbWal:
                 def read(txn: lmdb.Transaction, s: _Segment = seg) -> tuple[Any, ...]:
                     st_r, st_a = txn.stat(s.records), txn.stat(s.acks)
                     cur = txn.cursor(db=s.records)
-                    lo = _seq_of(cur.key()) if cur.first() else None
-                    hi = _seq_of(cur.key()) if cur.last() else None
+                    lo = _edge_seq(cur, last=False)
+                    hi = _edge_seq(cur, last=True)
                     env_st = s.env.stat()
                     pages = sum(
                         env_st[k]
@@ -1015,6 +1017,17 @@ def _meta_get(seg: _Segment, key: bytes, txn: lmdb.Transaction) -> Any:
 
 def _meta_items(seg: _Segment, txn: lmdb.Transaction) -> list[tuple[bytes, bytes]]:
     return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=seg.meta)]
+
+
+def _edge_seq(cur: lmdb.Cursor, *, last: bool) -> int | None:
+    """The first (or last) key of a cursor's database that is a seq."""
+    ok = cur.last() if last else cur.first()
+    while ok:
+        seq = _seq_of(cur.key())
+        if seq:
+            return seq
+        ok = cur.prev() if last else cur.next()
+    return None
 
 
 def _disk_usage(path: Path) -> int:
