@@ -135,8 +135,8 @@ async def test_both_versions_verify_by_default(make_client: Any) -> None:
 # ---------------------------------------------------------------- damaged outcomes
 def test_outcome_round_trip_and_every_flipped_byte_is_found() -> None:
     digest, body = bytes(range(32)), b'{"pcs_id":"x","accepted":true}'
-    value = encode_outcome(202, digest, body)
-    assert decode_outcome(value) == (202, digest, body)
+    value = encode_outcome(202, digest, body, b"srv/w0/17")
+    assert decode_outcome(value) == (202, digest, body, b"srv/w0/17")
     for i in range(len(value)):
         damaged = bytearray(value)
         damaged[i] ^= 0x10
@@ -148,7 +148,7 @@ def test_outcome_round_trip_and_every_flipped_byte_is_found() -> None:
 
 
 def test_values_of_the_old_layout_are_still_read() -> None:
-    assert decode_outcome(b'202{"a":1}') == (202, None, b'{"a":1}')
+    assert decode_outcome(b'202{"a":1}') == (202, None, b'{"a":1}', b"")
 
 
 async def test_a_damaged_stored_outcome_is_never_served(make_client: Any) -> None:

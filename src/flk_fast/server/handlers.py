@@ -34,7 +34,9 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import re
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -60,7 +62,7 @@ from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
 
 from .config import ServerConfig, redact
 from .keys import TENANT_RE, KeyStore, UnknownTenantError
-from .outcome import DamagedOutcomeError, decode_outcome, encode_outcome
+from .outcome import DamagedOutcomeError, decode_outcome, encode_outcome, server_id
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -152,6 +154,29 @@ def dedup_key(tenant: str, pcs_id: str) -> str:
     return f"{tenant}\0{pcs_id}" if tenant else pcs_id
 
 
+def _crash_trigger() -> tuple[str, int]:
+    """``FLK_TEST_CRASH_AT=POINT:N``: SIGKILL this process at the N-th pass through
+    POINT (``after-insert``: an outcome stored, its audit entry and WAL ack not yet).
+    For the crash tests only; unset, it costs one comparison per request."""
+    point, _, n = os.environ.get("FLK_TEST_CRASH_AT", "").partition(":")
+    return (point, int(n)) if point and n.isdigit() else ("", 0)
+
+
+_CRASH_POINT, _CRASH_AFTER = _crash_trigger()
+
+
+def _maybe_crash(point: str) -> None:
+    global _CRASH_AFTER
+    if point == _CRASH_POINT:
+        _CRASH_AFTER -= 1
+        if _CRASH_AFTER <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class AuditSpoolError(StorageError):
+    """The audit entry of a stored verdict could not be spooled (HTTP 503)."""
+
+
 class Verdict(NamedTuple):
     """What ``assess`` found: a final 400/401 answer (``result`` None), or a §6
     verdict still to be stored under ``key``."""
@@ -199,6 +224,7 @@ class IngestService:
         self.drain_deadline: float | None = None
         #: Stored outcomes that failed their checksum since start (shown in /ready).
         self.damaged_outcomes = 0
+        self._server_id = ""
         self._refuse_v01 = cfg.refuse_sig_v01
         self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
         self._max_body = cfg.max_body
@@ -262,7 +288,13 @@ class IngestService:
         )
 
     async def settle(
-        self, tenant: str, body: bytes, verdict: Verdict, *, count: bool = True
+        self,
+        tenant: str,
+        body: bytes,
+        verdict: Verdict,
+        *,
+        origin: bytes,
+        count: bool = True,
     ) -> tuple[int, bytes]:
         """Make an assessed verdict final. Returns ``(status, response body)``.
 
@@ -272,6 +304,12 @@ class IngestService:
         bytes, which are what is answered, byte for byte (a concurrent twin on
         another process may have won; both then answer the same bytes). A hit of
         other content (SPEC §3.2) is answered 409 and changes nothing.
+
+        ``origin`` names this request (``origin_of``) and is stored with the outcome.
+        A hit that carries our own origin is our own insert from before a crash (the
+        WAL record was never acked): the steps after the insert, the counters and the
+        audit entry, are done now. The audit entry's id is the origin, so doing it a
+        second time is a no-op in PostgreSQL.
 
         ``count=False`` (replay) moves only ``flk_accepted``/``flk_escalated``, and
         only when this verdict is the one stored: a 400, 401 or dedup hit of a
@@ -286,15 +324,12 @@ class IngestService:
             if count:
                 (m.invalid if verdict.status == 400 else m.signature_errors).inc()
             return verdict.status, verdict.body
-        value = encode_outcome(verdict.status, verdict.digest, verdict.body)
+        value = encode_outcome(verdict.status, verdict.digest, verdict.body, origin)
         winner, inserted = await self.dedup.put_if_absent(verdict.key, value, self._ttl)
         if inserted:
-            if result.accepted:
-                m.accepted.inc()
-            if result.escalated:
-                m.escalated.inc()
-            if self.audit is not None:
-                await self._audit(tenant, body, result)
+            if _CRASH_POINT:
+                _maybe_crash("after-insert")
+            await self._after_insert(tenant, body, result, origin)
             return verdict.status, verdict.body
         try:
             stored = decode_outcome(winner)
@@ -302,6 +337,9 @@ class IngestService:
             m.dedup_damaged.inc()
             self.damaged_outcomes += 1
             raise
+        if stored.origin == origin:
+            await self._after_insert(tenant, body, result, origin)
+            return stored.status, stored.body
         if stored.digest is not None and stored.digest != verdict.digest:
             # SPEC §3.2: same pcs_id, other content. Neither stored nor answered
             # with the stored verdict, which would tell a forger what it says.
@@ -314,15 +352,41 @@ class IngestService:
         return stored.status, stored.body
 
     async def judge(
-        self, tenant: str, body: bytes, *, count: bool = True
+        self, tenant: str, body: bytes, seq: int, *, count: bool = True
     ) -> tuple[int, bytes]:
-        """``assess`` then ``settle``: steps 2-5 for a body already in the WAL."""
-        return await self.settle(tenant, body, self.assess(tenant, body), count=count)
+        """``assess`` then ``settle``: steps 2-5 for the body of WAL record ``seq``."""
+        verdict = self.assess(tenant, body)
+        origin = self.origin_of(seq)
+        return await self.settle(tenant, body, verdict, origin=origin, count=count)
 
-    async def _audit(self, tenant: str, body: bytes, result: VerifyResult) -> None:
-        """Spool the verdict for the audit chain (only the first, stored one). The
-        spool is a local WAL, so a PostgreSQL outage never delays or fails a request;
-        a spool failure is logged and counted, never turned into an error answer."""
+    def origin_of(self, seq: int) -> bytes:
+        """``server id/inbox WAL/seq``: the request that WAL record ``seq`` of the
+        inbox being served (or replayed) holds, as stored with its outcome."""
+        if not self._server_id:
+            self._server_id = server_id(self.cfg.data_dir)
+        return f"{self._server_id}/{self.wal.wal.path.name}/{seq}".encode("ascii")
+
+    async def _after_insert(
+        self, tenant: str, body: bytes, result: VerifyResult, origin: bytes
+    ) -> None:
+        m = self.metrics
+        if result.accepted:
+            m.accepted.inc()
+        if result.escalated:
+            m.escalated.inc()
+        if self.audit is not None:
+            await self._audit(tenant, body, result, origin)
+
+    async def _audit(
+        self, tenant: str, body: bytes, result: VerifyResult, origin: bytes
+    ) -> None:
+        """Spool the verdict for the audit chain (only the stored one). The spool is a
+        local WAL, so a PostgreSQL outage never delays or fails a request. A spool
+        that cannot be written fails the request (503): its WAL record stays unacked,
+        and the replay, finding its own origin in the store, spools the entry again.
+
+        The entry id is the origin: the replay of a record whose entry was spooled
+        but not acked spools the same id, which PostgreSQL keeps once."""
         from flk_fast.storage.audit_postgres import AuditEntry
 
         try:
@@ -337,11 +401,12 @@ class IngestService:
                     tenant=tenant,
                     recomputed_d_hat=result.recomputed_D_hat,
                     recomputed_budget=result.recomputed_budget,
+                    entry_id=origin.decode("ascii"),
                 )
             )
-        except Exception as exc:  # noqa: BLE001 - the verdict is already stored
+        except Exception as exc:
             self.metrics.wal_errors.inc()
-            log.error("audit spool append failed: %s", redact(exc))
+            raise AuditSpoolError(f"audit spool append failed: {redact(exc)}") from exc
 
     # ------------------------------------------------------------------ handlers
     async def submit(self, request: web.Request) -> web.StreamResponse:
@@ -438,7 +503,7 @@ class IngestService:
             return json_error(503, "wal_unavailable", self._retry_after)
         m.ingest.inc()
         try:
-            status, out = await self.judge(tenant, body)
+            status, out = await self.judge(tenant, body, seq)
         except UnknownTenantError:
             self._ack(seq)
             m.signature_errors.inc()
@@ -450,6 +515,9 @@ class IngestService:
             return json_error(
                 503, "stored_outcome_damaged", self._retry_after, detail=str(exc)
             )
+        except AuditSpoolError as exc:
+            log.error("%s (WAL record %d stays for the replay)", exc, seq)
+            return json_error(503, "audit_unavailable", self._retry_after)
         except StorageError as exc:  # DedupUnavailableError, or a closed store
             m.dedup_errors.inc()
             log.warning("dedup store unavailable: %s", redact(exc))
@@ -581,7 +649,7 @@ class IngestService:
                     self._ack(seq)  # not our framing: can never be judged
                     return
                 try:
-                    await self.judge(tenant, body, count=False)
+                    await self.judge(tenant, body, seq, count=False)
                 except UnknownTenantError:
                     pass
                 except DamagedOutcomeError as exc:
