@@ -228,7 +228,8 @@ def test_field_rule_error_is_exact(edit: Edit, message: str) -> None:
 
 
 RAW: list[tuple[str, bytes, str]] = [
-    ("empty body", b"", "body: not valid JSON: Expecting value (line 1, column 1)"),
+    ("empty body", b"", "body: empty body: send one PCS as a JSON object"),
+    ("blank body", b" \r\n\t", "body: empty body: send one PCS as a JSON object"),
     ("array", b"[1, 2]", "body: must be a JSON object, got an array"),
     ("string", b'"pcs"', 'body: must be a JSON object, got "pcs"'),
     ("null", b"null", "body: must be a JSON object, got null"),

@@ -142,6 +142,8 @@ def _plain_json(body: Any) -> Any:
             raise PCSValidationError(
                 "body", f"must be UTF-8, invalid byte at offset {exc.start}"
             ) from None
+    if not text.strip():
+        raise PCSValidationError("body", "empty body: send one PCS as a JSON object")
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except _Constant as exc:
