@@ -29,6 +29,7 @@ def summarize(
     epoch: int,
     key: bytes = b"testsecret",
     seed: int = 42,
+    version: str = "0.2",
 ) -> PCS:
     nj = ref_box_counts(points, SCALES)
     dh = d_hat(SCALES, nj)
@@ -38,7 +39,7 @@ def summarize(
     pcs = PCS(
         pcs_id=compute_pcs_id(root, epoch, shard_id),
         schema=SCHEMA,  # type: ignore[arg-type]  # the Literal's only value
-        version="0.1",
+        version=version,
         shard_id=shard_id,
         epoch=epoch,
         attempt=1,
