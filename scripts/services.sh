@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the real PostgreSQL (127.0.0.1:5432, database `test`) and Redis
 # (127.0.0.1:6379) that the tests use are running; start (or install) them if not.
+# Redis must be durable (appendonly yes, appendfsync always): the dedup store refuses a
+# Redis that may forget what it acknowledged (docs/storage.md, "Durability").
 set -euo pipefail
 need_apt=()
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
@@ -12,13 +14,23 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
 fi
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  mkdir -p /tmp/flk-redis-6379
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
+    --appendonly yes --appendfsync always --dir /tmp/flk-redis-6379
 fi
 for _ in $(seq 1 60); do
   if pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     # The tests use database `test`; create it when a fresh cluster lacks it.
     psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" 2>/dev/null | grep -q 1 \
       || createdb -h 127.0.0.1 -U postgres test 2>/dev/null || true
+    # A Redis that was already running (an older services.sh started it with
+    # --appendonly no) is switched over live; CI reuses this machine's Redis.
+    for setting in "appendonly yes" "appendfsync always"; do
+      # shellcheck disable=SC2086  # two words on purpose: name and value
+      if [ "$(redis-cli -h 127.0.0.1 -p 6379 CONFIG SET $setting)" != OK ]; then
+        echo "services: redis refused CONFIG SET $setting" >&2; exit 1
+      fi
+    done
     echo "services: postgresql and redis are up"; exit 0
   fi
   sleep 1
