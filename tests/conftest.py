@@ -75,6 +75,11 @@ def postgres_dsn() -> str:
     return POSTGRES_DSN
 
 
+#: What the dedup store requires of a Redis server (docs/storage.md, "Durability"); the
+#: servers the session starts use it, as scripts/services.sh does for 127.0.0.1:6379.
+_REDIS_DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
+
+
 def _free_loopback_ports(n: int) -> list[int]:
     """``n`` ports free on loopback whose +10000 neighbour (a Redis Cluster node's bus
     port) is free too."""
@@ -106,8 +111,8 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             [
                 server, "--port", str(p), "--bind", "127.0.0.1",
                 "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{p}.conf",
-                "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
-                "--dir", str(work),
+                "--cluster-node-timeout", "5000", "--save", "", *_REDIS_DURABLE,
+                "--dir", str(work), "--appenddirname", f"aof-{p}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -157,7 +162,8 @@ class RedisSentinelGroup:
     def __init__(self, work: Path, cli: str, server: str) -> None:
         self.cli = cli
         self.primary, self.replica, self.sentinel = _free_loopback_ports(3)
-        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        common = ["--bind", "127.0.0.1", "--save", "", *_REDIS_DURABLE]
+        common += ["--dir", str(work)]
         conf = f"{work}/sentinel.conf"
         with open(conf, "w") as f:
             f.write(
@@ -169,8 +175,10 @@ class RedisSentinelGroup:
         self.procs = [
             subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for cmd in (
-                [server, "--port", str(self.primary), *common],
-                [server, "--port", str(self.replica), *common, "--replicaof",
+                [server, "--port", str(self.primary), *common,
+                 "--appenddirname", f"aof-{self.primary}"],
+                [server, "--port", str(self.replica), *common,
+                 "--appenddirname", f"aof-{self.replica}", "--replicaof",
                  "127.0.0.1", str(self.primary)],
                 [server, conf, "--sentinel"],
             )

@@ -232,6 +232,7 @@ async def _bring_up_inner(
 
                     dedup = await _maybe_await(open_dedup(cfg.dedup_url))
                 service.dedup = dedup
+                await _check_durability(dedup)
             service.loading_reason = "replaying inbox WAL"
             judged = await service.replay(_chunks(service.wal))
             if index == 0:
@@ -246,6 +247,22 @@ async def _bring_up_inner(
     service.replayed_at_start = judged
     if judged:
         log.info("replay done", extra={"event": "replayed", "replayed": judged})
+
+
+async def _check_durability(dedup: Any) -> None:
+    """Refuse to start on a dedup server that may forget what it acknowledged (a
+    Redis with ``appendonly no``): ``check_durability()`` raises ``ConfigError``,
+    fatal here. A server that cannot be reached yet is not waited for: the store
+    checks each connection as it opens and answers 503 while it is not durable."""
+    from flk_fast.errors import StorageError
+
+    check = getattr(dedup, "check_durability", None)
+    if check is None:
+        return
+    try:
+        await check()
+    except StorageError as exc:
+        log.warning("dedup durability not checked at start-up: %s", redact(exc))
 
 
 def _chunks(wal: Any, older_than: float | None = None) -> Callable[[], Any]:

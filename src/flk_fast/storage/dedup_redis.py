@@ -21,13 +21,30 @@ current primary of ``service`` and follows it through a failover (a call that me
 the old primary fails with ``DedupUnavailableError``, a 503, and the next one goes to
 the new primary). The password is the primary's; the sentinels take none.
 
+Durability: a Redis that acknowledges a write and then forgets it (a restart or kill
+-9 with ``appendonly no``) would make the server judge, count and audit again PCS it
+already answered, so the store refuses such a server. Every new connection (to a
+restarted server, to a new primary after a failover, to a node the cluster added) first
+runs ``CONFIG GET appendonly appendfsync`` in redis-py's connect callback, and so does
+every ``ping()`` (``/ready``) and ``check_durability()`` (``flk serve`` at start-up, on
+every primary of a cluster). Durable means ``appendonly yes`` with ``appendfsync
+always`` (nothing acknowledged is lost) or ``everysec`` (a kill -9 of Redis loses
+nothing, a crash of the machine up to the last ~1 s, 2 s when the disk stalls). A
+server that is not durable, or that does not answer ``CONFIG`` (renamed away, or an
+ACL without ``+config|get``), fails every call with ``RedisNotDurableError`` (a
+``DedupUnavailableError``: 503) and ``check_durability()`` with ``ConfigError``, each
+naming the setting and the fix. ``?durability=none`` in the URL skips the check,
+logs a WARNING and sets ``durability_note``, which ``/ready`` shows.
+
 Every call is bounded by ``timeout_s``: connection refused, a silent server or any
-Redis error raises ``DedupUnavailableError`` (retryable, HTTP 503).
+Redis error raises ``DedupUnavailableError`` (retryable, HTTP 503). ``_call`` is the
+one place that maps redis-py's exceptions to ``StorageError``s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
@@ -35,29 +52,121 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
-from flk_fast.errors import DedupUnavailableError
+from flk_fast.errors import ConfigError, DedupUnavailableError, StorageError
 
 from .base import DEFAULT_TTL_S, DedupKey, dedup_key
 
-__all__ = ["RedisDedup", "DEFAULT_PREFIX"]
+__all__ = ["DEFAULT_PREFIX", "RedisDedup", "RedisNotDurableError"]
 
 DEFAULT_PREFIX = "flk:dedup:"
+#: ``appendfsync`` values that count as durable (see the module docstring).
+DURABLE_FSYNC = ("always", "everysec")
 _T = TypeVar("_T")
+_OURS = ("prefix", "durability")
+
+log = logging.getLogger("flk_fast.storage.redis")
+
+
+class RedisNotDurableError(DedupUnavailableError):
+    """The Redis server does not promise to keep what it acknowledged (``appendonly``
+    or ``appendfsync``), or cannot be asked (``CONFIG`` unavailable). HTTP 503 while
+    serving; ``check_durability()`` raises it as a ``ConfigError`` at start-up."""
+
+
+class _NotDurable(RedisError):
+    """Raised inside redis-py's connect callback: a ``RedisError`` so that redis-py
+    drops the connection, but no ``ConnectionError``, which it would retry."""
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """Separate flk_fast's own query options (``prefix``) from redis-py's."""
+    """Separate flk_fast's own query options (``prefix``, ``durability``) from
+    redis-py's."""
     parts = urlsplit(url)
     ours, theirs = {}, []
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k == "prefix":
+        if k in _OURS:
             ours[k] = v
         else:
             theirs.append((k, v))
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def _text(x: Any) -> str:
+    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
+
+
+def _settings(reply: Any) -> dict[str, str]:
+    """A ``CONFIG GET`` reply (RESP2 flat list, RESP3 or redis-py's dict) as text."""
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])
+    return {_text(k).lower(): _text(v).lower() for k, v in pairs}
+
+
+def _cli(where: str) -> str:
+    host, sep, port = where.rpartition(":")
+    return f"redis-cli -h {host} -p {port}" if sep and port.isdigit() else "redis-cli"
+
+
+def _durability_problem(where: str, reply: Any) -> str | None:
+    """``None`` if ``CONFIG GET appendonly appendfsync`` promises durability, else the
+    message naming the setting and the fix."""
+    got = _settings(reply)
+    aof, fsync = got.get("appendonly", "?"), got.get("appendfsync", "?")
+    if aof != "yes":
+        what = (
+            f"appendonly is {aof!r}: a restart or kill -9 of Redis loses every write "
+            "since the last RDB save"
+        )
+    elif fsync not in DURABLE_FSYNC:
+        what = (
+            f"appendfsync is {fsync!r}: a crash of the machine loses what the OS "
+            "had not yet written"
+        )
+    else:
+        return None
+    cli = _cli(where)
+    return (
+        f"redis dedup {where} is not durable, {what}, and verdicts already "
+        f"acknowledged would be judged again. Fix: {cli} CONFIG SET "
+        f"appendonly yes && {cli} CONFIG SET appendfsync always (and CONFIG REWRITE), "
+        "or start redis-server with --appendonly yes --appendfsync always; or add "
+        "?durability=none to the dedup URL to accept the loss"
+    )
+
+
+def _config_unavailable(where: str, exc: BaseException) -> str:
+    return (
+        f"redis dedup {where}: CONFIG unavailable ({exc}), so appendonly / "
+        "appendfsync cannot be checked. Make sure the server runs with "
+        "--appendonly yes --appendfsync always, then add ?durability=none to the "
+        "dedup URL (or allow CONFIG GET: rename-command / ACL +config|get)"
+    )
+
+
+async def _ask_durability(conn: Any, where: str) -> None:
+    """Run ``CONFIG GET`` on one connection; raise ``_NotDurable`` unless durable."""
+    await conn.send_command("CONFIG", "GET", "appendonly", "appendfsync")
+    try:
+        reply = await conn.read_response()
+    except ResponseError as exc:  # unknown command (renamed away) or NOPERM (ACL)
+        raise _NotDurable(_config_unavailable(where, exc)) from exc
+    problem = _durability_problem(where, reply)
+    if problem:
+        raise _NotDurable(problem)
+
+
+def _where(conn: Any) -> str:
+    path = getattr(conn, "path", None)
+    return str(path) if path else f"{conn.host}:{conn.port}"
+
+
+async def _on_connect(conn: Any) -> None:
+    """redis-py's connect callback: the usual handshake (AUTH, SELECT...), then the
+    durability check, before the first command runs on the new connection."""
+    await conn.on_connect_check_health(check_health=True)
+    await _ask_durability(conn, _where(conn))
 
 
 class _MultiHostUrl(NamedTuple):
@@ -99,8 +208,11 @@ def _multi_host_url(url: str, default_port: int, kind: str) -> _MultiHostUrl:
     )
 
 
-def _cluster_client(url: str, timeout_s: float, max_connections: int) -> Any:
-    """A ``RedisCluster`` for ``redis+cluster://[user:pw@]h1:p1,h2:p2[/0]``.
+def _cluster_client(
+    url: str, timeout_s: float, max_connections: int, on_connect: Any
+) -> Any:
+    """A ``RedisCluster`` for ``redis+cluster://[user:pw@]h1:p1,h2:p2[/0]``;
+    ``on_connect`` (or ``None``) runs on every new connection to any node.
 
     Raises ``ValueError`` (a bad URL) at once; the client itself connects lazily.
     """
@@ -111,7 +223,7 @@ def _cluster_client(url: str, timeout_s: float, max_connections: int) -> Any:
     if u.path not in ("", "/", "/0"):
         raise ValueError(f"a Redis Cluster has database 0 only, got {u.path!r}")
     nodes = [ClusterNode(h, p, max_connections=max_connections) for h, p in u.hosts]
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=nodes,
         username=u.username,
         password=u.password,
@@ -122,10 +234,20 @@ def _cluster_client(url: str, timeout_s: float, max_connections: int) -> Any:
         # As for one server: one immediate retry, more would pass the timeout.
         retry=AsyncRetry(NoBackoff(), 1),
     )
+    if on_connect is not None:
+        # RedisCluster takes no connect callback (it sets one itself only for
+        # read_from_replicas, which we never use), so put it where every node gets
+        # its connection options: the shared kwargs of the nodes manager (nodes found
+        # later) and the startup nodes made from them. redis-py's own maintenance
+        # notifications handler is injected the same way.
+        client.nodes_manager.connection_kwargs["redis_connect_func"] = on_connect
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_kwargs["redis_connect_func"] = on_connect
+    return client
 
 
 def _sentinel_client(
-    url: str, timeout_s: float, max_connections: int
+    url: str, timeout_s: float, max_connections: int, on_connect: Any
 ) -> tuple[Any, list[Any]]:
     """The primary's client for ``redis+sentinel://[u:pw@]h1:p1,h2:p2/service[/db]``
     and the sentinel clients to close with it.
@@ -162,8 +284,33 @@ def _sentinel_client(
         retry=AsyncRetry(NoBackoff(), 1),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
+        redis_connect_func=on_connect,  # on every connection to the primary of the day
     )
     return client, list(sentinel.sentinels)
+
+
+def _storage_error(exc: Exception, timeout_s: float) -> StorageError:
+    """The one mapping from what redis-py (and the OS under it) raises to
+    ``StorageError``s, so that no Redis failure is ever answered 500.
+
+    Besides ``RedisError`` (connection refused or reset, ``TimeoutError``,
+    ``BusyLoadingError``, ``ReadOnlyError`` and other ``ResponseError``s met during
+    a failover, ``ClusterDownError``, ``TryAgainError``...) and
+    ``RedisClusterException`` (no node reachable), redis-py has let other
+    exceptions escape while a node or the connection dies (``IndexError`` or
+    ``KeyError`` from a slot map being rebuilt, ``AttributeError`` on a connection
+    closed under it): those are a failure of the store as well, logged in one line.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, _NotDurable):
+        return RedisNotDurableError(str(exc))
+    if isinstance(exc, TimeoutError):
+        return DedupUnavailableError(f"redis dedup: no answer within {timeout_s} s")
+    if isinstance(exc, RedisError | RedisClusterException | OSError):
+        return DedupUnavailableError(f"redis dedup: {exc or type(exc).__name__}")
+    log.error("redis dedup: unexpected %s from redis-py: %s", type(exc).__name__, exc)
+    return DedupUnavailableError(f"redis dedup: {type(exc).__name__}: {exc}")
 
 
 class RedisDedup:
@@ -171,7 +318,15 @@ class RedisDedup:
     (``rediss://`` for TLS, ``unix:///path.sock`` for a socket), or
     ``redis+cluster://host:port[,host:port...][?prefix=…]`` for a Redis Cluster, or
     ``redis+sentinel://host:port[,host:port...]/service[/db][?prefix=…]`` for a
-    primary managed by Redis Sentinel."""
+    primary managed by Redis Sentinel. ``?durability=none`` skips the durability
+    check (see the module docstring).
+
+    Attributes
+    ----------
+    durability_note : str
+        Empty while the check is on; with ``?durability=none``, one sentence saying
+        that acknowledged verdicts may be lost (``/ready`` shows it).
+    """
 
     def __init__(
         self,
@@ -190,13 +345,30 @@ class RedisDedup:
         self._slots = asyncio.Semaphore(max_connections)
         self.client: Any
         self._also_close: list[Any] = []  # the sentinel clients, if any
+        durability = opts.get("durability")
+        if durability not in (None, "none"):
+            raise ValueError(
+                f"durability={durability!r}: the only value is 'none' (skip the "
+                "check that Redis runs with appendonly yes and appendfsync "
+                "always|everysec)"
+            )
+        self.durability_note = ""
+        on_connect: Any = _on_connect
+        if durability == "none":
+            on_connect = None
+            self.durability_note = (
+                "durability not checked (?durability=none): a restart of Redis "
+                "may lose acknowledged verdicts unless it runs with appendonly yes"
+            )
+            log.warning("redis dedup: %s", self.durability_note)
         scheme = urlsplit(plain).scheme.lower()
-        if scheme.endswith("+cluster"):
-            self.client = _cluster_client(plain, timeout_s, max_connections)
+        self._kind = scheme.rpartition("+")[2] if "+" in scheme else "single"
+        if self._kind == "cluster":
+            self.client = _cluster_client(plain, timeout_s, max_connections, on_connect)
             return
-        if scheme.endswith("+sentinel"):
+        if self._kind == "sentinel":
             self.client, self._also_close = _sentinel_client(
-                plain, timeout_s, max_connections
+                plain, timeout_s, max_connections, on_connect
             )
             return
         # A blocking pool: under a burst, callers wait (within timeout_s) for one of
@@ -212,6 +384,7 @@ class RedisDedup:
             # more would only push the answer past the caller's timeout.
             retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
+            redis_connect_func=on_connect,
         )
         # from_pool: the client owns the pool and closes it with itself
         self.client = aioredis.Redis.from_pool(pool)
@@ -235,12 +408,8 @@ class RedisDedup:
                 # ~0.4 s (bench p99). Now the pool itself never has waiters.
                 async with self._slots:
                     return await make()
-        except TimeoutError as exc:
-            raise DedupUnavailableError(
-                f"redis dedup: no answer within {self.timeout_s} s"
-            ) from exc
-        except (RedisError, RedisClusterException, OSError) as exc:
-            raise DedupUnavailableError(f"redis dedup: {exc}") from exc
+        except Exception as exc:
+            raise _storage_error(exc, self.timeout_s) from exc
 
     async def get(self, key: DedupKey) -> bytes | None:
         k = self.key(key)
@@ -304,8 +473,49 @@ class RedisDedup:
             for (_, v), old in zip(prepared, olds, strict=True)
         ]
 
+    async def _ask_all(self) -> None:
+        """``CONFIG GET`` on the server, the primary of the day or every primary."""
+        if self._kind != "cluster":
+            async with self.client.client() as one:  # holds one pooled connection
+                await _ask_durability(one.connection, _where(one.connection))
+            return
+        await self.client.initialize()  # no-op once the slot map is known
+        for node in self.client.get_primaries():
+            try:
+                reply = await node.execute_command(
+                    "CONFIG GET", "appendonly", "appendfsync"
+                )
+            except ResponseError as exc:
+                raise _NotDurable(_config_unavailable(node.name, exc)) from exc
+            problem = _durability_problem(node.name, reply)
+            if problem:
+                raise _NotDurable(problem)
+
+    async def check_durability(self) -> None:
+        """Ask the server now whether it keeps what it acknowledges (every primary
+        of a cluster; nothing with ``?durability=none``). ``flk serve`` calls this at
+        start-up, so that a Redis with ``appendonly no`` is refused before it serves.
+
+        Raises
+        ------
+        flk_fast.errors.ConfigError
+            The server is not durable, or does not answer ``CONFIG``; the message
+            names the setting and the fix.
+        flk_fast.errors.DedupUnavailableError
+            The server cannot be reached (then every new connection is checked).
+        """
+        if self.durability_note:
+            return
+        try:
+            await self._call(self._ask_all)
+        except RedisNotDurableError as exc:
+            raise ConfigError(str(exc)) from exc
+
     async def ping(self) -> None:
-        await self._call(self.client.ping)
+        """A round trip; with the check on, ``CONFIG GET`` on every primary, so that
+        ``/ready`` fails with ``RedisNotDurableError`` once durability is turned off
+        on a live server."""
+        await self._call(self.client.ping if self.durability_note else self._ask_all)
 
     async def delete_prefix(self) -> int:
         """Delete every key under this store's prefix (tests and tooling; uses SCAN)."""
