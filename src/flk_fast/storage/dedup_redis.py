@@ -52,8 +52,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
-from redis.retry import Retry
 
 from flk_fast.errors import ConfigError, DedupUnavailableError, StorageError
 
@@ -138,7 +138,8 @@ def _durability_problem(where: str, reply: Any) -> str | None:
 
 def _config_unavailable(where: str, exc: BaseException) -> str:
     return (
-        f"redis dedup {where}: CONFIG unavailable ({exc}), so appendonly / "
+        f"redis dedup {where}: CONFIG unavailable ({type(exc).__name__}: {exc}), so "
+        "appendonly / "
         "appendfsync cannot be checked. Make sure the server runs with "
         "--appendonly yes --appendfsync always, then add ?durability=none to the "
         "dedup URL (or allow CONFIG GET: rename-command / ACL +config|get)"
@@ -217,7 +218,6 @@ def _cluster_client(
     Raises ``ValueError`` (a bad URL) at once; the client itself connects lazily.
     """
     from redis.asyncio.cluster import ClusterNode, RedisCluster
-    from redis.asyncio.retry import Retry as AsyncRetry
 
     u = _multi_host_url(url, 6379, "cluster node")
     if u.path not in ("", "/", "/0"):
@@ -232,7 +232,7 @@ def _cluster_client(
         socket_connect_timeout=timeout_s,
         max_connections=max_connections,
         # As for one server: one immediate retry, more would pass the timeout.
-        retry=AsyncRetry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1),
     )
     if on_connect is not None:
         # RedisCluster takes no connect callback (it sets one itself only for
@@ -254,7 +254,6 @@ def _sentinel_client(
 
     Raises ``ValueError`` (a bad URL) at once; nothing connects before the first call.
     """
-    from redis.asyncio.retry import Retry as AsyncRetry
     from redis.asyncio.sentinel import Sentinel
 
     u = _multi_host_url(url, 26379, "sentinel")
@@ -281,7 +280,7 @@ def _sentinel_client(
         password=u.password,
         ssl=u.ssl,
         max_connections=max_connections,
-        retry=AsyncRetry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         redis_connect_func=on_connect,  # on every connection to the primary of the day
@@ -381,7 +380,9 @@ class RedisDedup:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             # One immediate retry replaces a pooled connection the server dropped;
-            # more would only push the answer past the caller's timeout.
+            # more would only push the answer past the caller's timeout. (The async
+            # Retry: redis.retry.Retry "retried" the coroutine's creation, not its
+            # run, so a dropped connection failed the call.)
             retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
             redis_connect_func=on_connect,
