@@ -45,7 +45,7 @@ from typing import Any
 from flk_fast.errors import StorageError
 
 from . import migrations
-from ._pg import connect
+from ._pg import connect, storage_error, unavailable_errors
 from .aio import AsyncWal
 from .base import WalRecord
 from .wal_lmdb import LmdbWal
@@ -321,14 +321,7 @@ class AuditLog:
     async def _ship(self, entries: Sequence[AuditEntry]) -> int:
         """Insert one batch. Connection trouble raises ``StorageError``; an entry
         the database refuses for good raises one of ``_REFUSED``."""
-        import asyncpg
-
-        unavailable = (
-            OSError,
-            TimeoutError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-        )
+        unavailable = unavailable_errors()
         try:
             # Whatever goes wrong while connecting is "not now", never the entries'
             # fault (a bad DSN is a ValueError too: it must not quarantine them).
@@ -345,10 +338,10 @@ class AuditLog:
         except unavailable as exc:
             raise self._unavailable(exc) from exc
 
-    def _unavailable(self, exc: BaseException) -> StorageError:
+    def _unavailable(self, exc: Exception) -> StorageError:
         self._drop_connection()
         self.last_error = str(exc) or type(exc).__name__
-        return StorageError(f"audit: PostgreSQL unavailable: {self.last_error}")
+        return storage_error("audit: PostgreSQL unavailable", exc, self.timeout_s)
 
     async def _ship_each(
         self, recs: Sequence[tuple[WalRecord, AuditEntry]]

@@ -15,7 +15,8 @@ per ``sweep_interval_s``. The schema comes from the migrations in
 
 The pool is created lazily on first use, so a server starts while PostgreSQL is down
 and recovers when it returns. Every call is bounded by ``timeout_s`` and raises
-``DedupUnavailableError`` on timeout or any database/connection error.
+``DedupUnavailableError`` on timeout or any database/connection error (the mapping is
+``_pg.storage_error``, shared with the audit log).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import asyncpg
 from flk_fast.errors import DedupUnavailableError
 
 from . import migrations
-from ._pg import server_settings, split_dsn
+from ._pg import server_settings, split_dsn, storage_error
 from .base import DEFAULT_TTL_S, DedupKey, dedup_key
 
 __all__ = ["PostgresDedup"]
@@ -130,12 +131,10 @@ class PostgresDedup:
                 pool = await self._get_pool()
                 async with pool.acquire() as conn:
                     return await fn(conn)
-        except TimeoutError as exc:
-            raise DedupUnavailableError(
-                f"postgres dedup: no answer within {self.timeout_s} s"
+        except Exception as exc:
+            raise storage_error(
+                "postgres dedup", exc, self.timeout_s, DedupUnavailableError
             ) from exc
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise DedupUnavailableError(f"postgres dedup: {exc}") from exc
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
