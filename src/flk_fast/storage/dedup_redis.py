@@ -53,7 +53,12 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from flk_fast.errors import ConfigError, DedupUnavailableError, StorageError
 
@@ -136,6 +141,11 @@ def _durability_problem(where: str, reply: Any) -> str | None:
     )
 
 
+def _config_refused(exc: ResponseError) -> bool:
+    """``CONFIG`` renamed away (unknown command) or denied by an ACL (NOPERM)."""
+    return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
+
+
 def _config_unavailable(where: str, exc: BaseException) -> str:
     return (
         f"redis dedup {where}: CONFIG unavailable ({type(exc).__name__}: {exc}), so "
@@ -151,7 +161,9 @@ async def _ask_durability(conn: Any, where: str) -> None:
     await conn.send_command("CONFIG", "GET", "appendonly", "appendfsync")
     try:
         reply = await conn.read_response()
-    except ResponseError as exc:  # unknown command (renamed away) or NOPERM (ACL)
+    except ResponseError as exc:
+        if not _config_refused(exc):
+            raise  # LOADING, MASTERDOWN...: the server is not ready, say so as such
         raise _NotDurable(_config_unavailable(where, exc)) from exc
     problem = _durability_problem(where, reply)
     if problem:
@@ -487,6 +499,8 @@ class RedisDedup:
                     "CONFIG GET", "appendonly", "appendfsync"
                 )
             except ResponseError as exc:
+                if not _config_refused(exc):
+                    raise
                 raise _NotDurable(_config_unavailable(node.name, exc)) from exc
             problem = _durability_problem(node.name, reply)
             if problem:
