@@ -9,6 +9,7 @@ __all__ = [
     "FlkError",
     "InputError",
     "KeyLoadError",
+    "LmdbDamagedError",
     "PCSValidationError",
     "SignatureError",
     "StorageError",
@@ -60,6 +61,16 @@ class StorageError(FlkError):
 
 class DedupUnavailableError(StorageError):
     """The dedup store did not answer in time or is down. Retryable (HTTP 503)."""
+
+
+class LmdbDamagedError(StorageError):
+    """An LMDB file's own structures are damaged (truncated, bad pages); ``file`` is
+    the ``data.mdb`` and the message says what to do."""
+
+    def __init__(self, file: object, detail: str, fix: str = "") -> None:
+        self.file = file
+        self.detail = detail
+        super().__init__(f"{file} is damaged: {detail}" + (f"; {fix}" if fix else ""))
 
 
 class WalCorruptionError(StorageError):

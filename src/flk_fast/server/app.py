@@ -220,7 +220,7 @@ async def _bring_up(
 async def _bring_up_inner(
     cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
 ) -> None:
-    from flk_fast.errors import DedupUnavailableError, StorageError
+    from flk_fast.errors import DedupUnavailableError, LmdbDamagedError, StorageError
 
     delay = 0.2
     while True:
@@ -238,6 +238,8 @@ async def _bring_up_inner(
             if index == 0:
                 judged += await _replay_orphans(cfg, service, workers)
             break
+        except LmdbDamagedError:
+            raise  # waiting cannot repair a file: fatal, with the fix in the message
         except (DedupUnavailableError, StorageError, OSError) as exc:
             log.warning("start-up waits for the dedup store: %s", redact(exc))
             await asyncio.sleep(delay)

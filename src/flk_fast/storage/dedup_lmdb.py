@@ -29,9 +29,10 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from flk_fast.errors import StorageError
+from flk_fast.errors import LmdbDamagedError, StorageError
 
 from .base import DedupKey, dedup_key
+from .wal_lmdb import LMDB_DAMAGE, truncation
 
 __all__ = ["LmdbDedup", "PreparedPut"]
 
@@ -91,18 +92,39 @@ class LmdbDedup:
         # every read transaction of this process closed, and readers must not wait
         # for an fsync.
         self._map_lock = threading.Lock()
-        self.env = lmdb.open(
-            str(self.path),
-            map_size=map_size,
-            max_dbs=2,
-            sync=sync,
-            metasync=sync,
-            readahead=False,
-        )
-        # Through _write(): another process may grow the map between our open and
-        # this first transaction (MapResizedError).
-        self.kv, self.exp = self._write(
-            lambda txn: [self.env.open_db(n, txn=txn) for n in (b"kv", b"exp")]
+        try:
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=2,
+                sync=sync,
+                metasync=sync,
+                readahead=False,
+            )
+        except LMDB_DAMAGE as exc:
+            raise self._damaged(f"{exc} (LMDB cannot open it)") from None
+        try:
+            detail = truncation(self.env, self.path)
+            if detail:
+                raise self._damaged(detail)
+            # Through _write(): another process may grow the map between our open
+            # and this first transaction (MapResizedError).
+            self.kv, self.exp = self._write(
+                lambda txn: [self.env.open_db(n, txn=txn) for n in (b"kv", b"exp")]
+            )
+        except LMDB_DAMAGE as exc:
+            self.env.close()
+            raise self._damaged(f"{exc} (LMDB cannot read it)") from None
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _damaged(self, detail: str) -> LmdbDamagedError:
+        return LmdbDamagedError(
+            self.path / "data.mdb",
+            detail,
+            "restore the directory from a backup, or move it aside to start with an "
+            "empty dedup store (PCS stored there are then judged again when resent)",
         )
 
     # -- plumbing --------------------------------------------------------------------

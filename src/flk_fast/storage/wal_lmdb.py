@@ -84,7 +84,7 @@ from typing import Any, NoReturn, TypeVar
 import blake3
 import lmdb
 
-from flk_fast.errors import StorageError, WalCorruptionError
+from flk_fast.errors import LmdbDamagedError, StorageError, WalCorruptionError
 
 from .base import OnCorrupt, WalRecord, WalStats
 
@@ -116,7 +116,7 @@ _LOW_SPACE = 1 << 20
 _T = TypeVar("_T")
 
 
-class WalDamagedError(StorageError):
+class WalDamagedError(LmdbDamagedError):
     """LMDB's own structures, or a checksummed meta value, are damaged.
 
     ``file`` is the damaged ``data.mdb``. What is committed elsewhere is intact, but
@@ -124,9 +124,27 @@ class WalDamagedError(StorageError):
     """
 
     def __init__(self, file: Path, detail: str) -> None:
-        self.file = file
-        self.detail = detail
-        super().__init__(f"{file} is damaged: {detail}")
+        super().__init__(file, detail)
+
+
+def truncation(env: lmdb.Environment, path: Path) -> str:
+    """Why ``path/data.mdb`` is shorter than the pages its meta page says it has, or
+    "" when it is not.
+
+    LMDB reads pages through its memory map: a page past the end of a truncated file
+    is a SIGBUS that kills the process with no log line, so every store checks this
+    before any transaction touches a page. (The meta pages themselves are read with
+    pread when the environment opens.)
+    """
+    file = path / "data.mdb"
+    try:
+        size = os.stat(file).st_size
+    except FileNotFoundError:
+        return ""
+    need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+    if size < need:
+        return f"truncated: {size} bytes, but its last page ends at byte {need}"
+    return ""
 
 
 class WalFullError(StorageError):
@@ -140,7 +158,7 @@ class WalFullError(StorageError):
         )
 
 
-_DAMAGE = (
+LMDB_DAMAGE = (
     lmdb.CorruptedError,
     lmdb.PageNotFoundError,
     lmdb.InvalidError,
@@ -167,7 +185,7 @@ def _storage_error(path: Path, exc: BaseException) -> StorageError:
         isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
     ):
         return WalFullError(path, str(exc))
-    if isinstance(exc, _DAMAGE):
+    if isinstance(exc, LMDB_DAMAGE):
         return WalDamagedError(path / "data.mdb", f"{exc} (LMDB cannot read it)")
     if isinstance(exc, lmdb.Error | OSError) and _low_space(path):
         return WalFullError(path, str(exc))
@@ -309,23 +327,10 @@ class _Segment:
             fsync_dir(path.parent)
 
     def _check_size(self) -> None:
-        """Refuse a data.mdb shorter than the pages its meta page says it has.
-
-        LMDB reads pages through its memory map: a page past the end of a truncated
-        file is a SIGBUS that kills the process, so this is checked before any
-        transaction touches a page. (The meta pages themselves are read with pread.)
-        """
-        file = self.path / "data.mdb"
-        try:
-            size = os.stat(file).st_size
-        except FileNotFoundError:
-            return
-        need = (int(self.env.info()["last_pgno"]) + 1) * int(self.env.stat()["psize"])
-        if size < need:
-            raise WalDamagedError(
-                file,
-                f"truncated: {size} bytes, but its last page ends at byte {need}",
-            )
+        """Refuse a truncated data.mdb before any page is read (``truncation``)."""
+        detail = truncation(self.env, self.path)
+        if detail:
+            raise WalDamagedError(self.path / "data.mdb", detail)
 
     def _migrate(self, txn: lmdb.Transaction) -> None:
         """Format 1 -> 2: checksum every meta value and ``last_seq`` (docstring)."""
