@@ -51,7 +51,8 @@ async def test_pg_backends_terminated_under_load_never_500(
         i = 0
         while not stop.is_set():
             i += 1
-            body = make_pcs(1_000_000 * (w + 1) + i, **({"budget": 0.9} if i % 5 else {}))
+            escalating = {"budget": 0.9} if i % 5 else {}
+            body = make_pcs(1_000_000 * (w + 1) + i, **escalating)
             status, retry_after = await _post(s, srv.url, body)
             statuses[status] += 1
             if status == 503:
