@@ -116,6 +116,8 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
+    try:  # a start that fails must still close the log (else a ResourceWarning
+        s.start()  # surfaces later, in whatever test the GC happens to run in)
+        yield s
+    finally:
+        s.stop()

@@ -36,6 +36,7 @@ def vector_pcs():  # type: ignore[no-untyped-def]
         epoch=1,
         signer=HmacSigner(b"testsecret"),
         sent_at="2025-01-19T12:00:00Z",
+        version="0.1",  # the vector is a version 0.1 PCS (SPEC §8)
     )
 
 

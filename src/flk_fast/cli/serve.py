@@ -74,7 +74,11 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_context(cfg)  # unreadable or mismatched TLS files: say so before forking
     except (OSError, ssl.SSLError) as exc:
         return fail(f"TLS: {exc}")
+    from flk_fast.errors import StorageError
+
     try:
         return serve(cfg)
     except OSError as exc:  # port in use, unreadable TLS file, ...
         return fail(f"cannot start: {exc}")
+    except StorageError as exc:  # a damaged or full inbox WAL found while opening it
+        return fail(f"cannot start: {exc}", 1)

@@ -124,7 +124,12 @@ class WalDamagedError(LmdbDamagedError):
     """
 
     def __init__(self, file: Path, detail: str) -> None:
-        super().__init__(file, detail)
+        super().__init__(
+            file,
+            detail,
+            f"restore {file.parent} from a backup, or move it aside (what it held is "
+            "then no longer replayed)",
+        )
 
 
 def truncation(env: lmdb.Environment, path: Path) -> str:

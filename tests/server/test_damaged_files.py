@@ -1,0 +1,68 @@
+"""A truncated LMDB file of the server (dedup store or inbox WAL) never kills it
+silently (SIGBUS): ``flk serve`` exits 1 with a message naming the file and the fix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .conftest import JSON, SUBMIT, make_pcs
+from .procs import ServerProcess
+
+
+async def _fill(tmp_path: Path, data: Path) -> None:
+    srv = ServerProcess(tmp_path, "fill", "--data-dir", str(data))
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(300):
+                async with s.post(srv.url + SUBMIT, data=make_pcs(i), headers=JSON) as r:
+                    assert r.status == 200
+    finally:
+        assert srv.stop() == 0
+
+
+def _start(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    key = tmp_path / "hmac.key"
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flk_fast",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data),
+            "--hmac-key-file",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.mark.parametrize("which", ["dedup", "inbox"])
+def test_truncated_lmdb_file_exits_1_naming_it(tmp_path: Path, which: str) -> None:
+    data = tmp_path / "data"
+    asyncio.run(_fill(tmp_path, data))
+    root = data / which
+    files = sorted(root.rglob("data.mdb"), key=lambda p: p.stat().st_size)
+    assert files, f"no data.mdb under {root}"
+    victim = files[-1]
+    size = victim.stat().st_size
+    with open(victim, "r+b") as fh:
+        fh.truncate(size // 3)
+    done = _start(tmp_path, data)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert str(victim) in out and "truncated" in out, out
+    assert "move" in out and "aside" in out, out  # says what to do
+    assert "Traceback" not in out, out
