@@ -56,6 +56,7 @@ EXPECTED = {
         "FlkError",
         "InputError",
         "KeyLoadError",
+        "LmdbDamagedError",
         "PCSValidationError",
         "SignatureError",
         "StorageError",
