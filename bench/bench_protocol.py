@@ -34,6 +34,12 @@ from flk_fast.protocol.verify import verify_pcs
 KEY = b"testsecret"
 
 
+def _plain_pcs(doc: dict) -> PCS:  # type: ignore[type-arg]
+    """The PCS struct from an already checked plain JSON value (no msgspec decode)."""
+    fields = {**doc, "scales": tuple(doc["scales"]), "v_star": tuple(doc["v_star"])}
+    return PCS(**{**fields, "ft": None})  # type: ignore[arg-type]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=7)
@@ -51,14 +57,7 @@ def main() -> None:
     def plain() -> bool:
         doc = json.loads(body)
         _validate_plain(doc)
-        pcs = PCS(
-            **{
-                **doc,
-                "scales": tuple(doc["scales"]),
-                "v_star": tuple(doc["v_star"]),
-                "ft": None,
-            }
-        )  # type: ignore[arg-type]
+        pcs = _plain_pcs(doc)
         h = hmac.HMAC(KEY, hashes.SHA256())
         h.update(canonical_payload_reference(pcs))
         h.verify(base64.b64decode(doc["sig"]))
@@ -79,14 +78,7 @@ def main() -> None:
     def plain02() -> bytes:
         doc = json.loads(body02)
         _validate_plain(doc)
-        pcs = PCS(
-            **{
-                **doc,
-                "scales": tuple(doc["scales"]),
-                "v_star": tuple(doc["v_star"]),
-                "ft": None,
-            }
-        )  # type: ignore[arg-type]
+        pcs = _plain_pcs(doc)
         payload = full_payload_reference(pcs)
         h = hmac.HMAC(KEY, hashes.SHA256())
         h.update(payload)

@@ -6,21 +6,15 @@ import json
 import random
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from flk_fast.errors import PCSValidationError
 from flk_fast.protocol.codec import _validate_plain, decode_pcs
 from flk_fast.protocol.signing import canonical_payload, canonical_payload_reference
 
-from .conftest import VECTOR_BYTES
+from .conftest import PROFILE, VECTOR_BYTES
 
-PROFILE = settings(
-    derandomize=True,
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 BASE: dict[str, Any] = json.loads(VECTOR_BYTES)
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +102,26 @@ async def make_client(
         return client
 
     yield factory
+
+
+@pytest.fixture
+def audit_dsn(postgres_dsn: str, unique_prefix: str) -> Iterator[str]:
+    """A PostgreSQL audit DSN in a schema of its own, dropped afterwards."""
+    from ..storage.conftest import drop_schema
+
+    yield f"{postgres_dsn}?schema={unique_prefix}"
+    drop_schema(postgres_dsn, unique_prefix)
+
+
+async def audit_rows(dsn: str, columns: str = "pcs_id") -> list[Any]:
+    """The rows of the audit table of ``audit_dsn``, in chain order."""
+    import asyncpg
+
+    base, _, schema = dsn.partition("?schema=")
+    conn = await asyncpg.connect(base)
+    try:
+        return await conn.fetch(
+            f'SELECT {columns} FROM "{schema}".flk_audit ORDER BY id'
+        )
+    finally:
+        await conn.close()

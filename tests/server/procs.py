@@ -14,6 +14,25 @@ from typing import Any
 import aiohttp
 
 
+def serve_command(tmp: Path, *args: str, key: bytes = b"testsecret") -> list[str]:
+    """``python -m flk_fast serve`` on a free port, keyed by ``tmp/hmac.key``."""
+    key_file = tmp / "hmac.key"
+    key_file.write_bytes(key)
+    return [
+        sys.executable,
+        "-m",
+        "flk_fast",
+        "serve",
+        "--port",
+        "0",
+        "--hmac-key-file",
+        str(key_file),
+        "--drain-timeout-s",
+        "5",
+        *args,
+    ]
+
+
 class ServerProcess:
     """One ``python -m flk_fast serve`` child; ``port`` is read from its ready line."""
 
@@ -27,21 +46,7 @@ class ServerProcess:
         timeout: float = 30.0,
     ) -> None:
         self.log_path = tmp / f"{name}.log"
-        key_file = tmp / "hmac.key"
-        key_file.write_bytes(key)
-        cmd = [
-            sys.executable,
-            "-m",
-            "flk_fast",
-            "serve",
-            "--port",
-            "0",
-            "--hmac-key-file",
-            str(key_file),
-            "--drain-timeout-s",
-            "5",
-            *args,
-        ]
+        cmd = serve_command(tmp, *args, key=key)
         if "--data-dir" not in args:
             cmd += ["--data-dir", str(tmp / f"{name}-data")]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,30 +11,15 @@ import pytest
 from flk_fast.server.app import SERVICE
 from flk_fast.storage.audit_postgres import verify_chain
 
-from ..storage.conftest import drop_schema
-from .conftest import JSON, SUBMIT, make_pcs
+from .conftest import JSON, SUBMIT, audit_rows, make_pcs
 
 pytestmark = [pytest.mark.services, pytest.mark.asyncio(loop_factories=["asyncio"])]
 
 
-@pytest.fixture
-def audit_dsn(postgres_dsn: str, unique_prefix: str) -> Iterator[str]:
-    yield f"{postgres_dsn}?schema={unique_prefix}"
-    drop_schema(postgres_dsn, unique_prefix)
-
-
 async def _rows(dsn: str) -> list[Any]:
-    import asyncpg
-
-    base, _, schema = dsn.partition("?schema=")
-    conn = await asyncpg.connect(base)
-    try:
-        return await conn.fetch(
-            f"SELECT pcs_id, accepted, escalated, reason, request_digest, tenant "
-            f'FROM "{schema}".flk_audit ORDER BY id'
-        )
-    finally:
-        await conn.close()
+    return await audit_rows(
+        dsn, "pcs_id, accepted, escalated, reason, request_digest, tenant"
+    )
 
 
 async def test_each_stored_verdict_is_audited_once(

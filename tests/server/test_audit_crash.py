@@ -12,7 +12,6 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,7 +20,7 @@ from flk_fast.storage import open_dedup
 from flk_fast.storage.audit_postgres import AuditLog, verify_chain
 
 from ..storage.conftest import drop_schema
-from .conftest import JSON, SUBMIT, make_pcs
+from .conftest import JSON, SUBMIT, audit_rows, make_pcs
 from .procs import ServerProcess
 
 pytestmark = [
@@ -31,22 +30,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def audit_dsn(postgres_dsn: str, unique_prefix: str) -> Iterator[str]:
-    yield f"{postgres_dsn}?schema={unique_prefix}"
-    drop_schema(postgres_dsn, unique_prefix)
-
-
-async def _audit_ids(dsn: str) -> list[str]:
-    import asyncpg
-
-    base, _, schema = dsn.partition("?schema=")
-    conn = await asyncpg.connect(base)
-    try:
-        rows = await conn.fetch(f'SELECT pcs_id FROM "{schema}".flk_audit ORDER BY id')
-    finally:
-        await conn.close()
-    return [r["pcs_id"] for r in rows]
 
 
 async def _send_until_dead(srv: ServerProcess, bodies: list[bytes]) -> dict[str, int]:
@@ -117,7 +100,7 @@ async def test_every_stored_verdict_has_one_audit_row_after_kill9(
     finally:
         await store.close()
     stored = {i for i, v in zip(ids, values, strict=True) if v is not None}
-    audited = await _audit_ids(audit_dsn)
+    audited = [r["pcs_id"] for r in await audit_rows(audit_dsn)]
     assert stored, "nothing was stored before the crashes"
     assert len(audited) == len(set(audited)), "a verdict was audited twice"
     assert set(audited) == stored  # every stored verdict, and only those

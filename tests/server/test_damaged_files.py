@@ -4,16 +4,14 @@ silently (SIGBUS): ``flk serve`` exits 1 with a message naming the file and the 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from .conftest import JSON, SUBMIT, make_pcs
-from .procs import ServerProcess
+from .procs import ServerProcess, serve_command
 
 
 async def _fill(tmp_path: Path, data: Path) -> None:
@@ -28,25 +26,8 @@ async def _fill(tmp_path: Path, data: Path) -> None:
 
 
 def _start(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
-    key = tmp_path / "hmac.key"
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flk_fast",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data),
-            "--hmac-key-file",
-            str(key),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=os.environ.copy(),
-    )
+    cmd = serve_command(tmp_path, "--data-dir", str(data))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("which", ["dedup", "inbox"])
