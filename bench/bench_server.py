@@ -113,7 +113,9 @@ def ceiling_main(port: int) -> None:
 def _ablate_judge() -> None:
     from flk_fast.server.handlers import IngestService
 
-    async def judge(self: Any, tenant: str, body: bytes, **_: Any) -> tuple[int, bytes]:
+    async def judge(
+        self: Any, tenant: str, body: bytes, *_: Any, **__: Any
+    ) -> tuple[int, bytes]:
         return 200, b'{"accepted":true}'
 
     IngestService.judge = judge  # type: ignore[method-assign]
