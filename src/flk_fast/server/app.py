@@ -10,6 +10,7 @@ until the stores are open and the replay is done.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import os
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from flk_fast.metrics import ServerMetrics
 
+from .bodies import HANDLER_ARGS
 from .config import ServerConfig, redact
 from .handlers import IngestService
 from .keys import KeyStore
@@ -85,11 +87,14 @@ def make_app(
     )
     service = IngestService(cfg, keys, metrics, limiter)
     # client_max_size makes request.read() refuse bodies that outgrow the limit while
-    # streaming (chunked, or a lying Content-Length).
+    # streaming (chunked, or a lying Content-Length). HANDLER_ARGS turns aiohttp's own
+    # inflating off, in every runner: bodies.read_body inflates in bounded steps.
     app = web.Application(
         client_max_size=cfg.max_body,
         middlewares=[make_middleware(metrics, access=cfg.access_log)],
+        handler_args=HANDLER_ARGS,
     )
+    app.on_response_prepare.append(_server_header)
     app[SERVICE] = service
     app.router.add_route("*", SUBMIT_PATH, service.submit)
     app.router.add_get("/health", service.health)
@@ -100,6 +105,15 @@ def make_app(
         _lifecycle(cfg, service, worker_index, max(1, num_workers), dedup)
     )
     return app
+
+
+#: Sent instead of aiohttp's ``Python/3.x aiohttp/3.y``, which tells a scanner which
+#: known bugs to try. (aiohttp adds its own when the header is absent.)
+SERVER_HEADER = "flk"
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -207,48 +221,144 @@ async def _bring_up(
         # Not a store that is down (retried inside) but a bug or a configuration the
         # store refuses: waiting would leave /ready 503 forever with nothing said, so
         # log it and let the runner stop the process with a non-zero exit.
-        log.error(
-            "start-up failed: %s: %s",
-            type(exc).__name__,
-            redact(exc),
-            extra={"event": "fatal"},
-        )
+        from flk_fast.errors import FlkError
+
+        why = cause(exc, cfg.dedup_url)
+        if not isinstance(exc, FlkError):  # a bug: its class says what it is
+            why = f"{type(exc).__name__}: {why}"
+        log.error("start-up failed: %s", why, extra={"event": "fatal"})
         service.loading_reason = "start-up failed"
-        service.fatal = f"{type(exc).__name__}: {redact(exc)}"
+        service.fatal = why
 
 
 async def _bring_up_inner(
     cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
 ) -> None:
-    from flk_fast.errors import DedupUnavailableError, LmdbDamagedError, StorageError
+    from flk_fast.errors import DedupUnavailableError, StorageError
 
     delay = 0.2
+    checked = False
+    said = ""  # why start-up waits, once it does: /ready keeps saying it meanwhile
+    phase = ""
+
+    def enter(what: str) -> None:
+        nonlocal phase
+        phase = what
+        if not said:
+            service.loading_reason = what
+
     while True:
         try:
             if service.dedup is None:
-                service.loading_reason = "opening dedup store"
+                enter("opening dedup store")
                 if dedup is None:
                     from flk_fast.storage import open_dedup
 
                     dedup = await _maybe_await(open_dedup(cfg.dedup_url))
                 service.dedup = dedup
+            if not checked:
+                # A store that connects lazily opens fine while its server is down;
+                # without this round trip the ready line was logged while /ready
+                # answered 503. Reachable first, then durable (ConfigError: fatal).
+                enter("connecting to the dedup store")
+                await _ping(dedup)
                 await _check_durability(dedup)
-            service.loading_reason = "replaying inbox WAL"
+                checked = True
+            enter("replaying inbox WAL")
             judged = await service.replay(_chunks(service.wal))
             if index == 0:
                 judged += await _replay_orphans(cfg, service, workers)
             break
-        except LmdbDamagedError:
-            raise  # waiting cannot repair a file: fatal, with the fix in the message
-        except (DedupUnavailableError, StorageError, OSError) as exc:
-            log.warning("start-up waits for the dedup store: %s", redact(exc))
+        except (DedupUnavailableError, StorageError, OSError, TimeoutError) as exc:
+            reason = waiting_reason(cfg, exc, phase)
+            service.loading_reason = reason
+            if reason != said:  # once per cause, not at every retry
+                said = reason
+                log.warning("start-up waits: %s", reason, extra={"event": "waiting"})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     service.ready = True
     service.loading_reason = ""
     service.replayed_at_start = judged
+    if said:
+        log.info("start-up goes on; it waited because %s", said)
     if judged:
         log.info("replay done", extra={"event": "replayed", "replayed": judged})
+
+
+#: Seconds the start-up round trip to the dedup store may take.
+PING_TIMEOUT_S = 2.0
+
+
+async def _ping(dedup: Any) -> None:
+    ping = getattr(dedup, "ping", None)
+    if ping is None:
+        return
+    try:
+        await asyncio.wait_for(_maybe_await(ping()), PING_TIMEOUT_S)
+    except TimeoutError:
+        raise TimeoutError(f"no answer within {PING_TIMEOUT_S} s") from None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the device is full."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        name = type(cur).__name__
+        text = str(cur).lower()
+        if name in ("WalFullError", "DiskError", "MapFullError") or (
+            "no space left" in text or "mdb_map_full" in text
+        ):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def cause(exc: BaseException, url: str = "") -> str:
+    """What went wrong, in words, with secrets masked (those of ``url`` too): the
+    message, plus the OS's reason from the innermost cause when the message does not
+    already say it (a driver's wrapper often carries only a class name)."""
+    text = redact(exc, url).strip()
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    root = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        root = cur
+        cur = cur.__cause__ or cur.__context__
+    why = ""
+    if isinstance(root, OSError) and root.strerror:
+        why = root.strerror
+    elif root is not exc and str(root):
+        why = redact(root, url)
+    if not text:
+        text = why or type(exc).__name__
+    elif why and why.lower() not in text.lower():
+        text = f"{text} ({why})"
+    return text
+
+
+def waiting_reason(cfg: ServerConfig, exc: BaseException, phase: str) -> str:
+    """The ``/ready`` detail and log line while start-up waits on ``exc``, which
+    broke ``phase`` (what start-up was doing)."""
+    from flk_fast.errors import DedupUnavailableError
+
+    if disk_full(exc):
+        return (
+            f"disk full while {phase}: {cause(exc, cfg.dedup_url)}; free space on "
+            "that device (start-up retries)"
+        )
+    if isinstance(exc, DedupUnavailableError | TimeoutError) or "dedup" in phase:
+        return (
+            f"dedup store {redact(cfg.dedup_url, cfg.dedup_url)} is unreachable: "
+            f"{cause(exc, cfg.dedup_url)} "
+            "(start-up retries)"
+        )
+    return f"{phase} failed: {cause(exc, cfg.dedup_url)} (start-up retries)"
 
 
 async def _check_durability(dedup: Any) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flk_fast.errors import ConfigError
+from flk_fast.storage import redact
 
 __all__ = [
     "OPTIONS",
@@ -117,6 +117,13 @@ OPTIONS: tuple[Option, ...] = (
         "DIR/<tenant>.pub (Ed25519 public key), chosen by X-Tenant-Id; reloaded on "
         "SIGHUP",
     ),
+    Option(
+        "ignore_tenant_header",
+        bool,
+        False,
+        "single-tenant server: take every request as the default tenant whatever "
+        "its X-Tenant-Id says (for SDKs that always send one); not with --tenants-dir",
+    ),
     Option("workers", int, 1, "worker processes sharing the port (SO_REUSEPORT)"),
     Option("tls_cert", str, "", "TLS certificate chain (PEM); enables HTTPS"),
     Option("tls_key", str, "", "TLS private key (PEM)"),
@@ -209,6 +216,7 @@ class ServerConfig:
     ed25519_public_key_file: str = ""
     refuse_sig_v01: bool = False
     tenants_dir: str = ""
+    ignore_tenant_header: bool = False
     workers: int = 1
     tls_cert: str = ""
     tls_key: str = ""
@@ -242,6 +250,11 @@ class ServerConfig:
             raise ConfigError(f"--port: {self.port} is not a TCP port")
         if self.workers < 1:
             raise ConfigError("--workers: must be >= 1")
+        if self.ignore_tenant_header and self.tenants_dir:
+            raise ConfigError(
+                "--ignore-tenant-header is for a single-tenant server: not with "
+                "--tenants-dir, whose tenants are chosen by X-Tenant-Id"
+            )
         if self.max_body < 1:
             raise ConfigError("--max-body: must be >= 1")
         if not (math.isfinite(self.body_timeout_s) and self.body_timeout_s > 0):
@@ -303,7 +316,7 @@ class ServerConfig:
         for opt in OPTIONS:
             value = getattr(self, opt.name)
             out[opt.name] = ("<set>" if value else "") if opt.secret else value
-        out["dedup"] = _mask_url(self.dedup_url)
+        out["dedup"] = redact(self.dedup_url, self.dedup_url)
         return out
 
 
@@ -327,11 +340,12 @@ def check_dedup_url(url: str) -> None:
         scheme = parts.scheme.lower()
         path = parts.netloc + parts.path
     except ValueError as exc:  # e.g. an unbalanced "[" in the host
-        raise ConfigError(f"--dedup: {redact(url)!r} is not a URL: {exc}") from None
+        msg = f"--dedup: {url!r} is not a URL: {exc}"
+        raise ConfigError(redact(msg, url)) from None
     if scheme == "lmdb":
         if not path:
             raise ConfigError(
-                f"--dedup: {url!r}: lmdb needs a path, e.g. lmdb:///var/lib/flk"
+                redact(f"--dedup: {url!r}: lmdb needs a path, e.g. lmdb:///path", url)
             )
         return
     if scheme == "memory":
@@ -343,9 +357,9 @@ def check_dedup_url(url: str) -> None:
     try:
         store = open_dedup(url)
     except ConfigError as exc:
-        raise ConfigError(f"--dedup: {redact(exc)}") from None
+        raise ConfigError(f"--dedup: {redact(exc, url)}") from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--dedup: {redact(url)!r}: {redact(exc)}") from None
+        raise ConfigError(redact(f"--dedup: {url!r}: {exc}", url)) from None
     close = getattr(store, "close", None)
     if close is not None:
         try:
@@ -354,27 +368,6 @@ def check_dedup_url(url: str) -> None:
                 asyncio.run(res)
         except Exception:  # noqa: BLE001 - nothing was connected; best effort
             pass
-
-
-def _mask_url(url: str) -> str:
-    """``url`` with its secrets masked: the password of the user info (which may
-    itself hold ``/`` or ``@``) and ``password``/``passwd`` query or keyword values."""
-    return redact(url)
-
-
-# scheme://user:password@ — the password runs to the *last* "@" of the token, so a
-# password holding "@" or "/" is masked whole (over-masking is fine, leaking is not).
-_URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^\s:/@'\"]*:)\S*@")
-# ?password=... / &passwd=... in a query, or password=... in a libpq keyword DSN.
-_KEY_PASSWORD = re.compile(r"(?i)(\b(?:password|passwd)=)[^&\s'\"]*")
-
-
-def redact(text: object) -> str:
-    """``str(text)`` with any ``scheme://user:password@`` password and any
-    ``password=``/``passwd=`` value masked: storage errors may quote the URL they were
-    opened with, and logs must never carry a secret."""
-    out = _URL_PASSWORD.sub(r"\1***@", str(text))
-    return _KEY_PASSWORD.sub(r"\1***", out)
 
 
 def _coerce(opt: Option, value: Any, source: str) -> Any:

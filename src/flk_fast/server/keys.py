@@ -67,6 +67,42 @@ class KeyStore:
         return bool(self._cfg.tenants_dir)
 
     @property
+    def ignore_tenant_header(self) -> bool:
+        """``--ignore-tenant-header``: every request is the default tenant ``""``."""
+        return self._cfg.ignore_tenant_header
+
+    def tenant_of(self, header: str) -> str:
+        """The tenant a request's ``X-Tenant-Id`` value names (``""``: the default
+        tenant); with ``--ignore-tenant-header`` always ``""``, whatever the header
+        holds. Not checked against :data:`TENANT_RE` here: :meth:`known` does."""
+        return "" if self._cfg.ignore_tenant_header else header
+
+    def unknown_tenant_detail(self, tenant: str) -> str:
+        """What the client (or its operator) can do about a 401 ``unknown_tenant``
+        for ``tenant`` (the header value, ``""`` when absent). Names options, never
+        key files, paths or other tenants."""
+        if not tenant:
+            return (
+                "this server has no default key: send X-Tenant-Id naming a tenant "
+                "of its --tenants-dir"
+            )
+        if not self.multi_tenant:
+            return (
+                "this server has no tenants: omit the X-Tenant-Id header, or start "
+                "the server with --ignore-tenant-header (one tenant) or --tenants-dir "
+                "(a key per tenant)"
+            )
+        if TENANT_RE.fullmatch(tenant) is None:
+            return "X-Tenant-Id must be 1-64 characters of A-Z, a-z, 0-9, _ and -"
+        fix = (
+            f"no key for tenant {tenant!r}: add {tenant}.hmac or {tenant}.pub to the "
+            "server's --tenants-dir and send it SIGHUP"
+        )
+        if self._table.default is not None or not self.verify_signatures:
+            fix += ", or omit X-Tenant-Id to use the default key"
+        return fix
+
+    @property
     def tenant_names(self) -> tuple[str, ...]:
         return tuple(sorted(self._table.tenants))
 
@@ -83,6 +119,8 @@ class KeyStore:
             No such tenant, or no header while no default key is configured.
         """
         table = self._table
+        if self._cfg.ignore_tenant_header:
+            tenant = ""
         if not tenant:
             if table.default is None and self.verify_signatures:
                 raise UnknownTenantError("no X-Tenant-Id and no default key")
@@ -95,7 +133,10 @@ class KeyStore:
         return ring if self.verify_signatures else None
 
     def known(self, tenant: str) -> bool:
-        """Whether a request with this tenant header may proceed to the body."""
+        """Whether a request with this tenant header may proceed to the body (with
+        ``--ignore-tenant-header``: any header, as the default tenant)."""
+        if self._cfg.ignore_tenant_header:
+            tenant = ""
         try:
             self.keyring_for(tenant)
         except UnknownTenantError:

@@ -1,9 +1,13 @@
-"""One middleware: request id, latency histogram, optional access log, and the last line
-of defence that turns an unexpected exception into a logged JSON 500 (bad *input* never
-gets here: the handlers answer it with 4xx).
+"""One middleware: request id, latency histogram, optional access log, JSON answers to
+the router's 404 and 405, and the last line of defence that turns an unexpected
+exception into a logged JSON 500 (bad *input* never gets here: the handlers answer it
+with 4xx).
 
 Also the JSON log formatter, so every log line of the server is one JSON object that
-carries the request id of the request it was written for.
+carries the request id of the request it was written for. An exception is one short
+field (``exc``: type and message, ``at``: the innermost frame); the whole traceback
+only at ``--log-level debug``, because a failure that repeats per request (a full disk,
+a store that is down) otherwise writes kilobytes of identical traceback per request.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from flk_fast.metrics import ServerMetrics
+
+from .handlers import json_error
 
 __all__ = ["JsonFormatter", "REQUEST_ID", "make_middleware"]
 
@@ -56,9 +63,33 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in self._SKIP and not key.startswith("_"):
                 doc[key] = value
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            doc["exc"] = _one_line(exc)
+            tb = exc.__traceback__
+            if tb is not None:
+                frames = traceback.extract_tb(tb)
+                last = frames[-1]
+                where = os.path.basename(last.filename)
+                doc["at"] = f"{where}:{last.lineno} {last.name}"
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                doc["traceback"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str, separators=(",", ":"))
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (at most 300 characters), with the causes that
+    say more than their wrapper (``... <- OSError: [Errno 28] No space left``)."""
+    parts = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and len(parts) < 3:
+        seen.add(id(cur))
+        text = " ".join(str(cur).split())
+        parts.append(f"{type(cur).__name__}: {text}" if text else type(cur).__name__)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    out = " <- ".join(parts)
+    return out if len(out) <= 300 else out[:297] + "..."
 
 
 def make_middleware(metrics: ServerMetrics, *, access: bool) -> Middleware:
@@ -80,17 +111,19 @@ def make_middleware(metrics: ServerMetrics, *, access: bool) -> Middleware:
         token = REQUEST_ID.set(rid)
         try:
             resp = await handler(request)
-        except web.HTTPException as exc:  # router 404s: raised on, not returned
-            exc.headers["X-Request-Id"] = rid
-            _record(request, rid, exc.status, clock() - start)
-            raise
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            resp = web.Response(
-                status=500,
-                body=b'{"error":"internal"}',
-                headers={"Content-Type": "application/json"},
+        except web.HTTPException as exc:  # the router's 404 and 405: raised
+            resp = _http_error(exc)
+        except Exception as exc:
+            # One line (JsonFormatter): a bug that every request hits must not write
+            # a traceback per request. --log-level debug adds the traceback.
+            log.error(
+                "unhandled error on %s %s",
+                request.method,
+                request.path,
+                exc_info=exc,
+                extra={"event": "internal_error"},
             )
+            resp = json_error(500, "internal")
         finally:
             REQUEST_ID.reset(token)
         resp.headers["X-Request-Id"] = rid
@@ -114,3 +147,27 @@ def make_middleware(metrics: ServerMetrics, *, access: bool) -> Middleware:
             )
 
     return flk_middleware
+
+
+def _http_error(exc: web.HTTPException) -> web.StreamResponse:
+    """The JSON answer to an ``HTTPException`` (the router's 404 and 405, or one a
+    handler raised), with its headers (``Allow``) kept."""
+    headers = {
+        k: v
+        for k, v in exc.headers.items()
+        if k.lower() not in ("content-type", "content-length")
+    }
+    if exc.status == 404:
+        return json_error(
+            404, "not_found", headers, detail="no such path; see /openapi.json"
+        )
+    if exc.status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        return json_error(
+            405,
+            "method_not_allowed",
+            headers,
+            detail=f"use {', '.join(allowed)}" if allowed else "method not allowed",
+        )
+    code = "_".join((exc.reason or str(exc.status)).lower().split())
+    return json_error(exc.status, code, headers)

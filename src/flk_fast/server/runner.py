@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import importlib
 import logging
@@ -99,6 +100,19 @@ def _warm_up() -> None:
             log.warning("kernels not warmed up: %s", exc)
 
 
+def _hide_server_software() -> None:
+    """aiohttp stamps ``Server: Python/3.x aiohttp/3.y`` on every response without a
+    Server header, also on the 400s its HTTP parser answers by itself, which no app
+    hook sees (``make_app``'s ``on_response_prepare`` covers the app's own). The
+    value is a module global read at each response, and this process serves only
+    this app, so it is set once here, like the loop policy."""
+    from aiohttp import web_response
+
+    from .app import SERVER_HEADER
+
+    web_response.SERVER_SOFTWARE = SERVER_HEADER  # type: ignore[attr-defined]
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -142,8 +156,11 @@ def lock_data_dir(data_dir: str) -> Any:
     import fcntl
 
     path = Path(data_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    f = open(path / "serve.lock", "a+")  # noqa: SIM115 - held until serve() returns
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = open(path / "serve.lock", "a+")  # noqa: SIM115 - held until serve() returns
+    except OSError as exc:
+        raise option_error("--data-dir", data_dir, exc) from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -160,6 +177,71 @@ def lock_data_dir(data_dir: str) -> Any:
     return f
 
 
+def option_error(flag: str, value: object, exc: OSError) -> OSError:
+    """``exc`` (from creating the data directory, or binding) restated as a fault of
+    the option that caused it, e.g. ``--data-dir afile: is a file`` or ``--host
+    10.0.0.999: not an address``; the OS's words follow in parentheses."""
+    code = exc.errno
+    # os.strerror: aiohttp's bind error carries a long strerror of its own.
+    why = os.strerror(code) if isinstance(code, int) and code > 0 else ""
+    why = why or exc.strerror or str(exc)
+    if flag == "--data-dir":
+        p = Path(str(value))
+        if p.exists() and not p.is_dir():
+            what = "is a file"
+        elif code == errno.ENOTDIR or any(
+            q.exists() and not q.is_dir() for q in p.parents
+        ):
+            what = "a parent of it is a file"
+        elif code in (errno.EACCES, errno.EPERM):
+            what = "permission denied"
+        elif code in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left on the device"
+        elif code == errno.EROFS:
+            what = "read-only file system"
+        else:
+            what = why
+    elif flag == "--host":
+        if isinstance(exc, socket.gaierror):
+            what = f"not an address ({why})"
+        elif code == errno.EADDRNOTAVAIL:
+            what = f"not an address of this machine ({why})"
+        else:
+            what = why
+    elif flag == "--port":
+        if code == errno.EADDRINUSE:
+            what = "in use"
+        elif code in (errno.EACCES, errno.EPERM):
+            what = "permission denied (ports below 1024 need privileges)"
+        else:
+            what = why
+    else:
+        what = why
+    if why.lower() not in what.lower():
+        what = f"{what} ({why})"
+    return _StartError(f"{flag} {value}: {what}", code)
+
+
+class _StartError(OSError):
+    """An ``OSError`` whose text is only its message (no ``[Errno N]`` prefix): the
+    CLI prints it after "cannot start: "."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.errno = code  # type: ignore[misc]
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> OSError:
+    if isinstance(exc, _StartError):
+        return exc
+    if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
+        return option_error("--port", f"{port} on {host}", exc)
+    return option_error("--host", host, exc)
+
+
 def _check_port_free(host: str, port: int, family: int) -> None:
     """Bind once *without* SO_REUSEPORT: if another server (e.g. another
     ``--workers`` group, whose sockets all set SO_REUSEPORT) listens on the port this
@@ -171,9 +253,7 @@ def _check_port_free(host: str, port: int, family: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is ok
         probe.bind((host, port))
     except OSError as exc:
-        raise OSError(
-            exc.errno, f"port {port} on {host} is in use ({exc.strerror})"
-        ) from None
+        raise _bind_error(host, port, exc) from None
     finally:
         probe.close()
 
@@ -199,6 +279,7 @@ async def _serve(
     from .app import SERVICE, make_app
 
     _warm_up()
+    _hide_server_software()
     app = make_app(cfg, worker_index=index, num_workers=workers)
     service = app[SERVICE]
     # Everything alive now (modules, app, keys) lives as long as the process: keep it
@@ -225,7 +306,7 @@ async def _serve(
         backlog=2048,
     )
     if not listen_when_ready:
-        await site.start()
+        await _start_site(runner, site, cfg)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -258,7 +339,7 @@ async def _serve(
         return 1
     if not stop.is_set():
         if listen_when_ready:
-            await site.start()
+            await _start_site(runner, site, cfg)
         port = _bound_port(runner) or cfg.port
         info = {
             "host": cfg.host,
@@ -295,6 +376,16 @@ async def _serve(
     await runner.cleanup()
     log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
     return 0
+
+
+async def _start_site(runner: Any, site: Any, cfg: ServerConfig) -> None:
+    """Listen; a bind failure names the option at fault (after the app, whose
+    start-up already opened the stores, is cleaned up)."""
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise _bind_error(cfg.host, cfg.port, exc) from None
 
 
 def _bound_port(runner: Any) -> int | None:
@@ -340,7 +431,11 @@ def _supervise(cfg: ServerConfig) -> int:
     holder = socket.socket(family, socket.SOCK_STREAM)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind((cfg.host, cfg.port))
+    try:
+        holder.bind((cfg.host, cfg.port))
+    except OSError as exc:
+        holder.close()
+        raise _bind_error(cfg.host, cfg.port, exc) from None
     port = holder.getsockname()[1]
     wcfg = cfg.replace(port=port)
 
