@@ -234,7 +234,7 @@ async def _bring_up(
 async def _bring_up_inner(
     cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
 ) -> None:
-    from flk_fast.errors import DedupUnavailableError, StorageError
+    from flk_fast.errors import DedupUnavailableError, LmdbDamagedError, StorageError
 
     delay = 0.2
     checked = False
@@ -269,6 +269,8 @@ async def _bring_up_inner(
             if index == 0:
                 judged += await _replay_orphans(cfg, service, workers)
             break
+        except LmdbDamagedError:
+            raise  # waiting cannot repair a file: fatal, with the fix in the message
         except (DedupUnavailableError, StorageError, OSError, TimeoutError) as exc:
             reason = waiting_reason(cfg, exc, phase)
             service.loading_reason = reason

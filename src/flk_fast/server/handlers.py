@@ -5,7 +5,8 @@ The order of ``POST /v1/pcs/submit`` (SPEC §7):
 0. Cheap refusals that need no body: 405, 415, 413 from ``Content-Length``, 401 for an
    unknown ``X-Tenant-Id``, 429, 503 while loading. None of them can ever be judged,
    so they are not logged to the WAL (which also keeps floods off the disk).
-1. Read the body (413 if it outgrows ``max_body`` while streaming) and append it to the
+1. Read the body (``bodies.read_body``: inflated in bounded steps, 413 once it outgrows
+   ``max_body`` as sent or decoded) and append it to the
    inbox WAL; the append returns only once the record is fsynced (group commit in
    ``storage.aio``). From here the request is never lost.
 2-5. ``assess`` (pure): parse and shape-check (-> 400 naming the field), signature
@@ -43,7 +44,6 @@ from typing import Any, NamedTuple
 
 import msgspec
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from flk_fast.errors import (
     PCSValidationError,
@@ -60,6 +60,7 @@ from flk_fast.protocol.signing import (
 )
 from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
 
+from .bodies import DECODABLE, BodyError, UnsupportedEncodingError, read_body
 from .config import ServerConfig, redact
 from .keys import TENANT_RE, KeyStore, UnknownTenantError
 from .outcome import DamagedOutcomeError, decode_outcome, encode_outcome, server_id
@@ -88,20 +89,6 @@ EXPLAIN_MAX_BODY = 64 * 1024
 _MSGSPEC_PATH = re.compile(r"- at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
-def _decodable() -> frozenset[str]:
-    """Content-Encodings aiohttp's parser actually decodes here (br and zstd need
-    their optional libraries)."""
-    from aiohttp import compression_utils as cu
-
-    out = {"", "identity", "gzip", "deflate"}
-    if getattr(cu, "HAS_BROTLI", False):
-        out.add("br")
-    if getattr(cu, "HAS_ZSTD", False):
-        out.add("zstd")
-    return frozenset(out)
-
-
-_DECODABLE = _decodable()
 _JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": _JSON}
 _ENC = msgspec.json.Encoder()
@@ -113,6 +100,14 @@ _REFUSED_V01 = _ENC.encode(
         "(flk agent --sig-version 0.2, the default)",
     }
 )
+
+
+def _body_error(exc: BodyError) -> web.Response:
+    """The answer to a body that could not be read (the error carries it)."""
+    resp = json_error(exc.status, exc.error, **exc.fields)
+    if exc.close:
+        resp.force_close()  # the rest of the body is never read
+    return resp
 
 
 def _conflict_body(pcs_id: str) -> bytes:
@@ -416,27 +411,23 @@ class IngestService:
         ctype = headers.get("Content-Type")
         if ctype != _JSON and request.content_type != _JSON:
             return json_error(415, "unsupported_media_type", expected=_JSON)
-        cenc = headers.get("Content-Encoding")
-        if cenc is not None and cenc.strip().lower() not in _DECODABLE:
-            # aiohttp passes a body with an encoding it does not know through as is,
-            # which would be judged as if it were plain JSON.
-            return json_error(
-                415,
-                "unsupported_content_encoding",
-                encoding=cenc[:64],
-                supported=sorted(_DECODABLE - {""}),
-            )
+        cenc = (headers.get("Content-Encoding") or "").strip().lower()
+        if cenc and cenc not in DECODABLE:
+            # Refused before the body: read_body would say the same after reading it.
+            return _body_error(UnsupportedEncodingError(cenc))
         clen = request.content_length
         if clen is not None and clen > self._max_body:
             return json_error(413, "body_too_large", limit=self._max_body)
-        tenant = headers.get("X-Tenant-Id", "")
+        tenant = self.keys.tenant_of(headers.get("X-Tenant-Id", ""))
         if (
             tenant
             and TENANT_RE.fullmatch(tenant) is None
             or not self.keys.known(tenant)
         ):
             self.metrics.signature_errors.inc()
-            return json_error(401, "unknown_tenant")
+            return json_error(
+                401, "unknown_tenant", detail=self.keys.unknown_tenant_detail(tenant)
+            )
         if tenant and not self.keys.multi_tenant:
             # Only --sign-alg none lets a tenant header through without a tenants
             # directory; it names no keyring there, so it must not pick a rate bucket
@@ -464,24 +455,11 @@ class IngestService:
         self._reading += 1
         try:
             try:
-                if request.content.is_eof():
-                    # The whole body is already buffered (the usual case for a PCS,
-                    # which fits in one segment): no wait, so no timer to arm.
-                    body = await request.read()
-                else:
-                    async with asyncio.timeout(self._body_timeout):
-                        body = await request.read()
-            except TimeoutError:
-                resp = json_error(408, "body_timeout", limit_s=self._body_timeout)
-                resp.force_close()  # the rest of the body is never read
-                return resp
-            except web.HTTPRequestEntityTooLarge:
-                return json_error(413, "body_too_large", limit=self._max_body)
-            except RequestPayloadError as exc:  # bad chunking or Content-Encoding
-                self.metrics.invalid.inc()
-                return json_error(400, "invalid_body", detail=str(exc).strip())
-            except ConnectionError:  # the client left mid-body: nobody to answer
-                return json_error(400, "incomplete_body")
+                body = await read_body(request, self._max_body, self._body_timeout)
+            except BodyError as exc:
+                if exc.status == 400 and exc.error == "invalid_body":
+                    self.metrics.invalid.inc()
+                return _body_error(exc)
             finally:
                 self._reading -= 1
             resp = await self._ingest(tenant, body)
@@ -507,7 +485,9 @@ class IngestService:
         except UnknownTenantError:
             self._ack(seq)
             m.signature_errors.inc()
-            return json_error(401, "unknown_tenant")
+            return json_error(
+                401, "unknown_tenant", detail=self.keys.unknown_tenant_detail(tenant)
+            )
         except DamagedOutcomeError as exc:
             # Never serve damaged bytes; the WAL record stays unacked, so a repaired
             # store (or a resend) gets the right answer later.
