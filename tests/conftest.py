@@ -244,3 +244,17 @@ def redis_sentinel_url(redis_sentinel: RedisSentinelGroup) -> str:
 def unique_prefix() -> Iterator[str]:
     """A namespace so tests sharing Redis / PostgreSQL never see each other's keys."""
     yield f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs (root only, as CI runs); skipped where it cannot be mounted."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)])
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)

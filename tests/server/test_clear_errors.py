@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -257,20 +256,6 @@ def test_os_errors_at_start_name_the_option(
     assert r.returncode != 0
     assert expected.format(tmp=tmp_path) in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "[Errno" not in r.stderr, r.stderr
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs (root only); skipped where it cannot be mounted."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)])
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @ONE_LOOP

@@ -4,6 +4,7 @@ Each must raise a clean error or keep working, never segfault."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,17 @@ async def test_lmdb_dedup_use_after_close(tmp_path: Path) -> None:
         await store.put_if_absent("k", b"v")
     with pytest.raises(StorageError):
         await store.get("k")
+
+
+def test_a_new_lmdb_dedup_on_a_full_disk_is_refused_not_a_sigbus(
+    tiny_disk: Path,
+) -> None:
+    # Fill the tmpfs, then create a store on it: LMDB would map pages the full file
+    # cannot hold and die of SIGBUS; the store refuses first, saying why.
+    with open(tiny_disk / "filler", "wb") as fh:
+        with contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+    with pytest.raises(StorageError, match="no space left on the device"):
+        LmdbDedup(tiny_disk / "dedup")

@@ -32,7 +32,7 @@ import lmdb
 from flk_fast.errors import LmdbDamagedError, StorageError
 
 from .base import DedupKey, dedup_key
-from .wal_lmdb import LMDB_DAMAGE, truncation
+from .wal_lmdb import LMDB_DAMAGE, low_space, truncation
 
 __all__ = ["LmdbDedup", "PreparedPut"]
 
@@ -92,6 +92,13 @@ class LmdbDedup:
         # every read transaction of this process closed, and readers must not wait
         # for an fsync.
         self._map_lock = threading.Lock()
+        if not (self.path / "data.mdb").exists() and low_space(self.path):
+            # LMDB creating a fresh store on a full device dies of SIGBUS (it maps
+            # pages the file could not be grown to hold): refuse first, and say why.
+            raise StorageError(
+                f"dedup {self.path}: no space left on the device to create the store; "
+                "free some space and start again"
+            )
         try:
             self.env = lmdb.open(
                 str(self.path),

@@ -175,7 +175,8 @@ LMDB_DAMAGE = (
 )
 
 
-def _low_space(path: Path) -> bool:
+def low_space(path: Path) -> bool:
+    """Whether the device holding ``path`` has less than 1 MiB free."""
     try:
         return shutil.disk_usage(path).free < _LOW_SPACE
     except OSError:
@@ -192,7 +193,7 @@ def _storage_error(path: Path, exc: BaseException) -> StorageError:
         return WalFullError(path, str(exc))
     if isinstance(exc, LMDB_DAMAGE):
         return WalDamagedError(path / "data.mdb", f"{exc} (LMDB cannot read it)")
-    if isinstance(exc, lmdb.Error | OSError) and _low_space(path):
+    if isinstance(exc, lmdb.Error | OSError) and low_space(path):
         return WalFullError(path, str(exc))
     return StorageError(f"WAL {path}: {exc}")
 
