@@ -59,12 +59,21 @@ def dedup_schema(postgres_dsn: str, unique_prefix: str) -> Iterator[str]:
     drop_schema(postgres_dsn, f"{unique_prefix}_dedup")
 
 
-@pytest.mark.parametrize("backend", ["lmdb", "postgres"])
+@pytest.mark.parametrize("backend", ["lmdb", "postgres", "redis"])
 async def test_every_stored_verdict_has_one_audit_row_after_kill9(
-    tmp_path: Path, audit_dsn: str, dedup_schema: str, backend: str
+    tmp_path: Path,
+    audit_dsn: str,
+    dedup_schema: str,
+    redis_url: str,
+    unique_prefix: str,
+    backend: str,
 ) -> None:
     data = tmp_path / "data"
-    dedup_url = f"lmdb://{data}/dedup" if backend == "lmdb" else dedup_schema
+    dedup_url = {
+        "lmdb": f"lmdb://{data}/dedup",
+        "postgres": dedup_schema,
+        "redis": f"{redis_url}?prefix={unique_prefix}:",
+    }[backend]
     env = {"FLK_AUDIT_DSN": audit_dsn}
     sent: list[bytes] = []
     for r, crash_after in enumerate((3, 25, 60)):
