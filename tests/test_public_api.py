@@ -48,6 +48,7 @@ EXPECTED = {
         "WalStats",
         "WriteAheadLog",
         "open_dedup",
+        "redact",
     ],
     "flk_fast": ["__version__", "agent", "kernels", "protocol", "server", "storage"],
     "flk_fast.errors": [
