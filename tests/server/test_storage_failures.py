@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from ..storage._redis import DURABLE, ThrowawayRedis, throwaway_redis  # noqa: F401
+from ..storage._redis import throwaway_redis  # noqa: F401  (a fixture)
 from ..storage.conftest import drop_schema
 from .conftest import JSON, SUBMIT, make_pcs
 from .procs import ServerProcess
