@@ -54,9 +54,9 @@ from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from flk_fast.protocol.codec import decode_pcs
 from flk_fast.protocol.signing import (
     LEGACY_VERSION,
-    canonical_payload,
     content_digest,
     full_payload,
+    legacy_payload,
 )
 from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
 
@@ -263,7 +263,7 @@ class IngestService:
         ring = self.keys.keyring_for(tenant)
         if ring is not None:
             try:
-                ring.verify(pcs, canonical_payload(pcs) if legacy else full)
+                ring.verify(pcs, legacy_payload(pcs) if legacy else full)
             except SignatureError as exc:
                 return Verdict(
                     401, _ENC.encode({"error": "signature", "detail": str(exc)})
