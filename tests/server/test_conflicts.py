@@ -187,3 +187,14 @@ async def test_unsigned_server_conflicts_are_counted_per_tenant_key(
     assert (await _post(client, json.dumps(doc).encode()))[0] == 409
     assert (await _post(client, make_pcs(8)))[0] == 200
     assert client.app[SERVICE].metrics.dedup_conflicts._value.get() == 1
+
+
+def test_server_id_is_made_once_and_a_damaged_one_is_refused(tmp_path: Any) -> None:
+    from flk_fast.errors import ConfigError
+    from flk_fast.server.outcome import server_id
+
+    first = server_id(tmp_path)
+    assert first == server_id(tmp_path) and len(first) == 16
+    (tmp_path / "server-id").write_bytes(b"\xff\x00garbage/../x\n")
+    with pytest.raises(ConfigError, match="server-id is damaged"):
+        server_id(tmp_path)
