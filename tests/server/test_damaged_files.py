@@ -14,8 +14,8 @@ from .conftest import JSON, SUBMIT, make_pcs
 from .procs import ServerProcess, serve_command
 
 
-async def _fill(tmp_path: Path, data: Path) -> None:
-    srv = ServerProcess(tmp_path, "fill", "--data-dir", str(data))
+async def _fill(tmp_path: Path, data: Path, *args: str) -> None:
+    srv = ServerProcess(tmp_path, "fill", "--data-dir", str(data), *args)
     try:
         async with aiohttp.ClientSession() as s:
             for i in range(300):
@@ -25,15 +25,20 @@ async def _fill(tmp_path: Path, data: Path) -> None:
         assert srv.stop() == 0
 
 
-def _start(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
-    cmd = serve_command(tmp_path, "--data-dir", str(data))
+def _start(
+    tmp_path: Path, data: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = serve_command(tmp_path, "--data-dir", str(data), *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("which", ["dedup", "inbox"])
+@pytest.mark.parametrize("which", ["ledger", "dedup", "inbox"])
 def test_truncated_lmdb_file_exits_1_naming_it(tmp_path: Path, which: str) -> None:
+    # "ledger": the default layout; "dedup", "inbox": with --dedup lmdb://, a
+    # separate dedup store and inbox WAL
     data = tmp_path / "data"
-    asyncio.run(_fill(tmp_path, data))
+    args = () if which == "ledger" else ("--dedup", f"lmdb://{data}/dedup")
+    asyncio.run(_fill(tmp_path, data, *args))
     root = data / which
     files = sorted(root.rglob("data.mdb"), key=lambda p: p.stat().st_size)
     assert files, f"no data.mdb under {root}"
@@ -41,7 +46,7 @@ def test_truncated_lmdb_file_exits_1_naming_it(tmp_path: Path, which: str) -> No
     size = victim.stat().st_size
     with open(victim, "r+b") as fh:
         fh.truncate(size // 3)
-    done = _start(tmp_path, data)
+    done = _start(tmp_path, data, *args)
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
     assert str(victim) in out and "truncated" in out, out

@@ -110,7 +110,7 @@ async def test_fatal_start_up_error_stops_the_process(
     monkeypatch.setattr("flk_fast.storage.open_dedup", broken)
     monkeypatch.setattr(runner, "_warm_up", lambda: None)
     monkeypatch.setattr("gc.freeze", lambda: None)
-    cfg = make_cfg(tmp_path, port=0)
+    cfg = make_cfg(tmp_path, port=0, dedup=f"lmdb://{tmp_path}/dedup")
     code = await asyncio.wait_for(
         runner._serve(cfg, 0, 1, reuse_port=False, ready_conn=None), 10
     )

@@ -18,6 +18,7 @@ import pytest
 
 from flk_fast.server.outcome import decode_outcome
 from flk_fast.storage.dedup_lmdb import LmdbDedup
+from flk_fast.storage.ledger import Ledger
 from flk_fast.storage.wal_lmdb import LmdbWal
 
 from .conftest import JSON, SUBMIT, VECTOR_BYTES, make_pcs
@@ -96,19 +97,24 @@ async def _load_until_killed(
     srv.kill()
 
 
-async def test_kill9_under_load_then_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["ledger", "lmdb-url"])
+async def test_kill9_under_load_then_restart(tmp_path: Path, layout: str) -> None:
+    # "ledger": the default, one commit per batch for inbox + outcome, so a kill
+    # leaves nothing to replay. "lmdb-url": --dedup lmdb://..., a separate inbox WAL
+    # and dedup store, whose in-flight records the replay judges.
     data = tmp_path / "data"
+    extra = [] if layout == "ledger" else ["--dedup", f"lmdb://{data}/dedup"]
     acked: dict[bytes, tuple[int, bytes]] = {}
     rounds = 2
     started = []
     for r in range(rounds):
-        srv = ServerProcess(tmp_path, f"round{r}", "--data-dir", str(data))
+        srv = ServerProcess(tmp_path, f"round{r}", "--data-dir", str(data), *extra)
         started.append(srv)
         bodies = [make_pcs(100_000 * (r + 1) + i) for i in range(4000)]
         await _load_until_killed(srv, bodies, 0.6 + 0.3 * r, acked)
     assert acked, "no request was answered before the kill"
 
-    srv = ServerProcess(tmp_path, "final", "--data-dir", str(data))
+    srv = ServerProcess(tmp_path, "final", "--data-dir", str(data), *extra)
     async with aiohttp.ClientSession() as s:
         judged_by_replay = await metric(s, srv.url, "flk_accepted_total")
         sample = list(acked.items())[:: max(1, len(acked) // 300)]
@@ -123,6 +129,22 @@ async def test_kill9_under_load_then_restart(tmp_path: Path) -> None:
         for x in p.log_lines()
         if x.get("event") == "replayed"
     )
+    if layout == "ledger":
+        assert replayed == 0  # a crash leaves a request all committed or not at all
+        led = Ledger(data / "ledger")
+        try:
+            records = list(led.inbox())
+            bodies_in = {r.data[1:] for r in records}  # u8 0 = the default tenant
+            ids = [json.loads(b)["pcs_id"] for b in bodies_in]
+            assert all(v is not None for v in led.get_many(ids))
+            for body, (status, raw) in acked.items():
+                assert body in bodies_in  # the exact bytes of every answered request
+                stored_value = led.get(json.loads(body)["pcs_id"])
+                assert stored_value is not None
+                assert decode_outcome(stored_value)[::2] == (status, raw)
+        finally:
+            led.close()
+        return
     assert replayed > 0  # requests in flight at the kill were judged by the replay
 
     # every WAL record (acknowledged or not) now has its outcome, and none is pending

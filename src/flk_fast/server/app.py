@@ -126,6 +126,18 @@ def _inbox_dir(cfg: ServerConfig, index: int) -> Path:
     return Path(cfg.data_dir) / "inbox" / f"w{index}"
 
 
+def _open_ledger(cfg: ServerConfig, index: int) -> Any:
+    """The embedded store (``DATA_DIR/ledger``), shared by every worker."""
+    from flk_fast.storage.aio import AsyncLedger
+    from flk_fast.storage.ledger import Ledger, ledger_path
+
+    from .handlers import crash_hook
+
+    ledger = Ledger(ledger_path(cfg.data_dir), worker=index, sync=cfg.wal_sync)
+    ledger.before_commit = crash_hook("in-commit")
+    return AsyncLedger(ledger)
+
+
 def _lifecycle(
     cfg: ServerConfig, service: IngestService, index: int, workers: int, dedup: Any
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -133,19 +145,30 @@ def _lifecycle(
         from flk_fast.storage.aio import AsyncWal
         from flk_fast.storage.wal_lmdb import LmdbWal
 
-        wal = LmdbWal(
-            _inbox_dir(cfg, index),
-            sync=cfg.wal_sync,
-            rotate_daily=True,
-            retention_days=14,
-        )
-        service.wal = AsyncWal(wal)
+        embedded = dedup is None and not cfg.dedup
+        if embedded:
+            service.ledger = _open_ledger(cfg, index)
+        else:
+            wal = LmdbWal(
+                _inbox_dir(cfg, index),
+                sync=cfg.wal_sync,
+                rotate_daily=True,
+                retention_days=14,
+            )
+            service.wal = AsyncWal(wal)
         if cfg.audit_dsn:
             from flk_fast.storage.audit_postgres import AuditLog
 
             # One spool per worker, like the inbox: a spool belongs to one AuditLog.
+            # In the ledger it is a database of the ledger, written in its commits.
             spool = Path(cfg.data_dir) / "audit-spool" / f"w{index}"
-            service.audit = AuditLog(cfg.audit_dsn, spool)
+            if embedded:  # only its quarantine WAL lives there (spool/quarantine)
+                spool = Path(cfg.data_dir) / "ledger" / f"audit-w{index}"
+            service.audit = AuditLog(
+                cfg.audit_dsn,
+                spool,
+                spool=service.ledger.spool if embedded else None,
+            )
         quiet = _BadHttpFilter(service)
         aiohttp_log = logging.getLogger("aiohttp.server")
         aiohttp_log.addFilter(quiet)
@@ -168,11 +191,14 @@ def _lifecycle(
             if service.drain_deadline is not None:
                 left = max(0.0, service.drain_deadline - time.monotonic())
             await service.drain(left)
-            await _maybe_await(service.wal.close())
-            if service.dedup is not None:
-                await service.dedup.close()
+            if service.wal is not None:
+                await _maybe_await(service.wal.close())
             if service.audit is not None:
                 await service.audit.close()  # ships what it can, keeps the rest spooled
+            if service.dedup is not None:  # the ledger too, after the audit log's spool
+                await service.dedup.close()
+            elif service.ledger is not None:
+                await service.ledger.close()
             aiohttp_log.removeFilter(quiet)
 
     return ctx
@@ -251,7 +277,9 @@ async def _bring_up_inner(
         try:
             if service.dedup is None:
                 enter("opening dedup store")
-                if dedup is None:
+                if service.ledger is not None:
+                    dedup = service.ledger
+                elif dedup is None:
                     from flk_fast.storage import open_dedup
 
                     dedup = await _maybe_await(open_dedup(cfg.dedup_url))
@@ -264,6 +292,12 @@ async def _bring_up_inner(
                 await _ping(dedup)
                 await _check_durability(dedup)
                 checked = True
+            if service.ledger is not None:
+                enter("adopting the data of an older layout")
+                from .migrate import adopt_old_layout
+
+                judged = await adopt_old_layout(cfg, service, index, workers)
+                break
             enter("replaying inbox WAL")
             judged = await service.replay(_chunks(service.wal))
             if index == 0:
@@ -425,7 +459,7 @@ async def _maintenance(service: IngestService) -> None:
             continue
         try:
             now = time.monotonic()
-            if now - last_catch_up >= CATCH_UP_EVERY_S:
+            if now - last_catch_up >= CATCH_UP_EVERY_S and service.wal is not None:
                 last_catch_up = now
                 n = await service.replay(
                     _chunks(service.wal, time.time() - CATCH_UP_OLDER_THAN_S),
@@ -436,6 +470,8 @@ async def _maintenance(service: IngestService) -> None:
             if now - last_sweep >= SWEEP_EVERY_S and hasattr(service.dedup, "sweep"):
                 last_sweep = now
                 await service.dedup.sweep()
+                if service.ledger is not None:
+                    await service.ledger.run(service.ledger.store.drop_days)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the store is down: try again next round

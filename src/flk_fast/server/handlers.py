@@ -34,6 +34,7 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import re
@@ -59,6 +60,7 @@ from flk_fast.protocol.signing import (
     legacy_payload,
 )
 from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
+from flk_fast.storage.ledger import LedgerItem
 
 from .bodies import DECODABLE, BodyError, UnsupportedEncodingError, read_body
 from .config import ServerConfig, redact
@@ -151,13 +153,21 @@ def dedup_key(tenant: str, pcs_id: str) -> str:
 
 def _crash_trigger() -> tuple[str, int]:
     """``FLK_TEST_CRASH_AT=POINT:N``: SIGKILL this process at the N-th pass through
-    POINT (``after-insert``: an outcome stored, its audit entry and WAL ack not yet).
+    POINT (``after-insert``: an outcome stored, its audit entry and WAL ack not yet;
+    ``in-commit``: a ledger batch written, its transaction not yet committed;
+    ``after-commit``: a ledger batch durable, its answers not yet sent).
     For the crash tests only; unset, it costs one comparison per request."""
     point, _, n = os.environ.get("FLK_TEST_CRASH_AT", "").partition(":")
     return (point, int(n)) if point and n.isdigit() else ("", 0)
 
 
 _CRASH_POINT, _CRASH_AFTER = _crash_trigger()
+
+
+def crash_hook(point: str) -> Callable[[], None] | None:
+    """A callable that crashes at ``point`` as ``FLK_TEST_CRASH_AT`` says, or None
+    when that variable names another point (the usual case: no cost at all)."""
+    return (lambda: _maybe_crash(point)) if point == _CRASH_POINT else None
 
 
 def _maybe_crash(point: str) -> None:
@@ -206,6 +216,10 @@ class IngestService:
         self.params = params or VerifyParams()
         self.wal: Any = None
         self.dedup: Any = None
+        #: storage.aio.AsyncLedger in the embedded layout (the default): inbox record,
+        #: outcome and audit entry of a request go down in one commit.
+        self.ledger: Any = None
+        self._requests = itertools.count(1)
         self.audit: Any = (
             None  # storage.audit_postgres.AuditLog when --audit-dsn is set
         )
@@ -326,25 +340,19 @@ class IngestService:
                 _maybe_crash("after-insert")
             await self._after_insert(tenant, body, result, origin)
             return verdict.status, verdict.body
+        stored = self._peek_own(winner, origin)
+        if stored is not None:
+            await self._after_insert(tenant, body, result, origin)
+            return stored
+        return self._stored_answer(winner, verdict, result.pcs_id, count)
+
+    def _peek_own(self, winner: bytes, origin: bytes) -> tuple[int, bytes] | None:
+        """The stored ``(status, body)`` if it is our own insert from before a crash."""
         try:
             stored = decode_outcome(winner)
         except DamagedOutcomeError:
-            m.dedup_damaged.inc()
-            self.damaged_outcomes += 1
-            raise
-        if stored.origin == origin:
-            await self._after_insert(tenant, body, result, origin)
-            return stored.status, stored.body
-        if stored.digest is not None and stored.digest != verdict.digest:
-            # SPEC §3.2: same pcs_id, other content. Neither stored nor answered
-            # with the stored verdict, which would tell a forger what it says.
-            if count:
-                m.dedup_conflicts.inc()
-            return 409, _conflict_body(result.pcs_id)
-        if count:
-            # A twin (a resend, or a concurrent request) stored first: its bytes.
-            m.dedup_hits.inc()
-        return stored.status, stored.body
+            return None  # _stored_answer counts and raises it
+        return (stored.status, stored.body) if stored.origin == origin else None
 
     async def judge(
         self, tenant: str, body: bytes, seq: int, *, count: bool = True
@@ -357,9 +365,7 @@ class IngestService:
     def origin_of(self, seq: int) -> bytes:
         """``server id/inbox WAL/seq``: the request that WAL record ``seq`` of the
         inbox being served (or replayed) holds, as stored with its outcome."""
-        if not self._server_id:
-            self._server_id = server_id(self.cfg.data_dir)
-        return f"{self._server_id}/{self.wal.wal.path.name}/{seq}".encode("ascii")
+        return f"{self._sid()}/{self.wal.wal.path.name}/{seq}".encode("ascii")
 
     async def _after_insert(
         self, tenant: str, body: bytes, result: VerifyResult, origin: bytes
@@ -382,26 +388,43 @@ class IngestService:
 
         The entry id is the origin: the replay of a record whose entry was spooled
         but not acked spools the same id, which PostgreSQL keeps once."""
-        from flk_fast.storage.audit_postgres import AuditEntry
-
         try:
-            await self.audit.record(
-                AuditEntry(
-                    pcs_id=result.pcs_id,
-                    accepted=result.accepted,
-                    escalated=result.escalated,
-                    received_at=time.time(),
-                    request_digest=hashlib.sha256(body).hexdigest(),
-                    reason=result.reason,
-                    tenant=tenant,
-                    recomputed_d_hat=result.recomputed_D_hat,
-                    recomputed_budget=result.recomputed_budget,
-                    entry_id=origin.decode("ascii"),
-                )
-            )
+            await self.audit.record(self._entry(tenant, body, result, origin))
         except Exception as exc:
             self.metrics.wal_errors.inc()
             raise AuditSpoolError(f"audit spool append failed: {redact(exc)}") from exc
+
+    def _audit_entry(
+        self, tenant: str, body: bytes, result: VerifyResult, origin: bytes
+    ) -> bytes:
+        """The spool bytes of the audit entry of a verdict about to be stored (in the
+        ledger's commit); ``AuditSpoolError`` if PostgreSQL could never take it."""
+        from flk_fast.storage.audit_postgres import check_entry
+
+        entry = self._entry(tenant, body, result, origin)
+        try:
+            check_entry(entry)
+        except (TypeError, ValueError) as exc:
+            self.metrics.wal_errors.inc()
+            raise AuditSpoolError(f"audit entry refused: {exc}") from exc
+        return entry.to_bytes()
+
+    @staticmethod
+    def _entry(tenant: str, body: bytes, result: VerifyResult, origin: bytes) -> Any:
+        from flk_fast.storage.audit_postgres import AuditEntry
+
+        return AuditEntry(
+            pcs_id=result.pcs_id,
+            accepted=result.accepted,
+            escalated=result.escalated,
+            received_at=time.time(),
+            request_digest=hashlib.sha256(body).hexdigest(),
+            reason=result.reason,
+            tenant=tenant,
+            recomputed_d_hat=result.recomputed_D_hat,
+            recomputed_budget=result.recomputed_budget,
+            entry_id=origin.decode("ascii"),
+        )
 
     # ------------------------------------------------------------------ handlers
     async def submit(self, request: web.Request) -> web.StreamResponse:
@@ -472,6 +495,8 @@ class IngestService:
                 self._idle.set()
 
     async def _ingest(self, tenant: str, body: bytes) -> web.Response:
+        if self.ledger is not None:
+            return await self._ingest_ledger(tenant, body)
         m = self.metrics
         try:
             seq = await self.wal.append(frame_record(tenant, body))
@@ -504,6 +529,95 @@ class IngestService:
             return json_error(503, "dedup_unavailable", self._retry_after)
         self._ack(seq)
         return web.Response(status=status, body=out, headers=_JSON_HEADERS)
+
+    async def _ingest_ledger(self, tenant: str, body: bytes) -> web.Response:
+        """SPEC §7 with steps 1 and 5 in one commit: judge first (pure), then write
+        the inbox record, the outcome and the audit entry in the ledger's next group
+        commit; answer once it is durable. A crash leaves all three or none."""
+        m = self.metrics
+        try:
+            verdict = self.assess(tenant, body)
+        except UnknownTenantError:
+            m.signature_errors.inc()
+            return json_error(
+                401, "unknown_tenant", detail=self.keys.unknown_tenant_detail(tenant)
+            )
+        ledger = self.ledger
+        n = next(self._requests)
+        result = verdict.result
+        put = audit = None
+        if result is not None:
+            origin = ledger.store.origin(self._sid(), n)
+            value = encode_outcome(verdict.status, verdict.digest, verdict.body, origin)
+            put = ledger.store.prepare(verdict.key, value, self._ttl)
+            if self.audit is not None:
+                try:
+                    audit = self._audit_entry(tenant, body, result, origin)
+                except AuditSpoolError as exc:
+                    log.error("%s", exc)
+                    return json_error(503, "audit_unavailable", self._retry_after)
+        item = LedgerItem(ledger.store.record_key(n), frame_record(tenant, body), put, audit)
+        try:
+            won = await ledger.commit(item)
+        except StorageError as exc:
+            m.wal_errors.inc()
+            log.warning("ledger commit failed: %s", redact(exc))
+            return json_error(503, "wal_unavailable", self._retry_after)
+        if _CRASH_POINT:
+            _maybe_crash("after-commit")
+        m.ingest.inc()
+        if result is None:
+            (m.invalid if verdict.status == 400 else m.signature_errors).inc()
+            return web.Response(
+                status=verdict.status, body=verdict.body, headers=_JSON_HEADERS
+            )
+        winner, inserted = won
+        if inserted:
+            if result.accepted:
+                m.accepted.inc()
+            if result.escalated:
+                m.escalated.inc()
+            if audit is not None:
+                self.audit.spooled()
+            return web.Response(
+                status=verdict.status, body=verdict.body, headers=_JSON_HEADERS
+            )
+        try:
+            status, out = self._stored_answer(winner, verdict, result.pcs_id, True)
+        except DamagedOutcomeError as exc:
+            log.error("dedup store: %s (pcs_id %s)", exc, result.pcs_id)
+            return json_error(
+                503, "stored_outcome_damaged", self._retry_after, detail=str(exc)
+            )
+        return web.Response(status=status, body=out, headers=_JSON_HEADERS)
+
+    def _stored_answer(
+        self, winner: bytes, verdict: Verdict, pcs_id: str, count: bool
+    ) -> tuple[int, bytes]:
+        """The answer to a dedup hit: the stored bytes, or 409 for a conflicting twin
+        (SPEC §3.2). Raises ``DamagedOutcomeError`` (counted) for a damaged value."""
+        m = self.metrics
+        try:
+            stored = decode_outcome(winner)
+        except DamagedOutcomeError:
+            m.dedup_damaged.inc()
+            self.damaged_outcomes += 1
+            raise
+        if stored.digest is not None and stored.digest != verdict.digest:
+            # SPEC §3.2: same pcs_id, other content. Neither stored nor answered
+            # with the stored verdict, which would tell a forger what it says.
+            if count:
+                m.dedup_conflicts.inc()
+            return 409, _conflict_body(pcs_id)
+        if count:
+            # A twin (a resend, or a concurrent request) stored first: its bytes.
+            m.dedup_hits.inc()
+        return stored.status, stored.body
+
+    def _sid(self) -> str:
+        if not self._server_id:
+            self._server_id = server_id(self.cfg.data_dir)
+        return self._server_id
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")

@@ -29,9 +29,10 @@ from flk_fast.errors import DedupUnavailableError, StorageError
 
 from .base import DEFAULT_TTL_S, DedupKey, WalRecord, WalStats
 from .dedup_lmdb import LmdbDedup, PreparedPut
+from .ledger import Ledger, LedgerItem
 from .wal_lmdb import LmdbWal, check_meta
 
-__all__ = ["AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH"]
+__all__ = ["AsyncLedger", "AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH", "LedgerSpool"]
 
 #: Most records one group commit may carry; bigger queues are split.
 DEFAULT_MAX_BATCH = 4096
@@ -460,3 +461,81 @@ class AsyncLmdbDedup:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class AsyncLedger(AsyncLmdbDedup):
+    """The ``Ledger`` behind one writer thread: concurrent ``commit`` calls (and
+    ``put_if_absent``) share one transaction and one fsync, like ``AsyncLmdbDedup``.
+
+    It is a full ``DedupStore`` too (``put_if_absent`` stores an outcome with no inbox
+    record), so replays of an older data directory's inbox go through it.
+    """
+
+    store: Ledger
+
+    def __init__(self, store: Ledger, **kwargs: Any) -> None:
+        super().__init__(store, **kwargs)
+        self.spool = LedgerSpool(self)
+
+    def _put_batch(self, items: list[Any]) -> list[Any]:
+        batch = [
+            it if isinstance(it, LedgerItem) else LedgerItem(None, None, it)
+            for it in items
+        ]
+        try:
+            return self.store.commit(batch)
+        except Exception as exc:
+            mapped = self._unavailable(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def commit(self, item: LedgerItem) -> asyncio.Future[Any]:
+        """Queue ``item`` for the next group commit; the future gives ``(winner,
+        inserted)`` of its put (None without one) once the commit is durable."""
+        if self._gc.closed:
+            raise DedupUnavailableError(f"ledger {self.store.path}: closed")
+        return self._gc.submit(item)
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the writer thread (maintenance: ``drop_days``...)."""
+        return await self._guard(self._gc.run(fn, *args))
+
+
+class LedgerSpool:
+    """The ledger's audit spool, with the part of ``AsyncWal`` that ``AuditLog`` uses
+    (entries are written by ``Ledger.commit``, in the same transaction as the outcome
+    they record; shipped ones are deleted at once, so ``compact`` has nothing to do)."""
+
+    def __init__(self, ledger: AsyncLedger) -> None:
+        self._ledger = ledger
+
+    async def append(self, data: bytes, meta: Any = None) -> int:
+        await self._ledger.commit(LedgerItem(None, None, None, data))
+        return 0
+
+    async def pending(self, limit: int = 1000, start: int = 0) -> list[WalRecord]:
+        return await self._ledger.run(self._ledger.store.audit_pending, limit, start)
+
+    async def ack_many(self, seqs: Sequence[int]) -> None:
+        await self._ledger.run(self._ledger.store.audit_done, list(seqs))
+
+    async def compact(self, older_than_s: float = 0.0) -> int:
+        return 0
+
+    async def stats(self) -> WalStats:
+        n = await self._ledger.run(self._ledger.store.audit_count)
+        return WalStats(
+            count=n,
+            pending=n,
+            acked=0,
+            used_bytes=0,
+            disk_bytes=0,
+            first_seq=None,
+            last_seq=None,
+            segments=1,
+            corrupt_seen=0,
+        )
+
+    async def close(self, timeout: float = 0.0) -> None:
+        """The ledger is closed by its owner (the app), not by the audit log."""

@@ -238,6 +238,7 @@ class AuditLog:
         timeout_s: float = 5.0,
         max_backoff_s: float = 30.0,
         compact_interval_s: float = 60.0,
+        spool: Any = None,
     ) -> None:
         self.dsn = dsn
         self.batch_size = batch_size
@@ -245,7 +246,9 @@ class AuditLog:
         self.timeout_s = timeout_s
         self.max_backoff_s = max_backoff_s
         self.compact_interval_s = compact_interval_s
-        self.spool = AsyncWal(LmdbWal(spool_path))
+        # ``spool``: entries written elsewhere in the caller's own transactions (the
+        # server's ledger); else a spool WAL of our own in ``spool_path``.
+        self.spool = spool if spool is not None else AsyncWal(LmdbWal(spool_path))
         self.quarantine = AsyncWal(LmdbWal(Path(spool_path) / "quarantine"))
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -298,6 +301,11 @@ class AuditLog:
             raise StorageError("audit log is closed")
         check_entry(entry)
         await self.spool.append(entry.to_bytes())
+        self._ensure_shipper()
+        self._wake.set()
+
+    def spooled(self) -> None:
+        """Entries were written to a caller-provided ``spool``: ship them soon."""
         self._ensure_shipper()
         self._wake.set()
 

@@ -34,7 +34,7 @@ from flk_fast.errors import LmdbDamagedError, StorageError
 from .base import DedupKey, dedup_key
 from .wal_lmdb import LMDB_DAMAGE, low_space, truncation
 
-__all__ = ["LmdbDedup", "PreparedPut"]
+__all__ = ["LmdbDedup", "PreparedPut", "put_one", "sweep_expired"]
 
 log = logging.getLogger("flk_fast.storage.dedup")
 
@@ -84,6 +84,7 @@ class LmdbDedup:
         sync: bool = True,
         map_size: int = 64 << 20,
         clock: Callable[[], float] = time.time,
+        max_dbs: int = 2,
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ class LmdbDedup:
             self.env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
-                max_dbs=2,
+                max_dbs=max_dbs,
                 sync=sync,
                 metasync=sync,
                 readahead=False,
@@ -206,22 +207,8 @@ class LmdbDedup:
         now = self._clock()
 
         def put(txn: lmdb.Transaction) -> list[tuple[bytes, bool]]:
-            out = []
-            for key, value, ttl_s in items:
-                raw = txn.get(key, db=self.kv)
-                live = self._live(raw, now)
-                if live is not None:
-                    out.append((live, False))
-                    continue
-                if raw is not None:  # expired: replace it and its index entry
-                    txn.delete(bytes(raw[: _EXP.size]) + key, db=self.exp)
-                # Rounded up to the next whole second: an entry may outlive its TTL by
-                # under a second, never expire early.
-                expires = _EXP.pack(min(math.ceil(now + ttl_s), 2**32 - 1))
-                txn.put(key, expires + value, db=self.kv)
-                txn.put(expires + key, b"", db=self.exp)
-                out.append((value, True))
-            _sweep(self, txn, now, _SWEEP_PER_BATCH)
+            out = [put_one(self, txn, item, now) for item in items]
+            sweep_expired(self, txn, now, _SWEEP_PER_BATCH)
             return out
 
         return self._write(put)
@@ -229,7 +216,7 @@ class LmdbDedup:
     def sweep(self, limit: int = 100_000) -> int:
         """Delete up to ``limit`` expired entries now; return how many went."""
         now = self._clock()
-        return self._write(lambda txn: _sweep(self, txn, now, limit))
+        return self._write(lambda txn: sweep_expired(self, txn, now, limit))
 
     def count(self) -> int:
         """Entries stored, expired ones not yet swept included."""
@@ -248,7 +235,29 @@ class LmdbDedup:
             self.env.close()
 
 
-def _sweep(store: LmdbDedup, txn: lmdb.Transaction, now: float, limit: int) -> int:
+def put_one(
+    store: LmdbDedup, txn: lmdb.Transaction, item: PreparedPut, now: float
+) -> tuple[bytes, bool]:
+    """First-write-wins put of one prepared item inside ``txn``: ``(winner, inserted)``."""
+    key, value, ttl_s = item
+    raw = txn.get(key, db=store.kv)
+    live = store._live(raw, now)
+    if live is not None:
+        return live, False
+    if raw is not None:  # expired: replace it and its index entry
+        txn.delete(bytes(raw[: _EXP.size]) + key, db=store.exp)
+    # Rounded up to the next whole second: an entry may outlive its TTL by under a
+    # second, never expire early.
+    expires = _EXP.pack(min(math.ceil(now + ttl_s), 2**32 - 1))
+    txn.put(key, expires + value, db=store.kv)
+    txn.put(expires + key, b"", db=store.exp)
+    return value, True
+
+
+def sweep_expired(
+    store: LmdbDedup, txn: lmdb.Transaction, now: float, limit: int
+) -> int:
+    """Delete up to ``limit`` expired entries inside ``txn``; return how many."""
     cur = txn.cursor(db=store.exp)
     removed = 0
     if not cur.first():
