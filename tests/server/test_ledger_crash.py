@@ -105,7 +105,9 @@ async def test_kill9_in_the_batch_commit_loses_nothing(
     # an environment per process at a time)
     for w in range(workers):
         ledger = AsyncLedger(Ledger(data / "ledger", worker=w))
-        audit = AuditLog(audit_dsn, tmp_path / f"q{w}", spool=ledger.spool)
+        audit = AuditLog(
+            audit_dsn, tmp_path / f"q{w}", spool=ledger.spool, timeout_s=60
+        )
         try:
             await audit.flush()
         finally:
