@@ -111,14 +111,31 @@ def ceiling_main(port: int) -> None:
 # one part of the pipeline replaced by an instant stand-in. Diagnostic only: an
 # ablated server is not durable, and its answers are not verdicts.
 def _ablate_judge() -> None:
-    from flk_fast.server.handlers import IngestService
+    from flk_fast.server.handlers import IngestService, Verdict
+
+    def assess(self: Any, tenant: str, body: bytes) -> Verdict:
+        return Verdict(200, b'{"accepted":true}')  # a final answer: nothing to store
 
     async def judge(
         self: Any, tenant: str, body: bytes, *_: Any, **__: Any
     ) -> tuple[int, bytes]:
         return 200, b'{"accepted":true}'
 
+    IngestService.assess = assess  # type: ignore[method-assign]
     IngestService.judge = judge  # type: ignore[method-assign]
+
+
+def _ablate_commit() -> None:
+    import asyncio
+
+    from flk_fast.storage.aio import AsyncLedger
+
+    def commit(self: Any, item: Any) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None if item.put is None else (item.put[1], True))
+        return fut
+
+    AsyncLedger.commit = commit  # type: ignore[method-assign]
 
 
 def _ablate_store() -> None:
@@ -146,7 +163,9 @@ def _ablate_wal() -> None:
 
 
 ABLATIONS = {
-    "nojudge": _ablate_judge,  # no decode, signature, engine or dedup store
+    "nojudge": _ablate_judge,  # no decode, signature, engine; inbox record only
+    "nocommit": _ablate_commit,  # no ledger commit (no LMDB transaction, no fsync)
+    # with --dedup lmdb:// (the separate stores of the older layout) only:
     "nostore": _ablate_store,  # no LMDB dedup write (its commit and fsync)
     "nowal": _ablate_wal,  # no inbox WAL append (its commit and fsync)
 }
@@ -198,10 +217,14 @@ def start_server(
     else:
         key = workdir / "hmac.key"
         key.write_bytes(KEY)
-        data = workdir / "data"
+        data = workdir / f"data-{kind}"  # its own: the servers all stay up
         shutil.rmtree(data, ignore_errors=True)
         launcher = ["-m", "flk_fast"]
-        if kind != "flk":
+        # flk-lmdb: the older layout (a separate inbox WAL and LMDB dedup store, two
+        # commits per request), the baseline of the ledger's one commit per batch
+        older = kind in ("flk-lmdb", "flk-nostore", "flk-nowal")
+        extra = ["--dedup", f"lmdb://{data}/dedup"] if older else []
+        if kind not in ("flk", "flk-lmdb"):
             launcher = [
                 "-m",
                 "bench.bench_server",
@@ -220,6 +243,7 @@ def start_server(
             str(key),
             "--log-level",
             "warning",
+            *extra,
         ]
         ready = f"http://127.0.0.1:{port}/ready"
     # exec chain nice -> taskset -> python keeps one pid: cpu_seconds() reads it
@@ -426,8 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--servers",
         default="ceiling,flk",
-        help="which servers to run: ceiling, flk, and the diagnostic flk-nojudge, "
-        "flk-nostore, flk-nowal (flk with that part replaced by an instant stand-in)",
+        help="which servers to run: ceiling, flk, flk-lmdb (the older layout: "
+        "--dedup lmdb://, two commits per request), and the diagnostic flk-nojudge, "
+        "flk-nocommit, and for flk-lmdb flk-nostore, flk-nowal (that part replaced by "
+        "an instant stand-in)",
     )
     p.add_argument("--json", help="append the records to this JSON-lines file")
     p.add_argument(
@@ -452,11 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.servers.split(",")
     for kind in kinds:
         if (
-            kind not in ("ceiling", "flk")
+            kind not in ("ceiling", "flk", "flk-lmdb")
             and kind.removeprefix("flk-") not in ABLATIONS
         ):
             p.error(
-                f"unknown server {kind!r}; known: ceiling, flk, "
+                f"unknown server {kind!r}; known: ceiling, flk, flk-lmdb, "
                 + ", ".join("flk-" + a for a in ABLATIONS)
             )
     rates = [float(r) for r in args.rates.split(",") if r]

@@ -71,7 +71,8 @@ OPTIONS: tuple[Option, ...] = (
         "data_dir",
         str,
         "./flk-data",
-        "directory of the inbox WAL (and the default LMDB dedup store)",
+        "data directory: the ledger (DATA_DIR/ledger: inbox, outcomes and audit "
+        "spool in one LMDB environment), or with --dedup the inbox WAL",
     ),
     Option(
         "dedup",
@@ -79,7 +80,9 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "dedup store URL: lmdb:///path, memory://, redis://..., "
         "redis+cluster://h1:p1,h2:p2, redis+sentinel://h1:p1/service, "
-        "postgresql://... (default lmdb://DATA_DIR/dedup)",
+        "postgresql://... (default: none, the ledger in DATA_DIR/ledger commits "
+        "each request's inbox record and outcome together; an lmdb:// URL keeps "
+        "a separate store and inbox WAL, two commits per request)",
     ),
     Option(
         "unsafe_memory_dedup",
@@ -316,7 +319,9 @@ class ServerConfig:
         for opt in OPTIONS:
             value = getattr(self, opt.name)
             out[opt.name] = ("<set>" if value else "") if opt.secret else value
-        out["dedup"] = redact(self.dedup_url, self.dedup_url)
+        out["dedup"] = (
+            redact(self.dedup, self.dedup) if self.dedup else "ledger (DATA_DIR/ledger)"
+        )
         return out
 
 

@@ -38,6 +38,8 @@ from typing import Any, NamedTuple
 
 import lmdb
 
+from flk_fast.errors import LmdbDamagedError
+
 from .base import WalRecord, WalStats
 from .dedup_lmdb import LmdbDedup, PreparedPut, put_one, sweep_expired
 from .wal_lmdb import _decode, _encode
@@ -136,6 +138,15 @@ class Ledger(LmdbDedup):
         self._days: dict[int, Any] = {}
         #: Called inside every batch transaction just before it commits (crash tests).
         self.before_commit: Callable[[], None] | None = None
+
+    def _damaged(self, detail: str) -> LmdbDamagedError:
+        return LmdbDamagedError(
+            self.path / "data.mdb",
+            detail,
+            "restore the directory from a backup, or move it aside to start with an "
+            "empty ledger (its inbox days and outcomes are then gone: PCS resent "
+            "later are judged again)",
+        )
 
     # -- keys ------------------------------------------------------------------------
     def record_key(self, n: int) -> bytes:
