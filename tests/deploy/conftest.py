@@ -50,6 +50,8 @@ def render(overlay: str, work: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+def rendered(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, list[dict[str, Any]]]:
     work = tmp_path_factory.mktemp("kustomize")
     return {o: render(o, work) for o in OVERLAYS}

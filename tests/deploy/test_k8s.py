@@ -112,7 +112,9 @@ def test_probes_and_scrapes_hit_real_routes(
         assert get.get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP"), probe
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"  # 503 when dedup is down
     for sm in _kinds(docs).get("ServiceMonitor", []):
-        svc_ports = {p["name"] for s in _kinds(docs)["Service"] for p in s["spec"]["ports"]}
+        svc_ports = {
+            p["name"] for s in _kinds(docs)["Service"] for p in s["spec"]["ports"]
+        }
         for ep in sm["spec"]["endpoints"]:
             assert ep["path"] in served and ep["port"] in svc_ports
             assert ep.get("scheme", "http") == ("https" if tls else "http")
@@ -134,7 +136,9 @@ def test_selectors_volumes_image_and_secrets(
     assert selects(sts["spec"]["selector"]["matchLabels"])
     for s in kinds["Service"]:
         assert selects(s["spec"]["selector"]), s["metadata"]["name"]
-    assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in kinds["Service"]}
+    assert sts["spec"]["serviceName"] in {
+        s["metadata"]["name"] for s in kinds["Service"]
+    }
     for pdb in kinds.get("PodDisruptionBudget", []):
         assert selects(pdb["spec"]["selector"]["matchLabels"])
     for np_ in kinds.get("NetworkPolicy", []):

@@ -167,8 +167,13 @@ def _load(url: str, start: int) -> None:
         assert s.post(url + "/v1/pcs/submit", data=make_pcs(i)).status_code == 200
     escalated = make_pcs(start, regime="sticky", shard_id="esc")
     assert s.post(url + "/v1/pcs/submit", data=escalated).status_code == 202
-    assert s.post(url + "/v1/pcs/submit", data=make_pcs(start)).status_code == 200  # hit
-    assert s.post(url + "/v1/pcs/submit", data=make_pcs(start, key=b"x")).status_code == 401
+    assert (
+        s.post(url + "/v1/pcs/submit", data=make_pcs(start)).status_code == 200
+    )  # hit
+    assert (
+        s.post(url + "/v1/pcs/submit", data=make_pcs(start, key=b"x")).status_code
+        == 401
+    )
     assert s.post(url + "/v1/pcs/submit", data=b"{}").status_code == 400
 
 
