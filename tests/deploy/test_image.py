@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import REQUIRE_SERVICES
 from tests.deploy.conftest import DEPLOY, ROOT
+from tests.deploy.options import SERVE_ENV
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 INSTALL = ROOT / "scripts" / "install-flk.sh"
@@ -64,6 +65,8 @@ def test_dockerfile_is_multi_stage_non_root_with_a_volume() -> None:
     assert _only("STOPSIGNAL") == "SIGTERM"
     assert "/health" in _only("HEALTHCHECK")
     assert json.loads(_only("ENTRYPOINT")) == ["flk"]
+    flk_env = {k for k in image_env() if k.startswith("FLK_")}
+    assert flk_env <= SERVE_ENV, flk_env - SERVE_ENV
 
 
 def test_dockerignore_keeps_what_the_wheel_needs() -> None:

@@ -28,8 +28,6 @@ DASHBOARD = DEPLOY / "grafana" / "flk-dashboard.json"
 #: a real agent here, its group is covered by the promtool unit tests only.
 AGENT_GROUPS = {"flk-agent-alerts"}
 
-pytestmark = pytest.mark.slow
-
 
 def _rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
@@ -177,6 +175,7 @@ def _load(url: str, start: int) -> None:
     assert s.post(url + "/v1/pcs/submit", data=b"{}").status_code == 400
 
 
+@pytest.mark.slow
 def test_rules_alerts_and_dashboard_see_a_real_server(
     server: ServerProcess, prometheus: str, tmp_path: Path
 ) -> None:
