@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Make sure the real PostgreSQL (127.0.0.1:5432, database `test`) and Redis
 # (127.0.0.1:6379) that the tests use are running; start (or install) them if not.
+# Also installs the tools tests/deploy runs (kubectl, prometheus, promtool).
 # Redis must be durable (appendonly yes, appendfsync always): the dedup store refuses a
 # Redis that may forget what it acknowledged (docs/storage.md, "Durability").
 set -euo pipefail
 need_apt=()
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# Tools of tests/deploy: kubectl kustomize, and a real Prometheus with promtool.
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
