@@ -1,0 +1,106 @@
+"""An HTTP endpoint of known behaviour, to check a load generator against: answers
+every POST after a fixed delay, stalls its whole event loop for a while once per
+period, answers 503 to a fixed share of requests. Used by the tests of ``flk bench``
+and by ``bench/bench_loadgen.py`` (the echo endpoint); a user can run it to see what
+the generator gives on their own machine::
+
+    python -m flk_fast.benchsuite.endpoint --port 8099 --delay 5ms
+
+It prints ``listening on http://127.0.0.1:PORT`` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from aiohttp import web
+
+from flk_fast.benchsuite.load import sleep_until
+from flk_fast.benchsuite.slo import parse_duration
+
+_OK = b'{"accepted":true,"escalated":false}'
+_ESCALATED = b'{"accepted":true,"escalated":true}'
+_BUSY = b'{"error":"overloaded"}'
+
+
+def make_app(
+    delay_s: float = 0.0,
+    stall_s: float = 0.0,
+    stall_every_s: float = 1.0,
+    fail_ratio: float = 0.0,
+    escalate_ratio: float = 0.0,
+) -> web.Application:
+    """The endpoint. Failures and escalations are spread evenly (request k fails when
+    ``floor(k * ratio)`` steps), so a share is exact rather than random."""
+    state = {"n": 0, "next_stall": time.monotonic() + stall_every_s}
+
+    def steps(n: int, ratio: float) -> bool:
+        return int(n * ratio) != int((n - 1) * ratio)
+
+    async def submit(request: web.Request) -> web.Response:
+        due = time.perf_counter() + delay_s
+        await request.read()
+        state["n"] += 1
+        n = state["n"]
+        if stall_s and time.monotonic() >= state["next_stall"]:
+            state["next_stall"] += stall_every_s
+            time.sleep(stall_s)  # blocks the loop on purpose: every request waits
+        if delay_s:
+            await sleep_until(due)
+        if steps(n, fail_ratio):
+            return web.Response(status=503, body=_BUSY, content_type="application/json")
+        if steps(n, escalate_ratio):
+            return web.Response(
+                status=202, body=_ESCALATED, content_type="application/json"
+            )
+        return web.Response(body=_OK, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/pcs/submit", submit)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--port", type=int, default=0, help="0 = any free port (0)")
+    ap.add_argument("--delay", default="0ms", help="before every answer (0ms)")
+    ap.add_argument("--stall", default="0ms", help="loop stall once per period (0ms)")
+    ap.add_argument("--stall-every", default="1s", help="stall period (1s)")
+    ap.add_argument("--fail-ratio", type=float, default=0.0, help="503 share (0)")
+    ap.add_argument("--escalate-ratio", type=float, default=0.0, help="202 share (0)")
+    args = ap.parse_args(argv)
+
+    def dur(text: str) -> float:
+        return 0.0 if text in ("0", "0ms", "0s") else parse_duration(text)
+
+    app = make_app(
+        dur(args.delay),
+        dur(args.stall),
+        parse_duration(args.stall_every),
+        args.fail_ratio,
+        args.escalate_ratio,
+    )
+
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", args.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    from flk_fast.benchsuite.runner import run_loop
+
+    try:
+        run_loop(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
