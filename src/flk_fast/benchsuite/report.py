@@ -122,9 +122,11 @@ def write_pictures(runs: list[RateResult], out_dir: Path) -> list[str]:
     )
     for ax, r in zip(axes[:, 0], runs, strict=True):
         tl = r.timeline()
-        xs = [p["second"] for p in tl]
+        # Each second is a step from its start to the next; the last one needs an end.
+        xs = [p["second"] for p in tl] + [len(tl)]
         for key in ("p50", "p99", "max"):
-            ax.plot(xs, [p[key] for p in tl], label=key, drawstyle="steps-post")
+            ys = [p[key] for p in tl]
+            ax.plot(xs, ys + ys[-1:], label=key, drawstyle="steps-post")
         ax.set_yscale("log")
         ax.set_ylabel("ms (log)")
         ax.set_title(f"{r.plan.rate:g} req/s offered", fontsize=10)
