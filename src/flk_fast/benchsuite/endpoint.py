@@ -63,6 +63,31 @@ def make_app(
     return app
 
 
+class _Echo(asyncio.Protocol):
+    """``--echo``: 200 to every request, no framework (httptools parses requests), so
+    the endpoint outruns the generator it is used to measure."""
+
+    _ANSWER = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(_OK), _OK)
+    )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        import httptools
+
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except Exception:  # noqa: BLE001 - any parse error: drop the connection
+            self.transport.abort()
+
+    def on_message_complete(self) -> None:
+        self.transport.write(self._ANSWER)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, default=0, help="0 = any free port (0)")
@@ -71,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall-every", default="1s", help="stall period (1s)")
     ap.add_argument("--fail-ratio", type=float, default=0.0, help="503 share (0)")
     ap.add_argument("--escalate-ratio", type=float, default=0.0, help="202 share (0)")
+    ap.add_argument(
+        "--echo", action="store_true", help="fastest: 200 to everything, no options"
+    )
     args = ap.parse_args(argv)
 
     def dur(text: str) -> float:
@@ -84,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         args.escalate_ratio,
     )
 
+    async def echo() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Echo, "127.0.0.1", args.port)
+        print(f"listening on http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        sys.stdout.flush()
+        await server.serve_forever()
+
     async def serve() -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -96,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from flk_fast.benchsuite.runner import run_loop
 
     try:
-        run_loop(serve())
+        run_loop(echo() if args.echo else serve())
     except KeyboardInterrupt:
         pass
     return 0

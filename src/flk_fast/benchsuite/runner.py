@@ -150,6 +150,9 @@ class Progress:
             self._last_log = done
             print(f"flk bench: {share:4.0%} {label}", file=self.stream, flush=True)
 
+    def note(self, line: str) -> None:
+        print(f"flk bench: {line}", file=self.stream, flush=True)
+
     def finish_rate(self, duration_s: float, line: str) -> None:
         self.done_s += duration_s
         if self.tty:
@@ -192,7 +195,11 @@ async def _run_all(
                 if progress is not None:
                     progress.tick(label, elapsed)
 
-            r = await run_rate(pool, bodies.next, plan, tick)
+            if progress is not None:
+                progress.note(f"{label}: signing {plan.requests} bodies")
+            signed = iter(bodies.take(plan.requests))
+            r = await run_rate(pool, signed.__next__, plan, tick)
+            del signed
             results.append(r)
             if progress is not None:
                 progress.finish_rate(plan.duration_s, summary_line(r))

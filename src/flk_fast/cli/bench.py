@@ -291,11 +291,12 @@ def _slo(args: argparse.Namespace) -> int:
 
 
 def _kernels(args: argparse.Namespace) -> int:
-    from flk_fast.benchsuite.kernels import compare, run_kernels
+    from flk_fast.benchsuite.kernels import compare, markdown, run_kernels
     from flk_fast.errors import FlkError
 
     try:
         doc = run_kernels(size=args.size, select=args.select)
+        print(markdown(doc), end="")
         if args.save:
             Path(args.save).write_text(json.dumps(doc, indent=2) + "\n")
         if args.compare:
