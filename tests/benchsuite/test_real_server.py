@@ -1,0 +1,103 @@
+"""``flk bench load`` against the REAL ``flk serve`` (a subprocess): the signed bodies
+are accepted, resends are dedup hits, the tenant header is sent, and HTTPS + mTLS
+work as the agent's (same options, same refusals)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flk_fast.cli import main
+from tests.pki import issue_cert
+from tests.server.procs import ServerProcess
+
+pytestmark = pytest.mark.slow
+KEY = b"testsecret"
+
+
+def _load(tmp: Path, url: str, *extra: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    key = tmp / "bench.key"
+    key.write_bytes(KEY)
+    out = tmp / "out"
+    code = main(["bench", "load", url, "--rate", "100", "--duration", "1s",
+                 "--key-file", str(key), "--out", str(out), "--no-pictures",
+                 *extra])  # fmt: skip
+    doc = json.loads((out / "report.json").read_text()) if code != 2 else {}
+    return code, doc
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(server.url + "/metrics").read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.split(" ")[0].split("{")[0] in (name, name + "_total")
+    )
+
+
+def test_signed_bodies_are_accepted_and_resends_are_dedup_hits(tmp_path):
+    server = ServerProcess(tmp_path, "srv")
+    try:
+        code, doc = _load(tmp_path, server.url, "--resend-ratio", "0.3")
+        assert code == 0
+        (r,) = doc["rates"]
+        assert r["statuses"] == {"200": 100}, r
+        assert r["escalation_ratio"] == 0.0
+        # About 30 of 100 were resends: the server saw them as duplicates.
+        assert 15 <= _metric(server, "flk_dedup_hits") <= 45
+    finally:
+        server.stop()
+
+
+def test_a_wrong_key_is_reported_as_errors_and_misses_the_slo(tmp_path):
+    server = ServerProcess(tmp_path, "srv", key=b"another-secret")
+    try:
+        code, doc = _load(tmp_path, server.url, "--max-error-ratio", "0.01")
+        assert code == 1
+        assert doc["rates"][0]["statuses"] == {"401": 100}
+        assert doc["rates"][0]["error_ratio"] == 1.0
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pki(tmp_path):
+    d = tmp_path / "pki"
+    d.mkdir()
+    ca_crt, _, ca = issue_cert(d, "ca", None, ca=True)
+    srv = issue_cert(d, "server", ca, san="127.0.0.1")
+    cli = issue_cert(d, "client", ca)
+    return {"ca": ca_crt, "srv": srv, "cli": cli}
+
+
+def test_https_with_mtls(tmp_path, pki, capsys):
+    srv_crt, srv_key, _ = pki["srv"]
+    cli_crt, cli_key, _ = pki["cli"]
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    (tenants / "acme.hmac").write_bytes(KEY)
+    # The default tenant's key differs: only a request that names acme gets a 200.
+    server = ServerProcess(
+        tmp_path, "tls", "--tls-cert", str(srv_crt), "--tls-key", str(srv_key),
+        "--tls-client-ca", str(pki["ca"]), "--tenants-dir", str(tenants),
+        key=b"default-tenant-key",
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{server.port}"
+    try:
+        code, doc = _load(tmp_path, url, "--tls-ca-file", str(pki["ca"]),
+                          "--tls-cert", str(cli_crt), "--tls-key", str(cli_key),
+                          "--tenant", "acme")  # fmt: skip
+        assert code == 0 and doc["rates"][0]["statuses"] == {"200": 100}
+        # Without a client certificate the handshake is refused: a clear error, exit 2.
+        code, _ = _load(tmp_path, url, "--tls-ca-file", str(pki["ca"]))
+        err = capsys.readouterr().err
+        assert code == 2 and "tls" in err.lower(), err
+        code, _ = _load(tmp_path, url, "--tls-cert", str(cli_crt))
+        assert code == 2
+        assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+    finally:
+        server.stop()
