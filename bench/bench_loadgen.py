@@ -28,8 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_echo(core: int) -> tuple[subprocess.Popen[str], str]:
-    cmd = ["taskset", "-c", str(core), sys.executable, "-m",
-           "flk_fast.benchsuite.endpoint", "--echo"]  # fmt: skip
+    cmd = [
+        "taskset",
+        "-c",
+        str(core),
+        sys.executable,
+        "-m",
+        "flk_fast.benchsuite.endpoint",
+        "--echo",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -46,11 +53,27 @@ def run_generator(
     key.write_bytes(b"bench-loadgen")
     out = tmp / "report"
     cmd = [
-        "taskset", "-c", str(core), sys.executable, "-m", "flk_fast", "bench", "load",
-        url, "--rate", ",".join(map(str, rates)), "--duration", f"{duration}s",
-        "--key-file", str(key), "--connections", str(connections),
-        "--out", str(out), "--no-pictures",
-    ]  # fmt: skip
+        "taskset",
+        "-c",
+        str(core),
+        sys.executable,
+        "-m",
+        "flk_fast",
+        "bench",
+        "load",
+        url,
+        "--rate",
+        ",".join(map(str, rates)),
+        "--duration",
+        f"{duration}s",
+        "--key-file",
+        str(key),
+        "--connections",
+        str(connections),
+        "--out",
+        str(out),
+        "--no-pictures",
+    ]
     subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
     return list(json.loads((out / "report.json").read_text())["rates"])
 
@@ -73,10 +96,14 @@ def main() -> None:
             for _ in range(args.repeat):
                 rounds.append(
                     run_generator(
-                        url, rates, args.duration, args.gen_core, args.connections,
+                        url,
+                        rates,
+                        args.duration,
+                        args.gen_core,
+                        args.connections,
                         Path(tmp),
                     )
-                )  # fmt: skip
+                )
     finally:
         proc.terminate()
         proc.wait(10)
@@ -99,8 +126,10 @@ def main() -> None:
                 "errors": med("error_ratio"),
             }
         )
-    print("| offered req/s | achieved | p99 start lag ms | generator CPU | valid "
-          "| p50 ms | p99 ms | errors |")  # fmt: skip
+    print(
+        "| offered req/s | achieved | p99 start lag ms | generator CPU | valid "
+        "| p50 ms | p99 ms | errors |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(

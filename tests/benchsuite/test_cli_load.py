@@ -9,24 +9,47 @@ from pathlib import Path
 
 import pytest
 
-from flk_fast.benchsuite.runner import LOAD_OPTIONS, Progress
+from flk_fast.benchsuite.options import LOAD_OPTIONS
+from flk_fast.benchsuite.runner import Progress
 from flk_fast.cli import main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "bench.md"
 
 
 @pytest.mark.slow
-def test_ramp_finds_the_highest_rate_that_meets_the_slo(endpoint, key_file, tmp_path, capsys):
+@pytest.mark.needs_ext
+def test_ramp_finds_the_highest_rate_that_meets_the_slo(
+    endpoint, key_file, tmp_path, capsys
+):
     # 2 connections x 20 ms = at most 100 req/s: 40 is met, 400 queues up and misses.
     ep = endpoint("--delay", "20ms")
-    args = ["bench", "load", ep.url, "--rate", "400,40", "--duration", "1s",
-            "--key-file", str(key_file), "--connections", "2", "--ramp",
-            "--slo-latency", "p99=100", "--out", str(tmp_path / "r"), "--no-pictures"]  # fmt: skip
+    args = [
+        "bench",
+        "load",
+        ep.url,
+        "--rate",
+        "400,40",
+        "--duration",
+        "1s",
+        "--key-file",
+        str(key_file),
+        "--connections",
+        "2",
+        "--ramp",
+        "--slo-latency",
+        "p99=100",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-pictures",
+    ]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "highest rate that met the SLO: 40 req/s" in err
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert [(r["rate"], r["verdict"]) for r in doc["rates"]] == [(40, "met"), (400, "missed")]
+    assert [(r["rate"], r["verdict"]) for r in doc["rates"]] == [
+        (40, "met"),
+        (400, "missed"),
+    ]
     # Nothing meets a 1 ms p99 against a 20 ms endpoint: exit 1, and the ramp stops.
     args[args.index("p99=100")] = "p99=1"
     assert main(args) == 1
@@ -36,21 +59,36 @@ def test_ramp_finds_the_highest_rate_that_meets_the_slo(endpoint, key_file, tmp_
 
 
 def test_ramp_needs_an_slo(capsys):
-    assert main(["bench", "load", "http://127.0.0.1:9/", "--rate", "1", "--ramp",
-                 "--key-file", "k"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "load",
+                "http://127.0.0.1:9/",
+                "--rate",
+                "1",
+                "--ramp",
+                "--key-file",
+                "k",
+            ]
+        )
+        == 2
+    )
     assert "--ramp needs an SLO" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
-    [("--slo-latency", "p95=3", "unknown percentile"),
-     ("--slo-latency", "p99=fast", "expected NAME=MS"),
-     ("--max-error-ratio", "2", "must be in [0, 1]"),
-     ("--rate", "0", "rates must be > 0"),
-     ("--duration", "soon", "is not a duration"),
-     ("--resend-ratio", "1", "must be in [0, 1)"),
-     ("--connections", "0", "must be >= 1")],
-)  # fmt: skip
+    [
+        ("--slo-latency", "p95=3", "unknown percentile"),
+        ("--slo-latency", "p99=fast", "expected NAME=MS"),
+        ("--max-error-ratio", "2", "must be in [0, 1]"),
+        ("--rate", "0", "rates must be > 0"),
+        ("--duration", "soon", "is not a duration"),
+        ("--resend-ratio", "1", "must be in [0, 1)"),
+        ("--connections", "0", "must be >= 1"),
+    ],
+)
 def test_bad_flags_are_usage_errors(capsys, flag, value, message):
     argv = ["bench", "load", "http://127.0.0.1:9/", "--rate", "1", "--key-file", "k"]
     with pytest.raises(SystemExit) as exc:

@@ -17,8 +17,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.needs_ext]
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("kernels") / "base.json"
-    assert main(["bench", "kernels", "--size", "0.01", "-k", "d_hat or merkle",
-                 "--save", str(path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "kernels",
+                "--size",
+                "0.01",
+                "-k",
+                "d_hat or merkle",
+                "--save",
+                str(path),
+            ]
+        )
+        == 0
+    )
     return path
 
 
@@ -28,7 +41,9 @@ def test_each_kernel_is_beside_its_baseline(saved, capsys):
     assert set(cases) == {"d_hat_batch", "merkle"}
     for c in cases.values():
         assert c["kernel_median_s"] > 0 and c["baseline_median_s"] > 0
-        assert c["speedup"] == pytest.approx(c["baseline_median_s"] / c["kernel_median_s"])
+        assert c["speedup"] == pytest.approx(
+            c["baseline_median_s"] / c["kernel_median_s"]
+        )
     assert cases["d_hat_batch"]["baseline"] == "Python loop over d_hat"
     assert doc["size"] == 0.01 and doc["machine"]
 
@@ -36,18 +51,37 @@ def test_each_kernel_is_beside_its_baseline(saved, capsys):
 def test_compare_passes_on_itself_and_fails_on_a_faster_baseline(saved, tmp_path):
     doc = json.loads(saved.read_text())
     assert compare(doc, str(saved), 0.25) == []
-    faster = dict(doc, cases=[dict(c, kernel_median_s=c["kernel_median_s"] / 2)
-                              for c in doc["cases"]])  # fmt: skip
+    faster = dict(
+        doc,
+        cases=[dict(c, kernel_median_s=c["kernel_median_s"] / 2) for c in doc["cases"]],
+    )
     fast_file = tmp_path / "fast.json"
     fast_file.write_text(json.dumps(faster))
     lines = compare(doc, str(fast_file), 0.25)
     assert len(lines) == 2 and "+100% > 25%" in lines[0]
     # Through the command: the run is slower than a baseline twice as fast -> exit 1.
-    doubled = dict(faster, cases=[dict(c, kernel_median_s=c["kernel_median_s"] / 10)
-                                  for c in faster["cases"]])  # fmt: skip
+    doubled = dict(
+        faster,
+        cases=[
+            dict(c, kernel_median_s=c["kernel_median_s"] / 10) for c in faster["cases"]
+        ],
+    )
     fast_file.write_text(json.dumps(doubled))
-    assert main(["bench", "kernels", "--size", "0.01", "-k", "d_hat",
-                 "--compare", str(fast_file)]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "kernels",
+                "--size",
+                "0.01",
+                "-k",
+                "d_hat",
+                "--compare",
+                str(fast_file),
+            ]
+        )
+        == 1
+    )
 
 
 def test_compare_refuses_a_file_that_is_not_a_saved_run(saved, tmp_path):

@@ -36,11 +36,21 @@ latency_ms = { p99 = 2000 }
 
 
 @pytest.mark.slow
+@pytest.mark.needs_ext
 def test_an_slo_that_is_met_exits_0_with_report_and_pictures(
     endpoint, key_file, tmp_path, capsys
 ):
     ep = endpoint()
-    code = main(["bench", "slo", str(_slo(tmp_path, GOOD)), ep.url, "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "bench",
+            "slo",
+            str(_slo(tmp_path, GOOD)),
+            ep.url,
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     out = tmp_path / "r"
     doc = json.loads((out / "report.json").read_text())
@@ -57,6 +67,7 @@ def test_an_slo_that_is_met_exits_0_with_report_and_pictures(
 
 
 @pytest.mark.slow
+@pytest.mark.needs_ext
 def test_an_slo_that_is_missed_exits_1_and_names_the_bound(
     endpoint, key_file, tmp_path, capsys
 ):
@@ -79,13 +90,23 @@ def test_an_slo_that_is_missed_exits_1_and_names_the_bound(
 
 
 @pytest.mark.slow
+@pytest.mark.needs_ext
 def test_an_invalid_run_exits_2(endpoint, key_file, tmp_path, capsys):
     ep = endpoint()
     # A start-lag limit no generator can keep: every run is invalid.
     code = main(
-        ["bench", "slo", str(_slo(tmp_path, GOOD)), ep.url, "--max-lag", "0.0001ms",
-         "--no-pictures", "--out", str(tmp_path / "r")]
-    )  # fmt: skip
+        [
+            "bench",
+            "slo",
+            str(_slo(tmp_path, GOOD)),
+            ep.url,
+            "--max-lag",
+            "0.0001ms",
+            "--no-pictures",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 2
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     assert doc["verdict"] == "invalid run"
@@ -96,17 +117,32 @@ def test_an_invalid_run_exits_2(endpoint, key_file, tmp_path, capsys):
 MALFORMED = [
     ("rate = [", "not valid TOML"),
     ("duration = '1s'\n", "rate: missing"),
-    ("[[rate]]\nrate = 100\nlatency_ms = { p95 = 5 }\n", "rate[0].latency_ms.p95: unknown percentile"),
-    ("[[rate]]\nrate = 100\nlatency_ms = { p99 = -1 }\n", "rate[0].latency_ms.p99: must be milliseconds > 0"),
+    (
+        "[[rate]]\nrate = 100\nlatency_ms = { p95 = 5 }\n",
+        "rate[0].latency_ms.p95: unknown percentile",
+    ),
+    (
+        "[[rate]]\nrate = 100\nlatency_ms = { p99 = -1 }\n",
+        "rate[0].latency_ms.p99: must be milliseconds > 0",
+    ),
     ("[[rate]]\nrate = 0\n", "rate[0].rate: must be a number > 0"),
     ("[[rate]]\nlatency_ms = { p99 = 5 }\n", "rate[0].rate: missing"),
-    ("[[rate]]\nrate = 1\nmax_error_ratio = 2\n", "rate[0].max_error_ratio: must be in [0, 1]"),
+    (
+        "[[rate]]\nrate = 1\nmax_error_ratio = 2\n",
+        "rate[0].max_error_ratio: must be in [0, 1]",
+    ),
     ("[[rate]]\nrate = 1\np99 = 5\n", "rate[0].p99: unknown key"),
     ("sla = 1\n[[rate]]\nrate = 1\n", "sla: unknown key"),
     ("duration = 'soon'\n[[rate]]\nrate = 1\n", "duration: 'soon' is not a duration"),
-    ("[load]\nkey_file = 'hmac.key'\nconections = 4\n[[rate]]\nrate = 1\n", "[load] conections: unknown key"),
-    ("[load]\nkey_file = 'hmac.key'\nconnections = 0\n[[rate]]\nrate = 1\n", "[load] connections: must be >= 1"),
-]  # fmt: skip
+    (
+        "[load]\nkey_file = 'hmac.key'\nconections = 4\n[[rate]]\nrate = 1\n",
+        "[load] conections: unknown key",
+    ),
+    (
+        "[load]\nkey_file = 'hmac.key'\nconnections = 0\n[[rate]]\nrate = 1\n",
+        "[load] connections: must be >= 1",
+    ),
+]
 
 
 @pytest.mark.parametrize(("body", "message"), MALFORMED)

@@ -61,9 +61,7 @@ class BodySource:
         seed: int = 0,
     ) -> None:
         if not 0.0 <= resend_ratio < 1.0:
-            raise ConfigError(
-                f"--resend-ratio must be in [0, 1), got {resend_ratio}"
-            )
+            raise ConfigError(f"--resend-ratio must be in [0, 1), got {resend_ratio}")
         rng = random.Random(seed)
         points = [[rng.random() for _ in range(3)] for _ in range(64)]
         rows = b"\n".join(
@@ -94,7 +92,9 @@ class BodySource:
         self._epoch += 1
         t = self._template
         pcs = msgspec.structs.replace(
-            t, epoch=self._epoch, pcs_id=compute_pcs_id(t.merkle_root, self._epoch, t.shard_id)
+            t,
+            epoch=self._epoch,
+            pcs_id=compute_pcs_id(t.merkle_root, self._epoch, t.shard_id),
         )
         pcs = msgspec.structs.replace(pcs, sig=self._signer.sign(pcs))
         body = stamp(pcs, outbox_seq=self.fresh, attempt=1, sent_at=utc_now())

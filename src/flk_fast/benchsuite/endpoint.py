@@ -19,7 +19,7 @@ import time
 from aiohttp import web
 
 from flk_fast.benchsuite.load import sleep_until
-from flk_fast.benchsuite.slo import parse_duration
+from flk_fast.benchsuite.options import parse_duration
 
 _OK = b'{"accepted":true,"escalated":false}'
 _ESCALATED = b'{"accepted":true,"escalated":true}'
@@ -44,7 +44,7 @@ def make_app(
         due = time.perf_counter() + delay_s
         await request.read()
         state["n"] += 1
-        n = state["n"]
+        n = int(state["n"])
         if stall_s and time.monotonic() >= state["next_stall"]:
             state["next_stall"] += stall_every_s
             time.sleep(stall_s)  # blocks the loop on purpose: every request waits

@@ -19,12 +19,12 @@ from collections import deque
 import httptools
 import yarl
 
-from flk_fast.errors import ConfigError
+from flk_fast.errors import ConfigError, FlkError
 
 __all__ = ["HttpPool", "RequestFailed"]
 
 
-class RequestFailed(Exception):
+class RequestFailed(FlkError, ConnectionError):
     """A request that got no HTTP status; ``kind`` names why (for the report)."""
 
     def __init__(self, kind: str, detail: str = "") -> None:

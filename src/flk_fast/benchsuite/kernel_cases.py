@@ -195,5 +195,3 @@ def test_case(benchmark: Any, bench_size: float, case: str, role: str) -> None:
         benchmark(fn)  # calibrated: many calls per round for fast functions
     else:
         benchmark.pedantic(fn, rounds=3)  # slow baselines: a few rounds suffice
-
-

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,12 @@ def run_kernels(size: float = 1.0, select: str | None = None) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="flk-bench-") as tmp:
         ini = Path(tmp) / "pytest.ini"
-        ini.write_text("[pytest]\n")  # not the project's settings, wherever we run
+        # Not the project's settings, wherever we run; pytest-asyncio (if installed)
+        # warns at start-up unless its loop scope is set.
+        asyncio_scope = "asyncio_default_fixture_loop_scope = function\n"
+        ini.write_text(
+            "[pytest]\n" + (asyncio_scope if find_spec("pytest_asyncio") else "")
+        )
         raw = Path(tmp) / "raw.json"
         args = [
             kernel_cases.__file__,

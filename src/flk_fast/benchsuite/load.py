@@ -25,17 +25,15 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from flk_fast.benchsuite.http import HttpPool, RequestFailed
+from flk_fast.benchsuite.options import PERCENTILES
 
 __all__ = [
-    "PERCENTILES",
     "sleep_until",
     "LoadPlan",
     "RateResult",
     "run_rate",
 ]
 
-#: Reported percentiles: report key -> percentile.
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9, "max": 100.0}
 _US = 1_000_000
 #: Latencies are recorded in microseconds from 1 us to 10 minutes, 3 significant
 #: digits (0.1 % error); the per-second timeline uses 2 (1 %) to stay small.
@@ -184,6 +182,12 @@ class RateResult:
     def invalid_reason(self) -> str:
         """Why the schedule was not kept ('' when it was)."""
         limit_ms = self.plan.max_lag_s * 1000
+        if not self.statuses:
+            failures = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items()))
+            return (
+                f"no request got an HTTP answer ({failures}): nothing to measure; "
+                "check the URL and the TLS options"
+            )
         if self.lag_p99_ms > limit_ms:
             return (
                 f"the generator fell behind its schedule: p99 start lag "

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flk_fast.benchsuite.load import PERCENTILES, RateResult
+from flk_fast.benchsuite.load import RateResult
+from flk_fast.benchsuite.options import PERCENTILES
 from flk_fast.benchsuite.slo import Objective, verdict_code
 from flk_fast.errors import ConfigError
 

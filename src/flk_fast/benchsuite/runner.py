@@ -1,6 +1,6 @@
 """Runs of the load engine as ``flk bench load`` and ``flk bench slo`` make them: the
-load options (one table for the flags and the SLO file's ``[load]`` keys), one pool
-and one body source for all the rates of a run, progress, and the ramp.
+load options resolved (flag, then SLO file, then default), one pool and one body
+source for all the rates of a run, progress, and the ramp.
 """
 
 from __future__ import annotations
@@ -8,17 +8,15 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from flk_fast.benchsuite.load import LoadPlan, RateResult, run_rate
-from flk_fast.benchsuite.slo import Objective, parse_duration
+from flk_fast.benchsuite.options import LOAD_OPTIONS
+from flk_fast.benchsuite.slo import Objective
 from flk_fast.errors import ConfigError
 
 __all__ = [
-    "LOAD_OPTIONS",
-    "LoadOption",
     "Progress",
     "load_config",
     "ramp",
@@ -27,72 +25,6 @@ __all__ = [
 ]
 
 
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"must be >= 1, got {text}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class LoadOption:
-    """One load option: ``--name-with-dashes`` on the command line, ``name`` in the
-    SLO file's ``[load]`` table."""
-
-    name: str
-    parse: Callable[[str], Any]
-    default: Any
-    help: str
-    metavar: str = "V"
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-
-LOAD_OPTIONS = (
-    LoadOption("connections", _count, 64, "keep-alive connections at most (64)", "N"),
-    LoadOption(
-        "timeout",
-        lambda t: parse_duration(t, "--timeout"),
-        10.0,
-        "time allowed per request, from its intended send time (10s)",
-        "T",
-    ),
-    LoadOption(
-        "max_lag",
-        lambda t: parse_duration(t, "--max-lag"),
-        0.010,
-        "p99 start lag beyond which the run is invalid (10ms)",
-        "T",
-    ),
-    LoadOption(
-        "key_file", str, None, "HMAC-SHA256 secret file that signs each PCS", "F"
-    ),
-    LoadOption(
-        "ed25519_key_file", str, None, "Ed25519 private key instead of --key-file", "F"
-    ),
-    LoadOption("tenant", str, None, "send X-Tenant-Id: T", "T"),
-    LoadOption(
-        "resend_ratio",
-        _ratio,
-        0.0,
-        "share of requests that resend an earlier body, i.e. dedup hits (0)",
-        "R",
-    ),
-    LoadOption("shard_id", str, "flk-bench", "shard_id of the PCS (flk-bench)", "S"),
-    LoadOption("sig_version", str, "0.2", "PCS version signed: 0.2 or 0.1 (0.2)"),
-    LoadOption("tls_ca_file", str, None, "PEM CA bundle for https (default: system)", "F"),
-    LoadOption("tls_cert", str, None, "client certificate (PEM) for mTLS", "F"),
-    LoadOption("tls_key", str, None, "unencrypted key (PEM) of --tls-cert", "F"),
-)
 _BY_NAME = {o.name: o for o in LOAD_OPTIONS}
 _PATHS = ("key_file", "ed25519_key_file", "tls_ca_file", "tls_cert", "tls_key")
 
@@ -169,7 +101,7 @@ async def _run_all(
 ) -> list[RateResult]:
     from flk_fast.agent.client import tls_context
     from flk_fast.benchsuite.bodies import BodySource, load_signer
-    from flk_fast.benchsuite.http import HttpPool
+    from flk_fast.benchsuite.http import HttpPool, RequestFailed
 
     signer = load_signer(cfg["key_file"], cfg["ed25519_key_file"])
     bodies = BodySource(
@@ -187,7 +119,12 @@ async def _run_all(
     )
     results = []
     try:
-        await pool.connect(min(cfg["connections"], 16))
+        try:
+            await pool.connect(min(cfg["connections"], 16))
+        except RequestFailed as exc:
+            raise ConfigError(
+                f"cannot reach {url} ({exc}): is the server up and the URL right?"
+            ) from None
         for plan in plans:
             label = f"{plan.rate:g} req/s"
 
@@ -261,6 +198,7 @@ def ramp(
         progress,
         stop=lambda r: bool(r.invalid_reason or objective.misses(r)),
     )
-    met = [r.plan.rate for r in results if not r.invalid_reason and not objective.misses(r)]
+    met = [
+        r.plan.rate for r in results if not r.invalid_reason and not objective.misses(r)
+    ]
     return (max(met) if met else None), results
-

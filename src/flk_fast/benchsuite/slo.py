@@ -8,15 +8,16 @@ about the server).
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flk_fast.benchsuite.load import PERCENTILES, RateResult
+from flk_fast.benchsuite.options import PERCENTILES, parse_duration
 from flk_fast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flk_fast.benchsuite.load import RateResult
 
 __all__ = [
     "INVALID",
@@ -30,31 +31,6 @@ __all__ = [
 ]
 
 MET, MISSED, INVALID = 0, 1, 2
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
-
-
-def parse_duration(text: str | float, what: str = "duration") -> float:
-    """Seconds of ``'30s'``, ``'500ms'``, ``'2m'``, ``'1h'`` or a bare number (s).
-
-    Examples
-    --------
-    >>> parse_duration("1.5s"), parse_duration("250ms"), parse_duration(2)
-    (1.5, 0.25, 2.0)
-    """
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        m = _DURATION.fullmatch(str(text))
-        if m is None:
-            raise ConfigError(
-                f"{what}: {text!r} is not a duration; write e.g. 30s, 500ms, 2m"
-            )
-        value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{what}: must be > 0, got {text!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +70,8 @@ class Objective:
 
 
 def verdict_code(results: list[tuple[RateResult, Objective]]) -> int:
-    """INVALID if any run is invalid, else MISSED if any objective is missed, else MET."""
+    """INVALID if any run is invalid, else MISSED if any objective is missed,
+    else MET."""
     if any(r.invalid_reason for r, _ in results):
         return INVALID
     return MISSED if any(o.misses(r) for r, o in results) else MET

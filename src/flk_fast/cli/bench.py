@@ -27,7 +27,7 @@ def _rates(text: str) -> list[float]:
 
 
 def _duration(text: str) -> float:
-    from flk_fast.benchsuite.slo import parse_duration
+    from flk_fast.benchsuite.options import parse_duration
     from flk_fast.errors import ConfigError
 
     try:
@@ -37,7 +37,7 @@ def _duration(text: str) -> float:
 
 
 def _latency_bounds(text: str) -> dict[str, float]:
-    from flk_fast.benchsuite.load import PERCENTILES
+    from flk_fast.benchsuite.options import PERCENTILES
 
     out = {}
     for part in text.split(","):
@@ -67,7 +67,7 @@ def _ratio(text: str) -> float:
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
-    from flk_fast.benchsuite.runner import LOAD_OPTIONS
+    from flk_fast.benchsuite.options import LOAD_OPTIONS
 
     g = p.add_argument_group("load (also the [load] table of an SLO file)")
     for opt in LOAD_OPTIONS:
@@ -78,7 +78,9 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
             except Exception as exc:  # noqa: BLE001 - every parser error is usage
                 raise argparse.ArgumentTypeError(str(exc)) from None
 
-        g.add_argument(opt.flag, type=parse, default=None, metavar=opt.metavar, help=opt.help)
+        g.add_argument(
+            opt.flag, type=parse, default=None, metavar=opt.metavar, help=opt.help
+        )
 
 
 def _add_report_options(p: argparse.ArgumentParser, default_out: str | None) -> None:
@@ -119,9 +121,15 @@ def register(sub: Any) -> None:
   flk bench load http://127.0.0.1:8080 --rate 1000,2000,4000,8000 --ramp \\
       --slo-latency p99=50 --max-error-ratio 0.001 --key-file k""",
     )
-    lp.add_argument("url", metavar="URL", help="submit URL; a bare base URL gets /v1/pcs/submit")
     lp.add_argument(
-        "--rate", type=_rates, required=True, metavar="LIST", help="req/s, comma-separated"
+        "url", metavar="URL", help="submit URL; a bare base URL gets /v1/pcs/submit"
+    )
+    lp.add_argument(
+        "--rate",
+        type=_rates,
+        required=True,
+        metavar="LIST",
+        help="req/s, comma-separated",
     )
     lp.add_argument(
         "--duration", type=_duration, default=30.0, metavar="T", help="per rate (30s)"
@@ -138,7 +146,8 @@ def register(sub: Any) -> None:
         "--slo-latency",
         type=_latency_bounds,
         metavar="BOUNDS",
-        help="latency bounds in ms, e.g. p50=5,p99=50,p99.9=200 (p50 p90 p99 p99.9 max)",
+        help="latency bounds in ms, e.g. p50=5,p99=50,p99.9=200 "
+        "(of p50 p90 p99 p99.9 max)",
     )
     s.add_argument("--max-error-ratio", type=_ratio, metavar="R", help="e.g. 0.001")
     s.add_argument("--max-escalation-ratio", type=_ratio, metavar="R", help="e.g. 0.01")
@@ -180,7 +189,9 @@ def register(sub: Any) -> None:
         metavar="F",
         help="scale every problem (1.0; 0.1 for a quick look)",
     )
-    kp.add_argument("-k", dest="select", metavar="EXPR", help="only cases matching (pytest -k)")
+    kp.add_argument(
+        "-k", dest="select", metavar="EXPR", help="only cases matching (pytest -k)"
+    )
     kp.add_argument("--save", metavar="FILE", help="write the results (JSON) here")
     kp.add_argument(
         "--compare",
@@ -201,7 +212,11 @@ def register(sub: Any) -> None:
 def _objective(args: argparse.Namespace) -> Any:
     from flk_fast.benchsuite.slo import Objective
 
-    if not (args.slo_latency or args.max_error_ratio is not None or args.max_escalation_ratio is not None):
+    if not (
+        args.slo_latency
+        or args.max_error_ratio is not None
+        or args.max_escalation_ratio is not None
+    ):
         return None
     return Objective(
         latency_ms=args.slo_latency or {},
@@ -211,7 +226,7 @@ def _objective(args: argparse.Namespace) -> Any:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    from flk_fast.benchsuite.runner import LOAD_OPTIONS
+    from flk_fast.benchsuite.options import LOAD_OPTIONS
 
     return {o.name: getattr(args, o.name) for o in LOAD_OPTIONS}
 
@@ -237,21 +252,31 @@ def _load(args: argparse.Namespace) -> int:
 
     objective = _objective(args)
     if args.ramp and objective is None:
-        return fail("--ramp needs an SLO: --slo-latency, --max-error-ratio or "
-                    "--max-escalation-ratio")
+        return fail(
+            "--ramp needs an SLO: --slo-latency, --max-error-ratio or "
+            "--max-escalation-ratio"
+        )
     try:
         url = submit_url(args.url)
         cfg = load_config(_flags(args))
         progress = Progress(args.duration * len(args.rate))
         if args.ramp:
-            best, results = ramp(url, args.rate, objective, cfg, args.duration, progress)
+            best, results = ramp(
+                url, args.rate, objective, cfg, args.duration, progress
+            )
             runs = [(r, objective) for r in results]
             code = _MET if best is not None else _MISSED
-            msg = (f"highest rate that met the SLO: {best:g} req/s" if best is not None
-                   else f"no rate met the SLO (lowest tried {min(args.rate):g} req/s)")
+            msg = (
+                f"highest rate that met the SLO: {best:g} req/s"
+                if best is not None
+                else f"no rate met the SLO (lowest tried {min(args.rate):g} req/s)"
+            )
             print(f"flk bench: {msg}", file=sys.stderr)
         else:
-            plans = [LoadPlan(r, args.duration, cfg["timeout"], cfg["max_lag"]) for r in args.rate]
+            plans = [
+                LoadPlan(r, args.duration, cfg["timeout"], cfg["max_lag"])
+                for r in args.rate
+            ]
             results = run_plans(url, plans, cfg, progress)
             runs = [(r, objective) for r in results]
             if objective is None:
@@ -274,14 +299,19 @@ def _slo(args: argparse.Namespace) -> int:
         slo = load_slo(args.slo_file)
         raw_url = args.url or slo.url
         if not raw_url:
-            return fail(f"no URL: give one after {args.slo_file} or set url in the file")
+            return fail(
+                f"no URL: give one after {args.slo_file} or set url in the file"
+            )
         url = submit_url(raw_url)
         try:
             cfg = load_config(_flags(args), slo.load, slo.path.parent)
         except FlkError as exc:
             return fail(f"SLO file {slo.path}: {exc}")
         duration = args.duration or slo.duration_s
-        plans = [LoadPlan(rate, duration, cfg["timeout"], cfg["max_lag"]) for rate, _ in slo.rates]
+        plans = [
+            LoadPlan(rate, duration, cfg["timeout"], cfg["max_lag"])
+            for rate, _ in slo.rates
+        ]
         results = run_plans(url, plans, cfg, Progress(duration * len(plans)))
         runs = list(zip(results, [o for _, o in slo.rates], strict=True))
         code = verdict_code(runs)
