@@ -61,7 +61,9 @@ async def test_keep_alive_reuses_one_connection():
 async def test_connection_close_opens_a_new_connection_each_time():
     async def handler(r, w):
         if await _read_request(r):
-            w.write(b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            w.write(
+                b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            )
 
     server, url, conns = await _serve(handler)
     pool = HttpPool(url, connections=2)

@@ -14,24 +14,15 @@ from flk_fast.errors import ConfigError
 pytestmark = [pytest.mark.slow, pytest.mark.needs_ext]
 
 
+def kernels(*args: str) -> int:
+    """``flk bench kernels`` at a tiny size."""
+    return main(["bench", "kernels", "--size", "0.01", *args])
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("kernels") / "base.json"
-    assert (
-        main(
-            [
-                "bench",
-                "kernels",
-                "--size",
-                "0.01",
-                "-k",
-                "d_hat or merkle",
-                "--save",
-                str(path),
-            ]
-        )
-        == 0
-    )
+    assert kernels("-k", "d_hat or merkle", "--save", str(path)) == 0
     return path
 
 
@@ -67,21 +58,7 @@ def test_compare_passes_on_itself_and_fails_on_a_faster_baseline(saved, tmp_path
         ],
     )
     fast_file.write_text(json.dumps(doubled))
-    assert (
-        main(
-            [
-                "bench",
-                "kernels",
-                "--size",
-                "0.01",
-                "-k",
-                "d_hat",
-                "--compare",
-                str(fast_file),
-            ]
-        )
-        == 1
-    )
+    assert kernels("-k", "d_hat", "--compare", str(fast_file)) == 1
 
 
 def test_compare_refuses_a_file_that_is_not_a_saved_run(saved, tmp_path):

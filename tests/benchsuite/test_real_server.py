@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flk_fast.cli import main
-from tests.pki import issue_cert
+from tests.agent.test_tls import Pki
 from tests.server.procs import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_ext]  # bodies: agent kernels
@@ -78,20 +78,8 @@ def test_a_wrong_key_is_reported_as_errors_and_misses_the_slo(tmp_path):
         server.stop()
 
 
-@pytest.fixture
-def pki(tmp_path):
-    d = tmp_path / "pki"
-    d.mkdir()
-    ca_crt, _, ca = issue_cert(d, "ca", None, ca=True)
-    srv = issue_cert(d, "server", ca, san="127.0.0.1")
-    cli = issue_cert(d, "client", ca)
-    other_ca, _, _ = issue_cert(d, "other-ca", None, ca=True)
-    return {"ca": ca_crt, "srv": srv, "cli": cli, "other_ca": other_ca}
-
-
-def test_https_with_mtls(tmp_path, pki, capsys):
-    srv_crt, srv_key, _ = pki["srv"]
-    cli_crt, cli_key, _ = pki["cli"]
+def test_https_with_mtls(tmp_path, capsys):
+    pki = Pki(tmp_path / "pki")
     tenants = tmp_path / "tenants"
     tenants.mkdir()
     (tenants / "acme.hmac").write_bytes(KEY)
@@ -100,11 +88,11 @@ def test_https_with_mtls(tmp_path, pki, capsys):
         tmp_path,
         "tls",
         "--tls-cert",
-        str(srv_crt),
+        str(pki.srv_crt),
         "--tls-key",
-        str(srv_key),
+        str(pki.srv_key),
         "--tls-client-ca",
-        str(pki["ca"]),
+        str(pki.ca),
         "--tenants-dir",
         str(tenants),
         key=b"default-tenant-key",
@@ -115,26 +103,26 @@ def test_https_with_mtls(tmp_path, pki, capsys):
             tmp_path,
             url,
             "--tls-ca-file",
-            str(pki["ca"]),
+            str(pki.ca),
             "--tls-cert",
-            str(cli_crt),
+            str(pki.cli_crt),
             "--tls-key",
-            str(cli_key),
+            str(pki.cli_key),
             "--tenant",
             "acme",
         )
         assert code == 0 and doc["rates"][0]["statuses"] == {"200": 100}
         # Without a client certificate the server refuses the handshake (under TLS 1.3
         # the client may learn it only at its first read): exit 2 either way.
-        code, _ = _load(tmp_path, url, "--tls-ca-file", str(pki["ca"]))
+        code, _ = _load(tmp_path, url, "--tls-ca-file", str(pki.ca))
         err = capsys.readouterr().err
         assert code == 2, err
         assert "cannot reach" in err or "no request got an HTTP answer" in err, err
         # A CA that did not sign the server's certificate: refused at connect.
-        code, _ = _load(tmp_path, url, "--tls-ca-file", str(pki["other_ca"]))
+        code, _ = _load(tmp_path, url, "--tls-ca-file", str(pki.other_ca))
         err = capsys.readouterr().err
         assert code == 2 and "(tls: " in err and "CERTIFICATE_VERIFY_FAILED" in err, err
-        code, _ = _load(tmp_path, url, "--tls-cert", str(cli_crt))
+        code, _ = _load(tmp_path, url, "--tls-cert", str(pki.cli_crt))
         assert code == 2
         assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
     finally:

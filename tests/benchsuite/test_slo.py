@@ -41,18 +41,9 @@ def test_an_slo_that_is_met_exits_0_with_report_and_pictures(
     endpoint, key_file, tmp_path, capsys
 ):
     ep = endpoint()
-    code = main(
-        [
-            "bench",
-            "slo",
-            str(_slo(tmp_path, GOOD)),
-            ep.url,
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
-    assert code == 0, capsys.readouterr().err
     out = tmp_path / "r"
+    code = main(["bench", "slo", str(_slo(tmp_path, GOOD)), ep.url, "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
     doc = json.loads((out / "report.json").read_text())
     assert doc["verdict"] == "met"
     assert [r["rate"] for r in doc["rates"]] == [100, 200]
@@ -94,18 +85,10 @@ def test_an_slo_that_is_missed_exits_1_and_names_the_bound(
 def test_an_invalid_run_exits_2(endpoint, key_file, tmp_path, capsys):
     ep = endpoint()
     # A start-lag limit no generator can keep: every run is invalid.
+    slo = str(_slo(tmp_path, GOOD))
     code = main(
-        [
-            "bench",
-            "slo",
-            str(_slo(tmp_path, GOOD)),
-            ep.url,
-            "--max-lag",
-            "0.0001ms",
-            "--no-pictures",
-            "--out",
-            str(tmp_path / "r"),
-        ]
+        ["bench", "slo", slo, ep.url, "--max-lag", "0.0001ms", "--no-pictures"]
+        + ["--out", str(tmp_path / "r")]
     )
     assert code == 2
     doc = json.loads((tmp_path / "r" / "report.json").read_text())

@@ -19,6 +19,7 @@ from flk_fast.errors import ConfigError
 __all__ = [
     "Progress",
     "load_config",
+    "make_plans",
     "ramp",
     "run_loop",
     "run_plans",
@@ -166,6 +167,13 @@ def run_loop(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
+def make_plans(
+    rates: Sequence[float], duration_s: float, cfg: dict[str, Any]
+) -> list[LoadPlan]:
+    """One plan per rate, with the timeout and lag limit of the load options."""
+    return [LoadPlan(r, duration_s, cfg["timeout"], cfg["max_lag"]) for r in rates]
+
+
 def run_plans(
     url: str,
     plans: Sequence[LoadPlan],
@@ -187,13 +195,9 @@ def ramp(
 ) -> tuple[float | None, list[RateResult]]:
     """Run ``rates`` in increasing order until one misses ``objective`` or is invalid;
     the highest rate that met it (None: not even the first) and every run."""
-    plans = [
-        LoadPlan(rate, duration_s, cfg["timeout"], cfg["max_lag"])
-        for rate in sorted(rates)
-    ]
     results = run_plans(
         url,
-        plans,
+        make_plans(sorted(rates), duration_s, cfg),
         cfg,
         progress,
         stop=lambda r: bool(r.invalid_reason or objective.misses(r)),

@@ -245,8 +245,13 @@ def _finish(
 
 def _load(args: argparse.Namespace) -> int:
     from flk_fast.agent.client import submit_url
-    from flk_fast.benchsuite.load import LoadPlan
-    from flk_fast.benchsuite.runner import Progress, load_config, ramp, run_plans
+    from flk_fast.benchsuite.runner import (
+        Progress,
+        load_config,
+        make_plans,
+        ramp,
+        run_plans,
+    )
     from flk_fast.benchsuite.slo import verdict_code
     from flk_fast.errors import FlkError
 
@@ -273,10 +278,7 @@ def _load(args: argparse.Namespace) -> int:
             )
             print(f"flk bench: {msg}", file=sys.stderr)
         else:
-            plans = [
-                LoadPlan(r, args.duration, cfg["timeout"], cfg["max_lag"])
-                for r in args.rate
-            ]
+            plans = make_plans(args.rate, args.duration, cfg)
             results = run_plans(url, plans, cfg, progress)
             runs = [(r, objective) for r in results]
             if objective is None:
@@ -290,8 +292,7 @@ def _load(args: argparse.Namespace) -> int:
 
 def _slo(args: argparse.Namespace) -> int:
     from flk_fast.agent.client import submit_url
-    from flk_fast.benchsuite.load import LoadPlan
-    from flk_fast.benchsuite.runner import Progress, load_config, run_plans
+    from flk_fast.benchsuite.runner import Progress, load_config, make_plans, run_plans
     from flk_fast.benchsuite.slo import load_slo, verdict_code
     from flk_fast.errors import FlkError
 
@@ -308,10 +309,7 @@ def _slo(args: argparse.Namespace) -> int:
         except FlkError as exc:
             return fail(f"SLO file {slo.path}: {exc}")
         duration = args.duration or slo.duration_s
-        plans = [
-            LoadPlan(rate, duration, cfg["timeout"], cfg["max_lag"])
-            for rate, _ in slo.rates
-        ]
+        plans = make_plans([rate for rate, _ in slo.rates], duration, cfg)
         results = run_plans(url, plans, cfg, Progress(duration * len(plans)))
         runs = list(zip(results, [o for _, o in slo.rates], strict=True))
         code = verdict_code(runs)
