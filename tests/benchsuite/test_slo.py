@@ -173,3 +173,12 @@ def test_durations(text, seconds):
 def test_bad_durations_are_refused(text):
     with pytest.raises(ConfigError, match="duration"):
         parse_duration(text)
+
+
+def test_the_docstring_examples_of_the_options_module():
+    import doctest
+
+    from flk_fast.benchsuite import options
+
+    result = doctest.testmod(options)
+    assert result.attempted > 0 and result.failed == 0
