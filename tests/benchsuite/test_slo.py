@@ -182,3 +182,27 @@ def test_the_docstring_examples_of_the_options_module():
 
     result = doctest.testmod(options)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.slow
+@pytest.mark.needs_ext
+def test_a_full_disk_for_the_report_is_a_clear_error(
+    endpoint, key_file, tiny_disk, capsys
+):
+    ep = endpoint()
+    (tiny_disk / "filler").write_bytes(b"\0" * (4 * 2**20 - 4096))  # leave ~one page
+    out = tiny_disk / "report"
+    code = main(
+        ["bench", "load", ep.url, "--rate", "100", "--duration", "1s"]
+        + ["--key-file", str(key_file), "--out", str(out)]
+    )
+    assert code == 2
+    assert "cannot write the report: No space left on device" in capsys.readouterr().err
+    assert not (out / "report.json").exists()  # never half a report
+
+
+def test_a_missing_key_file_is_a_usage_error(tmp_path, capsys):
+    slo = _slo(tmp_path, "[[rate]]\nrate = 1\n[load]\nkey_file = 'absent.key'\n")
+    assert main(["bench", "slo", str(slo), "http://127.0.0.1:9/"]) == 2
+    err = capsys.readouterr().err
+    assert "absent.key" in err and "No such file" in err, err

@@ -158,12 +158,24 @@ def write_report(
 ) -> dict[str, Any]:
     """report.json, report.md and (with ``pictures``) the PNG/SVG files in
     ``out_dir``; returns the JSON document."""
+    doc = report_json(url, runs)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        pngs = write_pictures([r for r, _ in runs], out_dir) if pictures else []
+        _write(out_dir / "report.json", json.dumps(doc, indent=2) + "\n")
+        _write(out_dir / "report.md", report_markdown(url, runs, pngs))
     except OSError as exc:
-        raise ConfigError(f"--out {out_dir}: {exc.strerror}") from None
-    pngs = write_pictures([r for r, _ in runs], out_dir) if pictures else []
-    doc = report_json(url, runs)
-    (out_dir / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out_dir / "report.md").write_text(report_markdown(url, runs, pngs))
+        raise ConfigError(
+            f"--out {out_dir}: cannot write the report: {exc.strerror or exc}"
+        ) from None
     return doc
+
+
+def _write(path: Path, text: str) -> None:
+    # Whole or not at all: a reader (CI comparing runs) never sees half a report.
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
