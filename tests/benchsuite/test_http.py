@@ -132,3 +132,18 @@ async def test_a_timeout_frees_the_slot_for_the_requests_queued_behind():
 def test_bad_urls_are_refused(url):
     with pytest.raises(ConfigError, match="http:// or https://|URL"):
         HttpPool(url, connections=1)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced():
+    async def handler(r, w):
+        if await _read_request(r):  # one answer, then close (an idle timeout)
+            w.write(OK)
+
+    server, url, conns = await _serve(handler)
+    pool = HttpPool(url, connections=1)
+    assert await pool.post(b"{}") == 200
+    await asyncio.sleep(0.1)  # the close arrives while the connection is idle
+    assert await pool.post(b"{}") == 200
+    assert len(conns) == 2
+    pool.close()
+    server.close()

@@ -175,12 +175,12 @@ def test_bad_durations_are_refused(text):
         parse_duration(text)
 
 
-def test_the_docstring_examples_of_the_options_module():
+@pytest.mark.parametrize("name", ["options", "http"])
+def test_the_docstring_examples(name):
     import doctest
+    import importlib
 
-    from flk_fast.benchsuite import options
-
-    result = doctest.testmod(options)
+    result = doctest.testmod(importlib.import_module(f"flk_fast.benchsuite.{name}"))
     assert result.attempted > 0 and result.failed == 0
 
 

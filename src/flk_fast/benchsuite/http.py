@@ -19,9 +19,28 @@ from collections import deque
 import httptools
 import yarl
 
+from flk_fast.agent.client import SUBMIT_PATH
 from flk_fast.errors import ConfigError, FlkError
 
-__all__ = ["HttpPool", "RequestFailed"]
+__all__ = ["HttpPool", "RequestFailed", "target_url"]
+
+
+def target_url(url: str) -> str:
+    """The URL requests go to: a bare base URL gets ``/v1/pcs/submit`` (as the
+    agent's ``--endpoint``).
+
+    Examples
+    --------
+    >>> target_url("http://127.0.0.1:8080")
+    'http://127.0.0.1:8080/v1/pcs/submit'
+    """
+    try:
+        u = yarl.URL(url)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"URL {url!r}: {exc}") from None
+    if u.scheme not in ("http", "https") or not u.host:
+        raise ConfigError(f"URL {url!r} must be an http:// or https:// URL")
+    return str(u.with_path(SUBMIT_PATH) if u.path in ("", "/") else u)
 
 
 class RequestFailed(FlkError, ConnectionError):
@@ -97,12 +116,7 @@ class HttpPool:
         headers: dict[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        try:
-            u = yarl.URL(url)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"URL {url!r}: {exc}") from None
-        if u.scheme not in ("http", "https") or not u.host:
-            raise ConfigError(f"URL {url!r} must be an http:// or https:// URL")
+        u = yarl.URL(target_url(url))
         if connections < 1:
             raise ConfigError(f"--connections must be >= 1, got {connections}")
         self._host = u.raw_host or ""
@@ -170,8 +184,12 @@ class HttpPool:
         return conn
 
     async def _acquire(self) -> _Connection:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            idle = self._idle.pop()
+            if idle.reusable:
+                return idle
+            # The server closed it while idle (its keep-alive timeout): not an error.
+            self._opened -= 1
         if self._opened >= self._limit:
             fut: asyncio.Future[_Connection | None]
             fut = asyncio.get_running_loop().create_future()

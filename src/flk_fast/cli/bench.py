@@ -244,7 +244,7 @@ def _finish(
 
 
 def _load(args: argparse.Namespace) -> int:
-    from flk_fast.agent.client import submit_url
+    from flk_fast.benchsuite.http import target_url
     from flk_fast.benchsuite.runner import (
         Progress,
         load_config,
@@ -262,7 +262,7 @@ def _load(args: argparse.Namespace) -> int:
             "--max-escalation-ratio"
         )
     try:
-        url = submit_url(args.url)
+        url = target_url(args.url)
         cfg = load_config(_flags(args))
         progress = Progress(args.duration * len(args.rate))
         if args.ramp:
@@ -291,7 +291,7 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _slo(args: argparse.Namespace) -> int:
-    from flk_fast.agent.client import submit_url
+    from flk_fast.benchsuite.http import target_url
     from flk_fast.benchsuite.runner import Progress, load_config, make_plans, run_plans
     from flk_fast.benchsuite.slo import load_slo, verdict_code
     from flk_fast.errors import FlkError
@@ -303,7 +303,7 @@ def _slo(args: argparse.Namespace) -> int:
             return fail(
                 f"no URL: give one after {args.slo_file} or set url in the file"
             )
-        url = submit_url(raw_url)
+        url = target_url(raw_url)
         try:
             cfg = load_config(_flags(args), slo.load, slo.path.parent)
         except FlkError as exc:
