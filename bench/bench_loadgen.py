@@ -24,26 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from flk_fast.benchsuite.endpoint import spawn
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_echo(core: int) -> tuple[subprocess.Popen[str], str]:
-    cmd = [
-        "taskset",
-        "-c",
-        str(core),
-        sys.executable,
-        "-m",
-        "flk_fast.benchsuite.endpoint",
-        "--echo",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError(f"echo endpoint did not start: {line!r}")
-    return proc, line.split()[-1]
 
 
 def run_generator(
@@ -90,7 +73,9 @@ def main() -> None:
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     rounds: list[list[dict]] = []  # type: ignore[type-arg]
-    proc, url = start_echo(args.server_core)
+    proc, url = spawn(
+        "--echo", prefix=["taskset", "-c", str(args.server_core)], cwd=str(ROOT)
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.repeat):

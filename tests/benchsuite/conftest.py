@@ -4,33 +4,22 @@ server in its own process on 127.0.0.1, and a key file to sign with."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from flk_fast.benchsuite.endpoint import spawn
+
 KEY = b"testsecret"
 
 
 class Endpoint:
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flk_fast.benchsuite.endpoint", *args],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.stop()
-            raise AssertionError(f"endpoint did not start: {line!r}")
-        self.url = line.split()[-1]
+        self.proc, self.url = spawn(*args)
 
     def stop(self) -> None:
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -22,21 +22,8 @@ def _load(tmp: Path, url: str, *extra: str) -> tuple[int, dict]:  # type: ignore
     key.write_bytes(KEY)
     out = tmp / "out"
     code = main(
-        [
-            "bench",
-            "load",
-            url,
-            "--rate",
-            "100",
-            "--duration",
-            "1s",
-            "--key-file",
-            str(key),
-            "--out",
-            str(out),
-            "--no-pictures",
-            *extra,
-        ]
+        ["bench", "load", url, "--rate", "100", "--duration", "1s", "--no-pictures"]
+        + ["--key-file", str(key), "--out", str(out), "--max-lag", "500ms", *extra]
     )
     doc = json.loads((out / "report.json").read_text()) if code != 2 else {}
     return code, doc

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -24,6 +26,23 @@ from flk_fast.benchsuite.options import parse_duration
 _OK = b'{"accepted":true,"escalated":false}'
 _ESCALATED = b'{"accepted":true,"escalated":true}'
 _BUSY = b'{"error":"overloaded"}'
+
+
+def spawn(
+    *args: str, prefix: Sequence[str] = (), cwd: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start the endpoint in a child process (``prefix``: e.g. ``taskset -c 1``);
+    the process and its base URL once it listens. The caller stops the process."""
+    cmd = [*prefix, sys.executable, "-m", "flk_fast.benchsuite.endpoint", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    if not line.startswith("listening on "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the endpoint did not start: {line!r}")
+    return proc, line.split()[-1]
 
 
 def make_app(
