@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,22 @@ def register(sub: Any) -> None:
     kp.set_defaults(func=_kernels)
 
 
+def _usage_errors(fn: Callable[[argparse.Namespace], int]) -> Any:
+    """Run a handler; a FlkError (bad input, unreachable server) is one error line
+    and exit 2."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        from flk_fast.errors import FlkError
+
+        try:
+            return fn(args)
+        except FlkError as exc:
+            return fail(str(exc))
+
+    return run
+
+
 def _objective(args: argparse.Namespace) -> Any:
     from flk_fast.benchsuite.slo import Objective
 
@@ -243,6 +261,7 @@ def _finish(
     return code
 
 
+@_usage_errors
 def _load(args: argparse.Namespace) -> int:
     from flk_fast.benchsuite.http import target_url
     from flk_fast.benchsuite.runner import (
@@ -253,7 +272,6 @@ def _load(args: argparse.Namespace) -> int:
         run_plans,
     )
     from flk_fast.benchsuite.slo import verdict_code
-    from flk_fast.errors import FlkError
 
     objective = _objective(args)
     if args.ramp and objective is None:
@@ -261,77 +279,68 @@ def _load(args: argparse.Namespace) -> int:
             "--ramp needs an SLO: --slo-latency, --max-error-ratio or "
             "--max-escalation-ratio"
         )
-    try:
-        url = target_url(args.url)
-        cfg = load_config(_flags(args))
-        progress = Progress(args.duration * len(args.rate))
-        if args.ramp:
-            best, results = ramp(
-                url, args.rate, objective, cfg, args.duration, progress
-            )
-            runs = [(r, objective) for r in results]
-            code = _MET if best is not None else _MISSED
-            msg = (
-                f"highest rate that met the SLO: {best:g} req/s"
-                if best is not None
-                else f"no rate met the SLO (lowest tried {min(args.rate):g} req/s)"
-            )
-            print(f"flk bench: {msg}", file=sys.stderr)
+    url = target_url(args.url)
+    cfg = load_config(_flags(args))
+    progress = Progress(args.duration * len(args.rate))
+    if args.ramp:
+        best, results = ramp(url, args.rate, objective, cfg, args.duration, progress)
+        runs = [(r, objective) for r in results]
+        code = _MET if best is not None else _MISSED
+        msg = (
+            f"highest rate that met the SLO: {best:g} req/s"
+            if best is not None
+            else f"no rate met the SLO (lowest tried {min(args.rate):g} req/s)"
+        )
+        print(f"flk bench: {msg}", file=sys.stderr)
+    else:
+        plans = make_plans(args.rate, args.duration, cfg)
+        results = run_plans(url, plans, cfg, progress)
+        runs = [(r, objective) for r in results]
+        if objective is None:
+            code = _INVALID if any(r.invalid_reason for r in results) else _MET
         else:
-            plans = make_plans(args.rate, args.duration, cfg)
-            results = run_plans(url, plans, cfg, progress)
-            runs = [(r, objective) for r in results]
-            if objective is None:
-                code = _INVALID if any(r.invalid_reason for r in results) else _MET
-            else:
-                code = verdict_code(runs)
-        return _finish(url, runs, args.out, not args.no_pictures, code)
-    except FlkError as exc:
-        return fail(str(exc))
+            code = verdict_code(runs)
+    return _finish(url, runs, args.out, not args.no_pictures, code)
 
 
+@_usage_errors
 def _slo(args: argparse.Namespace) -> int:
     from flk_fast.benchsuite.http import target_url
     from flk_fast.benchsuite.runner import Progress, load_config, make_plans, run_plans
     from flk_fast.benchsuite.slo import load_slo, verdict_code
     from flk_fast.errors import FlkError
 
+    slo = load_slo(args.slo_file)
+    raw_url = args.url or slo.url
+    if not raw_url:
+        return fail(f"no URL: give one after {args.slo_file} or set url in the file")
+    url = target_url(raw_url)
     try:
-        slo = load_slo(args.slo_file)
-        raw_url = args.url or slo.url
-        if not raw_url:
-            return fail(
-                f"no URL: give one after {args.slo_file} or set url in the file"
-            )
-        url = target_url(raw_url)
-        try:
-            cfg = load_config(_flags(args), slo.load, slo.path.parent)
-        except FlkError as exc:
-            return fail(f"SLO file {slo.path}: {exc}")
-        duration = args.duration or slo.duration_s
-        plans = make_plans([rate for rate, _ in slo.rates], duration, cfg)
-        results = run_plans(url, plans, cfg, Progress(duration * len(plans)))
-        runs = list(zip(results, [o for _, o in slo.rates], strict=True))
-        code = verdict_code(runs)
-        return _finish(url, runs, args.out, not args.no_pictures, code)
+        cfg = load_config(_flags(args), slo.load, slo.path.parent)
     except FlkError as exc:
-        return fail(str(exc))
+        return fail(f"SLO file {slo.path}: {exc}")
+    duration = args.duration or slo.duration_s
+    plans = make_plans([rate for rate, _ in slo.rates], duration, cfg)
+    results = run_plans(url, plans, cfg, Progress(duration * len(plans)))
+    runs = list(zip(results, [o for _, o in slo.rates], strict=True))
+    code = verdict_code(runs)
+    return _finish(url, runs, args.out, not args.no_pictures, code)
 
 
+@_usage_errors
 def _kernels(args: argparse.Namespace) -> int:
     from flk_fast.benchsuite.kernels import compare, markdown, run_kernels
-    from flk_fast.errors import FlkError
 
-    try:
-        doc = run_kernels(size=args.size, select=args.select)
-        print(markdown(doc), end="")
-        if args.save:
+    doc = run_kernels(size=args.size, select=args.select)
+    print(markdown(doc), end="")
+    if args.save:
+        try:
             Path(args.save).write_text(json.dumps(doc, indent=2) + "\n")
-        if args.compare:
-            regressions = compare(doc, args.compare, args.threshold)
-            for line in regressions:
-                print(f"flk bench: regression: {line}", file=sys.stderr)
-            return _MISSED if regressions else _MET
-    except FlkError as exc:
-        return fail(str(exc))
+        except OSError as exc:
+            return fail(f"--save {args.save}: {exc.strerror}")
+    if args.compare:
+        regressions = compare(doc, args.compare, args.threshold)
+        for line in regressions:
+            print(f"flk bench: regression: {line}", file=sys.stderr)
+        return _MISSED if regressions else _MET
     return _MET
