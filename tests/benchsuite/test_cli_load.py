@@ -43,6 +43,13 @@ def test_ramp_finds_the_highest_rate_that_meets_the_slo(
     assert [r["rate"] for r in doc["rates"]] == [40]
 
 
+def test_a_run_too_big_for_memory_is_refused_before_it_starts(key_file, capsys):
+    argv = ["bench", "load", "http://127.0.0.1:9/", "--rate", "20000"]
+    assert main([*argv, "--duration", "30m", "--key-file", str(key_file)]) == 2
+    err = capsys.readouterr().err
+    assert "is 36000000 requests; at most 2000000 per rate" in err, err
+
+
 def test_ramp_needs_an_slo(capsys):
     assert (
         main(

@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 
+#: Bodies of one rate are held in memory: 2 M x ~0.8 KB is ~1.6 GB.
+MAX_REQUESTS_PER_RATE = 2_000_000
 _BY_NAME = {o.name: o for o in LOAD_OPTIONS}
 _PATHS = ("key_file", "ed25519_key_file", "tls_ca_file", "tls_cert", "tls_key")
 
@@ -170,8 +172,23 @@ def run_loop(coro: Any) -> Any:
 def make_plans(
     rates: Sequence[float], duration_s: float, cfg: dict[str, Any]
 ) -> list[LoadPlan]:
-    """One plan per rate, with the timeout and lag limit of the load options."""
-    return [LoadPlan(r, duration_s, cfg["timeout"], cfg["max_lag"]) for r in rates]
+    """One plan per rate, with the timeout and lag limit of the load options.
+
+    Raises
+    ------
+    ConfigError
+        A rate whose requests would not fit in memory: every body is signed before
+        the rate starts (~0.8 KB each).
+    """
+    plans = [LoadPlan(r, duration_s, cfg["timeout"], cfg["max_lag"]) for r in rates]
+    for p in plans:
+        if p.requests > MAX_REQUESTS_PER_RATE:
+            raise ConfigError(
+                f"{p.rate:g} req/s for {duration_s:g} s is {p.requests} requests; at "
+                f"most {MAX_REQUESTS_PER_RATE} per rate (their bodies are signed "
+                "first and kept in memory): shorten --duration"
+            )
+    return plans
 
 
 def run_plans(
