@@ -418,6 +418,38 @@ def run_fixed(
     return dict(json.loads(m.group(1)))
 
 
+def run_flk_bench(
+    url: str, core: int, rate: float, duration: float, work: Path, nice: int = 0
+) -> dict[str, Any]:
+    """``--engine flk-bench``: the installed ``flk bench load`` generator instead of
+    the one above (it signs its own bodies); its report mapped to this file's record."""
+    key, out = work / "bench.key", work / "flk-bench-report"
+    key.write_bytes(KEY)
+    cmd = [
+        *_pin(core, nice), sys.executable, "-m", "flk_fast", "bench", "load", url,
+        "--rate", str(rate), "--duration", f"{duration}s", "--key-file", str(key),
+        "--out", str(out), "--no-pictures",
+    ]  # fmt: skip
+    subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
+    (r,) = json.loads((out / "report.json").read_text())["rates"]
+    lat = r["latency_ms"]
+    return {
+        "offered": rate,
+        "engine": "flk-bench",
+        "req_per_s": r["achieved_rate"],
+        "p50_ms": lat["p50"],
+        "p90_ms": lat["p90"],
+        "p95_ms": float("nan"),  # flk bench reports p90 and p99
+        "p99_ms": lat["p99"],
+        "max_ms": lat["max"],
+        "requests": r["requests"],
+        "statuses": r["statuses"],
+        "errors": sum(r["failures"].values()),
+        "send_lag_ms": r["start_lag_p99_ms"],
+        "valid": r["valid"],
+    }
+
+
 # --------------------------------------------------------------------- driver
 def ensure_wrk() -> None:
     if shutil.which("wrk"):
@@ -462,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="run servers and load generators at this nice level (e.g. -10 as root on "
         "a shared machine; the same for both servers)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("builtin", "flk-bench"),
+        default="builtin",
+        help="fixed-rate load generator: this file's (builtin) or the installed "
+        "'flk bench load' (flk-bench); saturation is always wrk",
     )
     p.add_argument("--serve-ceiling", type=int, help=argparse.SUPPRESS)
     p.add_argument("--fixed-rate", nargs=5, help=argparse.SUPPRESS)
@@ -563,6 +602,10 @@ def run_case(
             args.connections,
             offset,
             args.nice,
+        )
+    elif args.engine == "flk-bench":
+        r = run_flk_bench(
+            url, args.load_core, rate, args.duration, bodies.parent, args.nice
         )
     else:
         r = run_fixed(
