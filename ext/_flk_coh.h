@@ -259,11 +259,116 @@ static int flk_tile_index_hw(const double *pt, int64_t len, double first, double
 }
 #endif
 
+/* Byte counters: when nb <= FLK_BYTEBINS, a tile's bin guesses are stored as bytes
+ * and counted 32 at a time per bin (compare with the bin number, subtract the -1
+ * mask into byte accumulators, which cannot overflow: a lane sees at most
+ * FLK_TILE / 32 = 8 points). That is nb * (FLK_TILE / 32) * 2 vector operations per
+ * tile instead of one load-add-store per point, the bottleneck of the scalar
+ * counters; beyond ~32 bins the scalar counters win again. */
+#define FLK_BYTEBINS 32
+
+static void flk_count_bytes_sw(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
+{
+    int64_t i;
+    (void)nb;
+    for (i = 0; i < len; i++) c[ib[i]]++;
+}
+
+static int flk_tile_index8_sw(const double *pt, int64_t len, double first, double inv,
+                              int32_t nb, uint8_t *ib)
+{
+    int64_t i;
+    int any = 0;
+    for (i = 0; i < len; i++) {
+        int32_t k = (int32_t)((pt[i] - first) * inv);
+        ib[i] = (uint8_t)(k < 0 ? 0 : (k > 255 ? 255 : k));
+        any |= flk_ambiguous(pt[i], first, inv, nb);
+    }
+    return any;
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2")))
+static inline int64_t flk_hsum_sad(__m256i acc)
+{
+    __m256i s = _mm256_sad_epu8(acc, _mm256_setzero_si256()); /* 4 x u64 partials */
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+}
+
+__attribute__((target("avx2")))
+static void flk_count_bytes_hw(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
+{
+    int64_t i, b, full = len & ~(int64_t)31;
+    const __m256i zero = _mm256_setzero_si256();
+    if (len == FLK_TILE) { /* the common case: the tile's 8 vectors stay in registers */
+        const __m256i *v = (const __m256i *)ib;
+        const __m256i x0 = _mm256_loadu_si256(v), x1 = _mm256_loadu_si256(v + 1),
+                      x2 = _mm256_loadu_si256(v + 2), x3 = _mm256_loadu_si256(v + 3),
+                      x4 = _mm256_loadu_si256(v + 4), x5 = _mm256_loadu_si256(v + 5),
+                      x6 = _mm256_loadu_si256(v + 6), x7 = _mm256_loadu_si256(v + 7);
+        for (b = 0; b < nb; b++) {
+            const __m256i key = _mm256_set1_epi8((char)b);
+            __m256i a = _mm256_add_epi8(_mm256_cmpeq_epi8(x0, key), _mm256_cmpeq_epi8(x1, key));
+            __m256i a2 = _mm256_add_epi8(_mm256_cmpeq_epi8(x2, key), _mm256_cmpeq_epi8(x3, key));
+            a = _mm256_add_epi8(a, _mm256_add_epi8(_mm256_cmpeq_epi8(x4, key),
+                                                   _mm256_cmpeq_epi8(x5, key)));
+            a2 = _mm256_add_epi8(a2, _mm256_add_epi8(_mm256_cmpeq_epi8(x6, key),
+                                                     _mm256_cmpeq_epi8(x7, key)));
+            /* each byte is minus the number of matches (0..8) in its lane */
+            c[b] += flk_hsum_sad(_mm256_sub_epi8(zero, _mm256_add_epi8(a, a2)));
+        }
+        return;
+    }
+    for (b = 0; b < nb; b++) {
+        const __m256i key = _mm256_set1_epi8((char)b);
+        __m256i acc = zero;
+        for (i = 0; i < full; i += 32)
+            acc = _mm256_sub_epi8(
+                acc, _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(ib + i)), key));
+        c[b] += flk_hsum_sad(acc);
+    }
+    for (i = full; i < len; i++) c[ib[i]]++;
+}
+
+/* flk_tile_index_hw with byte output: 16 guesses per step, packed with saturation
+ * (a guess outside [0, nb) is always ambiguous and is replaced before counting). */
+__attribute__((target("avx2")))
+static int flk_tile_index8_hw(const double *pt, int64_t len, double first, double inv,
+                              int32_t nb, uint8_t *ib)
+{
+    int64_t i = 0, q;
+    int any = 0;
+    const __m256d vfirst = _mm256_set1_pd(first), vinv = _mm256_set1_pd(inv);
+    const __m256d lo = _mm256_set1_pd(FLK_EDGE_EPS), hi = _mm256_set1_pd(1.0 - FLK_EDGE_EPS);
+    const __m128i vnb = _mm_set1_epi32(nb - 1);
+    __m256d bad = _mm256_setzero_pd();
+    __m128i kmax = _mm_setzero_si128();
+    __m128i k[4];
+    /* same tests as flk_ambiguous, OR-ed over the tile and read out once */
+    for (; i + 16 <= len; i += 16) {
+        for (q = 0; q < 4; q++) {
+            __m256d f = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(pt + i + 4 * q), vfirst), vinv);
+            k[q] = _mm256_cvttpd_epi32(f);
+            __m256d fr = _mm256_sub_pd(f, _mm256_cvtepi32_pd(k[q]));
+            bad = _mm256_or_pd(bad, _mm256_or_pd(_mm256_cmp_pd(fr, lo, _CMP_LT_OQ),
+                                                 _mm256_cmp_pd(fr, hi, _CMP_GT_OQ)));
+            kmax = _mm_max_epi32(kmax, k[q]);
+        }
+        _mm_storeu_si128((__m128i *)(ib + i),
+                         _mm_packus_epi16(_mm_packs_epi32(k[0], k[1]),
+                                          _mm_packs_epi32(k[2], k[3])));
+    }
+    any = _mm256_movemask_pd(bad) | _mm_movemask_epi8(_mm_cmpgt_epi32(kmax, vnb));
+    return any | flk_tile_index8_sw(pt + i, len - i, first, inv, nb, ib + i);
+}
+#endif
+
 /* Histogram of P @ v_j into nb bins with numpy.histogram's rules. counts is m x nb
  * and is accumulated into. Directions with skip[j] != 0 (degenerate range) are
  * skipped. Each tile runs simple loops (project, index, count) so that the first two
  * vectorise. */
-#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, ATTR)                                      \
+#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, ATTR)                     \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
                       const unsigned char *skip, int64_t *counts)                    \
@@ -271,6 +376,7 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     int64_t t0, i, j, len;                                                           \
     double pt[FLK_TILE];                                                             \
     int32_t ib[FLK_TILE];                                                            \
+    uint8_t ib8[FLK_TILE];                                                           \
     int64_t c4[4 * FLK_MAXBINS] = {0};                                               \
     const double nbf = (double)nb;                                                   \
     const int32_t nb32 = (int32_t)nb;                                                \
@@ -291,7 +397,14 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             const double inv = nbf / denom;                                          \
             int64_t *c = counts + j * nb;                                            \
             TPROJ(cols, len, d, v, pt);                                              \
-            if (safe && nb <= FLK_MAXBINS) {                                         \
+            if (safe && nb <= FLK_BYTEBINS) {                                        \
+                if (TINDEX8(pt, len, first, inv, nb32, ib8))                         \
+                    for (i = 0; i < len; i++)                                        \
+                        if (flk_ambiguous(pt[i], first, inv, nb32))                  \
+                            ib8[i] = (uint8_t)flk_numpy_bin(pt[i], e, nb32, first,   \
+                                                            denom);                  \
+                TCOUNT8(ib8, len, nb, c);                                            \
+            } else if (safe && nb <= FLK_MAXBINS) {                                  \
                 if (TINDEX(pt, len, first, inv, nb32, ib))                           \
                     for (i = 0; i < len; i++)                                        \
                         if (flk_ambiguous(pt[i], first, inv, nb32))                  \
@@ -325,7 +438,8 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
 FLK_PROJ_DEF(flk_proj_hw, FLK_HW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
-FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, FLK_HW_ATTR)
+FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
+             flk_count_bytes_hw, FLK_HW_ATTR)
 static int flk_have_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2"); }
 #else
 #define FLK_SW_ATTR
@@ -336,7 +450,8 @@ static int flk_have_fma(void) { return 0; }
 FLK_PROJ_DEF(flk_proj_sw, FLK_SW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
-FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, FLK_SW_ATTR)
+FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, flk_tile_index8_sw,
+             flk_count_bytes_sw, FLK_SW_ATTR)
 
 static void flk_coh_minmax(const double *P, int64_t r0, int64_t r1, int64_t d,
                            const double *V, int64_t m, double *mins, double *maxs)
