@@ -16,6 +16,10 @@ __all__ = ["Coherence", "coherence", "coherence_directions"]
 
 _cy = _ext.load("_hist_cy")
 _DEGENERATE = 1e-9  # SPEC §4.3: a projection range below this has coherence 1.0
+# From this many points the min/max pass groups the rows by grid cell (int32 row
+# numbers, no copy) and projects only the cells on each direction's supporting planes
+# (see _flk_coh.h); below it the plain pass is as fast.
+_CELL_MINMAX_MIN = 1 << 15
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -104,7 +108,10 @@ def coherence(
     if n == 0:
         return Coherence(0.0, dirs[0].copy())
     n_threads = threads(n_threads)
-    mins, maxs = _cy.minmax_f64(pts, dirs, n_threads)
+    if _CELL_MINMAX_MIN <= n < 2**31:
+        mins, maxs = _cy.minmax_cells_f64(pts, dirs)
+    else:
+        mins, maxs = _cy.minmax_f64(pts, dirs, n_threads)
     with np.errstate(over="ignore"):
         spread = maxs - mins
     if not np.isfinite(spread).all():  # a projection or the range overflowed
