@@ -274,15 +274,26 @@ static void flk_count_bytes_sw(const uint8_t *ib, int64_t len, int64_t nb, int64
     for (i = 0; i < len; i++) c[ib[i]]++;
 }
 
-static int flk_tile_index8_sw(const double *pt, int64_t len, double first, double inv,
+/* The byte path's test (see flk_tile_index8_hw): bin guess trunc(g) with
+ * g = fma(p, inv, eps - first * inv), ambiguous when frac(g) < 2 eps or the guess is
+ * out of [0, nb). fma() is correctly rounded, so this scalar form gives the vector
+ * form's g bit for bit, and flags exactly the same points. */
+static inline int flk_ambiguous8(double p, double inv, double c, int32_t nb, int32_t *k)
+{
+    double g = fma(p, inv, c);
+    *k = (int32_t)g;
+    return (g - (double)*k < 2.0 * FLK_EDGE_EPS) | (*k >= nb) | (*k < 0);
+}
+
+static int flk_tile_index8_sw(const double *pt, int64_t len, double inv, double c,
                               int32_t nb, uint8_t *ib)
 {
     int64_t i;
     int any = 0;
     for (i = 0; i < len; i++) {
-        int32_t k = (int32_t)((pt[i] - first) * inv);
+        int32_t k;
+        any |= flk_ambiguous8(pt[i], inv, c, nb, &k);
         ib[i] = (uint8_t)(k < 0 ? 0 : (k > 255 ? 255 : k));
-        any |= flk_ambiguous(pt[i], first, inv, nb);
     }
     return any;
 }
@@ -331,28 +342,31 @@ static void flk_count_bytes_hw(const uint8_t *ib, int64_t len, int64_t nb, int64
     for (i = full; i < len; i++) c[ib[i]]++;
 }
 
-/* flk_tile_index_hw with byte output: 16 guesses per step, packed with saturation
- * (a guess outside [0, nb) is always ambiguous and is replaced before counting). */
-__attribute__((target("avx2")))
-static int flk_tile_index8_hw(const double *pt, int64_t len, double first, double inv,
+/* Bin guesses as bytes, 16 per step. g = p * inv + (eps - first * inv) in one FMA is
+ * (p - first) * inv + eps to within |p * inv| * 2**-52 bins, below 1e-8 bins whenever
+ * the edges pass the "safe" test, so: if frac(g) >= 2 eps the point is more than
+ * ~eps from both ends of bin trunc(g) and that is its bin (flk_ambiguous's rule,
+ * shifted by eps so one comparison does); otherwise it is flagged for the exact
+ * procedure. Guesses outside [0, nb) always come with a flag; packing saturates. */
+__attribute__((target("avx2,fma")))
+static int flk_tile_index8_hw(const double *pt, int64_t len, double inv, double c,
                               int32_t nb, uint8_t *ib)
 {
     int64_t i = 0, q;
-    int any = 0;
-    const __m256d vfirst = _mm256_set1_pd(first), vinv = _mm256_set1_pd(inv);
-    const __m256d lo = _mm256_set1_pd(FLK_EDGE_EPS), hi = _mm256_set1_pd(1.0 - FLK_EDGE_EPS);
+    int any;
+    const __m256d vinv = _mm256_set1_pd(inv);
+    const __m256d vc = _mm256_set1_pd(c);
+    const __m256d two_eps = _mm256_set1_pd(2.0 * FLK_EDGE_EPS);
     const __m128i vnb = _mm_set1_epi32(nb - 1);
     __m256d bad = _mm256_setzero_pd();
     __m128i kmax = _mm_setzero_si128();
     __m128i k[4];
-    /* same tests as flk_ambiguous, OR-ed over the tile and read out once */
     for (; i + 16 <= len; i += 16) {
         for (q = 0; q < 4; q++) {
-            __m256d f = _mm256_mul_pd(_mm256_sub_pd(_mm256_loadu_pd(pt + i + 4 * q), vfirst), vinv);
-            k[q] = _mm256_cvttpd_epi32(f);
-            __m256d fr = _mm256_sub_pd(f, _mm256_cvtepi32_pd(k[q]));
-            bad = _mm256_or_pd(bad, _mm256_or_pd(_mm256_cmp_pd(fr, lo, _CMP_LT_OQ),
-                                                 _mm256_cmp_pd(fr, hi, _CMP_GT_OQ)));
+            __m256d g = _mm256_fmadd_pd(_mm256_loadu_pd(pt + i + 4 * q), vinv, vc);
+            k[q] = _mm256_cvttpd_epi32(g);
+            bad = _mm256_or_pd(bad, _mm256_cmp_pd(_mm256_sub_pd(g, _mm256_cvtepi32_pd(k[q])),
+                                                  two_eps, _CMP_LT_OQ));
             kmax = _mm_max_epi32(kmax, k[q]);
         }
         _mm_storeu_si128((__m128i *)(ib + i),
@@ -360,7 +374,7 @@ static int flk_tile_index8_hw(const double *pt, int64_t len, double first, doubl
                                           _mm_packs_epi32(k[2], k[3])));
     }
     any = _mm256_movemask_pd(bad) | _mm_movemask_epi8(_mm_cmpgt_epi32(kmax, vnb));
-    return any | flk_tile_index8_sw(pt + i, len - i, first, inv, nb, ib + i);
+    return any | flk_tile_index8_sw(pt + i, len - i, inv, c, nb, ib + i);
 }
 #endif
 
@@ -398,11 +412,15 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             int64_t *c = counts + j * nb;                                            \
             TPROJ(cols, len, d, v, pt);                                              \
             if (safe && nb <= FLK_BYTEBINS) {                                        \
-                if (TINDEX8(pt, len, first, inv, nb32, ib8))                         \
+                /* c8 is computed once, here (fp-contract off), for both tests */     \
+                const double c8 = FLK_EDGE_EPS - first * inv;                        \
+                if (TINDEX8(pt, len, inv, c8, nb32, ib8)) {                          \
+                    int32_t k8;                                                      \
                     for (i = 0; i < len; i++)                                        \
-                        if (flk_ambiguous(pt[i], first, inv, nb32))                  \
+                        if (flk_ambiguous8(pt[i], inv, c8, nb32, &k8))               \
                             ib8[i] = (uint8_t)flk_numpy_bin(pt[i], e, nb32, first,   \
                                                             denom);                  \
+                }                                                                    \
                 TCOUNT8(ib8, len, nb, c);                                            \
             } else if (safe && nb <= FLK_MAXBINS) {                                  \
                 if (TINDEX(pt, len, first, inv, nb32, ib))                           \

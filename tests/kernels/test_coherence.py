@@ -236,3 +236,18 @@ def test_large_inputs_match_numpy(coherence, rng, n_bins) -> None:  # type: igno
     )
     lattice = rng.integers(0, 5, (33_000, 3)).astype(np.float64)
     check(coherence, lattice, n_directions=12, n_bins=n_bins, seed=1)
+
+
+@pytest.mark.parametrize("n_bins", [5, 20, 32, 40])
+def test_points_within_the_fast_paths_margin_of_an_edge(coherence, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # d = 1: the directions are +-1, so projections are the points themselves and can
+    # be put at chosen distances from the edges, around the fast path's 1e-6-bin
+    # margin, in full tiles of 256 and in the partial last one.
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    w = 1.0 / n_bins
+    offsets = np.array(
+        [-3e-6, -2e-6, -1.5e-6, -1e-6, -5e-7, 0.0, 5e-7, 1e-6, 1.5e-6, 2e-6]
+    )
+    near = (edges[1:-1, None] + w * offsets[None, :]).ravel()
+    pts = np.concatenate([[0.0, 1.0], np.tile(near, 40)[:20_000]]).reshape(-1, 1)
+    check(coherence, pts, n_directions=6, n_bins=n_bins, seed=2)
