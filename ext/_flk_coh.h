@@ -376,6 +376,54 @@ static int flk_tile_index8_hw(const double *pt, int64_t len, double inv, double 
     any = _mm256_movemask_pd(bad) | _mm_movemask_epi8(_mm_cmpgt_epi32(kmax, vnb));
     return any | flk_tile_index8_sw(pt + i, len - i, inv, c, nb, ib + i);
 }
+
+/* AVX-512 forms of the two byte-path steps (same arithmetic: the same FMA, the same
+ * truncation, so the same bytes and flags), for CPUs that have AVX-512 BW. */
+#define FLK_512_ATTR __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+FLK_512_ATTR
+static int flk_tile_index8_512(const double *pt, int64_t len, double inv, double c,
+                               int32_t nb, uint8_t *ib)
+{
+    int64_t i = 0;
+    const __m512d vinv = _mm512_set1_pd(inv), vc = _mm512_set1_pd(c);
+    const __m512d two_eps = _mm512_set1_pd(2.0 * FLK_EDGE_EPS);
+    __mmask8 bad = 0;
+    __m512i kmax = _mm512_setzero_si512();
+    for (; i + 16 <= len; i += 16) {
+        __m512d g0 = _mm512_fmadd_pd(_mm512_loadu_pd(pt + i), vinv, vc);
+        __m512d g1 = _mm512_fmadd_pd(_mm512_loadu_pd(pt + i + 8), vinv, vc);
+        __m256i k0 = _mm512_cvttpd_epi32(g0), k1 = _mm512_cvttpd_epi32(g1);
+        bad |= _mm512_cmp_pd_mask(_mm512_sub_pd(g0, _mm512_cvtepi32_pd(k0)), two_eps,
+                                  _CMP_LT_OQ);
+        bad |= _mm512_cmp_pd_mask(_mm512_sub_pd(g1, _mm512_cvtepi32_pd(k1)), two_eps,
+                                  _CMP_LT_OQ);
+        __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
+        kmax = _mm512_max_epi32(kmax, k);
+        _mm_storeu_si128((__m128i *)(ib + i), _mm512_cvtusepi32_epi8(k));
+    }
+    int any = bad != 0;
+    any |= _mm512_cmpgt_epi32_mask(kmax, _mm512_set1_epi32(nb - 1)) != 0;
+    return any | flk_tile_index8_sw(pt + i, len - i, inv, c, nb, ib + i);
+}
+
+FLK_512_ATTR
+static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
+{
+    int64_t i, b;
+    if (len == FLK_TILE) {
+        const __m512i x0 = _mm512_loadu_si512(ib), x1 = _mm512_loadu_si512(ib + 64),
+                      x2 = _mm512_loadu_si512(ib + 128), x3 = _mm512_loadu_si512(ib + 192);
+        for (b = 0; b < nb; b++) {
+            const __m512i key = _mm512_set1_epi8((char)b);
+            c[b] += __builtin_popcountll(_mm512_cmpeq_epi8_mask(x0, key))
+                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x1, key))
+                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x2, key))
+                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x3, key));
+        }
+        return;
+    }
+    for (i = 0; i < len; i++) c[ib[i]]++;
+}
 #endif
 
 /* Histogram of P @ v_j into nb bins with numpy.histogram's rules. counts is m x nb
@@ -458,6 +506,18 @@ FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
              flk_count_bytes_hw, FLK_HW_ATTR)
+#define FLK_H512_ATTR                                                               \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512"), \
+                   optimize("fp-contract=off")))
+FLK_TILEPROJ_DEF(flk_tproj_512, FLK_H512_ATTR)
+FLK_HIST_DEF(flk_hist_512, flk_tproj_512, flk_tile_index_hw, flk_tile_index8_512,
+             flk_count_bytes_512, FLK_H512_ATTR)
+static int flk_have_512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+           && __builtin_cpu_supports("avx512vl");
+}
 static int flk_have_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2"); }
 #else
 #define FLK_SW_ATTR
@@ -485,6 +545,10 @@ static void flk_coh_hist(const double *P, int64_t r0, int64_t r1, int64_t d,
                          const unsigned char *skip, int64_t *counts)
 {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (flk_have_fma() && flk_have_512()) {
+        flk_hist_512(P, r0, r1, d, V, m, edges, nb, skip, counts);
+        return;
+    }
     if (flk_have_fma()) { flk_hist_hw(P, r0, r1, d, V, m, edges, nb, skip, counts); return; }
 #endif
     flk_hist_sw(P, r0, r1, d, V, m, edges, nb, skip, counts);
