@@ -514,11 +514,24 @@ FLK_HIST_DEF(flk_hist_512, flk_tproj_512, flk_tile_index_hw, flk_tile_index8_512
              flk_count_bytes_512, FLK_H512_ATTR)
 static int flk_have_512(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-           && __builtin_cpu_supports("avx512vl");
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+                && __builtin_cpu_supports("avx512vl");
+    }
+    return known;
 }
-static int flk_have_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2"); }
+/* CPU features, looked up once (flk_coh_project_one runs in inner loops). */
+static int flk_have_fma(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2");
+    }
+    return known;
+}
 #else
 #define FLK_SW_ATTR
 static int flk_have_fma(void) { return 0; }
@@ -564,13 +577,14 @@ static double flk_coh_project_one(const double *a, const double *v, int64_t d)
 
 /* ---- min/max by grid cells ----------------------------------------------------------
  * The min/max pass reads every projection only to keep two of them. Points are put
- * in grid cells of about FLK_TILE points (over the first min(d, 3) coordinates); each
+ * in grid cells of about 4 * FLK_TILE points (over the first min(d, 3) coordinates); each
  * cell keeps the exact box [lo_k, hi_k] of its points, which bounds every projection
  * in it: a . v <= sum_k max(lo_k v_k, hi_k v_k) (min for the lower end), up to the
  * rounding of a d-term dot product, far below the slack
  * 1e-10 * sum_k max(|lo_k|, |hi_k|) |v_k| used here. Each cell also keeps the rows
- * holding its box's faces; their projections are attained values, so the largest is
- * a floor under the true max (and the smallest a ceiling over the min). Only cells
+ * holding its box's faces; their projections are attained values, so those of the
+ * cells with the highest and lowest bounds give a floor under the true max (and a
+ * ceiling over the min). Only cells
  * whose bound reaches past that floor or ceiling can hold an extreme: one sequential
  * pass projects just their points, for just the directions that selected them. The
  * result is the same projections of the same points as the full pass, hence the same
@@ -584,7 +598,8 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
 {
     int64_t k, i, j, q, kd = d < 3 ? d : 3, g = 1, cells = 1, words = (m + 63) / 64;
     double cmin[3] = {0, 0, 0}, cmax[3] = {0, 0, 0}, scale[3] = {0, 0, 0};
-    while (g < 1024 && pow((double)(g + 1), (double)kd) <= (double)n / FLK_TILE) g++;
+    /* cells of ~4 tiles: their boxes (cells x d x 2 doubles) stay in L1/L2 */
+    while (g < 1024 && pow((double)(g + 1), (double)kd) <= (double)n / (4 * FLK_TILE)) g++;
     for (k = 0; k < kd; k++) { cmin[k] = P[k]; cmax[k] = P[k]; cells *= g; }
     for (i = 1; i < n; i++)
         for (k = 0; k < kd; k++) {
@@ -599,8 +614,9 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
     double *hi = (double *)malloc(sizeof(double) * (size_t)(cells * d));
     int32_t *rep = (int32_t *)malloc(sizeof(int32_t) * (size_t)(2 * cells * d));
     uint64_t *sel = (uint64_t *)calloc((size_t)(cells * words), sizeof(uint64_t));
-    if (!cell || !lo || !hi || !rep || !sel) {
-        free(cell); free(lo); free(hi); free(rep); free(sel); return -1;
+    double *ub = (double *)malloc(sizeof(double) * (size_t)(2 * cells)), *lb = ub + cells;
+    if (!cell || !lo || !hi || !rep || !sel || !ub) {
+        free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); return -1;
     }
     for (i = 0; i < cells * d; i++) { lo[i] = INFINITY; hi[i] = -INFINITY; }
     for (i = 0; i < 2 * cells * d; i++) rep[i] = -1;
@@ -620,18 +636,11 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
     }
     for (j = 0; j < m; j++) {
         const double *v = V + j * d;
-        double floor_ = -INFINITY, ceil_ = INFINITY;
-        for (i = 0; i < 2 * cells * d; i++)
-            if (rep[i] >= 0) {
-                double p = flk_coh_project_one(P + (int64_t)rep[i] * d, v, d);
-                floor_ = p > floor_ ? p : floor_;
-                ceil_ = p < ceil_ ? p : ceil_;
-            }
-        mins[j] = ceil_;
-        maxs[j] = floor_;
+        double floor_ = -INFINITY, ceil_ = INFINITY, top = -INFINITY, bottom = INFINITY;
+        int64_t qtop = -1, qbottom = -1;
         for (q = 0; q < cells; q++) {
             double u = 0.0, l = 0.0, mag = 0.0;
-            if (rep[2 * q * d] < 0) continue; /* empty cell */
+            if (rep[2 * q * d] < 0) { ub[q] = -INFINITY; lb[q] = INFINITY; continue; }
             for (k = 0; k < d; k++) {
                 double a = lo[q * d + k], b = hi[q * d + k];
                 double pa = a * v[k], pb = b * v[k], aa = fabs(a), ab = fabs(b);
@@ -639,9 +648,25 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
                 l += pa < pb ? pa : pb;
                 mag += (aa > ab ? aa : ab) * fabs(v[k]);
             }
-            if (u + 1e-10 * mag + 1e-300 > floor_ || l - 1e-10 * mag - 1e-300 < ceil_)
-                sel[q * words + j / 64] |= (uint64_t)1 << (j % 64);
+            ub[q] = u + 1e-10 * mag + 1e-300;
+            lb[q] = l - 1e-10 * mag - 1e-300;
+            if (ub[q] > top) { top = ub[q]; qtop = q; }
+            if (lb[q] < bottom) { bottom = lb[q]; qbottom = q; }
         }
+        /* the face rows of the most promising cells: attained values near the ends */
+        for (i = 0; i < 2 * d; i++) {
+            double p = flk_coh_project_one(P + (int64_t)rep[2 * qtop * d + i] * d, v, d);
+            floor_ = p > floor_ ? p : floor_;
+            ceil_ = p < ceil_ ? p : ceil_;
+            p = flk_coh_project_one(P + (int64_t)rep[2 * qbottom * d + i] * d, v, d);
+            floor_ = p > floor_ ? p : floor_;
+            ceil_ = p < ceil_ ? p : ceil_;
+        }
+        mins[j] = ceil_;
+        maxs[j] = floor_;
+        for (q = 0; q < cells; q++)
+            if (ub[q] > floor_ || lb[q] < ceil_)
+                sel[q * words + j / 64] |= (uint64_t)1 << (j % 64);
     }
     for (i = 0; i < n; i++) {
         const uint64_t *w = sel + (int64_t)cell[i] * words;
@@ -656,7 +681,7 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
             }
         }
     }
-    free(cell); free(lo); free(hi); free(rep); free(sel);
+    free(cell); free(lo); free(hi); free(rep); free(sel); free(ub);
     return 0;
 }
 
