@@ -443,7 +443,20 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     const double nbf = (double)nb;                                                   \
     const int32_t nb32 = (int32_t)nb;                                                \
     double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);          \
-    if (cols == NULL) return; /* callers check the total count */                    \
+    /* per direction, once: 1/bin width, the byte path's offset, edges well-conditioned */\
+    double *dinv = (double *)malloc(sizeof(double) * 3 * (size_t)(m > 0 ? m : 1));   \
+    if (cols == NULL || dinv == NULL) { free(cols); free(dinv); return; }            \
+    for (j = 0; j < m; j++) {                                                        \
+        const double *e = edges + j * (nb + 1);                                      \
+        const double denom = e[nb] - e[0];                                           \
+        const double big = fabs(e[0]) > fabs(e[nb]) ? fabs(e[0]) : fabs(e[nb]);     \
+        const double ulp = nextafter(big, INFINITY) - big;                           \
+        dinv[3 * j] = nbf / denom;                                                   \
+        /* computed here (fp-contract off) for both the vector and scalar tests */   \
+        dinv[3 * j + 1] = FLK_EDGE_EPS - e[0] * dinv[3 * j];                         \
+        dinv[3 * j + 2] = (8.0 * ulp * nbf / denom                                   \
+                           + 64.0 * 2.220446049250313e-16 * nbf) < 1e-7;             \
+    }                                                                                \
     for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                                         \
         len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                               \
         flk_transpose_tile(P + t0 * d, len, d, cols);                                \
@@ -452,16 +465,12 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             const double *v = V + j * d;                                             \
             const double *e = edges + j * (nb + 1);                                  \
             const double first = e[0], denom = e[nb] - e[0];                         \
-            const double big = fabs(e[0]) > fabs(e[nb]) ? fabs(e[0]) : fabs(e[nb]); \
-            const double ulp = nextafter(big, INFINITY) - big;                       \
-            const int safe = (8.0 * ulp * nbf / denom + 64.0 * 2.220446049250313e-16 \
-                              * nbf) < 1e-7;                                         \
-            const double inv = nbf / denom;                                          \
+            const double inv = dinv[3 * j];                                          \
+            const int safe = dinv[3 * j + 2] != 0.0;                                 \
             int64_t *c = counts + j * nb;                                            \
             TPROJ(cols, len, d, v, pt);                                              \
             if (safe && nb <= FLK_BYTEBINS) {                                        \
-                /* c8 is computed once, here (fp-contract off), for both tests */     \
-                const double c8 = FLK_EDGE_EPS - first * inv;                        \
+                const double c8 = dinv[3 * j + 1];                                   \
                 if (TINDEX8(pt, len, inv, c8, nb32, ib8)) {                          \
                     int32_t k8;                                                      \
                     for (i = 0; i < len; i++)                                        \
@@ -496,6 +505,7 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
         }                                                                            \
     }                                                                                \
     free(cols);                                                                      \
+    free(dinv);                                                                      \
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
