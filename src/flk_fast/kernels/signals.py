@@ -88,7 +88,9 @@ def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
         )
     xs = []
     ys = []
-    for s, n in zip(int_values(scales, "scales"), int_values(n_j, "N_j"), strict=True):
+    for s, n in zip(scales, n_j, strict=True):
+        if type(s) is not int or type(n) is not int:  # rare: numpy ints, 12.0, bad
+            return d_hat(int_values(scales, "scales"), int_values(n_j, "N_j"))
         if s <= 0:
             raise KernelInputError(f"D_hat: scale must be >= 1, got {s}")
         if n <= 0:
