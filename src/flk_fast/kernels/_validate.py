@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from flk_fast.errors import KernelInputError
+from flk_fast.errors import KernelInputError, KernelTypeError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +27,7 @@ __all__ = [
     "as_int_array",
     "as_points",
     "as_scales",
+    "byte_pieces",
     "check_finite",
     "finite_float",
     "int_values",
@@ -40,6 +41,36 @@ def threads(n_threads: int) -> int:
     from flk_fast import _env
 
     return n_threads if n_threads > 0 else _env.NUM_THREADS
+
+
+Bytes = bytes | bytearray | memoryview
+
+
+def byte_pieces(
+    data: Iterable[Any], name: str, unit: str, hint: str
+) -> Iterator[Bytes]:
+    """The pieces of a stream of bytes, each checked: KernelTypeError for text, a
+    non-iterable or a piece that is not bytes-like (``bytes(3)`` would silently be
+    three zero bytes)."""
+    if isinstance(data, str):
+        raise KernelTypeError(
+            f"{name} takes bytes or an iterable of bytes {unit}, not str; {hint}"
+        )
+    try:
+        pieces = iter(data)
+    except TypeError:
+        raise KernelTypeError(
+            f"{name} takes bytes or an iterable of bytes {unit}, not "
+            f"{type(data).__name__}"
+        ) from None
+    for piece in pieces:
+        if not isinstance(piece, Bytes):
+            raise KernelTypeError(
+                f"{name}: every {unit[:-1]} must be bytes-like, got "
+                f"{type(piece).__name__}"
+                + (" (encode it first)" if isinstance(piece, str) else "")
+            )
+        yield piece
 
 
 def _where(index: tuple[int, ...]) -> str:

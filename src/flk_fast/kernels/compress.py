@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from flk_fast.errors import KernelTypeError
+from ._validate import byte_pieces
 
 __all__ = ["compressibility"]
 
@@ -45,18 +45,9 @@ def compressibility(rows: bytes | bytearray | memoryview | Iterable[bytes]) -> f
         if len(raw) == 0:
             return 1.0
         return round(min(1.0, max(0.0, len(zlib.compress(raw, 6)) / len(raw))), 9)
-    if isinstance(rows, str):  # type: ignore[unreachable]  # callers without mypy
-        raise KernelTypeError(
-            "compressibility takes bytes or an iterable of bytes rows, not str; "
-            "encode the text first, e.g. rows.encode()"
-        )
-    try:
-        it = iter(rows)
-    except TypeError:
-        raise KernelTypeError(
-            "compressibility takes bytes or an iterable of bytes rows, not "
-            f"{type(rows).__name__}"
-        ) from None
+    it = byte_pieces(
+        rows, "compressibility", "rows", "encode the text first, e.g. rows.encode()"
+    )
     comp = zlib.compressobj(6)
     total = packed = 0
     block: list[bytes] = []
@@ -67,12 +58,6 @@ def compressibility(rows: bytes | bytearray | memoryview | Iterable[bytes]) -> f
             block.append(b"\n")
             size += 1
         first = False
-        if not isinstance(row, bytes | bytearray | memoryview):
-            raise KernelTypeError(
-                "compressibility: every row must be bytes-like, got "
-                f"{type(row).__name__}"
-                + (" (encode it first)" if isinstance(row, str) else "")
-            )
         block.append(bytes(row))
         size += len(row)
         if size >= _BLOCK:

@@ -32,6 +32,7 @@ from flk_fast import _env
 from flk_fast.errors import KernelInputError, KernelTypeError
 
 from . import _ext
+from ._validate import byte_pieces
 
 __all__ = [
     "MERKLE_SCHEMES",
@@ -107,23 +108,8 @@ def _feed(builder: Any, data: Data) -> None:
     if isinstance(data, bytes | bytearray | memoryview):
         builder.update(data)
         return
-    if isinstance(data, str):  # type: ignore[unreachable]  # callers without mypy
-        raise KernelTypeError(
-            "merkle: data must be bytes or an iterable of bytes, not str "
-            "(use merkle_root_file for a path)"
-        )
-    try:
-        pieces = iter(data)
-    except TypeError:
-        raise KernelTypeError(
-            "merkle: data must be bytes or an iterable of bytes, not "
-            f"{type(data).__name__}"
-        ) from None
-    for piece in pieces:
-        if not isinstance(piece, bytes | bytearray | memoryview):
-            raise KernelTypeError(
-                f"merkle: pieces must be bytes-like, got {type(piece).__name__}"
-            )
+    hint = "use merkle_root_file for a path, or encode the text"
+    for piece in byte_pieces(data, "merkle", "pieces", hint):
         builder.update(piece)
 
 
