@@ -430,7 +430,10 @@ static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int6
  * and is accumulated into. Directions with skip[j] != 0 (degenerate range) are
  * skipped. Each tile runs simple loops (project, index, count) so that the first two
  * vectorise. */
-#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, ATTR)                     \
+/* A fused d = 3 project-and-guess step for the byte path, or NULL (see flk_fused3_512). */
+typedef int (*flk_fused3_fn)(const double *, int64_t, const double *, double, double,
+                             int32_t, uint8_t *);
+#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, FUSED3, ATTR)             \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
                       const unsigned char *skip, int64_t *counts)                    \
@@ -468,6 +471,21 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             const double inv = dinv[3 * j];                                          \
             const int safe = dinv[3 * j + 2] != 0.0;                                 \
             int64_t *c = counts + j * nb;                                            \
+            if (FUSED3 != NULL && d == 3 && safe && nb <= FLK_BYTEBINS) {            \
+                /* projections stay in registers; a tile with a flagged point is    \
+                 * projected again in full for the exact fix-up below */            \
+                const double c8 = dinv[3 * j + 1];                                   \
+                if (FUSED3(cols, len, v, inv, c8, nb32, ib8)) {                      \
+                    int32_t k8;                                                      \
+                    TPROJ(cols, len, d, v, pt);                                      \
+                    for (i = 0; i < len; i++)                                        \
+                        if (flk_ambiguous8(pt[i], inv, c8, nb32, &k8))               \
+                            ib8[i] = (uint8_t)flk_numpy_bin(pt[i], e, nb32, first,   \
+                                                            denom);                  \
+                }                                                                    \
+                TCOUNT8(ib8, len, nb, c);                                            \
+                continue;                                                            \
+            }                                                                        \
             TPROJ(cols, len, d, v, pt);                                              \
             if (safe && nb <= FLK_BYTEBINS) {                                        \
                 const double c8 = dinv[3 * j + 1];                                   \
@@ -515,13 +533,59 @@ FLK_PROJ_DEF(flk_proj_hw, FLK_HW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
-             flk_count_bytes_hw, FLK_HW_ATTR)
+             flk_count_bytes_hw, ((flk_fused3_fn)NULL), FLK_HW_ATTR)
 #define FLK_H512_ATTR                                                               \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512"), \
                    optimize("fp-contract=off")))
 FLK_TILEPROJ_DEF(flk_tproj_512, FLK_H512_ATTR)
+
+/* d == 3, byte path: flk_tproj's d = 3 projection (0.0 + fma(c2, v2, fma(c0, v0,
+ * c1 * v1)), contraction off, so the same values) fed straight into
+ * flk_tile_index8_512's guess and test, without storing the projections. Returns
+ * nonzero when a point is flagged (the caller then projects the tile in full). */
+FLK_H512_ATTR
+static int flk_fused3_512(const double *cols, int64_t len, const double *v, double inv,
+                          double c, int32_t nb, uint8_t *ib)
+{
+    int64_t i = 0;
+    const double *c0 = cols, *c1 = cols + FLK_TILE, *c2 = cols + 2 * FLK_TILE;
+    const __m512d v0 = _mm512_set1_pd(v[0]), v1 = _mm512_set1_pd(v[1]),
+                  v2 = _mm512_set1_pd(v[2]), zero = _mm512_setzero_pd();
+    const __m512d vinv = _mm512_set1_pd(inv), vc = _mm512_set1_pd(c);
+    const __m512d two_eps = _mm512_set1_pd(2.0 * FLK_EDGE_EPS);
+    __mmask8 bad = 0;
+    __m512i kmax = _mm512_setzero_si512();
+    double pt[16];
+    for (; i + 16 <= len; i += 16) {
+        __m512d p0 = _mm512_add_pd(zero, _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i), v2,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i), v0,
+                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i), v1))));
+        __m512d p1 = _mm512_add_pd(zero, _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i + 8), v2,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i + 8), v0,
+                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i + 8), v1))));
+        __m512d g0 = _mm512_fmadd_pd(p0, vinv, vc), g1 = _mm512_fmadd_pd(p1, vinv, vc);
+        __m256i k0 = _mm512_cvttpd_epi32(g0), k1 = _mm512_cvttpd_epi32(g1);
+        bad |= _mm512_cmp_pd_mask(_mm512_sub_pd(g0, _mm512_cvtepi32_pd(k0)), two_eps,
+                                  _CMP_LT_OQ);
+        bad |= _mm512_cmp_pd_mask(_mm512_sub_pd(g1, _mm512_cvtepi32_pd(k1)), two_eps,
+                                  _CMP_LT_OQ);
+        __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
+        kmax = _mm512_max_epi32(kmax, k);
+        _mm_storeu_si128((__m128i *)(ib + i), _mm512_cvtusepi32_epi8(k));
+    }
+    int any = bad != 0;
+    any |= _mm512_cmpgt_epi32_mask(kmax, _mm512_set1_epi32(nb - 1)) != 0;
+    for (; i < len; i++) { /* the tail: the same expression, one point at a time */
+        int32_t k;
+        pt[0] = 0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1]));
+        any |= flk_ambiguous8(pt[0], inv, c, nb, &k);
+        ib[i] = (uint8_t)(k < 0 ? 0 : (k > 255 ? 255 : k));
+    }
+    return any;
+}
+
 FLK_HIST_DEF(flk_hist_512, flk_tproj_512, flk_tile_index_hw, flk_tile_index8_512,
-             flk_count_bytes_512, FLK_H512_ATTR)
+             flk_count_bytes_512, flk_fused3_512, FLK_H512_ATTR)
 static int flk_have_512(void)
 {
     static int known = -1;
@@ -552,7 +616,7 @@ FLK_PROJ_DEF(flk_proj_sw, FLK_SW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
 FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, flk_tile_index8_sw,
-             flk_count_bytes_sw, FLK_SW_ATTR)
+             flk_count_bytes_sw, ((flk_fused3_fn)NULL), FLK_SW_ATTR)
 
 static void flk_coh_minmax(const double *P, int64_t r0, int64_t r1, int64_t d,
                            const double *V, int64_t m, double *mins, double *maxs)
