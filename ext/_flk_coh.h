@@ -552,8 +552,8 @@ static int flk_fused3_512(const double *cols, int64_t len, const double *v, doub
     const __m512d v0 = _mm512_set1_pd(v[0]), v1 = _mm512_set1_pd(v[1]),
                   v2 = _mm512_set1_pd(v[2]), zero = _mm512_setzero_pd();
     const __m512d vinv = _mm512_set1_pd(inv), vc = _mm512_set1_pd(c);
-    const __m512d two_eps = _mm512_set1_pd(2.0 * FLK_EDGE_EPS);
-    __mmask8 bad = 0;
+    /* smallest frac(g) and largest guess over the tile, tested once at the end */
+    __m512d frmin = _mm512_set1_pd(1.0);
     __m512i kmax = _mm512_setzero_si512();
     double pt[16];
     for (; i + 16 <= len; i += 16) {
@@ -565,16 +565,15 @@ static int flk_fused3_512(const double *cols, int64_t len, const double *v, doub
                                      _mm512_mul_pd(_mm512_loadu_pd(c1 + i + 8), v1))));
         __m512d g0 = _mm512_fmadd_pd(p0, vinv, vc), g1 = _mm512_fmadd_pd(p1, vinv, vc);
         __m256i k0 = _mm512_cvttpd_epi32(g0), k1 = _mm512_cvttpd_epi32(g1);
-        bad |= _mm512_cmp_pd_mask(_mm512_sub_pd(g0, _mm512_cvtepi32_pd(k0)), two_eps,
-                                  _CMP_LT_OQ);
-        bad |= _mm512_cmp_pd_mask(_mm512_sub_pd(g1, _mm512_cvtepi32_pd(k1)), two_eps,
-                                  _CMP_LT_OQ);
+        /* frac(g) = g - trunc(g): roundscale's trunc equals (double)(int32)g here */
+        frmin = _mm512_min_pd(frmin, _mm512_sub_pd(g0, _mm512_roundscale_pd(g0, 3)));
+        frmin = _mm512_min_pd(frmin, _mm512_sub_pd(g1, _mm512_roundscale_pd(g1, 3)));
         __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
         kmax = _mm512_max_epi32(kmax, k);
         _mm_storeu_si128((__m128i *)(ib + i), _mm512_cvtusepi32_epi8(k));
     }
-    int any = bad != 0;
-    any |= _mm512_cmpgt_epi32_mask(kmax, _mm512_set1_epi32(nb - 1)) != 0;
+    int any = _mm512_reduce_min_pd(frmin) < 2.0 * FLK_EDGE_EPS;
+    any |= _mm512_reduce_max_epi32(kmax) > nb - 1;
     for (; i < len; i++) { /* the tail: the same expression, one point at a time */
         int32_t k;
         pt[0] = 0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1]));

@@ -120,9 +120,12 @@ def coherence(
         )
     skip = spread < _DEGENERATE
     edges = np.zeros((n_directions, n_bins + 1))
-    for k in np.flatnonzero(~skip):
-        # Exactly numpy.histogram's edges for range (min, max).
-        edges[k] = np.linspace(mins[k], maxs[k], n_bins + 1)
+    live = ~skip
+    if live.any():
+        # Exactly numpy.histogram's edges for range (min, max): linspace over arrays is
+        # the same arithmetic per element as one call per direction, as long as no
+        # step is 0, which a live direction's (spread >= 1e-9) cannot be.
+        edges[live] = np.linspace(mins[live], maxs[live], n_bins + 1, axis=1)
     best = _cy.hist_max_f64(pts, dirs, edges, skip.view(np.uint8), n_threads)
     coh = np.where(skip, 1.0, best / n)
     j = int(np.argmax(coh))  # first direction reaching the maximum
