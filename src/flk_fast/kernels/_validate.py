@@ -110,11 +110,9 @@ def as_int_array(values: ArrayLike, name: str) -> NDArray[np.int64]:
 def _is_number(v: Any) -> bool:
     # numpy's integer and floating scalars register with these ABCs; bools (Python's
     # and numpy's) are refused: True is not a count.
-    return (
-        isinstance(v, numbers.Real)
-        and not isinstance(v, bool)
-        and (type(v).__name__ != "bool")
-    )
+    if isinstance(v, bool) or type(v).__name__ == "bool":  # numpy.bool is "bool" too
+        return False
+    return isinstance(v, numbers.Real)
 
 
 def int_values(values: Sequence[Any], name: str) -> list[int]:
