@@ -471,13 +471,20 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             const double inv = dinv[3 * j];                                          \
             const int safe = dinv[3 * j + 2] != 0.0;                                 \
             int64_t *c = counts + j * nb;                                            \
-            if (FUSED3 != NULL && d == 3 && safe && nb <= FLK_BYTEBINS) {            \
-                /* projections stay in registers; a tile with a flagged point is    \
-                 * projected again in full for the exact fix-up below */            \
+            if (safe && nb <= FLK_BYTEBINS) {                                        \
                 const double c8 = dinv[3 * j + 1];                                   \
-                if (FUSED3(cols, len, v, inv, c8, nb32, ib8)) {                      \
-                    int32_t k8;                                                      \
+                int flagged;                                                         \
+                if (FUSED3 != NULL && d == 3) {                                      \
+                    /* projections stay in registers; a tile with a flagged point   \
+                     * is projected again in full for the exact fix-up */           \
+                    flagged = FUSED3(cols, len, v, inv, c8, nb32, ib8);              \
+                    if (flagged) TPROJ(cols, len, d, v, pt);                         \
+                } else {                                                             \
                     TPROJ(cols, len, d, v, pt);                                      \
+                    flagged = TINDEX8(pt, len, inv, c8, nb32, ib8);                  \
+                }                                                                    \
+                if (flagged) {                                                       \
+                    int32_t k8;                                                      \
                     for (i = 0; i < len; i++)                                        \
                         if (flk_ambiguous8(pt[i], inv, c8, nb32, &k8))               \
                             ib8[i] = (uint8_t)flk_numpy_bin(pt[i], e, nb32, first,   \
@@ -487,17 +494,7 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
                 continue;                                                            \
             }                                                                        \
             TPROJ(cols, len, d, v, pt);                                              \
-            if (safe && nb <= FLK_BYTEBINS) {                                        \
-                const double c8 = dinv[3 * j + 1];                                   \
-                if (TINDEX8(pt, len, inv, c8, nb32, ib8)) {                          \
-                    int32_t k8;                                                      \
-                    for (i = 0; i < len; i++)                                        \
-                        if (flk_ambiguous8(pt[i], inv, c8, nb32, &k8))               \
-                            ib8[i] = (uint8_t)flk_numpy_bin(pt[i], e, nb32, first,   \
-                                                            denom);                  \
-                }                                                                    \
-                TCOUNT8(ib8, len, nb, c);                                            \
-            } else if (safe && nb <= FLK_MAXBINS) {                                  \
+            if (safe && nb <= FLK_MAXBINS) {                                         \
                 if (TINDEX(pt, len, first, inv, nb32, ib))                           \
                     for (i = 0; i < len; i++)                                        \
                         if (flk_ambiguous(pt[i], first, inv, nb32))                  \
