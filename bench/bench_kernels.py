@@ -180,7 +180,7 @@ def bench_coherence(size: float, repeat: int) -> None:
             k,
             b,
             "numpy.histogram per direction",
-            target=">= 10x",
+            target=">= 20x",
         )
 
 

@@ -19,6 +19,8 @@ cdef extern from "_flk_coh.h" nogil:
                       const double *V, int64_t m, const double *edges, int64_t nb,
                       const unsigned char *skip, int64_t *counts)
     double flk_coh_project_one(const double *a, const double *v, int64_t d)
+    int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const double *V,
+                             int64_t m, double *mins, double *maxs)
 
 # Rows per parallel work item: large enough to amortise scheduling, small enough to
 # balance two threads on 1e5 rows.
@@ -123,3 +125,21 @@ def project_f64(const double[:, ::1] points, const double[::1] v):
         for i in range(n):
             o[i] = flk_coh_project_one(&points[i, 0], &v[0], d)
     return out
+
+
+
+def minmax_cells_f64(const double[:, ::1] points, const double[:, ::1] dirs):
+    """Same answer as :func:`minmax_f64`, projecting for each direction only the
+    points of the grid cells whose box can hold an extreme (see _flk_coh.h); one
+    thread, a few passes over the points. Unchecked as minmax_f64, and n < 2**31."""
+    cdef int64_t n = points.shape[0], d = points.shape[1], m = dirs.shape[0]
+    cdef int rc
+    mins_out = np.empty(m)
+    maxs_out = np.empty(m)
+    cdef double[::1] mins = mins_out, maxs = maxs_out
+    with nogil:
+        rc = flk_coh_minmax_cells(&points[0, 0], n, d, &dirs[0, 0], m, &mins[0],
+                                  &maxs[0])
+    if rc != 0:
+        raise MemoryError()
+    return mins_out, maxs_out

@@ -56,6 +56,8 @@ EXPECTED = {
         "DedupUnavailableError",
         "FlkError",
         "InputError",
+        "KernelInputError",
+        "KernelTypeError",
         "KeyLoadError",
         "LmdbDamagedError",
         "PCSValidationError",

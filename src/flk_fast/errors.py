@@ -8,6 +8,8 @@ __all__ = [
     "DedupUnavailableError",
     "FlkError",
     "InputError",
+    "KernelInputError",
+    "KernelTypeError",
     "KeyLoadError",
     "LmdbDamagedError",
     "PCSValidationError",
@@ -49,6 +51,16 @@ class InputError(FlkError, ValueError):
             f"{source}:{position}: " if position else (f"{source}: " if source else "")
         )
         super().__init__(f"{where}{message}")
+
+
+class KernelInputError(FlkError, ValueError):
+    """A kernel of :mod:`flk_fast.kernels` refuses its input (non-finite values,
+    non-integer counts, bad shapes, mismatched Merkle schemes); the message names the
+    argument, the offending item and what is accepted."""
+
+
+class KernelTypeError(KernelInputError, TypeError):
+    """A kernel got a value of the wrong type (``str`` where bytes are needed)."""
 
 
 class ConfigError(FlkError, ValueError):

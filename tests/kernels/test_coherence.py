@@ -184,3 +184,70 @@ def test_ill_conditioned_ranges(coherence, rng) -> None:  # type: ignore[no-unty
     # A tiny spread far from 0: the edges' own rounding is a sizeable part of a bin,
     # so every point takes numpy's exact procedure.
     check(coherence, 1e6 + 1e-4 * rng.random((2000, 3)), n_directions=10, seed=4)
+
+
+def _cell_cases(rng):  # type: ignore[no-untyped-def]
+    """Point sets for the grid-cell min/max: uniform, clustered, a constant column,
+    lattices (ties on cell and bin boundaries), large offsets, d = 1, 2, 5."""
+    n = 40_000
+    yield "uniform", rng.random((n, 3))
+    yield (
+        "clusters",
+        np.concatenate(
+            [
+                c + 0.01 * rng.standard_normal((n // 4, 3))
+                for c in rng.random((4, 3)) * 100
+            ]
+        ),
+    )
+    flat = rng.random((n, 3))
+    flat[:, 1] = 0.5
+    yield "constant column", flat
+    yield "lattice", (rng.integers(0, 7, (n, 3)) / 7.0)
+    yield "offset", 1e7 + rng.random((n, 3))
+    yield "negative wide", rng.standard_normal((n, 3)) * 1e5
+    yield "d=1", rng.random((n, 1))
+    yield "d=2", rng.random((n, 2))
+    yield "d=5", rng.standard_normal((n, 5))
+    yield "one far point", np.vstack([rng.random((n, 3)), [[50.0, -40.0, 30.0]]])
+
+
+def test_cell_minmax_equals_the_full_pass(rng) -> None:  # type: ignore[no-untyped-def]
+    from flk_fast.kernels import _hist_cy
+    from flk_fast.kernels.histogram import coherence_directions
+
+    for name, pts in _cell_cases(rng):
+        pts = np.ascontiguousarray(pts)
+        dirs = coherence_directions(pts.shape[1], 70, 11)  # > 64: two mask words
+        got = _hist_cy.minmax_cells_f64(pts, dirs)
+        want = _hist_cy.minmax_f64(pts, dirs, 1)
+        assert (got[0] == want[0]).all() and (got[1] == want[1]).all(), name
+        for j in (0, 33, 69):  # and numpy's own P @ v (gemv, as the legacy loop)
+            p = pts @ dirs[j]
+            assert (got[0][j], got[1][j]) == (p.min(), p.max()), name
+
+
+@pytest.mark.parametrize("n_bins", [2, 19, 20, 31, 32, 33])
+def test_large_inputs_match_numpy(coherence, rng, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # n >= 2**15 takes the grid-cell min/max; nb <= 32 the byte counters, 33 the
+    # scalar ones; the lattice puts many projections exactly on bin edges.
+    check(
+        coherence, rng.random((40_000, 3)), n_directions=12, n_bins=n_bins, seed=n_bins
+    )
+    lattice = rng.integers(0, 5, (33_000, 3)).astype(np.float64)
+    check(coherence, lattice, n_directions=12, n_bins=n_bins, seed=1)
+
+
+@pytest.mark.parametrize("n_bins", [5, 20, 32, 40])
+def test_points_within_the_fast_paths_margin_of_an_edge(coherence, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # d = 1: the directions are +-1, so projections are the points themselves and can
+    # be put at chosen distances from the edges, around the fast path's 1e-6-bin
+    # margin, in full tiles of 256 and in the partial last one.
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    w = 1.0 / n_bins
+    offsets = np.array(
+        [-3e-6, -2e-6, -1.5e-6, -1e-6, -5e-7, 0.0, 5e-7, 1e-6, 1.5e-6, 2e-6]
+    )
+    near = (edges[1:-1, None] + w * offsets[None, :]).ravel()
+    pts = np.concatenate([[0.0, 1.0], np.tile(near, 40)[:20_000]]).reshape(-1, 1)
+    check(coherence, pts, n_directions=6, n_bins=n_bins, seed=2)

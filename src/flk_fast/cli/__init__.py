@@ -82,12 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from flk_fast.errors import ConfigError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
+    except ConfigError as exc:  # e.g. a bad FLK_FAST_* value, found at first import
+        print(f"flk: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

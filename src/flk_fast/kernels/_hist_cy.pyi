@@ -14,3 +14,6 @@ def hist_max_f64(
 def project_f64(
     points: NDArray[np.float64], v: NDArray[np.float64]
 ) -> NDArray[np.float64]: ...
+def minmax_cells_f64(
+    points: NDArray[np.float64], dirs: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...

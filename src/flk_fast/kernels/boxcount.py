@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from flk_fast.errors import KernelInputError
+
 from . import _ext
 from ._validate import as_points, as_scales, threads
 
@@ -71,7 +73,7 @@ def box_counts(
 
     Raises
     ------
-    ValueError
+    KernelInputError
         Not a finite 2-D real array, a scale < 1, or a voxel coordinate that does not
         fit int64 (``max|P| * max(scales) >= 2**63``).
 
@@ -92,7 +94,7 @@ def box_counts(
         amax = float(max(np.abs(cmin).max(), np.abs(cmax).max()))
         # A small relative margin covers float32 products rounding up to 2**63.
         if amax * float(sc.max()) * (1.0 + 2.0**-20) >= _INT64_LIMIT:
-            raise ValueError(
+            raise KernelInputError(
                 f"box_counts: voxel coordinates overflow int64 (max |coordinate| "
                 f"{amax:g} x scale {int(sc.max())} >= 2**63)"
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
+from ._validate import byte_pieces
+
 __all__ = ["compressibility"]
 
 # Rows are gathered into blocks of about this size before each deflate call: per-call
@@ -20,6 +22,12 @@ def compressibility(rows: bytes | bytearray | memoryview | Iterable[bytes]) -> f
     Deflate output does not depend on how its input is split, so the stream gives the
     same length as one ``zlib.compress`` call. Empty input gives 1.0.
 
+    Raises
+    ------
+    KernelTypeError
+        ``rows`` is text (``str``), not iterable, or holds a row that is not
+        bytes-like: encode text first (``"abc".encode()``).
+
     Examples
     --------
     >>> compressibility(b"")
@@ -27,18 +35,25 @@ def compressibility(rows: bytes | bytearray | memoryview | Iterable[bytes]) -> f
     >>> rows = [b"a" * 100, b"b" * 100]
     >>> compressibility(rows) == compressibility(b"\\n".join(rows))
     True
+    >>> compressibility("abc")
+    Traceback (most recent call last):
+      ...
+    flk_fast.errors.KernelTypeError: compressibility takes bytes ... not str; ...
     """
     if isinstance(rows, bytes | bytearray | memoryview):
         raw = memoryview(rows).cast("B")
         if len(raw) == 0:
             return 1.0
         return round(min(1.0, max(0.0, len(zlib.compress(raw, 6)) / len(raw))), 9)
+    it = byte_pieces(
+        rows, "compressibility", "rows", "encode the text first, e.g. rows.encode()"
+    )
     comp = zlib.compressobj(6)
     total = packed = 0
     block: list[bytes] = []
     size = 0
     first = True
-    for row in rows:
+    for row in it:
         if not first:
             block.append(b"\n")
             size += 1

@@ -7,13 +7,19 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from flk_fast.errors import KernelInputError
+
 from . import _ext
-from ._validate import as_points, threads
+from ._validate import as_points, int_values, threads
 
 __all__ = ["Coherence", "coherence", "coherence_directions"]
 
 _cy = _ext.load("_hist_cy")
 _DEGENERATE = 1e-9  # SPEC §4.3: a projection range below this has coherence 1.0
+# From this many points the min/max pass groups the rows by grid cell (int32 row
+# numbers, no copy) and projects only the cells on each direction's supporting planes
+# (see _flk_coh.h); below it the plain pass is as fast.
+_CELL_MINMAX_MIN = 1 << 15
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -72,13 +78,16 @@ def coherence(
     -------
     Coherence
         ``coh_star = round(max coherence, 9)`` and ``v_star``, the first direction
-        reaching it. Empty input gives ``coh_star = 0.0`` and the first direction.
+        reaching it. Empty input (n == 0) gives ``coh_star = 0.0`` and, as
+        ``v_star``, the first direction drawn: a deliberate departure from the
+        original implementation's zero vector, so that ``v_star`` is a unit vector
+        for every input (no PCS has an empty window; see docs/kernels.md).
 
     Raises
     ------
-    ValueError
-        Not a finite 2-D array, n_directions or n_bins < 1, or projections that
-        overflow.
+    KernelInputError
+        Not a finite 2-D array, n_directions or n_bins not an integer >= 1, or
+        projections that overflow.
 
     Examples
     --------
@@ -87,25 +96,36 @@ def coherence(
     0.666666667
     """
     pts = as_points(points, keep_f32=False)
+    n_directions, n_bins, seed = int_values(
+        (n_directions, n_bins, seed), "n_directions, n_bins and seed"
+    )
     if n_directions < 1 or n_bins < 1:
-        raise ValueError(
+        raise KernelInputError(
             f"n_directions and n_bins must be >= 1, got {n_directions}, {n_bins}"
         )
     n, d = pts.shape
-    dirs = coherence_directions(d, int(n_directions), int(seed))
+    dirs = coherence_directions(d, n_directions, seed)
     if n == 0:
         return Coherence(0.0, dirs[0].copy())
     n_threads = threads(n_threads)
-    mins, maxs = _cy.minmax_f64(pts, dirs, n_threads)
+    if _CELL_MINMAX_MIN <= n < 2**31:
+        mins, maxs = _cy.minmax_cells_f64(pts, dirs)
+    else:
+        mins, maxs = _cy.minmax_f64(pts, dirs, n_threads)
     with np.errstate(over="ignore"):
         spread = maxs - mins
     if not np.isfinite(spread).all():  # a projection or the range overflowed
-        raise ValueError("coherence: projections overflow float64; scale the points")
+        raise KernelInputError(
+            "coherence: projections overflow float64; scale the points"
+        )
     skip = spread < _DEGENERATE
     edges = np.zeros((n_directions, n_bins + 1))
-    for k in np.flatnonzero(~skip):
-        # Exactly numpy.histogram's edges for range (min, max).
-        edges[k] = np.linspace(mins[k], maxs[k], n_bins + 1)
+    live = ~skip
+    if live.any():
+        # Exactly numpy.histogram's edges for range (min, max): linspace over arrays is
+        # the same arithmetic per element as one call per direction, as long as no
+        # step is 0, which a live direction's (spread >= 1e-9) cannot be.
+        edges[live] = np.linspace(mins[live], maxs[live], n_bins + 1, axis=1)
     best = _cy.hist_max_f64(pts, dirs, edges, skip.view(np.uint8), n_threads)
     coh = np.where(skip, 1.0, best / n)
     j = int(np.argmax(coh))  # first direction reaching the maximum

@@ -29,8 +29,10 @@ from types import ModuleType
 from typing import IO, Any
 
 from flk_fast import _env
+from flk_fast.errors import KernelInputError, KernelTypeError
 
 from . import _ext
+from ._validate import byte_pieces
 
 __all__ = [
     "MERKLE_SCHEMES",
@@ -42,6 +44,10 @@ __all__ = [
 ]
 
 MERKLE_SCHEMES = ("sha256-hexcat", "sha256-rfc6962", "blake3-rfc6962")
+#: The scheme every function of this module defaults to: the legacy one, because it
+#: is what a PCS's merkle_root uses (SPEC §5, §8) and a root must not change under a
+#: caller who never named a scheme.
+DEFAULT_SCHEME = MERKLE_SCHEMES[0]
 _CODES = {name: i for i, name in enumerate(MERKLE_SCHEMES)}
 _READ_SIZE = 1 << 20  # file reads: large enough for the parallel leaf path
 
@@ -80,7 +86,7 @@ def _code(scheme: str) -> int:
     try:
         return _CODES[scheme]
     except KeyError:
-        raise ValueError(
+        raise KernelInputError(
             f"unknown Merkle scheme {scheme!r}; "
             f"expected one of {', '.join(MERKLE_SCHEMES)}"
         ) from None
@@ -92,7 +98,9 @@ def _check_chunk(chunk_size: int) -> int:
         or isinstance(chunk_size, bool)
         or chunk_size < 1
     ):
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        raise KernelInputError(
+            f"chunk_size must be an integer >= 1, got {chunk_size!r}"
+        )
     return chunk_size
 
 
@@ -100,16 +108,8 @@ def _feed(builder: Any, data: Data) -> None:
     if isinstance(data, bytes | bytearray | memoryview):
         builder.update(data)
         return
-    if isinstance(data, str):  # type: ignore[unreachable]  # callers without mypy
-        raise TypeError(
-            "merkle: data must be bytes or an iterable of bytes, not str "
-            "(use merkle_root_file for a path)"
-        )
-    for piece in data:
-        if not isinstance(piece, bytes | bytearray | memoryview):
-            raise TypeError(
-                f"merkle: pieces must be bytes-like, got {type(piece).__name__}"
-            )
+    hint = "use merkle_root_file for a path, or encode the text"
+    for piece in byte_pieces(data, "merkle", "pieces", hint):
         builder.update(piece)
 
 
@@ -134,7 +134,7 @@ def _threads(n_threads: int | None) -> int:
 def merkle_root(
     data: Data,
     *,
-    scheme: str = "sha256-hexcat",
+    scheme: str = DEFAULT_SCHEME,
     chunk_size: int = 64,
     n_threads: int | None = None,
 ) -> str:
@@ -158,7 +158,7 @@ def merkle_root(
 
     Raises
     ------
-    ValueError
+    KernelInputError
         Unknown scheme or chunk_size < 1.
 
     Examples
@@ -178,7 +178,7 @@ def merkle_root(
 def merkle_root_file(
     source: str | os.PathLike[str] | IO[bytes],
     *,
-    scheme: str = "sha256-hexcat",
+    scheme: str = DEFAULT_SCHEME,
     chunk_size: int = 64,
     n_threads: int | None = None,
 ) -> str:
@@ -189,15 +189,16 @@ def merkle_root_file(
 
 
 def merkle_proof(
-    data: Data, index: int, *, scheme: str = "sha256-rfc6962", chunk_size: int = 64
+    data: Data, index: int, *, scheme: str = DEFAULT_SCHEME, chunk_size: int = 64
 ) -> MerkleProof:
-    """Inclusion proof for leaf ``index`` of the stream (see :class:`MerkleProof`).
+    """Inclusion proof for leaf ``index`` of the stream (see :class:`MerkleProof`);
+    the proof records its scheme and chunk size.
 
     Examples
     --------
     >>> data = bytes(range(200))
     >>> proof = merkle_proof(data, 2, chunk_size=64)
-    >>> merkle_verify(merkle_root(data, scheme=proof.scheme), data[128:192], proof)
+    >>> merkle_verify(merkle_root(data), data[128:192], proof)
     True
     """
     code = _code(scheme)
@@ -205,8 +206,10 @@ def merkle_proof(
     _feed(builder, data)
     builder.finalize()
     count = builder.leaf_count
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise KernelTypeError(f"leaf index must be an int, got {index!r}")
     if not 0 <= index < count:
-        raise ValueError(f"leaf index {index} out of range for {count} leaves")
+        raise KernelInputError(f"leaf index {index} out of range for {count} leaves")
     level = builder.leaves()
     path: list[str] = []
     i, n = index, count
@@ -220,12 +223,33 @@ def merkle_proof(
     return MerkleProof(scheme, chunk_size, index, count, tuple(path))
 
 
-def merkle_verify(root: str, chunk: bytes, proof: MerkleProof) -> bool:
+def merkle_verify(
+    root: str, chunk: bytes, proof: MerkleProof, *, scheme: str = DEFAULT_SCHEME
+) -> bool:
     """True when ``chunk`` is leaf ``proof.index`` of a tree whose root is ``root``.
 
+    ``scheme`` is the scheme ``root`` was built with (the same default as
+    :func:`merkle_root`). A proof of another scheme can never verify, so it raises
+    KernelInputError naming both schemes rather than answering a silent False.
     Malformed proofs (bad index, wrong path length, non-hex digests) verify False.
     The final comparison is constant time.
+
+    Examples
+    --------
+    >>> data = bytes(range(200))
+    >>> proof = merkle_proof(data, 0, scheme="sha256-rfc6962")
+    >>> merkle_verify(merkle_root(data), data[:64], proof)
+    Traceback (most recent call last):
+      ...
+    flk_fast.errors.KernelInputError: merkle_verify: the proof is a sha256-rfc6962 ...
     """
+    _code(scheme)
+    if proof.scheme != scheme:
+        raise KernelInputError(
+            f"merkle_verify: the proof is a {proof.scheme} proof but the root is "
+            f"taken as {scheme}; pass scheme={proof.scheme!r} if the root was built "
+            "with it"
+        )
     try:
         code = _code(proof.scheme)
         node = _impl.leaf_hash(code, bytes(chunk))

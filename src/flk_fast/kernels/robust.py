@@ -9,8 +9,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from flk_fast.errors import KernelInputError
+
 from . import _ext
-from ._validate import threads
+from ._validate import as_int_array, check_finite, threads
 
 __all__ = ["TheilSen", "d_hat_batch", "theil_sen"]
 
@@ -131,7 +133,7 @@ def theil_sen(
 
     Raises
     ------
-    ValueError
+    KernelInputError
         Shapes differ, fewer than 2 points, non-finite values, all x equal, values
         so large that differences could overflow (|value| >= 1e300), or a possible
         slope beyond 1e300 (``(max y - min y) / smallest x gap``).
@@ -148,32 +150,34 @@ def theil_sen(
     xa = np.asarray(x, dtype=np.float64).ravel()
     ya = np.asarray(y, dtype=np.float64).ravel()
     if xa.shape != ya.shape:
-        raise ValueError(
+        raise KernelInputError(
             f"x and y must have the same length, got {xa.size} and {ya.size}"
         )
     n = xa.size
     if n < 2:
-        raise ValueError(f"theil_sen needs at least 2 points, got {n}")
-    if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
-        raise ValueError("theil_sen: x and y must be finite")
+        raise KernelInputError(f"theil_sen needs at least 2 points, got {n}")
+    check_finite(xa, "x")
+    check_finite(ya, "y")
     if max(float(np.abs(xa).max()), float(np.abs(ya).max())) >= 1e300:
-        raise ValueError("theil_sen: |values| must be < 1e300 (differences overflow)")
+        raise KernelInputError(
+            "theil_sen: |values| must be < 1e300 (differences overflow)"
+        )
     if method not in ("separate", "joint"):
-        raise ValueError(f"method must be 'separate' or 'joint', got {method!r}")
+        raise KernelInputError(f"method must be 'separate' or 'joint', got {method!r}")
     order = np.argsort(xa, kind="stable")
     xs = np.ascontiguousarray(xa[order])
     ys = np.ascontiguousarray(ya[order])
     _, groups = np.unique(xs, return_counts=True)
     total = n * (n - 1) // 2 - int((groups * (groups - 1) // 2).sum())
     if total == 0:
-        raise ValueError("theil_sen: all x are equal, no slope is defined")
+        raise KernelInputError("theil_sen: all x are equal, no slope is defined")
     # The selection brackets slopes by value, so none may overflow: the steepest
     # possible slope is (max y - min y) / (smallest gap between distinct x).
     ux = np.unique(xs)
     with np.errstate(over="ignore"):
         steepest = (float(ys.max()) - float(ys.min())) / float(np.diff(ux).min())
     if not steepest < 1e300:
-        raise ValueError(
+        raise KernelInputError(
             "theil_sen: slopes may overflow float64 (x values too close "
             "for the spread of y); rescale x or y"
         )
@@ -210,34 +214,36 @@ def d_hat_batch(
     -------
     numpy.ndarray of float64, shape (m,)
 
+    Raises
+    ------
+    KernelInputError
+        A count or scale that is not a finite integer (``12.7``, NaN; integral
+        floats pass, as in :func:`~flk_fast.kernels.d_hat`), or shapes that do not
+        fit together.
+
     Examples
     --------
     >>> d_hat_batch([2, 4, 8, 16], [[5, 10, 13, 15], [1, 2, 0, 8]]).tolist()
     [0.528320834, nan]
     """
-    nj = np.asarray(n_j)
-    sc = np.asarray(scales)
-    if nj.ndim != 2:
-        raise ValueError(f"n_j must be 2-D (m, k), got shape {nj.shape}")
-    if nj.size and nj.dtype.kind not in "iu":
-        raise ValueError(f"n_j must be integers, got {nj.dtype}")
-    if sc.size and sc.dtype.kind not in "iu":
-        raise ValueError(f"scales must be integers, got {sc.dtype}")
-    nj64 = np.ascontiguousarray(nj, dtype=np.int64)
+    nj64 = as_int_array(n_j, "n_j")
+    sc = as_int_array(scales, "scales")
+    if nj64.ndim != 2:
+        raise KernelInputError(f"n_j must be 2-D (m, k), got shape {nj64.shape}")
     if sc.ndim == 1:
         shared = True
-        sc64 = np.ascontiguousarray(sc.reshape(1, -1), dtype=np.int64)
+        sc64 = np.ascontiguousarray(sc.reshape(1, -1))
     elif sc.ndim == 2:
         shared = False
-        sc64 = np.ascontiguousarray(sc, dtype=np.int64)
+        sc64 = sc
         if sc64.shape[0] != nj64.shape[0]:
-            raise ValueError(
+            raise KernelInputError(
                 f"scales has {sc64.shape[0]} rows but n_j has {nj64.shape[0]}"
             )
     else:
-        raise ValueError(f"scales must be 1-D or 2-D, got shape {sc.shape}")
+        raise KernelInputError(f"scales must be 1-D or 2-D, got shape {sc.shape}")
     if sc64.shape[1] != nj64.shape[1]:
-        raise ValueError(
+        raise KernelInputError(
             f"scales has {sc64.shape[1]} columns but n_j has {nj64.shape[1]}"
         )
     if nj64.shape[0] == 0:

@@ -11,6 +11,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flk_fast.errors import KernelInputError
+
+from ._validate import finite_float, int_values
+
 __all__ = [
     "REGIMES",
     "BudgetParams",
@@ -65,9 +69,10 @@ def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
 
     Raises
     ------
-    ValueError
-        Fewer than 2 scales, lengths differ, a count or scale <= 0, or no pair of
-        distinct scales.
+    KernelInputError
+        Fewer than 2 scales, lengths differ, a scale or count that is not a finite
+        integer (``12.7``, NaN, inf), a count or scale <= 0, or no pair of distinct
+        scales.
 
     Examples
     --------
@@ -76,18 +81,20 @@ def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
     """
     k = len(scales)
     if k < 2:
-        raise ValueError(f"D_hat needs at least 2 scales, got {k}")
+        raise KernelInputError(f"D_hat needs at least 2 scales, got {k}")
     if len(n_j) != k:
-        raise ValueError(
+        raise KernelInputError(
             f"D_hat needs one N_j per scale: {k} scales, {len(n_j)} counts"
         )
     xs = []
     ys = []
     for s, n in zip(scales, n_j, strict=True):
+        if type(s) is not int or type(n) is not int:  # rare: numpy ints, 12.0, bad
+            return d_hat(int_values(scales, "scales"), int_values(n_j, "N_j"))
         if s <= 0:
-            raise ValueError(f"D_hat: scale must be >= 1, got {s}")
+            raise KernelInputError(f"D_hat: scale must be >= 1, got {s}")
         if n <= 0:
-            raise ValueError(f"D_hat: N_j for scale {s} must be > 0, got {n}")
+            raise KernelInputError(f"D_hat: N_j for scale {s} must be > 0, got {n}")
         xs.append(math.log2(s))
         ys.append(math.log2(n))
     slopes = []
@@ -98,7 +105,7 @@ def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
             if abs(dx) >= _MIN_DX:
                 slopes.append((ys[j] - yi) / dx)
     if not slopes:
-        raise ValueError("D_hat: no two scales differ")
+        raise KernelInputError("D_hat: no two scales differ")
     slopes.sort()
     return round(slopes[len(slopes) // 2], 9)
 
@@ -106,13 +113,16 @@ def d_hat(scales: Sequence[int], n_j: Sequence[int]) -> float:
 def regime(
     d_hat: float, coh_star: float, params: RegimeParams = _DEFAULT_REGIME
 ) -> str:
-    """Classify a summary (SPEC §4.5).
+    """Classify a summary (SPEC §4.5); KernelInputError unless both inputs are finite
+    numbers.
 
     Examples
     --------
     >>> regime(1.2, 0.8), regime(2.7, 0.1), regime(2.0, 0.5)
     ('sticky', 'non_sticky', 'mixed')
     """
+    d_hat = finite_float(d_hat, "d_hat")
+    coh_star = finite_float(coh_star, "coh_star")
     if coh_star >= params.sticky_coh and d_hat <= params.sticky_d:
         return "sticky"
     if d_hat >= params.non_sticky_d:
@@ -123,13 +133,17 @@ def regime(
 def budget(
     d_hat: float, coh_star: float, r: float, params: BudgetParams = _DEFAULT_BUDGET
 ) -> float:
-    """Verification budget of SPEC §4.5, clamped to [0, 1] and rounded to 9 places.
+    """Verification budget of SPEC §4.5, clamped to [0, 1] and rounded to 9 places;
+    KernelInputError unless every input is a finite number.
 
     Examples
     --------
     >>> budget(0.528320834, 0.066666667, 0.318421053)
     0.317807017
     """
+    d_hat = finite_float(d_hat, "d_hat")
+    coh_star = finite_float(coh_star, "coh_star")
+    r = finite_float(r, "r")
     value = (
         params.base
         + params.alpha * (1.0 - r)
