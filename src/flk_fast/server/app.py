@@ -29,7 +29,7 @@ from .bodies import HANDLER_ARGS
 from .config import ServerConfig, redact
 from .handlers import IngestService
 from .keys import KeyStore
-from .middleware import make_middleware
+from .middleware import make_observer, not_found
 from .ratelimit import RateLimiter
 
 __all__ = ["SERVICE", "SUBMIT_PATH", "make_app", "openapi_document"]
@@ -89,18 +89,22 @@ def make_app(
     # client_max_size makes request.read() refuse bodies that outgrow the limit while
     # streaming (chunked, or a lying Content-Length). HANDLER_ARGS turns aiohttp's own
     # inflating off, in every runner: bodies.read_body inflates in bounded steps.
-    app = web.Application(
-        client_max_size=cfg.max_body,
-        middlewares=[make_middleware(metrics, access=cfg.access_log)],
-        handler_args=HANDLER_ARGS,
-    )
+    # No middleware: every route is wrapped once by make_observer (request id,
+    # latency, access log, JSON errors), so aiohttp runs no middleware chain.
+    app = web.Application(client_max_size=cfg.max_body, handler_args=HANDLER_ARGS)
     app.on_response_prepare.append(_server_header)
     app[SERVICE] = service
-    app.router.add_route("*", SUBMIT_PATH, service.submit)
-    app.router.add_get("/health", service.health)
-    app.router.add_get("/ready", service.ready_check)
-    app.router.add_get("/metrics", service.metrics_page)
-    app.router.add_get("/openapi.json", _openapi)
+    observed = make_observer(metrics, access=cfg.access_log)
+    get = ("GET", "HEAD")
+    app.router.add_route("*", SUBMIT_PATH, observed(SUBMIT_PATH, service.submit))
+    for path, handler in (
+        ("/health", service.health),
+        ("/ready", service.ready_check),
+        ("/metrics", service.metrics_page),
+        ("/openapi.json", _openapi),
+    ):
+        app.router.add_route("*", path, observed(path, handler, get))
+    app.router.add_route("*", "/{tail:.*}", observed("unmatched", not_found))
     app.cleanup_ctx.append(
         _lifecycle(cfg, service, worker_index, max(1, num_workers), dedup)
     )
