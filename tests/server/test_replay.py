@@ -86,7 +86,7 @@ async def test_outage_is_caught_up_while_serving(
     import asyncio
 
     from flk_fast.server import app as app_module
-    from flk_fast.server import handlers
+    from flk_fast.server import replay as handlers
 
     monkeypatch.setattr(app_module, "TICK_S", 0.05)
     monkeypatch.setattr(handlers, "COMPACT_EVERY_S", 0.0)

@@ -1,29 +1,10 @@
-"""Request handlers: the SPEC §7 ingest pipeline, replay, health, readiness, metrics.
+"""The ingest service of SPEC §7: ``IngestService`` and its HTTP handlers.
 
-The order of ``POST /v1/pcs/submit`` (SPEC §7):
-
-0. Cheap refusals that need no body: 405, 415, 413 from ``Content-Length``, 401 for an
-   unknown ``X-Tenant-Id``, 429, 503 while loading. None of them can ever be judged,
-   so they are not logged to the WAL (which also keeps floods off the disk).
-1. Read the body (``bodies.read_body``: inflated in bounded steps, 413 once it outgrows
-   ``max_body`` as sent or decoded) and append it to the
-   inbox WAL; the append returns only once the record is fsynced (group commit in
-   ``storage.aio``). From here the request is never lost.
-2-5. ``assess`` (pure): parse and shape-check (-> 400 naming the field), signature
-   (-> 401), verify (SPEC §6). ``settle`` makes the verdict visible: a 400/401 is
-   counted (never cached, never written to dedup); a §6 verdict is deduplicated and
-   stored in one atomic ``put_if_absent`` of its outcome (first-write-wins): a
-   hit hands back the stored bytes, a miss keeps ours; the answer is always the stored
-   status and body, byte for byte (a concurrent twin on another process may have
-   won; both then answer the same bytes). A hit whose content digest differs from
-   ours is a conflicting twin (SPEC §3.2): 409, nothing stored, the stored verdict
-   not revealed. A stored outcome that fails its checksum is never served: 503.
-6. Ack the WAL record (batched, off the response path): a record is acked once its fate
-   is final (400, 401, or an outcome in dedup). Unacked records are re-judged by
-   :meth:`IngestService.replay` at start-up and by the maintenance task of ``app.py``;
-   re-judging is idempotent because the store hands back an already-stored outcome.
-
-Stored dedup values are ``server.outcome`` records: status, content digest, CRC, body.
+One class owns the state; its parts live beside it (docs/server.md has the order):
+``admission.py`` (step 0: refusals that need no body), the judge (``assess``: steps 2-5
+without effects), ``pipeline.py`` (steps 1-5 with their effects: log, store, count,
+audit), ``replay.py`` (WAL acks and the replay of unacked records). Here: the submit
+handler that strings them together, ``/health``, ``/ready`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -31,19 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import hashlib
 import hmac
 import itertools
 import logging
-import os
 import re
-import signal
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
-import msgspec
 from aiohttp import web
 
 from flk_fast.errors import (
@@ -60,16 +34,29 @@ from flk_fast.protocol.signing import (
     legacy_payload,
 )
 from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
-from flk_fast.storage.ledger import LedgerItem
 
-from .bodies import DECODABLE, BodyError, UnsupportedEncodingError, read_body
+from .admission import Admission
+from .answers import ENC as _ENC
+from .answers import JSON_HEADERS as _JSON_HEADERS
+from .answers import body_error as _body_error
+from .answers import json_error
+from .bodies import BodyError, read_body
 from .config import ServerConfig, redact
-from .keys import TENANT_RE, KeyStore, UnknownTenantError
-from .outcome import DamagedOutcomeError, decode_outcome, encode_outcome, server_id
+from .keys import KeyStore
+from .pipeline import (
+    AuditSpoolError,
+    Pipeline,
+    crash_hook,
+    frame_record,
+    unframe_record,
+)
 from .ratelimit import RateLimiter
+from .replay import Replay
 
 __all__ = [
+    "AuditSpoolError",
     "IngestService",
+    "crash_hook",
     "Verdict",
     "dedup_key",
     "frame_record",
@@ -79,11 +66,6 @@ __all__ = [
 
 log = logging.getLogger("flk_fast.server")
 
-#: Write WAL acks at most this often (seconds) unless ACK_BATCH of them are waiting.
-ACK_INTERVAL_S = 0.25
-ACK_BATCH = 4096
-#: Compact (delete) acked WAL records at most this often, right after an ack flush.
-COMPACT_EVERY_S = 1.0
 #: Bodies larger than this that msgspec rejects are answered with msgspec's own
 #: message: the Python explainer that names the broken rule takes 0.1-0.4 s of the
 #: event loop on a 1 MiB body, which a client could repeat at will.
@@ -91,9 +73,6 @@ EXPLAIN_MAX_BODY = 64 * 1024
 _MSGSPEC_PATH = re.compile(r"- at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
-_JSON = "application/json"
-_JSON_HEADERS = {"Content-Type": _JSON}
-_ENC = msgspec.json.Encoder()
 _REFUSED_V01 = _ENC.encode(
     {
         "error": "signature",
@@ -104,82 +83,10 @@ _REFUSED_V01 = _ENC.encode(
 )
 
 
-def _body_error(exc: BodyError) -> web.Response:
-    """The answer to a body that could not be read (the error carries it)."""
-    resp = json_error(exc.status, exc.error, **exc.fields)
-    if exc.close:
-        resp.force_close()  # the rest of the body is never read
-    return resp
-
-
-def _conflict_body(pcs_id: str) -> bytes:
-    return _ENC.encode(
-        {
-            "error": "conflict",
-            "pcs_id": pcs_id,
-            "detail": "a PCS with this pcs_id and different content (SPEC §3.2) is "
-            "already stored; a resend must repeat the same payload",
-        }
-    )
-
-
-def json_error(
-    status: int, error: str, headers: dict[str, str] | None = None, **fields: Any
-) -> web.Response:
-    """A JSON error response ``{"error": ..., **fields}``."""
-    body = _ENC.encode({"error": error, **fields})
-    h = dict(_JSON_HEADERS)
-    if headers:
-        h.update(headers)
-    return web.Response(status=status, body=body, headers=h)
-
-
-def frame_record(tenant: str, body: bytes) -> bytes:
-    """WAL payload ``u8 len(tenant) | tenant | body``: replay knows whose key to use."""
-    t = tenant.encode("ascii")  # TENANT_RE admits only ASCII
-    return bytes((len(t),)) + t + body
-
-
-def unframe_record(data: bytes) -> tuple[str, bytes]:
-    n = data[0]
-    return data[1 : 1 + n].decode("ascii"), data[1 + n :]
-
-
 def dedup_key(tenant: str, pcs_id: str) -> str:
     """The dedup key of a PCS: ``tenant + "\\0" + pcs_id``, or the bare ``pcs_id`` for
     the default tenant ``""``. NUL never occurs in a tenant name (``TENANT_RE``)."""
     return f"{tenant}\0{pcs_id}" if tenant else pcs_id
-
-
-def _crash_trigger() -> tuple[str, int]:
-    """``FLK_TEST_CRASH_AT=POINT:N``: SIGKILL this process at the N-th pass through
-    POINT (``after-insert``: an outcome stored, its audit entry and WAL ack not yet;
-    ``in-commit``: a ledger batch written, its transaction not yet committed;
-    ``after-commit``: a ledger batch durable, its answers not yet sent).
-    For the crash tests only; unset, it costs one comparison per request."""
-    point, _, n = os.environ.get("FLK_TEST_CRASH_AT", "").partition(":")
-    return (point, int(n)) if point and n.isdigit() else ("", 0)
-
-
-_CRASH_POINT, _CRASH_AFTER = _crash_trigger()
-
-
-def crash_hook(point: str) -> Callable[[], None] | None:
-    """A callable that crashes at ``point`` as ``FLK_TEST_CRASH_AT`` says, or None
-    when that variable names another point (the usual case: no cost at all)."""
-    return (lambda: _maybe_crash(point)) if point == _CRASH_POINT else None
-
-
-def _maybe_crash(point: str) -> None:
-    global _CRASH_AFTER
-    if point == _CRASH_POINT:
-        _CRASH_AFTER -= 1
-        if _CRASH_AFTER <= 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class AuditSpoolError(StorageError):
-    """The audit entry of a stored verdict could not be spooled (HTTP 503)."""
 
 
 class Verdict(NamedTuple):
@@ -194,7 +101,7 @@ class Verdict(NamedTuple):
     digest: bytes = b""
 
 
-class IngestService:
+class IngestService(Admission, Pipeline, Replay):
     """Owns the pipeline's collaborators; the app's handlers are its bound methods.
 
     ``wal`` is an ``AsyncWal`` (``append``, ``ack_many``, ``compact``) or None while it
@@ -296,182 +203,12 @@ class IngestService:
             digest=content_digest(pcs, full),
         )
 
-    async def settle(
-        self,
-        tenant: str,
-        body: bytes,
-        verdict: Verdict,
-        *,
-        origin: bytes,
-        count: bool = True,
-    ) -> tuple[int, bytes]:
-        """Make an assessed verdict final. Returns ``(status, response body)``.
-
-        A 400 or 401 is only counted: never cached, never stored. A §6 verdict is
-        stored with dedup and store as one atomic ``put_if_absent`` of its outcome
-        (first-write-wins): a miss keeps ours, a hit hands back the stored
-        bytes, which are what is answered, byte for byte (a concurrent twin on
-        another process may have won; both then answer the same bytes). A hit of
-        other content (SPEC §3.2) is answered 409 and changes nothing.
-
-        ``origin`` names this request (``origin_of``) and is stored with the outcome.
-        A hit that carries our own origin is our own insert from before a crash (the
-        WAL record was never acked): the steps after the insert, the counters and the
-        audit entry, are done now. The audit entry's id is the origin, so doing it a
-        second time is a no-op in PostgreSQL.
-
-        ``count=False`` (replay) moves only ``flk_accepted``/``flk_escalated``, and
-        only when this verdict is the one stored: a 400, 401 or dedup hit of a
-        replayed record was already counted when it was first answered.
-
-        Raises ``DedupUnavailableError`` (-> 503; the WAL record stays unacked) and
-        ``DamagedOutcomeError`` (-> 503: the stored outcome failed its checksum).
-        """
-        m = self.metrics
-        result = verdict.result
-        if result is None:
-            if count:
-                (m.invalid if verdict.status == 400 else m.signature_errors).inc()
-            return verdict.status, verdict.body
-        value = encode_outcome(verdict.status, verdict.digest, verdict.body, origin)
-        winner, inserted = await self.dedup.put_if_absent(verdict.key, value, self._ttl)
-        if inserted:
-            if _CRASH_POINT:
-                _maybe_crash("after-insert")
-            await self._after_insert(tenant, body, result, origin)
-            return verdict.status, verdict.body
-        stored = self._peek_own(winner, origin)
-        if stored is not None:
-            await self._after_insert(tenant, body, result, origin)
-            return stored
-        return self._stored_answer(winner, verdict, result.pcs_id, count)
-
-    def _peek_own(self, winner: bytes, origin: bytes) -> tuple[int, bytes] | None:
-        """The stored ``(status, body)`` if it is our own insert from before a crash."""
-        try:
-            stored = decode_outcome(winner)
-        except DamagedOutcomeError:
-            return None  # _stored_answer counts and raises it
-        return (stored.status, stored.body) if stored.origin == origin else None
-
-    async def judge(
-        self, tenant: str, body: bytes, seq: int, *, count: bool = True
-    ) -> tuple[int, bytes]:
-        """``assess`` then ``settle``: steps 2-5 for the body of WAL record ``seq``."""
-        verdict = self.assess(tenant, body)
-        origin = self.origin_of(seq)
-        return await self.settle(tenant, body, verdict, origin=origin, count=count)
-
-    def origin_of(self, seq: int) -> bytes:
-        """``server id/inbox WAL/seq``: the request that WAL record ``seq`` of the
-        inbox being served (or replayed) holds, as stored with its outcome."""
-        return f"{self._sid()}/{self.wal.wal.path.name}/{seq}".encode("ascii")
-
-    async def _after_insert(
-        self, tenant: str, body: bytes, result: VerifyResult, origin: bytes
-    ) -> None:
-        m = self.metrics
-        if result.accepted:
-            m.accepted.inc()
-        if result.escalated:
-            m.escalated.inc()
-        if self.audit is not None:
-            await self._audit(tenant, body, result, origin)
-
-    async def _audit(
-        self, tenant: str, body: bytes, result: VerifyResult, origin: bytes
-    ) -> None:
-        """Spool the verdict for the audit chain (only the stored one). The spool is a
-        local WAL, so a PostgreSQL outage never delays or fails a request. A spool
-        that cannot be written fails the request (503): its WAL record stays unacked,
-        and the replay, finding its own origin in the store, spools the entry again.
-
-        The entry id is the origin: the replay of a record whose entry was spooled
-        but not acked spools the same id, which PostgreSQL keeps once."""
-        try:
-            await self.audit.record(self._entry(tenant, body, result, origin))
-        except Exception as exc:
-            self.metrics.wal_errors.inc()
-            raise AuditSpoolError(f"audit spool append failed: {redact(exc)}") from exc
-
-    def _audit_entry(
-        self, tenant: str, body: bytes, result: VerifyResult, origin: bytes
-    ) -> bytes:
-        """The spool bytes of the audit entry of a verdict about to be stored (in the
-        ledger's commit); ``AuditSpoolError`` if PostgreSQL could never take it."""
-        from flk_fast.storage.audit_postgres import check_entry
-
-        entry = self._entry(tenant, body, result, origin)
-        try:
-            check_entry(entry)
-        except (TypeError, ValueError) as exc:
-            self.metrics.wal_errors.inc()
-            raise AuditSpoolError(f"audit entry refused: {exc}") from exc
-        return entry.to_bytes()
-
-    @staticmethod
-    def _entry(tenant: str, body: bytes, result: VerifyResult, origin: bytes) -> Any:
-        from flk_fast.storage.audit_postgres import AuditEntry
-
-        return AuditEntry(
-            pcs_id=result.pcs_id,
-            accepted=result.accepted,
-            escalated=result.escalated,
-            received_at=time.time(),
-            request_digest=hashlib.sha256(body).hexdigest(),
-            reason=result.reason,
-            tenant=tenant,
-            recomputed_d_hat=result.recomputed_D_hat,
-            recomputed_budget=result.recomputed_budget,
-            entry_id=origin.decode("ascii"),
-        )
-
     # ------------------------------------------------------------------ handlers
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        if request.method != "POST":
-            return json_error(405, "method_not_allowed", {"Allow": "POST"})
-        headers = request.headers
-        ctype = headers.get("Content-Type")
-        if ctype != _JSON and request.content_type != _JSON:
-            return json_error(415, "unsupported_media_type", expected=_JSON)
-        cenc = (headers.get("Content-Encoding") or "").strip().lower()
-        if cenc and cenc not in DECODABLE:
-            # Refused before the body: read_body would say the same after reading it.
-            return _body_error(UnsupportedEncodingError(cenc))
-        clen = request.content_length
-        if clen is not None and clen > self._max_body:
-            return json_error(413, "body_too_large", limit=self._max_body)
-        tenant = self.keys.tenant_of(headers.get("X-Tenant-Id", ""))
-        if (
-            tenant
-            and TENANT_RE.fullmatch(tenant) is None
-            or not self.keys.known(tenant)
-        ):
-            self.metrics.signature_errors.inc()
-            return json_error(
-                401, "unknown_tenant", detail=self.keys.unknown_tenant_detail(tenant)
-            )
-        if tenant and not self.keys.multi_tenant:
-            # Only --sign-alg none lets a tenant header through without a tenants
-            # directory; it names no keyring there, so it must not pick a rate bucket
-            # (a fresh header per request would dodge the limit and grow the table)
-            # nor a dedup namespace.
-            tenant = ""
-        if self.limiter.enabled:
-            wait = self.limiter.check(tenant)
-            if wait:
-                self.metrics.rate_limited.inc()
-                return json_error(429, "rate_limited", {"Retry-After": str(wait)})
-        if not self.ready:
-            return json_error(
-                503, "unavailable", self._retry_after, detail=self.loading_reason
-            )
-        if self._reading >= self._max_reading:
-            # Slow uploads hold a connection and a buffer each: cap how many bodies
-            # may be arriving at once, so trickling clients cannot starve the rest.
-            resp = json_error(503, "too_many_uploads", self._retry_after)
-            resp.force_close()
-            return resp
+        admitted = self.admit(request)
+        if not isinstance(admitted, str):
+            return admitted
+        tenant = admitted
         # In flight from here: a body still being uploaded counts, so a SIGTERM drain
         # (runner.py) waits for it instead of dropping it.
         self._inflight += 1
@@ -493,131 +230,6 @@ class IngestService:
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
-
-    async def _ingest(self, tenant: str, body: bytes) -> web.Response:
-        if self.ledger is not None:
-            return await self._ingest_ledger(tenant, body)
-        m = self.metrics
-        try:
-            seq = await self.wal.append(frame_record(tenant, body))
-        except Exception:
-            m.wal_errors.inc()
-            log.exception("inbox WAL append failed")
-            return json_error(503, "wal_unavailable", self._retry_after)
-        m.ingest.inc()
-        try:
-            status, out = await self.judge(tenant, body, seq)
-        except UnknownTenantError:
-            self._ack(seq)
-            m.signature_errors.inc()
-            return json_error(
-                401, "unknown_tenant", detail=self.keys.unknown_tenant_detail(tenant)
-            )
-        except DamagedOutcomeError as exc:
-            # Never serve damaged bytes; the WAL record stays unacked, so a repaired
-            # store (or a resend) gets the right answer later.
-            log.error("dedup store: %s (pcs in WAL record %d)", exc, seq)
-            return json_error(
-                503, "stored_outcome_damaged", self._retry_after, detail=str(exc)
-            )
-        except AuditSpoolError as exc:
-            log.error("%s (WAL record %d stays for the replay)", exc, seq)
-            return json_error(503, "audit_unavailable", self._retry_after)
-        except StorageError as exc:  # DedupUnavailableError, or a closed store
-            m.dedup_errors.inc()
-            log.warning("dedup store unavailable: %s", redact(exc))
-            return json_error(503, "dedup_unavailable", self._retry_after)
-        self._ack(seq)
-        return web.Response(status=status, body=out, headers=_JSON_HEADERS)
-
-    async def _ingest_ledger(self, tenant: str, body: bytes) -> web.Response:
-        """SPEC §7 with steps 1 and 5 in one commit: judge first (pure), then write
-        the inbox record, the outcome and the audit entry in the ledger's next group
-        commit; answer once it is durable. A crash leaves all three or none."""
-        m = self.metrics
-        try:
-            verdict = self.assess(tenant, body)
-        except UnknownTenantError:
-            m.signature_errors.inc()
-            return json_error(
-                401, "unknown_tenant", detail=self.keys.unknown_tenant_detail(tenant)
-            )
-        ledger = self.ledger
-        n = next(self._requests)
-        result = verdict.result
-        put = audit = None
-        if result is not None:
-            origin = ledger.store.origin(self._sid(), n)
-            value = encode_outcome(verdict.status, verdict.digest, verdict.body, origin)
-            put = ledger.store.prepare(verdict.key, value, self._ttl)
-            if self.audit is not None:
-                try:
-                    audit = self._audit_entry(tenant, body, result, origin)
-                except AuditSpoolError as exc:
-                    log.error("%s", exc)
-                    return json_error(503, "audit_unavailable", self._retry_after)
-        item = LedgerItem(ledger.store.record_key(n), frame_record(tenant, body), put, audit)
-        try:
-            won = await ledger.commit(item)
-        except StorageError as exc:
-            m.wal_errors.inc()
-            log.warning("ledger commit failed: %s", redact(exc))
-            return json_error(503, "wal_unavailable", self._retry_after)
-        if _CRASH_POINT:
-            _maybe_crash("after-commit")
-        m.ingest.inc()
-        if result is None:
-            (m.invalid if verdict.status == 400 else m.signature_errors).inc()
-            return web.Response(
-                status=verdict.status, body=verdict.body, headers=_JSON_HEADERS
-            )
-        winner, inserted = won
-        if inserted:
-            if result.accepted:
-                m.accepted.inc()
-            if result.escalated:
-                m.escalated.inc()
-            if audit is not None:
-                self.audit.spooled()
-            return web.Response(
-                status=verdict.status, body=verdict.body, headers=_JSON_HEADERS
-            )
-        try:
-            status, out = self._stored_answer(winner, verdict, result.pcs_id, True)
-        except DamagedOutcomeError as exc:
-            log.error("dedup store: %s (pcs_id %s)", exc, result.pcs_id)
-            return json_error(
-                503, "stored_outcome_damaged", self._retry_after, detail=str(exc)
-            )
-        return web.Response(status=status, body=out, headers=_JSON_HEADERS)
-
-    def _stored_answer(
-        self, winner: bytes, verdict: Verdict, pcs_id: str, count: bool
-    ) -> tuple[int, bytes]:
-        """The answer to a dedup hit: the stored bytes, or 409 for a conflicting twin
-        (SPEC §3.2). Raises ``DamagedOutcomeError`` (counted) for a damaged value."""
-        m = self.metrics
-        try:
-            stored = decode_outcome(winner)
-        except DamagedOutcomeError:
-            m.dedup_damaged.inc()
-            self.damaged_outcomes += 1
-            raise
-        if stored.digest is not None and stored.digest != verdict.digest:
-            # SPEC §3.2: same pcs_id, other content. Neither stored nor answered
-            # with the stored verdict, which would tell a forger what it says.
-            if count:
-                m.dedup_conflicts.inc()
-            return 409, _conflict_body(pcs_id)
-        if count:
-            # A twin (a resend, or a concurrent request) stored first: its bytes.
-            m.dedup_hits.inc()
-        return stored.status, stored.body
-
-    def _sid(self) -> str:
-        if not self._server_id:
-            self._server_id = server_id(self.cfg.data_dir)
-        return self._server_id
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")
@@ -665,112 +277,6 @@ class IngestService:
         return web.Response(
             body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
-
-    # ------------------------------------------------------------------ WAL acks
-    def _ack(self, seq: int) -> None:
-        # Acks only shorten the next replay, and every ack transaction is an fsync on
-        # the WAL's one writer thread, queued in front of the appends that requests are
-        # waiting for. So they are collected and written rarely: one transaction per
-        # ACK_INTERVAL_S (or ACK_BATCH acks), nobody waiting for it.
-        self._acks.append(seq)
-        if self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
-        elif len(self._acks) >= ACK_BATCH:
-            self._ack_now.set()
-
-    async def _flush_acks(self) -> None:
-        while self._acks:
-            if not self._flush_all and len(self._acks) < ACK_BATCH:
-                self._ack_now.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ack_now.wait(), ACK_INTERVAL_S)
-            batch, self._acks = self._acks, []
-            try:
-                await self.wal.ack_many(batch)
-                now = time.monotonic()
-                if now - self._last_compact >= COMPACT_EVERY_S:
-                    # Delete every acked record right away: it is final, and small
-                    # frequent runs keep each one short (the appends queue behind it
-                    # on the WAL writer thread). Scanning only acked-and-deletable
-                    # records also keeps a run's cost proportional to its work.
-                    self._last_compact = now
-                    await self.wal.compact(0.0)
-            except Exception:
-                # Unacked records are only re-judged at the next start: harmless.
-                self.metrics.wal_errors.inc()
-                log.exception(
-                    "inbox WAL ack/compaction failed (%d records)", len(batch)
-                )
-
-    async def drain(self, timeout: float) -> None:
-        """Wait for in-flight pipelines (bounded) and for the last acks."""
-        deadline = time.monotonic() + timeout
-        while self._inflight and time.monotonic() < deadline:
-            self._idle.clear()
-            try:
-                await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                break
-        self._flush_all = True  # the ack flusher stops waiting for a full batch
-        self._ack_now.set()
-        try:
-            if self._ack_task is not None:
-                await asyncio.wait(
-                    {self._ack_task}, timeout=max(0.5, deadline - time.monotonic())
-                )
-        finally:
-            self._flush_all = False
-
-    # ------------------------------------------------------------------ replay
-    async def replay(
-        self,
-        records: Callable[[], Awaitable[list[tuple[int, bytes]]]],
-        concurrency: int = 64,
-        *,
-        drain: bool = True,
-    ) -> int:
-        """Re-judge unacked WAL records; ``records()`` yields the next chunk (empty at
-        the end). Returns how many were judged to a final state."""
-        judged = 0
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(seq: int, data: bytes) -> None:
-            nonlocal judged
-            async with sem:
-                try:
-                    tenant, body = unframe_record(data)
-                except (IndexError, UnicodeDecodeError):
-                    self._ack(seq)  # not our framing: can never be judged
-                    return
-                try:
-                    await self.judge(tenant, body, seq, count=False)
-                except UnknownTenantError:
-                    pass
-                except DamagedOutcomeError as exc:
-                    # Left unacked and start-up goes on: one damaged value must not
-                    # hold every other record (and the port) hostage.
-                    log.error("replay of WAL record %d: %s", seq, exc)
-                    return
-                except StorageError:
-                    raise  # the store is down: start-up retries the whole replay
-                except Exception:
-                    # A bug must not block start-up forever; the record stays unacked
-                    # and is tried again at the next start.
-                    log.exception("replay of WAL record %d failed", seq)
-                    return
-                self._ack(seq)
-                self.metrics.replayed.inc()
-                judged += 1
-
-        while True:
-            chunk = await records()
-            if not chunk:
-                break
-            await asyncio.gather(*(one(s, d) for s, d in chunk))
-        if drain:
-            await self.drain(5.0)
-        return judged
-
 
 def _basic_auth_ok(request: web.Request, user: str, password: str) -> bool:
     header = request.headers.get("Authorization", "")

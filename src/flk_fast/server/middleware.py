@@ -26,7 +26,7 @@ from aiohttp import web
 
 from flk_fast.metrics import ServerMetrics
 
-from .handlers import json_error
+from .answers import json_error
 
 __all__ = ["JsonFormatter", "REQUEST_ID", "make_observer", "not_found"]
 
