@@ -442,7 +442,7 @@ def _chunks(wal: Any, older_than: float | None = None) -> Callable[[], Any]:
 
 #: Maintenance cadence (seconds): catch-up replay of records left unjudged by a dedup
 #: outage, expiry sweep of an LMDB dedup store. (WAL compaction rides on the ack
-#: flusher of handlers.py.)
+#: flusher of replay.py.)
 TICK_S = 5.0
 CATCH_UP_EVERY_S = 30.0
 CATCH_UP_OLDER_THAN_S = 30.0
