@@ -36,32 +36,28 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from flk_fast.errors import (
-    PCSValidationError,
-    SignatureError,
-    StorageError,
-)
+from flk_fast.errors import StorageError
 from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from flk_fast.protocol.codec import decode_pcs
-from flk_fast.protocol.signing import (
-    LEGACY_VERSION,
-    content_digest,
-    full_payload,
-    legacy_payload,
-)
-from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
+from flk_fast.protocol.verify import VerifyParams, VerifyResult
 
 from .bodies import DECODABLE, BodyError, UnsupportedEncodingError, read_body
 from .config import ServerConfig, redact
+from .judge import (  # noqa: F401 - re-exported: they lived here
+    _MSGSPEC_PATH,
+    _REFUSED_V01,
+    EXPLAIN_MAX_BODY,
+    Judge,
+    Verdict,
+    dedup_key,
+)
 from .keys import TENANT_RE, KeyStore, UnknownTenantError
 from .outcome import DamagedOutcomeError, decode_outcome, encode_outcome, server_id
 from .ratelimit import RateLimiter
@@ -82,24 +78,9 @@ ACK_INTERVAL_S = 0.25
 ACK_BATCH = 4096
 #: Compact (delete) acked WAL records at most this often, right after an ack flush.
 COMPACT_EVERY_S = 1.0
-#: Bodies larger than this that msgspec rejects are answered with msgspec's own
-#: message: the Python explainer that names the broken rule takes 0.1-0.4 s of the
-#: event loop on a 1 MiB body, which a client could repeat at will.
-EXPLAIN_MAX_BODY = 64 * 1024
-_MSGSPEC_PATH = re.compile(r"- at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
-
-
 _JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": _JSON}
 _ENC = msgspec.json.Encoder()
-_REFUSED_V01 = _ENC.encode(
-    {
-        "error": "signature",
-        "detail": 'version "0.1" is refused by this server (--refuse-sig-v01): its '
-        "signature leaves scales, N_j and regime unsigned; sign version 0.2 "
-        "(flk agent --sig-version 0.2, the default)",
-    }
-)
 
 
 def _body_error(exc: BodyError) -> web.Response:
@@ -143,12 +124,6 @@ def unframe_record(data: bytes) -> tuple[str, bytes]:
     return data[1 : 1 + n].decode("ascii"), data[1 + n :]
 
 
-def dedup_key(tenant: str, pcs_id: str) -> str:
-    """The dedup key of a PCS: ``tenant + "\\0" + pcs_id``, or the bare ``pcs_id`` for
-    the default tenant ``""``. NUL never occurs in a tenant name (``TENANT_RE``)."""
-    return f"{tenant}\0{pcs_id}" if tenant else pcs_id
-
-
 def _crash_trigger() -> tuple[str, int]:
     """``FLK_TEST_CRASH_AT=POINT:N``: SIGKILL this process at the N-th pass through
     POINT (``after-insert``: an outcome stored, its audit entry and WAL ack not yet).
@@ -170,18 +145,6 @@ def _maybe_crash(point: str) -> None:
 
 class AuditSpoolError(StorageError):
     """The audit entry of a stored verdict could not be spooled (HTTP 503)."""
-
-
-class Verdict(NamedTuple):
-    """What ``assess`` found: a final 400/401 answer (``result`` None), or a §6
-    verdict still to be stored under ``key``."""
-
-    status: int
-    body: bytes
-    key: str = ""
-    result: VerifyResult | None = None
-    #: SHA-256 of the PCS's full payload (SPEC §3.2): tells a resend from a twin.
-    digest: bytes = b""
 
 
 class IngestService:
@@ -221,6 +184,7 @@ class IngestService:
         self.damaged_outcomes = 0
         self._server_id = ""
         self._refuse_v01 = cfg.refuse_sig_v01
+        self._judge = Judge(keys, self.params, cfg.refuse_sig_v01)
         self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
         self._max_body = cfg.max_body
         self._ttl = cfg.dedup_ttl_s
@@ -242,45 +206,7 @@ class IngestService:
 
         Raises ``UnknownTenantError`` (a tenant removed by a key reload).
         """
-        explain = len(body) <= EXPLAIN_MAX_BODY
-        try:
-            pcs = decode_pcs(body, explain=explain)
-        except PCSValidationError as exc:
-            field = exc.field
-            if not explain and field == "body":
-                # msgspec's message ends in "- at `$.v_star[0]`": name that field.
-                at = _MSGSPEC_PATH.search(exc.rule)
-                if at is not None:
-                    field = at.group(1)
-            return Verdict(
-                400,
-                _ENC.encode({"error": "invalid_pcs", "field": field, "rule": exc.rule}),
-            )
-        legacy = pcs.version == LEGACY_VERSION
-        if legacy and self._refuse_v01:
-            return Verdict(401, _REFUSED_V01)
-        full = full_payload(pcs)
-        ring = self.keys.keyring_for(tenant)
-        if ring is not None:
-            try:
-                ring.verify(pcs, legacy_payload(pcs) if legacy else full)
-            except SignatureError as exc:
-                return Verdict(
-                    401, _ENC.encode({"error": "signature", "detail": str(exc)})
-                )
-        result = verify_pcs(pcs, self.params)
-        status = 200 if result.accepted and not result.escalated else 202
-        return Verdict(
-            status,
-            result.to_json(),
-            # One dedup namespace per tenant: a tenant who learns another's pcs_id
-            # must not be able to pre-store an answer under it. The default tenant
-            # ("") keeps the bare pcs_id. Replay re-judges with the tenant framed in
-            # the WAL record, so it uses the same key.
-            key=dedup_key(tenant, pcs.pcs_id),
-            result=result,
-            digest=content_digest(pcs, full),
-        )
+        return self._judge(tenant, body)
 
     async def settle(
         self,
