@@ -10,7 +10,17 @@ non-finite number) goes to the Python oracle, so those answers are equal by
 construction. ``compiled_calls`` / ``oracle_calls`` count which path each call took.
 """
 
+from cpython.mem cimport PyMem_Free
 from libc.math cimport fabs, isfinite, log2
+
+
+cdef extern from "Python.h":
+    # CPython's correctly rounded dtoa/strtod: what round() and float.__repr__ use.
+    char* PyOS_double_to_string(double val, char format_code, int precision,
+                                int flags, int* type) except NULL
+    double PyOS_string_to_double(const char* s, char** endptr,
+                                 object overflow_exception) except? -1.0
+    int Py_DTSF_ADD_DOT_0
 from libc.stdlib cimport qsort
 
 import binascii
@@ -142,9 +152,23 @@ cdef inline bint _plain(str s):
     return s.isascii() and s.isprintable() and '"' not in s and "\\" not in s
 
 
-cdef inline str _num(double x):
-    # signing._num: float.__repr__(round(x, 9)).
-    return repr(round(x, 9))
+cdef double _round9(double x) except? -1.0:
+    # round(x, 9) for a finite x: CPython rounds through the 9-digit "%.9f" digits
+    # of dtoa mode 3 and reads them back with strtod, exactly as done here.
+    cdef char* text = PyOS_double_to_string(x, b"f", 9, 0, NULL)
+    try:
+        return PyOS_string_to_double(text, NULL, None)
+    finally:
+        PyMem_Free(text)
+
+
+cdef str _num(double x):
+    # signing._num: float.__repr__(round(x, 9)), without the Python calls.
+    cdef char* text = PyOS_double_to_string(_round9(x), b"r", 0, Py_DTSF_ADD_DOT_0, NULL)
+    try:
+        return text.decode("ascii")
+    finally:
+        PyMem_Free(text)
 
 
 cdef class CompiledJudge:
@@ -262,7 +286,7 @@ cdef class CompiledJudge:
         )
         value = value if value > 0.0 else 0.0  # Python's max(0.0, value)
         value = value if value < 1.0 else 1.0  # and min(1.0, .)
-        claimed_budget = round(value, 9)
+        claimed_budget = _round9(value)
         recomputed, d_error = _d_hat(scales, pcs.N_j)
         pcs_id = pcs.pcs_id
         expected = _sha256(
@@ -365,4 +389,4 @@ cdef tuple _d_hat(tuple scales, dict n_j):
     if m == 0:
         return None, "D_hat: no two scales differ"
     qsort(slopes, m, sizeof(double), _cmp_double)
-    return round(slopes[m // 2], 9), ""
+    return _round9(slopes[m // 2]), ""

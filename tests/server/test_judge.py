@@ -350,3 +350,17 @@ def test_payload_is_the_signed_one(pair: Pair) -> None:
     pcs = decode_pcs(body)
     assert pair.compiled(body).digest == hashlib.sha256(full_payload(pcs)).digest()
     assert canonical_payload(pcs) != full_payload(pcs)
+
+
+_any_float = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_any_float, min_size=4, max_size=4), st.booleans())
+def test_any_finite_number_renders_alike(
+    pair: Pair, numbers: list[float], legacy: bool
+) -> None:
+    # Signed payloads and answers carry round(x, 9) and repr of every number field.
+    d, c, r, b = numbers
+    doc = _doc(D_hat=d, coh_star=c, r=r, budget=b, version="0.1" if legacy else "0.2")
+    pair.compiled(_body(doc))
