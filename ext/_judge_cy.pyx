@@ -268,13 +268,14 @@ cdef class CompiledJudge:
                     )
         result = self._verify(pcs, scales, dh, coh, r, bud)
         status = 200 if result.accepted and not result.escalated else 202
-        return self.verdict(
+        # tuple.__new__: a NamedTuple's own __new__ is Python code.
+        return tuple.__new__(self.verdict, (
             status,
             _ENC.encode(result),
             f"{tenant}\0{pcs_id}" if tenant else pcs_id,
             result,
             _sha256(full).digest(),
-        )
+        ))
 
     cdef object _verify(self, pcs, tuple scales, double dh, double coh, double r,
                         double bud):
@@ -345,7 +346,10 @@ cdef bint _signed_by(ring, sig, bytes payload):
     for _, key in ring._keys:
         kind = type(key)
         if kind is _HmacKey and n == 32:
-            h = key._keyed.copy()
+            # The OpenSSL state under hmac.HMAC: its copy() is C, the wrapper's is not.
+            keyed = key._keyed
+            h = getattr(keyed, "_hmac", None) or keyed
+            h = h.copy()
             h.update(payload)
             if _compare(h.digest(), raw):
                 return True
