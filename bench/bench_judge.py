@@ -10,6 +10,7 @@ Run: ``taskset -c 1 python -m bench.bench_judge [--rounds 7] [--number 5000]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import statistics
@@ -56,7 +57,9 @@ def _profile(body: bytes, number: int) -> None:
         "content digest": lambda: hashlib.sha256(full).digest(),
     }
     for label, fn in stages.items():
-        emit(f"stage: {label}", {"n": number}, time_per_call(fn, number=number, repeat=3))
+        emit(
+            f"stage: {label}", {"n": number}, time_per_call(fn, number=number, repeat=3)
+        )
 
 
 def main() -> None:
@@ -89,14 +92,22 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, body in bodies.items():
             for impl, judge in (("python", python), ("compiled", compiled)):
+                call = functools.partial(judge, "", body)
                 times.setdefault((name, impl), []).extend(
-                    time_per_call(lambda: judge("", body), number=args.number, repeat=1)
+                    time_per_call(call, number=args.number, repeat=1)
                 )
     lines = []
     for name in bodies:
         py = emit(f"python judge {name}", {"n": args.number}, times[(name, "python")])
-        cy = emit(f"compiled judge {name}", {"n": args.number}, times[(name, "compiled")])
-        ratios = [p / c for p, c in zip(times[(name, "python")], times[(name, "compiled")])]
+        cy = emit(
+            f"compiled judge {name}", {"n": args.number}, times[(name, "compiled")]
+        )
+        ratios = [
+            p / c
+            for p, c in zip(
+                times[(name, "python")], times[(name, "compiled")], strict=True
+            )
+        ]
         lines.append(
             f"{name:14s} python {py['median_s'] * 1e6:6.2f} us  compiled "
             f"{cy['median_s'] * 1e6:6.2f} us  speed-up {statistics.median(ratios):.2f}x"

@@ -84,7 +84,9 @@ def pair(hmac_keys: KeyStore) -> Pair:
 def _body(doc: dict[str, Any], key: bytes | None = KEY, fix_id: bool = True) -> bytes:
     doc = json.loads(json.dumps(doc))
     if fix_id:
-        doc["pcs_id"] = compute_pcs_id(doc["merkle_root"], doc["epoch"], doc["shard_id"])
+        doc["pcs_id"] = compute_pcs_id(
+            doc["merkle_root"], doc["epoch"], doc["shard_id"]
+        )
     doc["sig"] = ""
     if key is not None:
         doc["sig"] = HmacSigner(key).sign(decode_pcs(json.dumps(doc).encode()))
@@ -186,7 +188,9 @@ def test_tenants(tmp_path: Path) -> None:
     tenants.mkdir()
     (tenants / "acme.hmac").write_bytes(b"acme-secret")
     (tenants / "acme.new.hmac").write_bytes(b"acme-next")
-    pair = Pair(KeyStore(make_cfg(tmp_path, hmac_key_file="", tenants_dir=str(tenants))))
+    pair = Pair(
+        KeyStore(make_cfg(tmp_path, hmac_key_file="", tenants_dir=str(tenants)))
+    )
     for key in (b"acme-secret", b"acme-next"):
         got = pair.compiled(_body(_doc(version="0.2"), key=key), tenant="acme")
         assert got.status == 200 and got.key.startswith("acme\0")
@@ -209,8 +213,11 @@ def test_ed25519(tmp_path: Path) -> None:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
     )
-    pair = Pair(KeyStore(make_cfg(tmp_path, sign_alg="ed25519",
-                                  ed25519_public_key_file=str(pub))))
+    pair = Pair(
+        KeyStore(
+            make_cfg(tmp_path, sign_alg="ed25519", ed25519_public_key_file=str(pub))
+        )
+    )
     for version in ("0.1", "0.2"):
         doc = json.loads(_body(_doc(version=version), key=None))
         doc["sig"] = Ed25519Signer(private).sign(decode_pcs(json.dumps(doc).encode()))
@@ -238,10 +245,14 @@ def test_mutation_corpus(pair: Pair, name: str, body: bytes) -> None:
         b"{",
         b"\xff\xfe",
         b"x" * (70 * 1024),
-        json.dumps({**vector_doc(), "v_star": [1.0] * 2000}).encode(),  # > 64 KiB? no
+        json.dumps(
+            {**vector_doc(), "v_star": [1.0] * 2000}
+        ).encode(),  # over LIMITS["v_star"]
         VECTOR_BYTES.replace(b'"epoch": 1', b'"epoch": 1e999'),
         VECTOR_BYTES.replace(b'"D_hat": ', b'"D_hat": 1e999, "x": '),
-        VECTOR_BYTES.replace(b"2025-01-19T12:00:00Z", "2025-01-19T12:00:0\u0663Z".encode()),
+        VECTOR_BYTES.replace(
+            b"2025-01-19T12:00:00Z", "2025-01-19T12:00:0\u0663Z".encode()
+        ),
         VECTOR_BYTES.replace(b"2025-01-19T12:00:00Z", b"2025-01-19T12:00:00.5+00:00"),
         VECTOR_BYTES.replace(b"2025-01-19T12:00:00Z", b"2025-02-30T12:00:00Z"),
         VECTOR_BYTES.replace(b'"scales": [2, 4', b'"scales": [2, 2'),
@@ -281,7 +292,9 @@ def pcs_docs(draw: st.DrawFn) -> tuple[dict[str, Any], bool, bool]:
         scales=scales,
         N_j=counts,
         coh_star=draw(_floats),
-        v_star=draw(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=5)),
+        v_star=draw(
+            st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=5)
+        ),
         D_hat=draw(_floats),
         r=draw(_floats),
         regime=draw(st.sampled_from(["sticky", "mixed", "non_sticky"])),
@@ -304,9 +317,12 @@ def pcs_docs(draw: st.DrawFn) -> tuple[dict[str, Any], bool, bool]:
 def test_generated_bodies(pair: Pair, drawn: tuple[dict[str, Any], bool, bool]) -> None:
     doc, fix_id, right_key = drawn
     body = _body(doc, key=KEY if right_key else b"wrong", fix_id=fix_id)
-    if doc["shard_id"].isascii() and doc["shard_id"].isprintable() and '"' not in doc[
-        "shard_id"
-    ] and "\\" not in doc["shard_id"]:
+    if (
+        doc["shard_id"].isascii()
+        and doc["shard_id"].isprintable()
+        and '"' not in doc["shard_id"]
+        and "\\" not in doc["shard_id"]
+    ):
         pair.compiled(body)  # plain strings: never the oracle
     else:
         pair.same(body)
@@ -330,12 +346,20 @@ def test_no_extensions_selects_python() -> None:
     )
     env = {**os.environ, "FLK_FAST_NO_EXTENSIONS": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.split() == ["False", "PythonJudge"]
     env.pop("FLK_FAST_NO_EXTENSIONS")
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.split() == ["True", "CompiledJudge"]
 
@@ -352,7 +376,9 @@ def test_payload_is_the_signed_one(pair: Pair) -> None:
     assert canonical_payload(pcs) != full_payload(pcs)
 
 
-_any_float = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70)
+_any_float = st.floats(allow_nan=False, allow_infinity=False) | st.integers(
+    -(2**70), 2**70
+)
 
 
 @settings(max_examples=300, deadline=None)
