@@ -11,6 +11,7 @@ the Python one, the same rule as ``kernels.merkle``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
@@ -141,8 +142,14 @@ _COMPILED = _load_compiled()
 COMPILED: bool = _COMPILED is not None
 
 
-def Judge(keys: KeyStore, params: VerifyParams, refuse_v01: bool) -> PythonJudge:  # noqa: N802
-    """The judge in use: compiled when built and allowed, else ``PythonJudge``."""
+def Judge(  # noqa: N802 - used like a class: Judge(keys, params, refuse_v01)(t, b)
+    keys: KeyStore, params: VerifyParams, refuse_v01: bool
+) -> Callable[[str, bytes], Verdict]:
+    """The judge in use: the compiled one (wrapping a ``PythonJudge`` as its oracle)
+    when it is built and ``FLK_FAST_NO_EXTENSIONS`` is unset, else ``PythonJudge``.
+
+    Calling it raises ``UnknownTenantError`` for a tenant removed by a key reload.
+    """
     oracle = PythonJudge(keys, params, refuse_v01)
     if _COMPILED is None:
         return oracle
