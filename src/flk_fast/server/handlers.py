@@ -15,25 +15,13 @@ import binascii
 import hmac
 import itertools
 import logging
-import re
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiohttp import web
 
-from flk_fast.errors import (
-    PCSValidationError,
-    SignatureError,
-    StorageError,
-)
+from flk_fast.errors import StorageError
 from flk_fast.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from flk_fast.protocol.codec import decode_pcs
-from flk_fast.protocol.signing import (
-    LEGACY_VERSION,
-    content_digest,
-    full_payload,
-    legacy_payload,
-)
-from flk_fast.protocol.verify import VerifyParams, VerifyResult, verify_pcs
+from flk_fast.protocol.verify import VerifyParams
 
 from .admission import Admission
 from .answers import ENC as _ENC
@@ -42,6 +30,7 @@ from .answers import body_error as _body_error
 from .answers import json_error
 from .bodies import BodyError, read_body
 from .config import ServerConfig, redact
+from .judge import Judge, Verdict, dedup_key
 from .keys import KeyStore
 from .pipeline import (
     AuditSpoolError,
@@ -65,40 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("flk_fast.server")
-
-#: Bodies larger than this that msgspec rejects are answered with msgspec's own
-#: message: the Python explainer that names the broken rule takes 0.1-0.4 s of the
-#: event loop on a 1 MiB body, which a client could repeat at will.
-EXPLAIN_MAX_BODY = 64 * 1024
-_MSGSPEC_PATH = re.compile(r"- at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
-
-
-_REFUSED_V01 = _ENC.encode(
-    {
-        "error": "signature",
-        "detail": 'version "0.1" is refused by this server (--refuse-sig-v01): its '
-        "signature leaves scales, N_j and regime unsigned; sign version 0.2 "
-        "(flk agent --sig-version 0.2, the default)",
-    }
-)
-
-
-def dedup_key(tenant: str, pcs_id: str) -> str:
-    """The dedup key of a PCS: ``tenant + "\\0" + pcs_id``, or the bare ``pcs_id`` for
-    the default tenant ``""``. NUL never occurs in a tenant name (``TENANT_RE``)."""
-    return f"{tenant}\0{pcs_id}" if tenant else pcs_id
-
-
-class Verdict(NamedTuple):
-    """What ``assess`` found: a final 400/401 answer (``result`` None), or a §6
-    verdict still to be stored under ``key``."""
-
-    status: int
-    body: bytes
-    key: str = ""
-    result: VerifyResult | None = None
-    #: SHA-256 of the PCS's full payload (SPEC §3.2): tells a resend from a twin.
-    digest: bytes = b""
 
 
 class IngestService(Admission, Pipeline, Replay):
@@ -142,6 +97,7 @@ class IngestService(Admission, Pipeline, Replay):
         self.damaged_outcomes = 0
         self._server_id = ""
         self._refuse_v01 = cfg.refuse_sig_v01
+        self._judge = Judge(keys, self.params, cfg.refuse_sig_v01)
         self._retry_after = {"Retry-After": str(cfg.retry_after_s)}
         self._max_body = cfg.max_body
         self._ttl = cfg.dedup_ttl_s
@@ -163,45 +119,7 @@ class IngestService(Admission, Pipeline, Replay):
 
         Raises ``UnknownTenantError`` (a tenant removed by a key reload).
         """
-        explain = len(body) <= EXPLAIN_MAX_BODY
-        try:
-            pcs = decode_pcs(body, explain=explain)
-        except PCSValidationError as exc:
-            field = exc.field
-            if not explain and field == "body":
-                # msgspec's message ends in "- at `$.v_star[0]`": name that field.
-                at = _MSGSPEC_PATH.search(exc.rule)
-                if at is not None:
-                    field = at.group(1)
-            return Verdict(
-                400,
-                _ENC.encode({"error": "invalid_pcs", "field": field, "rule": exc.rule}),
-            )
-        legacy = pcs.version == LEGACY_VERSION
-        if legacy and self._refuse_v01:
-            return Verdict(401, _REFUSED_V01)
-        full = full_payload(pcs)
-        ring = self.keys.keyring_for(tenant)
-        if ring is not None:
-            try:
-                ring.verify(pcs, legacy_payload(pcs) if legacy else full)
-            except SignatureError as exc:
-                return Verdict(
-                    401, _ENC.encode({"error": "signature", "detail": str(exc)})
-                )
-        result = verify_pcs(pcs, self.params)
-        status = 200 if result.accepted and not result.escalated else 202
-        return Verdict(
-            status,
-            result.to_json(),
-            # One dedup namespace per tenant: a tenant who learns another's pcs_id
-            # must not be able to pre-store an answer under it. The default tenant
-            # ("") keeps the bare pcs_id. Replay re-judges with the tenant framed in
-            # the WAL record, so it uses the same key.
-            key=dedup_key(tenant, pcs.pcs_id),
-            result=result,
-            digest=content_digest(pcs, full),
-        )
+        return self._judge(tenant, body)
 
     # ------------------------------------------------------------------ handlers
     async def submit(self, request: web.Request) -> web.StreamResponse:
