@@ -1,17 +1,20 @@
 """Dedup on PostgreSQL (asyncpg): shared by every server replica, durable on commit.
 
-``put_if_absent`` is ``INSERT … ON CONFLICT (key) DO UPDATE … WHERE expired`` — it
-inserts a new key, or replaces an entry whose time is up, and otherwise leaves the
-live winner alone and returns no row; then the winner is read in a second statement.
-The second statement is needed because a single statement reads from a snapshot taken
-before a concurrent winner committed, and would see nothing. A batch sorts its keys so
-two overlapping batches lock rows in the same order and cannot deadlock.
+``put_if_absent`` takes a transaction-scoped advisory lock per key (a batch takes its
+keys' locks in lock-id order, so overlapping batches cannot deadlock), reads the live
+entry and inserts only if there is none: the first write wins. The lock is needed
+because the table is partitioned by day of ``expires_at`` (migration 0004), and a
+partitioned table's primary key must contain the partition key: ``(key,
+expires_at)`` alone would let two racing puts each insert. The read is a statement of
+its own, after the lock, so its snapshot sees a winner that committed while we waited.
 
-Expiry: ``expires_at`` (indexed) hides dead entries from reads at once; ``sweep()``
-deletes them in expiry order, and the store runs it in the background at most once
-per ``sweep_interval_s``. The schema comes from the migrations in
-``storage/migrations``, applied idempotently when the pool first connects and by
-``flk db migrate``. ``?schema=name`` in the URL puts the tables in that schema.
+Expiry: reads hide dead entries at once (``expires_at > now()``); ``sweep()`` drops the
+partitions whose day has passed (``partitions.drop_expired_dedup``: metadata only, no
+scan, whatever the table size), and the store runs it in the background at most once
+per ``sweep_interval_s``. The writer creates the partition of a new day itself. The
+schema comes from the migrations in ``storage/migrations``, applied idempotently when
+the pool first connects and by ``flk db migrate``. ``?schema=name`` in the URL puts the
+tables in that schema.
 
 The pool is created lazily on first use, so a server starts while PostgreSQL is down
 and recovers when it returns. Every call is bounded by ``timeout_s`` and raises
@@ -22,6 +25,7 @@ and recovers when it returns. Every call is bounded by ``timeout_s`` and raises
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,46 +40,22 @@ from .base import DEFAULT_TTL_S, DedupKey, dedup_key
 
 __all__ = ["PostgresDedup"]
 
-_INSERT = """
-INSERT INTO flk_dedup AS d (key, value, expires_at)
-VALUES ($1, $2, now() + make_interval(secs => $3))
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
-    WHERE d.expires_at <= now()
-RETURNING d.value
+# Lock ids from the schema and the key: other schemas' keys never wait for ours.
+_LOCK_KEYS = """
+SELECT pg_advisory_xact_lock(l) FROM (
+    SELECT DISTINCT hashtextextended(current_schema() || encode(k, 'hex'), 0) AS l
+    FROM unnest($1::bytea[]) AS t(k) ORDER BY l) AS s
 """
 _INSERT_MANY = """
-INSERT INTO flk_dedup AS d (key, value, expires_at)
+INSERT INTO flk_dedup (key, value, expires_at)
 SELECT k, v, now() + make_interval(secs => $3)
 FROM unnest($1::bytea[], $2::bytea[]) AS t(k, v)
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
-    WHERE d.expires_at <= now()
-RETURNING d.key
 """
 _GET = "SELECT value FROM flk_dedup WHERE key = $1 AND expires_at > now()"
 _GET_MANY = (
     "SELECT key, value FROM flk_dedup"
     " WHERE key = ANY($1::bytea[]) AND expires_at > now()"
 )
-# The outer expiry test is re-checked on a row a concurrent put just renewed, so the
-# sweep never deletes a live entry.
-_SWEEP = """
-DELETE FROM flk_dedup WHERE expires_at <= now() AND key IN (
-    SELECT key FROM flk_dedup WHERE expires_at <= now() ORDER BY expires_at LIMIT $1)
-"""
-
-
-async def _put_one(
-    conn: Any, k: bytes, value: bytes, ttl_s: float
-) -> tuple[bytes, bool]:
-    """Insert-or-read-the-winner for one key on ``conn``."""
-    # Loop: the winner may expire and be swept between our two statements.
-    for _ in range(5):
-        if await conn.fetchval(_INSERT, k, value, float(ttl_s)) is not None:
-            return value, True
-        winner = await conn.fetchval(_GET, k)
-        if winner is not None:
-            return bytes(winner), False
-    raise DedupUnavailableError("postgres dedup: key keeps expiring under us")
 
 
 class PostgresDedup:
@@ -99,6 +79,7 @@ class PostgresDedup:
         self._last_sweep = time.monotonic()
         self._sweeper: asyncio.Task[Any] | None = None
         self._closed = False
+        self._days: set[_dt.date] = set()  # partitions known to exist (by UTC day)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -173,14 +154,48 @@ class PostgresDedup:
     async def put_if_absent(
         self, key: DedupKey, value: bytes, ttl_s: float = DEFAULT_TTL_S
     ) -> tuple[bytes, bool]:
-        k = dedup_key(key)
-        self._check(value, ttl_s)
+        return (await self.put_many_if_absent([(key, value)], ttl_s))[0]
 
-        out: tuple[bytes, bool] = await self._call(
-            lambda conn: _put_one(conn, k, value, ttl_s)
+    async def _put(
+        self, conn: Any, keys: list[bytes], values: list[bytes], ttl_s: float
+    ) -> dict[bytes, tuple[bytes, bool]]:
+        await self._ensure_partition(conn, ttl_s)
+        return await self._put_locked(conn, keys, values, ttl_s)
+
+    async def _put_locked(
+        self, conn: Any, keys: list[bytes], values: list[bytes], ttl_s: float
+    ) -> dict[bytes, tuple[bytes, bool]]:
+        """Lock the keys, read the live winners, insert the others (one transaction)."""
+        async with conn.transaction():
+            await conn.execute(_LOCK_KEYS, keys)
+            result = {
+                bytes(r[0]): (bytes(r[1]), False)
+                for r in await conn.fetch(_GET_MANY, keys)
+            }
+            new = [(k, v) for k, v in zip(keys, values, strict=True) if k not in result]
+            if new:
+                await conn.execute(
+                    _INSERT_MANY, [k for k, _ in new], [v for _, v in new], float(ttl_s)
+                )
+                result.update((k, (v, True)) for k, v in new)
+        return result
+
+    async def _ensure_partition(self, conn: Any, ttl_s: float) -> None:
+        """Create the partition entries put now expire into, once per UTC day.
+
+        Its own transaction, before the key locks: creating a partition locks the
+        whole table, and doing that while holding key locks others wait for would
+        deadlock. The day before and after are created too, for clock skew between
+        this host and the database."""
+        day = (_dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=ttl_s)).date()
+        if day in self._days:
+            return
+        await conn.execute(
+            "SELECT flk_ensure_day_partition('flk_dedup', d::date) FROM"
+            " generate_series($1::date - 1, $1::date + 1, interval '1 day') AS d",
+            day,
         )
-        self._maybe_sweep()
-        return out
+        self._days.add(day)
 
     async def put_many_if_absent(
         self, items: Sequence[tuple[DedupKey, bytes]], ttl_s: float = DEFAULT_TTL_S
@@ -196,24 +211,9 @@ class PostgresDedup:
             first.setdefault(k, v)  # a key repeated in the batch: first occurrence wins
         keys = sorted(first)
 
-        async def run(conn: Any) -> dict[bytes, tuple[bytes, bool]]:
-            rows = await conn.fetch(
-                _INSERT_MANY, keys, [first[k] for k in keys], float(ttl_s)
-            )
-            won = {bytes(r[0]) for r in rows}
-            result = {k: (first[k], True) for k in won}
-            missing = [k for k in keys if k not in won]
-            if missing:
-                for r in await conn.fetch(_GET_MANY, missing):
-                    result[bytes(r[0])] = (bytes(r[1]), False)
-            for k in missing:
-                if k not in result:  # expired and swept in between: retry alone,
-                    # on this connection (another acquire while holding this one
-                    # could wait forever for a pool exhausted by such batches)
-                    result[k] = await _put_one(conn, k, first[k], ttl_s)
-            return result
-
-        by_key: dict[bytes, tuple[bytes, bool]] = await self._call(run)
+        by_key: dict[bytes, tuple[bytes, bool]] = await self._call(
+            lambda conn: self._put(conn, keys, [first[k] for k in keys], ttl_s)
+        )
         self._maybe_sweep()
         out, seen = [], set()
         for k, _ in prepared:
@@ -223,9 +223,13 @@ class PostgresDedup:
         return out
 
     async def sweep(self, limit: int = 100_000) -> int:
-        """Delete up to ``limit`` expired entries now; return how many."""
-        status: str = await self._call(lambda c: c.execute(_SWEEP, limit))
-        return int(status.split()[-1])
+        """Drop the partitions whose every entry has expired; return how many.
+
+        ``limit`` is accepted for the ``DedupStore`` interface; dropping a partition
+        costs the same whatever its size."""
+        from .partitions import drop_expired_dedup
+
+        return len(await self._call(drop_expired_dedup))
 
     async def ping(self) -> None:
         await self._call(lambda c: c.fetchval("SELECT 1"))
