@@ -87,6 +87,8 @@ _COLUMNS = (
 )
 # One chain per schema: the lock key is derived from the schema the table lives in.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('flk_audit:' || current_schema()))"
+# The writer's clock (a test sets it to a past day to fill older partitions).
+_CLOCK = "clock_timestamp()"
 # The last row of the newest partition retention dropped (partitions.py): the kept
 # chain continues from it.
 _ANCHOR = (
@@ -172,7 +174,7 @@ async def _insert_batch(conn: Any, entries: Sequence[AuditEntry]) -> int:
         # logged_at (the partition key) never goes back, even if the clock does, so
         # retention always drops the oldest ids.
         logged_at = await conn.fetchval(
-            "SELECT greatest(clock_timestamp(), $1::timestamptz)",
+            f"SELECT greatest({_CLOCK}, $1::timestamptz)",
             last["logged_at"] if last else None,
         )
         await conn.execute(

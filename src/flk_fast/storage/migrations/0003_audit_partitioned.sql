@@ -1,7 +1,7 @@
 -- Audit log partitioned by day (UTC) of logged_at, the time the writer appended the
 -- row; the writer keeps logged_at non-decreasing in id, so dropping the oldest
 -- partitions removes a prefix of the chain, never a row in the middle.
--- Rows of 0002 are copied into one partition ending at today 00:00 UTC.
+-- Rows of 0002 (if any) are copied into one partition ending at today 00:00 UTC.
 
 -- Create parent's partition for [day, day + 1) UTC, named parent_pYYYYMMDD, unless it
 -- exists. Serialised per partition name, so servers racing at midnight create it once.
@@ -53,6 +53,9 @@ DO $$
 DECLARE
     today timestamptz := date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM flk_audit_0002) THEN
+        RETURN;  -- a new database: the writer creates its first day's partition
+    END IF;
     EXECUTE format(
         'CREATE TABLE %I PARTITION OF flk_audit FOR VALUES FROM (MINVALUE) TO (%L)',
         'flk_audit_p' || to_char(today AT TIME ZONE 'UTC' - interval '1 day', 'YYYYMMDD'),
