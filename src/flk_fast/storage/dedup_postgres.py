@@ -16,6 +16,12 @@ schema comes from the migrations in ``storage/migrations``, applied idempotently
 the pool first connects and by ``flk db migrate``. ``?schema=name`` in the URL puts the
 tables in that schema.
 
+With ``read_dsn`` (``flk serve --dedup-read-dsn``, a streaming standby), lookups and
+the read half of a put ask the replica first: a live entry found there is the answer
+(rows never change once written, so it is the primary's winner); a miss, an error or
+no answer within ``read_timeout_s`` goes to the primary, and a failed replica is left
+alone for ``read_retry_s``. Writes always go to the primary.
+
 The pool is created lazily on first use, so a server starts while PostgreSQL is down
 and recovers when it returns. Every call is bounded by ``timeout_s`` and raises
 ``DedupUnavailableError`` on timeout or any database/connection error (the mapping is
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +44,8 @@ from flk_fast.errors import DedupUnavailableError
 from . import migrations
 from ._pg import server_settings, split_dsn, storage_error
 from .base import DEFAULT_TTL_S, DedupKey, dedup_key
+
+log = logging.getLogger("flk_fast.storage.postgres")
 
 __all__ = ["PostgresDedup"]
 
@@ -51,7 +60,6 @@ INSERT INTO flk_dedup (key, value, expires_at)
 SELECT k, v, now() + make_interval(secs => $3)
 FROM unnest($1::bytea[], $2::bytea[]) AS t(k, v)
 """
-_GET = "SELECT value FROM flk_dedup WHERE key = $1 AND expires_at > now()"
 _GET_MANY = (
     "SELECT key, value FROM flk_dedup"
     " WHERE key = ANY($1::bytea[]) AND expires_at > now()"
@@ -68,8 +76,20 @@ class PostgresDedup:
         timeout_s: float = 2.0,
         max_size: int = 10,
         sweep_interval_s: float = 60.0,
+        read_dsn: str = "",
+        read_timeout_s: float = 0.5,
+        read_retry_s: float = 5.0,
     ) -> None:
         self._dsn, opts = split_dsn(dsn)
+        # A read replica (streaming standby) answers hits; see _replica_hits.
+        self._read_dsn = split_dsn(read_dsn)[0] if read_dsn else ""
+        self.read_timeout_s = min(read_timeout_s, timeout_s)
+        self.read_retry_s = read_retry_s
+        self._read_pool: asyncpg.Pool | None = None
+        self._read_lock = asyncio.Lock()
+        self._replica_down_until = 0.0
+        self.replica_hits = 0
+        self.replica_fallbacks = 0  # misses and failures answered by the primary
         self.schema = opts.get("schema") or None
         self.timeout_s = timeout_s
         self.max_size = max_size
@@ -117,6 +137,45 @@ class PostgresDedup:
                 "postgres dedup", exc, self.timeout_s, DedupUnavailableError
             ) from exc
 
+    async def _replica_hits(self, ks: list[bytes]) -> dict[bytes, bytes]:
+        """Live entries the read replica has for ``ks``; {} without one, or while
+        it failed within the last ``read_retry_s``.
+
+        Safe because a row is never changed once written: a live row the replica
+        has is the winner the primary would return (expiry is checked against the
+        replica's clock, as the primary checks its own). A miss may be lag, so the
+        caller asks the primary for every key not found here."""
+        if not self._read_dsn or time.monotonic() < self._replica_down_until:
+            return {}
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                if self._read_pool is None:
+                    async with self._read_lock:
+                        if self._read_pool is None:
+                            self._read_pool = await asyncpg.create_pool(
+                                self._read_dsn,
+                                min_size=1,
+                                max_size=self.max_size,
+                                timeout=self.read_timeout_s,
+                                command_timeout=self.read_timeout_s,
+                                server_settings=server_settings(self.schema),
+                            )
+                async with self._read_pool.acquire() as conn:
+                    rows = await conn.fetch(_GET_MANY, ks)
+        except Exception as exc:  # down, lagging behind a migration, timed out
+            self._replica_down_until = time.monotonic() + self.read_retry_s
+            log.warning(
+                "postgres dedup: read replica failed (%s: %s); primary only for %.0f s",
+                type(exc).__name__,
+                exc,
+                self.read_retry_s,
+            )
+            return {}
+        found = {bytes(r[0]): bytes(r[1]) for r in rows}
+        self.replica_hits += len(found)
+        self.replica_fallbacks += len(ks) - len(found)
+        return found
+
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
         if self._sweeper is None and now - self._last_sweep >= self.sweep_interval_s:
@@ -132,16 +191,17 @@ class PostgresDedup:
             self._sweeper = None
 
     async def get(self, key: DedupKey) -> bytes | None:
-        k = dedup_key(key)
-        value: bytes | None = await self._call(lambda c: c.fetchval(_GET, k))
-        return value
+        return (await self.get_many([key]))[0]
 
     async def get_many(self, keys: Sequence[DedupKey]) -> list[bytes | None]:
         ks = [dedup_key(k) for k in keys]
         if not ks:
             return []
-        rows = await self._call(lambda c: c.fetch(_GET_MANY, ks))
-        found = {bytes(r[0]): bytes(r[1]) for r in rows}
+        found = await self._replica_hits(ks)
+        rest = [k for k in ks if k not in found]
+        if rest:
+            rows = await self._call(lambda c: c.fetch(_GET_MANY, rest))
+            found.update((bytes(r[0]), bytes(r[1])) for r in rows)
         return [found.get(k) for k in ks]
 
     @staticmethod
@@ -209,11 +269,16 @@ class PostgresDedup:
         first: dict[bytes, bytes] = {}
         for k, v in prepared:
             first.setdefault(k, v)  # a key repeated in the batch: first occurrence wins
-        keys = sorted(first)
+        hits = await self._replica_hits(sorted(first))
+        keys = sorted(k for k in first if k not in hits)
 
-        by_key: dict[bytes, tuple[bytes, bool]] = await self._call(
-            lambda conn: self._put(conn, keys, [first[k] for k in keys], ttl_s)
-        )
+        by_key = {k: (v, False) for k, v in hits.items()}
+        if keys:
+            by_key.update(
+                await self._call(
+                    lambda conn: self._put(conn, keys, [first[k] for k in keys], ttl_s)
+                )
+            )
         self._maybe_sweep()
         out, seen = [], set()
         for k, _ in prepared:
@@ -238,6 +303,9 @@ class PostgresDedup:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._read_pool is not None:
+            self._read_pool.terminate()  # read-only: nothing to finish
+            self._read_pool = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
