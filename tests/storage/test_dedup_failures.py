@@ -95,8 +95,7 @@ async def test_pg_backend_terminated_mid_statement(
     assert isinstance(caught.value, DedupUnavailableError), caught.value
     assert isinstance(
         caught.value.__cause__,
-        # InterfaceError: the put's transaction found its connection gone
-        px.AdminShutdownError | px.InterfaceError | OSError,
+        px.AdminShutdownError | px.ConnectionDoesNotExistError | OSError,
     ), repr(caught.value.__cause__)
     # ...and the pool recovers: the next call gets a new backend.
     assert await pg_store.put_if_absent("k", b"v2") == (b"v2", True)

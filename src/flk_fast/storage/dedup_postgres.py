@@ -1,6 +1,7 @@
 """Dedup on PostgreSQL (asyncpg): shared by every server replica, durable on commit.
 
-``put_if_absent`` takes a transaction-scoped advisory lock per key (a batch takes its
+``put_if_absent`` calls ``flk_dedup_put`` (one round trip), which takes a
+transaction-scoped advisory lock per key (a batch takes its
 keys' locks in lock-id order, so overlapping batches cannot deadlock), reads the live
 entry and inserts only if there is none: the first write wins. The lock is needed
 because the table is partitioned by day of ``expires_at`` (migration 0004), and a
@@ -49,17 +50,8 @@ log = logging.getLogger("flk_fast.storage.postgres")
 
 __all__ = ["PostgresDedup"]
 
-# Lock ids from the schema and the key: other schemas' keys never wait for ours.
-_LOCK_KEYS = """
-SELECT pg_advisory_xact_lock(l) FROM (
-    SELECT DISTINCT hashtextextended(current_schema() || encode(k, 'hex'), 0) AS l
-    FROM unnest($1::bytea[]) AS t(k) ORDER BY l) AS s
-"""
-_INSERT_MANY = """
-INSERT INTO flk_dedup (key, value, expires_at)
-SELECT k, v, now() + make_interval(secs => $3)
-FROM unnest($1::bytea[], $2::bytea[]) AS t(k, v)
-"""
+# Lock, read the live winners, insert the others (see the module docstring).
+_PUT = "SELECT key, value, inserted FROM flk_dedup_put($1::bytea[], $2::bytea[], $3)"
 _GET_MANY = (
     "SELECT key, value FROM flk_dedup"
     " WHERE key = ANY($1::bytea[]) AND expires_at > now()"
@@ -225,20 +217,10 @@ class PostgresDedup:
     async def _put_locked(
         self, conn: Any, keys: list[bytes], values: list[bytes], ttl_s: float
     ) -> dict[bytes, tuple[bytes, bool]]:
-        """Lock the keys, read the live winners, insert the others (one transaction)."""
-        async with conn.transaction():
-            await conn.execute(_LOCK_KEYS, keys)
-            result = {
-                bytes(r[0]): (bytes(r[1]), False)
-                for r in await conn.fetch(_GET_MANY, keys)
-            }
-            new = [(k, v) for k, v in zip(keys, values, strict=True) if k not in result]
-            if new:
-                await conn.execute(
-                    _INSERT_MANY, [k for k, _ in new], [v for _, v in new], float(ttl_s)
-                )
-                result.update((k, (v, True)) for k, v in new)
-        return result
+        """Lock the keys, read the live winners, insert the others: one round trip
+        (``flk_dedup_put``, migration 0004)."""
+        rows = await conn.fetch(_PUT, keys, values, float(ttl_s))
+        return {bytes(r[0]): (bytes(r[1]), r[2]) for r in rows}
 
     async def _ensure_partition(self, conn: Any, ttl_s: float) -> None:
         """Create the partition entries put now expire into, once per UTC day.

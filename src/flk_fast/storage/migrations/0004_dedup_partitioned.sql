@@ -19,3 +19,31 @@ FROM generate_series(
     (SELECT coalesce(max(expires_at), now()) FROM flk_dedup_0001) AT TIME ZONE 'UTC',
     interval '1 day') AS d;
 INSERT INTO flk_dedup SELECT * FROM flk_dedup_0001;
+
+-- One put (or batch) in one round trip: lock the keys (in lock-id order: overlapping
+-- batches cannot deadlock), then - a statement of its own, so with a fresh snapshot
+-- that sees a winner committed while we waited - read the live entries and insert
+-- the keys that have none. Lock ids mix in the schema: other schemas never wait.
+CREATE OR REPLACE FUNCTION flk_dedup_put(keys bytea[], vals bytea[], ttl_s float8)
+RETURNS TABLE (key bytea, value bytea, inserted boolean)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(s.l) FROM (
+        SELECT DISTINCT hashtextextended(current_schema() || encode(t.k, 'hex'), 0) AS l
+        FROM unnest(keys) AS t(k) ORDER BY 1) AS s;
+    RETURN QUERY
+    WITH live AS (
+        SELECT d.key AS k, d.value AS v FROM flk_dedup d
+        WHERE d.key = ANY(keys) AND d.expires_at > now()
+    ), ins AS (
+        INSERT INTO flk_dedup AS d (key, value, expires_at)
+        SELECT n.k, n.v, now() + make_interval(secs => ttl_s)
+        FROM unnest(keys, vals) AS n(k, v)
+        WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.k = n.k)
+        RETURNING d.key AS k, d.value AS v
+    )
+    SELECT live.k, live.v, false FROM live
+    UNION ALL
+    SELECT ins.k, ins.v, true FROM ins;
+END
+$$;
