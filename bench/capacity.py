@@ -55,6 +55,7 @@ def _load(results: Path) -> dict[str, Any]:
         "put": writes["pg_write/dedup_put"],
         "audit": writes["pg_write/audit"],
         "sweep": sweep,
+        "delete_s_per_row": sweep["sweep/delete"]["s_per_million_rows"] / 1e6,
     }
 
 
@@ -88,6 +89,8 @@ def model(m: dict[str, Any], rate: float, a: argparse.Namespace) -> dict[str, st
         "PG dedup shards": f"{pg_nodes:,}",
         "PG WAL": _fmt(wal_bps, "B/s"),
         "PG fsync/s": _fmt(iops),
+        # the 0001 layout's DELETE sweep: seconds of deleting per second of ingest
+        "DELETE sweep s/s": f"{fresh * m['delete_s_per_row']:.2g}",
         "audit disk": _fmt(audit_rows * audit["table_bytes_per_row"], "B"),
         "audit chains": f"{chains:,}",
         "first to saturate": _first(m, fresh, a),
