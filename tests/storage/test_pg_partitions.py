@@ -424,3 +424,18 @@ async def test_dedup_writer_creates_the_partition_of_a_new_day(dsn: str) -> None
         await conn.close()
     later = (_dt.datetime.now(UTC) + _dt.timedelta(seconds=far)).date()
     assert later in days or later - _dt.timedelta(days=1) in days, days
+
+
+async def test_dedup_put_recreates_a_partition_dropped_behind_its_back(
+    dsn: str,
+) -> None:
+    async with PostgresDedup(dsn) as store:
+        assert await store.put_if_absent("a", b"1", ttl_s=60) == (b"1", True)
+        conn = await _conn(dsn)
+        try:
+            for _, name in await day_partitions(conn, "flk_dedup"):
+                await conn.execute(f'DROP TABLE "{name}"')
+        finally:
+            await conn.close()
+        assert await store.put_if_absent("b", b"2", ttl_s=60) == (b"2", True)
+        assert await store.get("b") == b"2"

@@ -212,7 +212,14 @@ class PostgresDedup:
         self, conn: Any, keys: list[bytes], values: list[bytes], ttl_s: float
     ) -> dict[bytes, tuple[bytes, bool]]:
         await self._ensure_partition(conn, ttl_s)
-        return await self._put_locked(conn, keys, values, ttl_s)
+        try:
+            return await self._put_locked(conn, keys, values, ttl_s)
+        except asyncpg.CheckViolationError:
+            # "no partition of relation found for row": the day's partition was
+            # dropped behind our back (by hand, say). Forget what we knew, retry once.
+            self._days.clear()
+            await self._ensure_partition(conn, ttl_s)
+            return await self._put_locked(conn, keys, values, ttl_s)
 
     async def _put_locked(
         self, conn: Any, keys: list[bytes], values: list[bytes], ttl_s: float
