@@ -371,32 +371,6 @@ async def test_redis_call_timing_out_in_the_queue_leaves_no_coroutine(
     await store.close()
 
 
-@pytest.mark.services
-async def test_postgres_batch_retry_uses_its_own_connection(
-    dedup_url_for: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from flk_fast.storage import dedup_postgres
-
-    url = dedup_url_for("postgres")  # type: ignore[operator]
-    store = dedup_postgres.PostgresDedup(url, timeout_s=5, max_size=1)
-    try:
-        assert await store.put_if_absent("k", b"first") == (b"first", True)
-        # As if the winner expired and was swept between the batch's two statements:
-        # the batch read finds nothing and retries the key alone. With one pooled
-        # connection, a retry through a second acquire waited until the timeout.
-        monkeypatch.setattr(
-            dedup_postgres,
-            "_GET_MANY",
-            "SELECT key, value FROM flk_dedup WHERE false AND key = ANY($1::bytea[])",
-        )
-        out = await asyncio.wait_for(
-            store.put_many_if_absent([("k", b"second")]), timeout=3
-        )
-        assert out == [(b"first", False)]
-    finally:
-        await store.close()
-
-
 async def test_postgres_timed_out_pool_creation_leaves_no_connection() -> None:
     # Suspected leak: create_pool cancelled by the call timeout. asyncpg (0.32)
     # terminates a pool's connections when its initialisation is cancelled; this

@@ -286,7 +286,9 @@ async def _bring_up_inner(
                 elif dedup is None:
                     from flk_fast.storage import open_dedup
 
-                    dedup = await _maybe_await(open_dedup(cfg.dedup_url))
+                    dedup = await _maybe_await(
+                        open_dedup(cfg.dedup_url, read_dsn=cfg.dedup_read_dsn)
+                    )
                 service.dedup = dedup
             if not checked:
                 # A store that connects lazily opens fine while its server is down;

@@ -85,6 +85,14 @@ OPTIONS: tuple[Option, ...] = (
         "a separate store and inbox WAL, two commits per request)",
     ),
     Option(
+        "dedup_read_dsn",
+        str,
+        "",
+        "postgresql://... of a streaming read replica of the PostgreSQL dedup store: "
+        "hits may come from it; misses, lag and failures fall back to the primary",
+        secret=True,
+    ),
+    Option(
         "unsafe_memory_dedup",
         bool,
         False,
@@ -213,6 +221,7 @@ class ServerConfig:
     port: int = 8080
     data_dir: str = "./flk-data"
     dedup: str = ""
+    dedup_read_dsn: str = dataclasses.field(default="", repr=False)
     unsafe_memory_dedup: bool = False
     sign_alg: str = "hmac"
     hmac_key_file: str = ""
@@ -289,6 +298,10 @@ class ServerConfig:
             raise ConfigError("--metrics-user needs FLK_METRICS_PASSWORD")
         if self.dedup_ttl_s < 1:
             raise ConfigError("--dedup-ttl-s: must be >= 1")
+        if self.dedup_read_dsn and not self.dedup.lower().startswith("postgres"):
+            raise ConfigError(
+                "--dedup-read-dsn needs a PostgreSQL --dedup (postgresql://...)"
+            )
         if self.dedup.strip().lower().startswith("memory:"):
             # The server acks (and compacts) a WAL record once its verdict is stored;
             # with a store in RAM a kill -9 then loses the verdict for good, and a

@@ -149,7 +149,9 @@ def _check_network_url(url: str, parts: SplitResult) -> None:
             raise _url_error(url, f"bad port ({exc})") from None
 
 
-def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
+def open_dedup(
+    url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, read_dsn: str = ""
+) -> DedupStore:
     """Open the dedup store named by ``url`` (see the module docstring).
 
     Network backends connect lazily: a store for a server that is down opens fine and
@@ -160,7 +162,8 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
     flk_fast.errors.ConfigError
         Unknown scheme, an LMDB URL without a path, or a malformed network URL (a
         port that is not a number in 0-65535, a bad redis-py option, an empty
-        ``?schema=``), at open time rather than at the first call.
+        ``?schema=``), at open time rather than at the first call; ``read_dsn``
+        (a PostgreSQL read replica) with a store that is not PostgreSQL.
     """
     from flk_fast.errors import ConfigError
 
@@ -172,6 +175,11 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
         raise _url_error(url, f"not a URL ({exc})") from None
     scheme = parts.scheme.lower()
     query = dict(parse_qsl(parts.query))
+    if read_dsn and scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            "a dedup read replica (--dedup-read-dsn) needs a postgresql:// dedup "
+            f"store, not {scheme}://"
+        )
     if scheme == "lmdb":
         from .aio import AsyncLmdbDedup
         from .dedup_lmdb import LmdbDedup
@@ -206,8 +214,10 @@ def open_dedup(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DedupStore:
         from .dedup_postgres import PostgresDedup
 
         _check_network_url(url, parts)
+        if read_dsn:
+            _check_network_url(read_dsn, urlsplit(read_dsn))
         try:
-            return PostgresDedup(url, timeout_s=timeout_s)
+            return PostgresDedup(url, timeout_s=timeout_s, read_dsn=read_dsn)
         except ValueError as exc:
             raise _url_error(url, exc) from None
     raise _url_error(

@@ -21,6 +21,11 @@ entry already in the table (shipped, then the ack was lost in a crash) is skippe
 ``verify_chain`` walks the table in id order and reports the first broken link: an id
 gap (a deleted row), a ``prev_hash`` that is not the previous ``row_hash`` (a removed or
 re-ordered row), or a ``row_hash`` that does not match the row (an edited row).
+The table is partitioned by day of ``logged_at`` (``partitions.py``); after retention
+dropped old partitions the walk starts from the last dropped row recorded in
+``flk_audit_retention`` (its id and ``row_hash``), so a gap right after it is found too.
+An entry whose partition was dropped would be stored again if re-shipped; retention is
+days, re-shipping after a crash seconds.
 Deleting the newest rows cannot be seen from inside the chain; publish
 ``ChainReport.head_hash`` elsewhere to catch that.
 """
@@ -78,9 +83,18 @@ _COLUMNS = (
     "request_digest",
     "prev_hash",
     "row_hash",
+    "logged_at",
 )
 # One chain per schema: the lock key is derived from the schema the table lives in.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('flk_audit:' || current_schema()))"
+# The writer's clock (a test sets it to a past day to fill older partitions).
+_CLOCK = "clock_timestamp()"
+# The last row of the newest partition retention dropped (partitions.py): the kept
+# chain continues from it.
+_ANCHOR = (
+    "SELECT last_id AS id, last_row_hash AS row_hash, dropped_at AS logged_at"
+    " FROM flk_audit_retention ORDER BY last_id DESC LIMIT 1"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +165,23 @@ async def _insert_batch(conn: Any, entries: Sequence[AuditEntry]) -> int:
             )
         }
         last = await conn.fetchrow(
-            "SELECT id, row_hash FROM flk_audit ORDER BY id DESC LIMIT 1"
+            "SELECT id, row_hash, logged_at FROM flk_audit ORDER BY id DESC LIMIT 1"
         )
+        if last is None:  # empty, or every partition dropped by retention
+            last = await conn.fetchrow(_ANCHOR)
         prev = bytes(last["row_hash"]) if last else GENESIS
         next_id = last["id"] + 1 if last else 1
+        # logged_at (the partition key) never goes back, even if the clock does, so
+        # retention always drops the oldest ids.
+        logged_at = await conn.fetchval(
+            f"SELECT greatest({_CLOCK}, $1::timestamptz)",
+            last["logged_at"] if last else None,
+        )
+        await conn.execute(
+            "SELECT flk_ensure_day_partition('flk_audit',"
+            " ($1::timestamptz AT TIME ZONE 'UTC')::date)",
+            logged_at,
+        )
         rows = []
         for e in entries:
             if e.entry_id in have:
@@ -189,6 +216,7 @@ async def _insert_batch(conn: Any, entries: Sequence[AuditEntry]) -> int:
                     e.request_digest,
                     prev,
                     h,
+                    logged_at,
                 )
             )
             prev, next_id = h, next_id + 1
@@ -586,15 +614,21 @@ class ChainReport:
     head_hash: str
     broken_id: int | None = None
     reason: str = ""
+    #: Last id dropped by retention (the chain is checked from the row after it).
+    anchor_id: int | None = None
 
 
 async def verify_chain(dsn: str, *, timeout_s: float = 30.0) -> ChainReport:
     """Walk ``flk_audit`` in id order and check every link (see the module doc)."""
     conn, _schema = await connect(dsn, timeout_s=timeout_s)
-    prev, expect_id, rows = GENESIS, 1, 0
+    prev, expect_id, rows, anchor = GENESIS, 1, 0, None
     try:
         # One snapshot for the whole walk: rows appended meanwhile are not half-seen.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            dropped = await conn.fetchrow(_ANCHOR)
+            if dropped is not None:  # older rows left by retention, not by tampering
+                anchor = dropped["id"]
+                prev, expect_id = bytes(dropped["row_hash"]), anchor + 1
             cur = conn.cursor(
                 "SELECT id, entry_id, pcs_id, tenant, accepted, escalated, reason,"
                 " recomputed_d_hat, recomputed_budget, received_at, request_digest,"
@@ -634,4 +668,4 @@ async def verify_chain(dsn: str, *, timeout_s: float = 30.0) -> ChainReport:
                 prev, expect_id, rows = bytes(r["row_hash"]), rid + 1, rows + 1
     finally:
         await _close_conn(conn, timeout_s)
-    return ChainReport(True, rows, prev.hex())
+    return ChainReport(True, rows, prev.hex(), anchor_id=anchor)

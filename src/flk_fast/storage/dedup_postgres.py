@@ -1,17 +1,27 @@
 """Dedup on PostgreSQL (asyncpg): shared by every server replica, durable on commit.
 
-``put_if_absent`` is ``INSERT … ON CONFLICT (key) DO UPDATE … WHERE expired`` — it
-inserts a new key, or replaces an entry whose time is up, and otherwise leaves the
-live winner alone and returns no row; then the winner is read in a second statement.
-The second statement is needed because a single statement reads from a snapshot taken
-before a concurrent winner committed, and would see nothing. A batch sorts its keys so
-two overlapping batches lock rows in the same order and cannot deadlock.
+``put_if_absent`` calls ``flk_dedup_put`` (one round trip), which takes a
+transaction-scoped advisory lock per key (a batch takes its
+keys' locks in lock-id order, so overlapping batches cannot deadlock), reads the live
+entry and inserts only if there is none: the first write wins. The lock is needed
+because the table is partitioned by day of ``expires_at`` (migration 0004), and a
+partitioned table's primary key must contain the partition key: ``(key,
+expires_at)`` alone would let two racing puts each insert. The read is a statement of
+its own, after the lock, so its snapshot sees a winner that committed while we waited.
 
-Expiry: ``expires_at`` (indexed) hides dead entries from reads at once; ``sweep()``
-deletes them in expiry order, and the store runs it in the background at most once
-per ``sweep_interval_s``. The schema comes from the migrations in
-``storage/migrations``, applied idempotently when the pool first connects and by
-``flk db migrate``. ``?schema=name`` in the URL puts the tables in that schema.
+Expiry: reads hide dead entries at once (``expires_at > now()``); ``sweep()`` drops the
+partitions whose day has passed (``partitions.drop_expired_dedup``: metadata only, no
+scan, whatever the table size), and the store runs it in the background at most once
+per ``sweep_interval_s``. The writer creates the partition of a new day itself. The
+schema comes from the migrations in ``storage/migrations``, applied idempotently when
+the pool first connects and by ``flk db migrate``. ``?schema=name`` in the URL puts the
+tables in that schema.
+
+With ``read_dsn`` (``flk serve --dedup-read-dsn``, a streaming standby), lookups and
+the read half of a put ask the replica first: a live entry found there is the answer
+(rows never change once written, so it is the primary's winner); a miss, an error or
+no answer within ``read_timeout_s`` goes to the primary, and a failed replica is left
+alone for ``read_retry_s``. Writes always go to the primary.
 
 The pool is created lazily on first use, so a server starts while PostgreSQL is down
 and recovers when it returns. Every call is bounded by ``timeout_s`` and raises
@@ -22,6 +32,8 @@ and recovers when it returns. Every call is bounded by ``timeout_s`` and raises
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,48 +46,16 @@ from . import migrations
 from ._pg import server_settings, split_dsn, storage_error
 from .base import DEFAULT_TTL_S, DedupKey, dedup_key
 
+log = logging.getLogger("flk_fast.storage.postgres")
+
 __all__ = ["PostgresDedup"]
 
-_INSERT = """
-INSERT INTO flk_dedup AS d (key, value, expires_at)
-VALUES ($1, $2, now() + make_interval(secs => $3))
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
-    WHERE d.expires_at <= now()
-RETURNING d.value
-"""
-_INSERT_MANY = """
-INSERT INTO flk_dedup AS d (key, value, expires_at)
-SELECT k, v, now() + make_interval(secs => $3)
-FROM unnest($1::bytea[], $2::bytea[]) AS t(k, v)
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
-    WHERE d.expires_at <= now()
-RETURNING d.key
-"""
-_GET = "SELECT value FROM flk_dedup WHERE key = $1 AND expires_at > now()"
+# Lock, read the live winners, insert the others (see the module docstring).
+_PUT = "SELECT key, value, inserted FROM flk_dedup_put($1::bytea[], $2::bytea[], $3)"
 _GET_MANY = (
     "SELECT key, value FROM flk_dedup"
     " WHERE key = ANY($1::bytea[]) AND expires_at > now()"
 )
-# The outer expiry test is re-checked on a row a concurrent put just renewed, so the
-# sweep never deletes a live entry.
-_SWEEP = """
-DELETE FROM flk_dedup WHERE expires_at <= now() AND key IN (
-    SELECT key FROM flk_dedup WHERE expires_at <= now() ORDER BY expires_at LIMIT $1)
-"""
-
-
-async def _put_one(
-    conn: Any, k: bytes, value: bytes, ttl_s: float
-) -> tuple[bytes, bool]:
-    """Insert-or-read-the-winner for one key on ``conn``."""
-    # Loop: the winner may expire and be swept between our two statements.
-    for _ in range(5):
-        if await conn.fetchval(_INSERT, k, value, float(ttl_s)) is not None:
-            return value, True
-        winner = await conn.fetchval(_GET, k)
-        if winner is not None:
-            return bytes(winner), False
-    raise DedupUnavailableError("postgres dedup: key keeps expiring under us")
 
 
 class PostgresDedup:
@@ -88,8 +68,20 @@ class PostgresDedup:
         timeout_s: float = 2.0,
         max_size: int = 10,
         sweep_interval_s: float = 60.0,
+        read_dsn: str = "",
+        read_timeout_s: float = 0.5,
+        read_retry_s: float = 5.0,
     ) -> None:
         self._dsn, opts = split_dsn(dsn)
+        # A read replica (streaming standby) answers hits; see _replica_hits.
+        self._read_dsn = split_dsn(read_dsn)[0] if read_dsn else ""
+        self.read_timeout_s = min(read_timeout_s, timeout_s)
+        self.read_retry_s = read_retry_s
+        self._read_pool: asyncpg.Pool | None = None
+        self._read_lock = asyncio.Lock()
+        self._replica_down_until = 0.0
+        self.replica_hits = 0
+        self.replica_fallbacks = 0  # misses and failures answered by the primary
         self.schema = opts.get("schema") or None
         self.timeout_s = timeout_s
         self.max_size = max_size
@@ -99,6 +91,7 @@ class PostgresDedup:
         self._last_sweep = time.monotonic()
         self._sweeper: asyncio.Task[Any] | None = None
         self._closed = False
+        self._days: set[_dt.date] = set()  # partitions known to exist (by UTC day)
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -136,6 +129,45 @@ class PostgresDedup:
                 "postgres dedup", exc, self.timeout_s, DedupUnavailableError
             ) from exc
 
+    async def _replica_hits(self, ks: list[bytes]) -> dict[bytes, bytes]:
+        """Live entries the read replica has for ``ks``; {} without one, or while
+        it failed within the last ``read_retry_s``.
+
+        Safe because a row is never changed once written: a live row the replica
+        has is the winner the primary would return (expiry is checked against the
+        replica's clock, as the primary checks its own). A miss may be lag, so the
+        caller asks the primary for every key not found here."""
+        if not self._read_dsn or time.monotonic() < self._replica_down_until:
+            return {}
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                if self._read_pool is None:
+                    async with self._read_lock:
+                        if self._read_pool is None:
+                            self._read_pool = await asyncpg.create_pool(
+                                self._read_dsn,
+                                min_size=1,
+                                max_size=self.max_size,
+                                timeout=self.read_timeout_s,
+                                command_timeout=self.read_timeout_s,
+                                server_settings=server_settings(self.schema),
+                            )
+                async with self._read_pool.acquire() as conn:
+                    rows = await conn.fetch(_GET_MANY, ks)
+        except Exception as exc:  # down, lagging behind a migration, timed out
+            self._replica_down_until = time.monotonic() + self.read_retry_s
+            log.warning(
+                "postgres dedup: read replica failed (%s: %s); primary only for %.0f s",
+                type(exc).__name__,
+                exc,
+                self.read_retry_s,
+            )
+            return {}
+        found = {bytes(r[0]): bytes(r[1]) for r in rows}
+        self.replica_hits += len(found)
+        self.replica_fallbacks += len(ks) - len(found)
+        return found
+
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
         if self._sweeper is None and now - self._last_sweep >= self.sweep_interval_s:
@@ -151,16 +183,17 @@ class PostgresDedup:
             self._sweeper = None
 
     async def get(self, key: DedupKey) -> bytes | None:
-        k = dedup_key(key)
-        value: bytes | None = await self._call(lambda c: c.fetchval(_GET, k))
-        return value
+        return (await self.get_many([key]))[0]
 
     async def get_many(self, keys: Sequence[DedupKey]) -> list[bytes | None]:
         ks = [dedup_key(k) for k in keys]
         if not ks:
             return []
-        rows = await self._call(lambda c: c.fetch(_GET_MANY, ks))
-        found = {bytes(r[0]): bytes(r[1]) for r in rows}
+        found = await self._replica_hits(ks)
+        rest = [k for k in ks if k not in found]
+        if rest:
+            rows = await self._call(lambda c: c.fetch(_GET_MANY, rest))
+            found.update((bytes(r[0]), bytes(r[1])) for r in rows)
         return [found.get(k) for k in ks]
 
     @staticmethod
@@ -173,14 +206,45 @@ class PostgresDedup:
     async def put_if_absent(
         self, key: DedupKey, value: bytes, ttl_s: float = DEFAULT_TTL_S
     ) -> tuple[bytes, bool]:
-        k = dedup_key(key)
-        self._check(value, ttl_s)
+        return (await self.put_many_if_absent([(key, value)], ttl_s))[0]
 
-        out: tuple[bytes, bool] = await self._call(
-            lambda conn: _put_one(conn, k, value, ttl_s)
+    async def _put(
+        self, conn: Any, keys: list[bytes], values: list[bytes], ttl_s: float
+    ) -> dict[bytes, tuple[bytes, bool]]:
+        await self._ensure_partition(conn, ttl_s)
+        try:
+            return await self._put_locked(conn, keys, values, ttl_s)
+        except asyncpg.CheckViolationError:
+            # "no partition of relation found for row": the day's partition was
+            # dropped behind our back (by hand, say). Forget what we knew, retry once.
+            self._days.clear()
+            await self._ensure_partition(conn, ttl_s)
+            return await self._put_locked(conn, keys, values, ttl_s)
+
+    async def _put_locked(
+        self, conn: Any, keys: list[bytes], values: list[bytes], ttl_s: float
+    ) -> dict[bytes, tuple[bytes, bool]]:
+        """Lock the keys, read the live winners, insert the others: one round trip
+        (``flk_dedup_put``, migration 0004)."""
+        rows = await conn.fetch(_PUT, keys, values, float(ttl_s))
+        return {bytes(r[0]): (bytes(r[1]), r[2]) for r in rows}
+
+    async def _ensure_partition(self, conn: Any, ttl_s: float) -> None:
+        """Create the partition entries put now expire into, once per UTC day.
+
+        Its own transaction, before the key locks: creating a partition locks the
+        whole table, and doing that while holding key locks others wait for would
+        deadlock. The day before and after are created too, for clock skew between
+        this host and the database."""
+        day = (_dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=ttl_s)).date()
+        if day in self._days:
+            return
+        await conn.execute(
+            "SELECT flk_ensure_day_partition('flk_dedup', d::date) FROM"
+            " generate_series($1::date - 1, $1::date + 1, interval '1 day') AS d",
+            day,
         )
-        self._maybe_sweep()
-        return out
+        self._days.add(day)
 
     async def put_many_if_absent(
         self, items: Sequence[tuple[DedupKey, bytes]], ttl_s: float = DEFAULT_TTL_S
@@ -194,26 +258,16 @@ class PostgresDedup:
         first: dict[bytes, bytes] = {}
         for k, v in prepared:
             first.setdefault(k, v)  # a key repeated in the batch: first occurrence wins
-        keys = sorted(first)
+        hits = await self._replica_hits(sorted(first))
+        keys = sorted(k for k in first if k not in hits)
 
-        async def run(conn: Any) -> dict[bytes, tuple[bytes, bool]]:
-            rows = await conn.fetch(
-                _INSERT_MANY, keys, [first[k] for k in keys], float(ttl_s)
+        by_key = {k: (v, False) for k, v in hits.items()}
+        if keys:
+            by_key.update(
+                await self._call(
+                    lambda conn: self._put(conn, keys, [first[k] for k in keys], ttl_s)
+                )
             )
-            won = {bytes(r[0]) for r in rows}
-            result = {k: (first[k], True) for k in won}
-            missing = [k for k in keys if k not in won]
-            if missing:
-                for r in await conn.fetch(_GET_MANY, missing):
-                    result[bytes(r[0])] = (bytes(r[1]), False)
-            for k in missing:
-                if k not in result:  # expired and swept in between: retry alone,
-                    # on this connection (another acquire while holding this one
-                    # could wait forever for a pool exhausted by such batches)
-                    result[k] = await _put_one(conn, k, first[k], ttl_s)
-            return result
-
-        by_key: dict[bytes, tuple[bytes, bool]] = await self._call(run)
         self._maybe_sweep()
         out, seen = [], set()
         for k, _ in prepared:
@@ -223,9 +277,13 @@ class PostgresDedup:
         return out
 
     async def sweep(self, limit: int = 100_000) -> int:
-        """Delete up to ``limit`` expired entries now; return how many."""
-        status: str = await self._call(lambda c: c.execute(_SWEEP, limit))
-        return int(status.split()[-1])
+        """Drop the partitions whose every entry has expired; return how many.
+
+        ``limit`` is accepted for the ``DedupStore`` interface; dropping a partition
+        costs the same whatever its size."""
+        from .partitions import drop_expired_dedup
+
+        return len(await self._call(drop_expired_dedup))
 
     async def ping(self) -> None:
         await self._call(lambda c: c.fetchval("SELECT 1"))
@@ -234,6 +292,9 @@ class PostgresDedup:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._read_pool is not None:
+            self._read_pool.terminate()  # read-only: nothing to finish
+            self._read_pool = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
