@@ -159,6 +159,10 @@ class DeadLetter(msgspec.Struct, frozen=True):
     response: str
     pcs: msgspec.Raw
     dlq_seq: int = 0  # filled in when read back
+    #: Dead for a failure that may heal (429, 5xx, no answer): the agent re-drives it
+    #: by itself once the server answers (SPEC §7). False for letters written before
+    #: this field existed: they wait for an operator, as they always did.
+    transient: bool = False
 
     def body(self) -> bytes:
         """The PCS bytes as they sat in the outbox."""
@@ -375,6 +379,7 @@ class Outbox:
         reason: str,
         attempts: int,
         response: bytes = b"",
+        transient: bool = False,
     ) -> None:
         """Move outbox record ``seq`` to the DLQ (DLQ append first, then outbox ack).
 
@@ -397,6 +402,7 @@ class Outbox:
             pcs_id=pcs_id,
             shard=shard,
             epoch=epoch,
+            transient=transient and bool(pcs_id),
         )
         self.wal.ack(seq)
 
@@ -412,6 +418,7 @@ class Outbox:
         shard: str,
         epoch: int,
         response: bytes = b"",
+        transient: bool = False,
     ) -> None:
         marker = _FROM + str(seq).encode()
         if self.dlq.get_meta(marker) is None:
@@ -430,6 +437,7 @@ class Outbox:
                 dead_at=time.time(),
                 response=response.decode("utf-8", "replace"),
                 pcs=raw,
+                transient=transient,
             )
             self.dlq.append(_dl_encoder.encode(letter), meta={marker: b"1"})
 
@@ -528,6 +536,15 @@ class Outbox:
             new.extend(self.wal.append_many([d.body()]))
             self.dlq.ack(d.dlq_seq)
         return new
+
+    def redrive_transient(self) -> list[tuple[int, bytes]]:
+        """Requeue every transient dead letter (see :attr:`DeadLetter.transient`) into
+        the outbox, as :meth:`dlq_retry` does; returns ``(new outbox seq, body)``."""
+        chosen = [d for d in self.dead_letters() if d.transient]
+        if not chosen:
+            return []
+        new = self.dlq_retry(d.dlq_seq for d in chosen)
+        return list(zip(new, (d.body() for d in chosen), strict=True))
 
     def dlq_drop(self, seqs: Iterable[int] | None = None) -> int:
         """Drop dead letters for good (compaction deletes them later)."""

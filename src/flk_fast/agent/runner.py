@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import random
 import signal
 import sys
 import time
@@ -53,7 +55,7 @@ from flk_fast.agent.outbox import (
     stamp,
     utc_now,
 )
-from flk_fast.agent.retry import RetryPolicy
+from flk_fast.agent.retry import RetryPolicy, jittered
 from flk_fast.agent.source import (
     CHUNK,
     EventBatch,
@@ -118,6 +120,9 @@ class AgentConfig:
     tls_ca_file: str | os.PathLike[str] | None = None
     tls_cert: str | os.PathLike[str] | None = None
     tls_key: str | os.PathLike[str] | None = None
+    #: Longest wait between two probes of a server that is down while transient dead
+    #: letters wait to be re-driven (the waits double from the retry base up to it).
+    redrive_max_wait_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.shard_id:
@@ -134,6 +139,8 @@ class AgentConfig:
             raise ConfigError("--workers must be >= 0")
         if self.idle_flush_s is not None and not self.idle_flush_s > 0:
             raise ConfigError("--idle-flush must be > 0 seconds")
+        if not (math.isfinite(self.redrive_max_wait_s) and self.redrive_max_wait_s > 0):
+            raise ConfigError("--redrive-max-wait must be a number of seconds > 0")
         if not self.compact_every_s > 0:
             raise ConfigError("compact_every_s must be > 0 seconds")
         if self.max_abs_coordinate is not None and not self.max_abs_coordinate > 0:
@@ -162,13 +169,22 @@ class AgentSummary:
     damaged: int = 0
     resummarized: int = 0
     lost: int = 0
+    #: Transient dead letters sent back to the outbox once the server answered.
+    redriven: int = 0
     elapsed_s: float = 0.0
+
+    @property
+    def in_dlq(self) -> int:
+        """Dead letters of this run still in the DLQ (not re-driven); the letters of
+        an earlier run re-driven in this one do not make it negative."""
+        return max(0, self.dead_lettered - self.redriven)
 
     def line(self) -> str:
         rate = self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
         return (
             f"sent={self.sent} accepted={self.accepted} escalated={self.escalated} "
-            f"dead_lettered={self.dead_lettered} lost={self.lost} "
+            f"dead_lettered={self.dead_lettered} redriven={self.redriven} "
+            f"lost={self.lost} "
             f"windows={self.windows} "
             f"resent={self.resent} events={self.events} malformed={self.malformed} "
             f"retries={self.retries} damaged={self.damaged} "
@@ -217,7 +233,8 @@ class _Progress:
                 s.windows,
                 s.accepted + s.escalated,
                 s.dead_lettered,
-                s.windows + s.resent - s.accepted - s.escalated - s.dead_lettered,
+                s.windows + s.resent + s.redriven
+                - s.accepted - s.escalated - s.dead_lettered,
                 rate,
             )
         self.stream.flush()
@@ -251,8 +268,10 @@ class Agent:
         summarize: Summarizer,
         client: Any = None,
         progress_stream: Any = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.cfg = config
+        self._sleep = sleep
         self._summarize = summarize
         self._client = client
         self._own_client = client is None
@@ -295,6 +314,7 @@ class Agent:
         self._origins: dict[str, Callable[[list[Window], list[PCS]], list[Any]]] = {}
         self._damaged: dict[int, Damaged] = {}  # found at start, not yet dealt with
         self._why_lost: dict[int, str] = {}  # why one could not be summarised again
+        self._redrive_wake = asyncio.Event()  # set: transient dead letters may wait
 
     # -- life cycle -------------------------------------------------------------------
     async def _run_io(self, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
@@ -344,6 +364,10 @@ class Agent:
         self._tasks.append(self._guard(self._ack_batcher))
         if cfg.compact_after_s is not None:
             self._tasks.append(self._guard(self._compactor, cfg.compact_after_s))
+        letters = await self._run_io(self.outbox.dead_letters)
+        if any(d.transient for d in letters):  # left by an earlier run's outage
+            self._redrive_wake.set()
+        self._tasks.append(self._guard(self._redriver))
         # Resend what a previous run left pending, streamed under max_inflight like
         # new PCS (a long outage can leave a large backlog). Only records that existed
         # at start-up: the ones appended from now on are enqueued by their producer.
@@ -492,9 +516,43 @@ class Agent:
                     reason=result.reason,
                     attempts=result.attempts,
                     response=result.body,
+                    transient=result.transient,
                 )
                 self.summary.dead_lettered += 1
+                if result.transient:
+                    self._redrive_wake.set()
                 await self._done_one()
+
+    async def _redrive(self) -> int:
+        """If the server answers, put every transient dead letter back into the outbox
+        and the send queue (SPEC §7); returns how many, or -1 if it does not answer."""
+        assert self._client is not None and self.outbox is not None
+        if not await self._client.probe():
+            return -1
+        self._redrive_wake.clear()  # before the read: a later dead letter sets it again
+        items = await self._run_io(self.outbox.redrive_transient)
+        if items:
+            log.info("the server answers again: re-driving %d dead letters", len(items))
+        for seq, body in items:
+            await self._wait_for_room()
+            self.summary.redriven += 1
+            await self._enqueue(seq, decode_pcs(body))
+        return len(items)
+
+    async def _redriver(self) -> None:
+        """Probe a server that is down with backoff while transient dead letters wait;
+        the retry policy's base, doubling up to ``redrive_max_wait_s``, jittered."""
+        probes = RetryPolicy(
+            base_s=self.cfg.policy.base_s,
+            cap_s=self.cfg.redrive_max_wait_s,
+            jitter=self.cfg.policy.jitter,
+        )
+        rng = random.Random()
+        failed = 0
+        while True:
+            await self._redrive_wake.wait()
+            await self._sleep(jittered(probes, failed, rng))
+            failed = failed + 1 if await self._redrive() < 0 else 0
 
     async def _ack_batcher(self) -> None:
         """Acks are batched: a lost ack only causes a resend that the server dedups, so
@@ -527,12 +585,25 @@ class Agent:
         await self._settle_damaged()
         if self._resend_task is not None:
             await self._resend_task
-        while self._outstanding or self._acks:
-            self._raise_fatal()
-            await self._idle.wait()
-            self._raise_fatal()
-            if self._outstanding or self._acks:
-                await asyncio.sleep(0.01)
+        acked_at_redrive = -1
+        while True:
+            while self._outstanding or self._acks:
+                self._raise_fatal()
+                await self._idle.wait()
+                self._raise_fatal()
+                if self._outstanding or self._acks:
+                    await asyncio.sleep(0.01)
+            # Dead letters of an outage that is over go out now rather than wait for
+            # the next run; a server still down leaves them for that run, and so does
+            # a round that got no ack at all (the server answers /ready, not submits).
+            acked = self.summary.accepted + self.summary.escalated
+            if (
+                acked == acked_at_redrive
+                or not self._redrive_wake.is_set()
+                or await self._redrive() <= 0
+            ):
+                break
+            acked_at_redrive = acked
         self._tick(force=True)
 
     async def _settle_damaged(self) -> None:

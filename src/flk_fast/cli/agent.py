@@ -302,6 +302,14 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
+    r.add_argument(
+        "--redrive-max-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="longest wait between probes (GET /ready) of a server that is down "
+        "while dead letters of transient failures wait to be re-driven (60)",
+    )
     _add_delivery_options(p)
     p.set_defaults(func=_agent)
 
@@ -477,6 +485,7 @@ def _agent(args: argparse.Namespace) -> int:
             progress=args.progress,
             workers=args.workers,
             compact_every_s=args.compact_every,
+            redrive_max_wait_s=args.redrive_max_wait,
             tls_ca_file=args.tls_ca_file,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
@@ -546,7 +555,7 @@ async def _agent_main(
         logging.getLogger("flk_fast.agent").info(line)
     if code == EXIT_OK and s.lost:
         code = EXIT_LOST
-    elif code == EXIT_OK and s.dead_lettered:
+    elif code == EXIT_OK and s.in_dlq > 0:
         code = EXIT_DEAD
     return code
 
