@@ -797,7 +797,8 @@ def _dlq_list(args: argparse.Namespace) -> int:
             status = "-" if d.status is None else str(d.status)
             print(
                 f"{d.dlq_seq}\tshard={d.shard_id}\tepoch={d.epoch}\tstatus={status}\t"
-                f"attempts={d.attempts}\tpcs_id={d.pcs_id[:16]}\t{d.reason}"
+                f"attempts={d.attempts}\ttransient={'yes' if d.transient else 'no'}\t"
+                f"pcs_id={d.pcs_id[:16]}\t{d.reason}"
             )
     if not args.json:
         print(f"{len(letters)} dead letter(s)", file=sys.stderr)
