@@ -311,7 +311,17 @@ def register(sub: Any) -> None:
         "while dead letters of transient failures wait to be re-driven (60)",
     )
     _add_delivery_options(p)
-    p.set_defaults(func=_agent)
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file whose [agent] table (or top level) sets any option above by "
+        "its long name, e.g. window = 5000 (also FLK_AGENT_CONFIG)",
+    )
+    from flk_fast.config import Schema, options_of_parser
+
+    # Flags > FLK_AGENT_<NAME> > [agent] of --config > default (docs/agent.md).
+    schema = Schema(options_of_parser(p), "FLK_AGENT_", "agent", strict_env=True)
+    p.set_defaults(func=_agent, flk_schema=schema)
 
     o = add_command(
         sub,
@@ -450,9 +460,33 @@ def _summarizer(args: argparse.Namespace) -> Any:
 
 
 # ----------------------------------------------------------------------------- agent
+#: Options ``flk agent`` cannot run without, from a flag, the environment or the file.
+_REQUIRED = ("endpoint", "input", "shard_id", "data_dir")
+_KEY_OPTIONS = ("hmac_key_file", "hmac_key_env", "ed25519_key_file")
+
+
+def _resolve(args: argparse.Namespace) -> None:
+    """Fill the options not given as flags from FLK_AGENT_* and the TOML file."""
+    from flk_fast.config import apply_to_namespace
+    from flk_fast.errors import ConfigError
+
+    apply_to_namespace(args, args.flk_schema, os.environ, required=_REQUIRED)
+    keys = [n for n in _KEY_OPTIONS if getattr(args, n)]
+    if len(keys) != 1:
+        flags = ", ".join("--" + n.replace("_", "-") for n in _KEY_OPTIONS)
+        raise ConfigError(
+            f"exactly one of {flags} is needed (flag, FLK_AGENT_* or --config), "
+            f"got {len(keys)}"
+        )
+
+
 def _agent(args: argparse.Namespace) -> int:
     from flk_fast.errors import ConfigError, FlkError
 
+    try:
+        _resolve(args)
+    except ConfigError as exc:
+        return fail(str(exc))
     _setup_logging(args.log_level)
     if args.input != "-" and not os.path.exists(args.input):
         return fail(f"--in {args.input}: no such file")
