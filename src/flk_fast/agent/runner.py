@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import blake3
 import numpy as np
 
+from flk_fast.agent.metrics import AgentMetrics
 from flk_fast.agent.outbox import (
     Checkpoint,
     Damaged,
@@ -123,6 +124,13 @@ class AgentConfig:
     #: Longest wait between two probes of a server that is down while transient dead
     #: letters wait to be re-driven (the waits double from the retry base up to it).
     redrive_max_wait_s: float = 60.0
+    #: Prometheus metrics (agent/metrics.py): served on metrics_host:metrics_port
+    #: and/or written to metrics_textfile (node-exporter), refreshed every
+    #: metrics_every_s. None: off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_textfile: str | os.PathLike[str] | None = None
+    metrics_every_s: float = 15.0
 
     def __post_init__(self) -> None:
         if not self.shard_id:
@@ -141,6 +149,10 @@ class AgentConfig:
             raise ConfigError("--idle-flush must be > 0 seconds")
         if not (math.isfinite(self.redrive_max_wait_s) and self.redrive_max_wait_s > 0):
             raise ConfigError("--redrive-max-wait must be a number of seconds > 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port {self.metrics_port} is not a TCP port")
+        if not (math.isfinite(self.metrics_every_s) and self.metrics_every_s > 0):
+            raise ConfigError("--metrics-every must be a number of seconds > 0")
         if not self.compact_every_s > 0:
             raise ConfigError("compact_every_s must be > 0 seconds")
         if self.max_abs_coordinate is not None and not self.max_abs_coordinate > 0:
@@ -315,6 +327,8 @@ class Agent:
         self._damaged: dict[int, Damaged] = {}  # found at start, not yet dealt with
         self._why_lost: dict[int, str] = {}  # why one could not be summarised again
         self._redrive_wake = asyncio.Event()  # set: transient dead letters may wait
+        self.metrics = AgentMetrics(lambda: self.summary)
+        self._metrics_server: Any = None
 
     # -- life cycle -------------------------------------------------------------------
     async def _run_io(self, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
@@ -368,6 +382,28 @@ class Agent:
         if any(d.transient for d in letters):  # left by an earlier run's outage
             self._redrive_wake.set()
         self._tasks.append(self._guard(self._redriver))
+        if cfg.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            try:
+                self._metrics_server, _ = start_http_server(
+                    cfg.metrics_port, addr=cfg.metrics_host,
+                    registry=self.metrics.registry,
+                )  # fmt: skip
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-port {cfg.metrics_port}: cannot listen on "
+                    f"{cfg.metrics_host}: {exc.strerror or exc}"
+                ) from None
+        if cfg.metrics_port is not None or cfg.metrics_textfile is not None:
+            try:
+                await self._refresh_metrics()
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-textfile {cfg.metrics_textfile}: cannot write it: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            self._tasks.append(self._guard(self._metrics_refresher))
         # Resend what a previous run left pending, streamed under max_inflight like
         # new PCS (a long outage can leave a large backlog). Only records that existed
         # at start-up: the ones appended from now on are enqueued by their producer.
@@ -407,6 +443,7 @@ class Agent:
                         attempts=0,
                     )
                     self.summary.dead_lettered += 1
+                    self.metrics.dead("unreadable")
                     continue
                 self.summary.resent += 1
                 await self._enqueue(seq, pcs)
@@ -433,6 +470,14 @@ class Agent:
                 log.warning("the last %d acks were not recorded: %s", len(acks), exc)
         if self._client is not None:  # started by start(), injected or not
             await self._client.close()
+        if self.outbox is not None and self.cfg.metrics_textfile is not None:
+            try:  # the last word: what this run left behind
+                await self._refresh_metrics()
+            except (OSError, StorageError) as exc:
+                log.warning("metrics textfile not written: %s", exc)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         if self.outbox is not None:
             await self._run_io(self.outbox.close)
         if self._cpu is not None:
@@ -488,7 +533,9 @@ class Agent:
             def body(attempt: int, seq: int = seq, pcs: PCS = pcs) -> bytes:
                 return stamp(pcs, outbox_seq=seq, attempt=attempt, sent_at=utc_now())
 
+            t0 = time.monotonic()
             result = await self._client.submit(body)
+            self.metrics.delivered(time.monotonic() - t0, acked=result.acked)
             self.summary.sent += 1
             self.summary.requests += result.attempts
             self.summary.retries += len(result.waits)
@@ -519,9 +566,29 @@ class Agent:
                     transient=result.transient,
                 )
                 self.summary.dead_lettered += 1
+                self.metrics.dead("transient" if result.transient else "rejected")
                 if result.transient:
                     self._redrive_wake.set()
                 await self._done_one()
+
+    def _outbox_gauges(self) -> tuple[int, int]:
+        assert self.outbox is not None
+        ob = self.outbox
+        return len(ob.dead_letters()), ob.wal.stats().disk_bytes + ob.dlq.stats().disk_bytes
+
+    async def _refresh_metrics(self) -> None:
+        m, cfg = self.metrics, self.cfg
+        m.dlq_entries, m.outbox_bytes = await self._run_io(self._outbox_gauges)
+        if cfg.metrics_textfile is not None:
+            await self._run_io(m.write_textfile, os.fspath(cfg.metrics_textfile))
+
+    async def _metrics_refresher(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.metrics_every_s)
+            try:
+                await self._refresh_metrics()
+            except OSError as exc:  # e.g. a full disk: metrics wait, delivery goes on
+                log.warning("metrics textfile not written: %s", exc)
 
     async def _redrive(self) -> int:
         """If the server answers, put every transient dead letter back into the outbox
@@ -617,6 +684,7 @@ class Agent:
             await self._run_io(self.outbox.dead_letter_damaged, d, why)
             log.error("outbox record %d lost: %s", seq, why)
             self.summary.lost += 1
+            self.metrics.dead("lost")
         self._damaged.clear()
 
     async def _recover(self, path: Path, fmt: str, source_id: str) -> None:

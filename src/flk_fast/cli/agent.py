@@ -303,6 +303,38 @@ def register(sub: Any) -> None:
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     r.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics (flk_agent_*) on --metrics-host:N (off)",
+    )
+    r.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address of --metrics-port (127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    r.add_argument(
+        "--metrics-textfile",
+        metavar="FILE",
+        help="write the metrics to FILE (node-exporter textfile collector, e.g. "
+        "/var/lib/node_exporter/textfile/flk_agent.prom), atomically (off)",
+    )
+    r.add_argument(
+        "--metrics-every",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="refresh the outbox gauges and the textfile every S seconds (15)",
+    )
+    r.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="log lines as JSON objects (the server's format) or plain text; "
+        "auto: text on a terminal, JSON otherwise",
+    )
+    r.add_argument(
         "--redrive-max-wait",
         type=float,
         default=60.0,
@@ -394,12 +426,20 @@ def register(sub: Any) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str = "info", fmt: str = "text") -> None:
+    """Plain lines, or (``json``; ``auto`` off a terminal) the server's JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
+        from flk_fast.server.middleware import JsonFormatter  # the one JSON format
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    # Like basicConfig: a process that set up logging already (an embedding
+    # application, pytest) keeps its handlers.
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _policy(args: argparse.Namespace) -> Any:
@@ -487,7 +527,7 @@ def _agent(args: argparse.Namespace) -> int:
         _resolve(args)
     except ConfigError as exc:
         return fail(str(exc))
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     if args.input != "-" and not os.path.exists(args.input):
         return fail(f"--in {args.input}: no such file")
     if args.kernel_threads < 0:
@@ -520,6 +560,10 @@ def _agent(args: argparse.Namespace) -> int:
             workers=args.workers,
             compact_every_s=args.compact_every,
             redrive_max_wait_s=args.redrive_max_wait,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            metrics_textfile=args.metrics_textfile,
+            metrics_every_s=args.metrics_every,
             tls_ca_file=args.tls_ca_file,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
