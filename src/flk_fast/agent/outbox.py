@@ -40,6 +40,7 @@ import fcntl
 import hashlib
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,29 @@ class DeadLetter(msgspec.Struct, frozen=True):
         raw = bytes(self.pcs)
         # A body that was not JSON is kept as a JSON string (see Outbox.dead_letter).
         return msgspec.json.decode(raw).encode() if raw.startswith(b'"') else raw
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One outbox record as ``flk outbox list/show`` shows it."""
+
+    seq: int
+    state: str  # "pending" or "acked"
+    appended_at: float
+    pcs_id: str
+    shard_id: str
+    epoch: int
+    body: bytes
+
+    @classmethod
+    def of(cls, rec: WalRecord) -> OutboxEntry:
+        try:
+            pcs = decode_pcs(rec.data)
+            pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
+        except Exception:  # noqa: BLE001 - shown as unreadable, never fatal here
+            pcs_id, shard, epoch = "", "", -1
+        state = "acked" if rec.acked else "pending"
+        return cls(rec.seq, state, rec.appended_at, pcs_id, shard, epoch, rec.data)
 
 
 class AgentState(msgspec.Struct):
@@ -507,6 +531,18 @@ class Outbox:
         """Records not yet acknowledged (nor dead-lettered), from seq ``start`` on."""
         return self.wal.pending(start)
 
+    def entries(self, *, acked: int = 20) -> list[OutboxEntry]:
+        """Every pending record and the last ``acked`` acknowledged ones, by seq."""
+        recent: deque[WalRecord] = deque(maxlen=max(0, acked))
+        pending = []
+        for rec in self.wal.replay(include_acked=True):
+            (recent if rec.acked else pending).append(rec)
+        return [OutboxEntry.of(r) for r in sorted([*pending, *recent], key=_seq)]
+
+    def entry(self, seq: int) -> OutboxEntry | None:
+        rec = self.wal.get(seq)
+        return None if rec is None else OutboxEntry.of(rec)
+
     def dead_letters(self, *, include_dropped: bool = False) -> list[DeadLetter]:
         out = []
         for rec in self.dlq.replay(include_acked=include_dropped):
@@ -579,6 +615,10 @@ class Outbox:
             damaged=len(damaged),
             lost=sum(d.reason.startswith(DAMAGED_REASON) for d in letters),
         )
+
+
+def _seq(rec: WalRecord) -> int:
+    return rec.seq
 
 
 def _tag(origin: Origin | None) -> bytes | None:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from typing import Any
 
 from flk_fast.cli._common import (
@@ -361,6 +362,8 @@ def register(sub: Any) -> None:
         help="inspect, resend or compact an agent's outbox",
         examples="""\
   flk outbox status --data-dir ./agent
+  flk outbox list --data-dir ./agent --acked 5
+  flk outbox show --data-dir ./agent 42 --json
   flk outbox replay --data-dir ./agent --endpoint http://127.0.0.1:8080
   flk outbox compact --data-dir ./agent --older-than 0""",
     )
@@ -371,6 +374,26 @@ def register(sub: Any) -> None:
     st.add_argument("--data-dir", required=True, metavar="DIR")
     st.add_argument("--json", action="store_true", help="one JSON object")
     st.set_defaults(func=_outbox_status)
+    li = osub.add_parser(
+        "list",
+        help="one line per pending PCS and per recently acknowledged one: seq, "
+        "state, appended at, shard, epoch, pcs_id (or --json)",
+    )
+    li.add_argument("--data-dir", required=True, metavar="DIR")
+    li.add_argument(
+        "--acked",
+        type=int,
+        default=20,
+        metavar="N",
+        help="how many of the last acknowledged records to show too (20)",
+    )
+    li.add_argument("--json", action="store_true", help="JSON lines")
+    li.set_defaults(func=_outbox_list)
+    sh = osub.add_parser("show", help="one outbox record with its whole PCS")
+    sh.add_argument("--data-dir", required=True, metavar="DIR")
+    sh.add_argument("seq", type=int, metavar="SEQ", help="outbox seq (from list)")
+    sh.add_argument("--json", action="store_true", help="one JSON object")
+    sh.set_defaults(func=_outbox_show)
     rp = osub.add_parser(
         "replay",
         help="send every pending PCS now (needs the data dir "
@@ -399,15 +422,40 @@ def register(sub: Any) -> None:
   flk dlq drop --data-dir ./agent 3 4""",
     )
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = dsub.add_parser("list", help="one line per dead letter (or --json)")
+    ls = _described(
+        dsub,
+        "list",
+        "one line per dead letter (or --json)",
+        "Show every PCS in the dead-letter queue: seq, shard, epoch, last HTTP "
+        "status (- for no answer), attempts, transient (yes: a 429/5xx/no-answer "
+        "failure the running agent re-drives by itself once the server answers; no: "
+        "a 4xx that waits for you), pcs_id and the reason.",
+        "flk dlq list --data-dir ./agent\n"
+        "flk dlq list --data-dir ./agent --json | jq -r .reason",
+    )
     ls.add_argument("--data-dir", required=True, metavar="DIR")
     ls.add_argument("--json", action="store_true", help="JSON lines with the full PCS")
     ls.set_defaults(func=_dlq_list)
-    for name, helptext in (
-        ("retry", "requeue into the outbox (and send with --endpoint)"),
-        ("drop", "drop for good"),
+    for name, helptext, about, examples in (
+        (
+            "retry",
+            "requeue into the outbox (and send with --endpoint)",
+            "Move dead letters back into the outbox, e.g. after fixing the key a "
+            "server refused with 401. Without --endpoint the next 'flk agent' run "
+            "sends them; with it they are sent now, with the delivery options. The "
+            "server deduplicates, so a PCS it already judged gets its first verdict.",
+            "flk dlq retry --data-dir ./agent 3 4\n"
+            "flk dlq retry --data-dir ./agent --all --endpoint http://127.0.0.1:8080",
+        ),
+        (
+            "drop",
+            "drop for good",
+            "Remove dead letters you have decided not to deliver (compaction deletes "
+            "them from disk later). Their windows are then never judged.",
+            "flk dlq drop --data-dir ./agent 7\nflk dlq drop --data-dir ./agent --all",
+        ),
     ):
-        q = dsub.add_parser(name, help=helptext)
+        q = _described(dsub, name, helptext, about, examples)
         q.add_argument("--data-dir", required=True, metavar="DIR")
         q.add_argument(
             "seqs",
@@ -426,6 +474,19 @@ def register(sub: Any) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+def _described(
+    sub: Any, name: str, help: str, about: str, examples: str
+) -> argparse.ArgumentParser:
+    """A sub-subcommand whose --help has a description and an examples section."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(about, 78),
+        epilog="examples:\n" + "\n".join("  " + x for x in examples.splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _setup_logging(level: str = "info", fmt: str = "text") -> None:
     """Plain lines, or (``json``; ``auto`` off a terminal) the server's JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
@@ -837,6 +898,80 @@ def _outbox_replay(args: argparse.Namespace) -> int:
         f"dead-lettered {dead}"
     )
     return EXIT_DEAD if dead else EXIT_OK
+
+
+def _entry_doc(e: Any, *, pcs: bool) -> dict[str, Any]:
+    import datetime
+
+    doc: dict[str, Any] = {
+        "seq": e.seq,
+        "state": e.state,
+        "appended_at": datetime.datetime.fromtimestamp(
+            e.appended_at, datetime.UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "shard_id": e.shard_id,
+        "epoch": e.epoch,
+        "pcs_id": e.pcs_id,
+    }
+    if pcs:
+        try:
+            doc["pcs"] = json.loads(e.body)
+        except ValueError:
+            doc["pcs"] = e.body.decode("utf-8", "replace")
+    return doc
+
+
+@_outbox_command
+def _outbox_list(args: argparse.Namespace) -> int:
+    from flk_fast.errors import FlkError
+
+    if args.acked < 0:
+        return fail("--acked must be >= 0")
+    try:
+        ob = _open_outbox(args, lock=False)
+    except FlkError as exc:
+        return _usage(exc)
+    with ob:
+        entries = ob.entries(acked=args.acked)
+    for e in entries:
+        doc = _entry_doc(e, pcs=False)
+        if args.json:
+            print(json.dumps(doc, sort_keys=True))
+        else:
+            print(
+                f"{e.seq}\t{e.state}\t{doc['appended_at']}\tshard={e.shard_id}\t"
+                f"epoch={e.epoch}\tpcs_id={e.pcs_id[:16] or '(unreadable)'}"
+            )
+    if not args.json:
+        pending = sum(e.state == "pending" for e in entries)
+        print(f"{pending} pending, {len(entries) - pending} acked shown",
+              file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+@_outbox_command
+def _outbox_show(args: argparse.Namespace) -> int:
+    from flk_fast.errors import FlkError
+
+    try:
+        ob = _open_outbox(args, lock=False)
+    except FlkError as exc:
+        return _usage(exc)
+    with ob:
+        e = ob.entry(args.seq)
+    if e is None:
+        return fail(
+            f"no outbox record {args.seq} in {args.data_dir} (compacted, or never "
+            "made; 'flk outbox list' shows the seqs)"
+        )
+    doc = _entry_doc(e, pcs=True)
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        for key in ("seq", "state", "appended_at", "shard_id", "epoch", "pcs_id"):
+            print(f"{key}: {doc[key]}")
+        print(json.dumps(doc["pcs"], indent=2, sort_keys=True))
+    return EXIT_OK
 
 
 @_outbox_command
