@@ -47,6 +47,7 @@ class FaultServer:
         # Statuses ``GET /ready`` answers in turn (the agent's probe); then 200.
         self.ready: list[int] = []
         self.probes = 0
+        self.tenants: list[str | None] = []  # X-Tenant-Id of each submission
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -69,6 +70,7 @@ class FaultServer:
         action = queue.pop(0) if queue else "200"
         self.log.append((pcs_id, action))
         self.bodies[pcs_id].append(body)
+        self.tenants.append(request.headers.get("X-Tenant-Id"))
         if request.transport is not None:
             self.peers.add(request.transport.get_extra_info("peername"))
         self.inflight += 1

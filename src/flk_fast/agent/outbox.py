@@ -404,15 +404,18 @@ class Outbox:
         attempts: int,
         response: bytes = b"",
         transient: bool = False,
+        pcs: PCS | None = None,
     ) -> None:
         """Move outbox record ``seq`` to the DLQ (DLQ append first, then outbox ack).
 
+        ``pcs`` is the decoded ``body`` when the caller has it (no second decode).
         A crash between the two leaves the record pending in the outbox; the DLQ's
         ``from-outbox`` marker makes the second dead-lettering a no-op, so the DLQ never
         holds the same record twice.
         """
         try:
-            pcs = decode_pcs(body)
+            if pcs is None:
+                pcs = decode_pcs(body)
             pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
         except Exception:  # noqa: BLE001 - a DLQ must take even an undecodable body
             pcs_id, shard, epoch = "", "", -1

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import blake3
 import numpy as np
 
+from flk_fast.agent import delivery
 from flk_fast.agent.metrics import AgentMetrics
 from flk_fast.agent.outbox import (
     Checkpoint,
@@ -53,8 +54,6 @@ from flk_fast.agent.outbox import (
     Origin,
     Outbox,
     fingerprint,
-    stamp,
-    utc_now,
 )
 from flk_fast.agent.retry import RetryPolicy, jittered
 from flk_fast.agent.source import (
@@ -124,6 +123,8 @@ class AgentConfig:
     #: Longest wait between two probes of a server that is down while transient dead
     #: letters wait to be re-driven (the waits double from the retry base up to it).
     redrive_max_wait_s: float = 60.0
+    #: Sent as X-Tenant-Id (multi-tenant servers pick the key by it).
+    tenant_id: str | None = None
     #: Prometheus metrics (agent/metrics.py): served on metrics_host:metrics_port
     #: and/or written to metrics_textfile (node-exporter), refreshed every
     #: metrics_every_s. None: off.
@@ -363,14 +364,15 @@ class Agent:
             )
         self.summary.damaged = len(self._damaged)
         if self._client is None:
-            from flk_fast.agent.client import DeliveryClient, tls_context
-
-            self._client = DeliveryClient(
+            self._client = delivery.make_client(
                 cfg.endpoint,
                 policy=cfg.policy,
                 concurrency=cfg.concurrency,
                 timeout_s=cfg.timeout_s,
-                ssl_context=tls_context(cfg.tls_ca_file, cfg.tls_cert, cfg.tls_key),
+                tenant_id=cfg.tenant_id,
+                tls_ca_file=cfg.tls_ca_file,
+                tls_cert=cfg.tls_cert,
+                tls_key=cfg.tls_key,
             )
         await self._client.start()
         for _ in range(cfg.concurrency):
@@ -530,19 +532,14 @@ class Agent:
                 return
             seq, pcs = item
 
-            def body(attempt: int, seq: int = seq, pcs: PCS = pcs) -> bytes:
-                return stamp(pcs, outbox_seq=seq, attempt=attempt, sent_at=utc_now())
-
             t0 = time.monotonic()
-            result = await self._client.submit(body)
+            result = await delivery.send(self._client, seq, pcs)
             self.metrics.delivered(time.monotonic() - t0, acked=result.acked)
             self.summary.sent += 1
             self.summary.requests += result.attempts
             self.summary.retries += len(result.waits)
             if result.acked:
-                if result.escalated or (
-                    result.status == 202 and result.escalated is None
-                ):
+                if delivery.escalated(result):
                     self.summary.escalated += 1
                 else:
                     self.summary.accepted += 1
@@ -556,14 +553,7 @@ class Agent:
                     result.reason,
                 )
                 await self._run_io(
-                    self.outbox.dead_letter,
-                    seq,
-                    encode_pcs(pcs),
-                    status=result.status,
-                    reason=result.reason,
-                    attempts=result.attempts,
-                    response=result.body,
-                    transient=result.transient,
+                    delivery.dead_letter, self.outbox, seq, encode_pcs(pcs), pcs, result
                 )
                 self.summary.dead_lettered += 1
                 self.metrics.dead("transient" if result.transient else "rejected")

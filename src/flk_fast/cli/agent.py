@@ -516,17 +516,17 @@ def _policy(args: argparse.Namespace) -> Any:
 
 def _client(args: argparse.Namespace) -> Any:
     """The delivery client of the options; raises ConfigError (exit 2) on bad ones."""
-    from flk_fast.agent.client import DeliveryClient, tls_context
+    from flk_fast.agent.delivery import make_client
 
-    headers = {"X-Tenant-Id": args.tenant_id} if args.tenant_id else None
-    return DeliveryClient(
+    return make_client(
         args.endpoint,
         policy=_policy(args),
         concurrency=args.concurrency,
         timeout_s=args.timeout,
-        headers=headers,
-        # Built once here: every connection of the run shares it.
-        ssl_context=tls_context(args.tls_ca_file, args.tls_cert, args.tls_key),
+        tenant_id=args.tenant_id,
+        tls_ca_file=args.tls_ca_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -621,6 +621,7 @@ def _agent(args: argparse.Namespace) -> int:
             workers=args.workers,
             compact_every_s=args.compact_every,
             redrive_max_wait_s=args.redrive_max_wait,
+            tenant_id=args.tenant_id,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
             metrics_textfile=args.metrics_textfile,
@@ -804,7 +805,7 @@ async def _replay(
     from concurrent.futures import ThreadPoolExecutor
     from functools import partial
 
-    from flk_fast.agent.outbox import stamp, utc_now
+    from flk_fast.agent import delivery
     from flk_fast.protocol.codec import decode_pcs
 
     acked = escalated = dead = 0
@@ -841,25 +842,13 @@ async def _replay(
                 )
                 dead += 1
                 continue
-            res = await client.submit(
-                lambda n, p=pcs, s=seq: stamp(
-                    p, outbox_seq=s, attempt=n, sent_at=utc_now()
-                )
-            )
+            res = await delivery.send(client, seq, pcs)
             if res.acked:
                 done.append(seq)
                 acked += 1
-                escalated += bool(res.escalated)
+                escalated += delivery.escalated(res)
             else:
-                await on_io(
-                    ob.dead_letter,
-                    seq,
-                    data,
-                    status=res.status,
-                    reason=res.reason,
-                    attempts=res.attempts,
-                    response=res.body,
-                )
+                await on_io(delivery.dead_letter, ob, seq, data, pcs, res)
                 dead += 1
 
     try:
