@@ -47,7 +47,6 @@ import blake3
 import numpy as np
 
 from flk_fast.agent import delivery
-from flk_fast.agent.metrics import AgentMetrics
 from flk_fast.agent.outbox import (
     Checkpoint,
     Damaged,
@@ -328,7 +327,12 @@ class Agent:
         self._damaged: dict[int, Damaged] = {}  # found at start, not yet dealt with
         self._why_lost: dict[int, str] = {}  # why one could not be summarised again
         self._redrive_wake = asyncio.Event()  # set: transient dead letters may wait
-        self.metrics = AgentMetrics(lambda: self.summary)
+        # Only when asked for: prometheus_client costs memory the agent is measured on.
+        self.metrics: Any = None
+        if config.metrics_port is not None or config.metrics_textfile is not None:
+            from flk_fast.agent.metrics import AgentMetrics
+
+            self.metrics = AgentMetrics(lambda: self.summary)
         self._metrics_server: Any = None
 
     # -- life cycle -------------------------------------------------------------------
@@ -445,7 +449,7 @@ class Agent:
                         attempts=0,
                     )
                     self.summary.dead_lettered += 1
-                    self.metrics.dead("unreadable")
+                    self._count_dead("unreadable")
                     continue
                 self.summary.resent += 1
                 await self._enqueue(seq, pcs)
@@ -534,7 +538,8 @@ class Agent:
 
             t0 = time.monotonic()
             result = await delivery.send(self._client, seq, pcs)
-            self.metrics.delivered(time.monotonic() - t0, acked=result.acked)
+            if self.metrics is not None:
+                self.metrics.delivered(time.monotonic() - t0, acked=result.acked)
             self.summary.sent += 1
             self.summary.requests += result.attempts
             self.summary.retries += len(result.waits)
@@ -556,10 +561,14 @@ class Agent:
                     delivery.dead_letter, self.outbox, seq, encode_pcs(pcs), pcs, result
                 )
                 self.summary.dead_lettered += 1
-                self.metrics.dead("transient" if result.transient else "rejected")
+                self._count_dead("transient" if result.transient else "rejected")
                 if result.transient:
                     self._redrive_wake.set()
                 await self._done_one()
+
+    def _count_dead(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dead(reason)
 
     def _outbox_gauges(self) -> tuple[int, int]:
         assert self.outbox is not None
@@ -674,7 +683,7 @@ class Agent:
             await self._run_io(self.outbox.dead_letter_damaged, d, why)
             log.error("outbox record %d lost: %s", seq, why)
             self.summary.lost += 1
-            self.metrics.dead("lost")
+            self._count_dead("lost")
         self._damaged.clear()
 
     async def _recover(self, path: Path, fmt: str, source_id: str) -> None:

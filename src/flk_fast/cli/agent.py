@@ -491,7 +491,7 @@ def _setup_logging(level: str = "info", fmt: str = "text") -> None:
     """Plain lines, or (``json``; ``auto`` off a terminal) the server's JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
-        from flk_fast.server.middleware import JsonFormatter  # the one JSON format
+        from flk_fast.logs import JsonFormatter  # the server's format too
 
         handler.setFormatter(JsonFormatter())
     else:
