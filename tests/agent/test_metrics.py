@@ -102,3 +102,28 @@ async def test_metrics_port_in_use_and_unwritable_textfile(
     with pytest.raises(ConfigError, match="--metrics-textfile .*cannot write"):
         await agent.start()
     await agent.close()
+
+
+@pytest.mark.parametrize("fmt", ["json", "auto"])  # auto: stderr is a pipe here
+def test_logs_are_json_lines_off_a_terminal(tmp_path: Path, fmt: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from .realserver import env
+
+    src = tmp_path / "in.csv"
+    src.write_text("")
+    key = tmp_path / "k"
+    key.write_bytes(b"secret")
+    out = subprocess.run(
+        [sys.executable, "-m", "flk_fast", "agent", "--endpoint", "http://127.0.0.1:9",
+         "--in", str(src), "--shard-id", "s", "--data-dir", str(tmp_path / "d"),
+         "--hmac-key-file", str(key), "--progress", "log", "--log-format", fmt],
+        env=env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    docs = [json.loads(x) for x in lines]  # every line is one JSON object
+    assert docs and {"ts", "level", "logger", "msg"} <= set(docs[0])
+    assert any(d["msg"].startswith("progress: events=0") for d in docs)
