@@ -139,3 +139,16 @@ def test_agent_runs_from_env_and_toml_only(
     monkeypatch.setenv("FLK_AGENT_DATA_DIR", str(tmp_path / "agent"))
     assert main(["agent"]) == 0
     assert "sent=3 accepted=3" in capsys.readouterr().out
+
+
+def test_docs_name_every_agent_option_and_the_table_lists_its_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ns = parse([*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"], {},
+               monkeypatch)
+    schema = ns.flk_schema
+    doc = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
+    assert [o.flag for o in schema.options if f"`{o.flag}" not in doc] == []
+    table = schema.docs_table()
+    for opt in schema.options:
+        assert f"`{opt.flag}` | `{schema.env_name(opt)}`" in table
