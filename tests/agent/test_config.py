@@ -152,3 +152,28 @@ def test_docs_name_every_agent_option_and_the_table_lists_its_env(
     table = schema.docs_table()
     for opt in schema.options:
         assert f"`{opt.flag}` | `{schema.env_name(opt)}`" in table
+
+
+def test_server_shares_the_parser_and_the_suggestions(tmp_path: Path) -> None:
+    from flk_fast.server.config import load_config
+
+    toml = tmp_path / "s.toml"
+    toml.write_text("[serve]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="unknown option 'prot'.*did you mean port"):
+        load_config({}, env={"FLK_CONFIG": str(toml)})
+    cfg = load_config({}, env={"FLK_WAL_SYNC": "Off", "FLK_PORT": "7002"})
+    assert (cfg.wal_sync, cfg.port) == (False, 7002)
+
+
+def test_public_masks_secrets_and_url_passwords() -> None:
+    from flk_fast.config import Option, Schema
+
+    schema = Schema(
+        (Option("dsn", str, "", "d"), Option("password", str, "", "p", cli=False,
+                                             secret=True)),
+        "FLK_X_", "x",
+    )  # fmt: skip
+    shown = schema.public({"dsn": "redis://u:hunter2@h/0", "password": "pw"})
+    assert shown == {"dsn": "redis://u:***@h/0", "password": "<set>"}
+    with pytest.raises(ConfigError, match="use FLK_X_PASSWORD"):
+        schema.resolve({"password": "pw"}, {})
