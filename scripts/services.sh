@@ -11,6 +11,8 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 # Tools of tests/deploy: kubectl kustomize, and a real Prometheus with promtool.
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need_apt+=(prometheus)
+# systemd-analyze checks deploy/systemd/flk-agent.service (tests/agent/test_systemd.py).
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

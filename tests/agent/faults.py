@@ -8,6 +8,7 @@ Actions: ``"200"``, ``"202"`` (verdict JSON), any other status code as text (``"
 ``"401"`` …), ``"429:N"`` / ``"503:N"`` (with ``Retry-After: N``), ``"429:date"`` (an
 HTTP-date ``Retry-After`` 7 s after ``FaultServer.now``), ``"reset"`` (abort the TCP
 connection), ``"slow"`` (answer 200 after ``slow_s``, beyond the client's timeout).
+``GET /ready`` answers the statuses queued in ``ready``, then 200.
 """
 
 from __future__ import annotations
@@ -43,11 +44,21 @@ class FaultServer:
         self.inflight = 0
         self.max_inflight = 0
         self.peers: set[object] = set()
+        # Statuses ``GET /ready`` answers in turn (the agent's probe); then 200.
+        self.ready: list[int] = []
+        self.probes = 0
+        self.tenants: list[str | None] = []  # X-Tenant-Id of each submission
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/pcs/submit", self.handle)
+        app.router.add_get("/ready", self.handle_ready)
         return app
+
+    async def handle_ready(self, _request: web.Request) -> web.StreamResponse:
+        self.probes += 1
+        status = self.ready.pop(0) if self.ready else 200
+        return web.Response(text="OK" if status == 200 else "not ready", status=status)
 
     def outcomes(self, pcs_id: str) -> list[str]:
         return [a for k, a in self.log if k == pcs_id]
@@ -59,6 +70,7 @@ class FaultServer:
         action = queue.pop(0) if queue else "200"
         self.log.append((pcs_id, action))
         self.bodies[pcs_id].append(body)
+        self.tenants.append(request.headers.get("X-Tenant-Id"))
         if request.transport is not None:
             self.peers.add(request.transport.get_extra_info("peername"))
         self.inflight += 1

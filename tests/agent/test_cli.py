@@ -246,9 +246,14 @@ def test_agent_kernel_threads_reach_the_summarizer(
     cli_agent.register(sub)
     base = ["agent", "--endpoint", "http://x", "--in", "-", "--shard-id", "s"]
     base += ["--data-dir", "d", "--hmac-key-env", "K"]
-    cli_agent._summarizer(parser.parse_args(base))
+    def parsed(argv: list[str]) -> argparse.Namespace:
+        ns = parser.parse_args(argv)
+        cli_agent._resolve(ns)  # env and TOML fill what the flags leave out
+        return ns
+
+    cli_agent._summarizer(parsed(base))
     assert seen.pop("n_threads") == 1  # the agent's default: one kernel thread
-    cli_agent._summarizer(parser.parse_args([*base, "--kernel-threads", "0"]))
+    cli_agent._summarizer(parsed([*base, "--kernel-threads", "0"]))
     assert seen.pop("n_threads") == 0
 
 

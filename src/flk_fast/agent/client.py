@@ -31,6 +31,7 @@ from flk_fast.agent.retry import (
     Rng,
     backoff,
     classify_status,
+    is_transient,
     jittered,
     parse_retry_after,
 )
@@ -84,6 +85,11 @@ class DeliveryResult:
     @property
     def acked(self) -> bool:
         return self.outcome == ACKED
+
+    @property
+    def transient(self) -> bool:
+        """Dead for a failure that may heal by itself (re-driven automatically)."""
+        return self.outcome == DEAD and is_transient(self.status)
 
 
 @dataclass(slots=True)
@@ -298,6 +304,20 @@ class DeliveryClient:
                 if not resp.content.at_eof():
                     resp.close()  # drop the connection rather than read the rest
                 return resp.status, bytes(data), resp.headers.get("Retry-After")
+
+    async def probe(self) -> bool:
+        """Whether the server answers again: ``GET /ready`` at the endpoint's origin
+        gives a status that is not transient (SPEC §7: 503 while a dependency is down
+        or the server loads). Any other answer (even 404 from a proxy that has no
+        /ready) means something is there to take the re-driven dead letters."""
+        assert self._session is not None, "call start() first"
+        url = yarl.URL(self.url).with_path("/ready")
+        try:
+            async with self._session.get(url, headers=self._headers) as resp:
+                resp.close()
+                return not is_transient(resp.status)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
 
     async def submit(self, body: bytes | BodyFactory) -> DeliveryResult:
         """Send one PCS until it is acknowledged or dead; never raises for HTTP trouble.

@@ -40,6 +40,7 @@ import fcntl
 import hashlib
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,12 +160,39 @@ class DeadLetter(msgspec.Struct, frozen=True):
     response: str
     pcs: msgspec.Raw
     dlq_seq: int = 0  # filled in when read back
+    #: Dead for a failure that may heal (429, 5xx, no answer): the agent re-drives it
+    #: by itself once the server answers (SPEC §7). False for letters written before
+    #: this field existed: they wait for an operator, as they always did.
+    transient: bool = False
 
     def body(self) -> bytes:
         """The PCS bytes as they sat in the outbox."""
         raw = bytes(self.pcs)
         # A body that was not JSON is kept as a JSON string (see Outbox.dead_letter).
         return msgspec.json.decode(raw).encode() if raw.startswith(b'"') else raw
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One outbox record as ``flk outbox list/show`` shows it."""
+
+    seq: int
+    state: str  # "pending" or "acked"
+    appended_at: float
+    pcs_id: str
+    shard_id: str
+    epoch: int
+    body: bytes
+
+    @classmethod
+    def of(cls, rec: WalRecord) -> OutboxEntry:
+        try:
+            pcs = decode_pcs(rec.data)
+            pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
+        except Exception:  # noqa: BLE001 - shown as unreadable, never fatal here
+            pcs_id, shard, epoch = "", "", -1
+        state = "acked" if rec.acked else "pending"
+        return cls(rec.seq, state, rec.appended_at, pcs_id, shard, epoch, rec.data)
 
 
 class AgentState(msgspec.Struct):
@@ -375,15 +403,19 @@ class Outbox:
         reason: str,
         attempts: int,
         response: bytes = b"",
+        transient: bool = False,
+        pcs: PCS | None = None,
     ) -> None:
         """Move outbox record ``seq`` to the DLQ (DLQ append first, then outbox ack).
 
+        ``pcs`` is the decoded ``body`` when the caller has it (no second decode).
         A crash between the two leaves the record pending in the outbox; the DLQ's
         ``from-outbox`` marker makes the second dead-lettering a no-op, so the DLQ never
         holds the same record twice.
         """
         try:
-            pcs = decode_pcs(body)
+            if pcs is None:
+                pcs = decode_pcs(body)
             pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
         except Exception:  # noqa: BLE001 - a DLQ must take even an undecodable body
             pcs_id, shard, epoch = "", "", -1
@@ -397,6 +429,7 @@ class Outbox:
             pcs_id=pcs_id,
             shard=shard,
             epoch=epoch,
+            transient=transient and bool(pcs_id),
         )
         self.wal.ack(seq)
 
@@ -412,6 +445,7 @@ class Outbox:
         shard: str,
         epoch: int,
         response: bytes = b"",
+        transient: bool = False,
     ) -> None:
         marker = _FROM + str(seq).encode()
         if self.dlq.get_meta(marker) is None:
@@ -430,6 +464,7 @@ class Outbox:
                 dead_at=time.time(),
                 response=response.decode("utf-8", "replace"),
                 pcs=raw,
+                transient=transient,
             )
             self.dlq.append(_dl_encoder.encode(letter), meta={marker: b"1"})
 
@@ -499,6 +534,18 @@ class Outbox:
         """Records not yet acknowledged (nor dead-lettered), from seq ``start`` on."""
         return self.wal.pending(start)
 
+    def entries(self, *, acked: int = 20) -> list[OutboxEntry]:
+        """Every pending record and the last ``acked`` acknowledged ones, by seq."""
+        recent: deque[WalRecord] = deque(maxlen=max(0, acked))
+        pending = []
+        for rec in self.wal.replay(include_acked=True):
+            (recent if rec.acked else pending).append(rec)
+        return [OutboxEntry.of(r) for r in sorted([*pending, *recent], key=_seq)]
+
+    def entry(self, seq: int) -> OutboxEntry | None:
+        rec = self.wal.get(seq)
+        return None if rec is None else OutboxEntry.of(rec)
+
     def dead_letters(self, *, include_dropped: bool = False) -> list[DeadLetter]:
         out = []
         for rec in self.dlq.replay(include_acked=include_dropped):
@@ -528,6 +575,15 @@ class Outbox:
             new.extend(self.wal.append_many([d.body()]))
             self.dlq.ack(d.dlq_seq)
         return new
+
+    def redrive_transient(self) -> list[tuple[int, bytes]]:
+        """Requeue every transient dead letter (see :attr:`DeadLetter.transient`) into
+        the outbox, as :meth:`dlq_retry` does; returns ``(new outbox seq, body)``."""
+        chosen = [d for d in self.dead_letters() if d.transient]
+        if not chosen:
+            return []
+        new = self.dlq_retry(d.dlq_seq for d in chosen)
+        return list(zip(new, (d.body() for d in chosen), strict=True))
 
     def dlq_drop(self, seqs: Iterable[int] | None = None) -> int:
         """Drop dead letters for good (compaction deletes them later)."""
@@ -562,6 +618,10 @@ class Outbox:
             damaged=len(damaged),
             lost=sum(d.reason.startswith(DAMAGED_REASON) for d in letters),
         )
+
+
+def _seq(rec: WalRecord) -> int:
+    return rec.seq
 
 
 def _tag(origin: Origin | None) -> bytes | None:

@@ -27,6 +27,7 @@ __all__ = [
     "classify_status",
     "delay_bounds",
     "delays",
+    "is_transient",
     "jittered",
     "parse_retry_after",
 ]
@@ -179,3 +180,11 @@ def classify_status(status: int) -> str:
     if 500 <= status <= 599:
         return "retry"
     return "dead"
+
+
+def is_transient(status: int | None) -> bool:
+    """Whether a failure with this last status may heal by itself (SPEC §7): 429, 5xx
+    and no answer at all (None: timeout, connection error). A dead letter for such a
+    failure is re-driven automatically once the server answers; any other status
+    (400, 401, 409, ...) needs an operator."""
+    return status is None or status == 429 or 500 <= status <= 599

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import random
 import signal
 import sys
 import time
@@ -44,16 +46,15 @@ from typing import Any, TypeVar
 import blake3
 import numpy as np
 
+from flk_fast.agent import delivery
 from flk_fast.agent.outbox import (
     Checkpoint,
     Damaged,
     Origin,
     Outbox,
     fingerprint,
-    stamp,
-    utc_now,
 )
-from flk_fast.agent.retry import RetryPolicy
+from flk_fast.agent.retry import RetryPolicy, jittered
 from flk_fast.agent.source import (
     CHUNK,
     EventBatch,
@@ -118,6 +119,18 @@ class AgentConfig:
     tls_ca_file: str | os.PathLike[str] | None = None
     tls_cert: str | os.PathLike[str] | None = None
     tls_key: str | os.PathLike[str] | None = None
+    #: Longest wait between two probes of a server that is down while transient dead
+    #: letters wait to be re-driven (the waits double from the retry base up to it).
+    redrive_max_wait_s: float = 60.0
+    #: Sent as X-Tenant-Id (multi-tenant servers pick the key by it).
+    tenant_id: str | None = None
+    #: Prometheus metrics (agent/metrics.py): served on metrics_host:metrics_port
+    #: and/or written to metrics_textfile (node-exporter), refreshed every
+    #: metrics_every_s. None: off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_textfile: str | os.PathLike[str] | None = None
+    metrics_every_s: float = 15.0
 
     def __post_init__(self) -> None:
         if not self.shard_id:
@@ -134,6 +147,12 @@ class AgentConfig:
             raise ConfigError("--workers must be >= 0")
         if self.idle_flush_s is not None and not self.idle_flush_s > 0:
             raise ConfigError("--idle-flush must be > 0 seconds")
+        if not (math.isfinite(self.redrive_max_wait_s) and self.redrive_max_wait_s > 0):
+            raise ConfigError("--redrive-max-wait must be a number of seconds > 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port {self.metrics_port} is not a TCP port")
+        if not (math.isfinite(self.metrics_every_s) and self.metrics_every_s > 0):
+            raise ConfigError("--metrics-every must be a number of seconds > 0")
         if not self.compact_every_s > 0:
             raise ConfigError("compact_every_s must be > 0 seconds")
         if self.max_abs_coordinate is not None and not self.max_abs_coordinate > 0:
@@ -162,13 +181,22 @@ class AgentSummary:
     damaged: int = 0
     resummarized: int = 0
     lost: int = 0
+    #: Transient dead letters sent back to the outbox once the server answered.
+    redriven: int = 0
     elapsed_s: float = 0.0
+
+    @property
+    def in_dlq(self) -> int:
+        """Dead letters of this run still in the DLQ (not re-driven); the letters of
+        an earlier run re-driven in this one do not make it negative."""
+        return max(0, self.dead_lettered - self.redriven)
 
     def line(self) -> str:
         rate = self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
         return (
             f"sent={self.sent} accepted={self.accepted} escalated={self.escalated} "
-            f"dead_lettered={self.dead_lettered} lost={self.lost} "
+            f"dead_lettered={self.dead_lettered} redriven={self.redriven} "
+            f"lost={self.lost} "
             f"windows={self.windows} "
             f"resent={self.resent} events={self.events} malformed={self.malformed} "
             f"retries={self.retries} damaged={self.damaged} "
@@ -217,7 +245,8 @@ class _Progress:
                 s.windows,
                 s.accepted + s.escalated,
                 s.dead_lettered,
-                s.windows + s.resent - s.accepted - s.escalated - s.dead_lettered,
+                s.windows + s.resent + s.redriven
+                - s.accepted - s.escalated - s.dead_lettered,
                 rate,
             )
         self.stream.flush()
@@ -251,8 +280,10 @@ class Agent:
         summarize: Summarizer,
         client: Any = None,
         progress_stream: Any = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.cfg = config
+        self._sleep = sleep
         self._summarize = summarize
         self._client = client
         self._own_client = client is None
@@ -295,6 +326,14 @@ class Agent:
         self._origins: dict[str, Callable[[list[Window], list[PCS]], list[Any]]] = {}
         self._damaged: dict[int, Damaged] = {}  # found at start, not yet dealt with
         self._why_lost: dict[int, str] = {}  # why one could not be summarised again
+        self._redrive_wake = asyncio.Event()  # set: transient dead letters may wait
+        # Only when asked for: prometheus_client costs memory the agent is measured on.
+        self.metrics: Any = None
+        if config.metrics_port is not None or config.metrics_textfile is not None:
+            from flk_fast.agent.metrics import AgentMetrics
+
+            self.metrics = AgentMetrics(lambda: self.summary)
+        self._metrics_server: Any = None
 
     # -- life cycle -------------------------------------------------------------------
     async def _run_io(self, fn: Callable[..., _T], *args: Any, **kw: Any) -> _T:
@@ -329,14 +368,15 @@ class Agent:
             )
         self.summary.damaged = len(self._damaged)
         if self._client is None:
-            from flk_fast.agent.client import DeliveryClient, tls_context
-
-            self._client = DeliveryClient(
+            self._client = delivery.make_client(
                 cfg.endpoint,
                 policy=cfg.policy,
                 concurrency=cfg.concurrency,
                 timeout_s=cfg.timeout_s,
-                ssl_context=tls_context(cfg.tls_ca_file, cfg.tls_cert, cfg.tls_key),
+                tenant_id=cfg.tenant_id,
+                tls_ca_file=cfg.tls_ca_file,
+                tls_cert=cfg.tls_cert,
+                tls_key=cfg.tls_key,
             )
         await self._client.start()
         for _ in range(cfg.concurrency):
@@ -344,6 +384,32 @@ class Agent:
         self._tasks.append(self._guard(self._ack_batcher))
         if cfg.compact_after_s is not None:
             self._tasks.append(self._guard(self._compactor, cfg.compact_after_s))
+        letters = await self._run_io(self.outbox.dead_letters)
+        if any(d.transient for d in letters):  # left by an earlier run's outage
+            self._redrive_wake.set()
+        self._tasks.append(self._guard(self._redriver))
+        if cfg.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            try:
+                self._metrics_server, _ = start_http_server(
+                    cfg.metrics_port, addr=cfg.metrics_host,
+                    registry=self.metrics.registry,
+                )  # fmt: skip
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-port {cfg.metrics_port}: cannot listen on "
+                    f"{cfg.metrics_host}: {exc.strerror or exc}"
+                ) from None
+        if cfg.metrics_port is not None or cfg.metrics_textfile is not None:
+            try:
+                await self._refresh_metrics()
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-textfile {cfg.metrics_textfile}: cannot write it: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            self._tasks.append(self._guard(self._metrics_refresher))
         # Resend what a previous run left pending, streamed under max_inflight like
         # new PCS (a long outage can leave a large backlog). Only records that existed
         # at start-up: the ones appended from now on are enqueued by their producer.
@@ -383,6 +449,7 @@ class Agent:
                         attempts=0,
                     )
                     self.summary.dead_lettered += 1
+                    self._count_dead("unreadable")
                     continue
                 self.summary.resent += 1
                 await self._enqueue(seq, pcs)
@@ -409,6 +476,14 @@ class Agent:
                 log.warning("the last %d acks were not recorded: %s", len(acks), exc)
         if self._client is not None:  # started by start(), injected or not
             await self._client.close()
+        if self.outbox is not None and self.cfg.metrics_textfile is not None:
+            try:  # the last word: what this run left behind
+                await self._refresh_metrics()
+            except (OSError, StorageError) as exc:
+                log.warning("metrics textfile not written: %s", exc)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         if self.outbox is not None:
             await self._run_io(self.outbox.close)
         if self._cpu is not None:
@@ -461,17 +536,15 @@ class Agent:
                 return
             seq, pcs = item
 
-            def body(attempt: int, seq: int = seq, pcs: PCS = pcs) -> bytes:
-                return stamp(pcs, outbox_seq=seq, attempt=attempt, sent_at=utc_now())
-
-            result = await self._client.submit(body)
+            t0 = time.monotonic()
+            result = await delivery.send(self._client, seq, pcs)
+            if self.metrics is not None:
+                self.metrics.delivered(time.monotonic() - t0, acked=result.acked)
             self.summary.sent += 1
             self.summary.requests += result.attempts
             self.summary.retries += len(result.waits)
             if result.acked:
-                if result.escalated or (
-                    result.status == 202 and result.escalated is None
-                ):
+                if delivery.escalated(result):
                     self.summary.escalated += 1
                 else:
                     self.summary.accepted += 1
@@ -485,16 +558,67 @@ class Agent:
                     result.reason,
                 )
                 await self._run_io(
-                    self.outbox.dead_letter,
-                    seq,
-                    encode_pcs(pcs),
-                    status=result.status,
-                    reason=result.reason,
-                    attempts=result.attempts,
-                    response=result.body,
+                    delivery.dead_letter, self.outbox, seq, encode_pcs(pcs), pcs, result
                 )
                 self.summary.dead_lettered += 1
+                self._count_dead("transient" if result.transient else "rejected")
+                if result.transient:
+                    self._redrive_wake.set()
                 await self._done_one()
+
+    def _count_dead(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dead(reason)
+
+    def _outbox_gauges(self) -> tuple[int, int]:
+        assert self.outbox is not None
+        ob = self.outbox
+        return len(ob.dead_letters()), ob.wal.stats().disk_bytes + ob.dlq.stats().disk_bytes
+
+    async def _refresh_metrics(self) -> None:
+        m, cfg = self.metrics, self.cfg
+        m.dlq_entries, m.outbox_bytes = await self._run_io(self._outbox_gauges)
+        if cfg.metrics_textfile is not None:
+            await self._run_io(m.write_textfile, os.fspath(cfg.metrics_textfile))
+
+    async def _metrics_refresher(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.metrics_every_s)
+            try:
+                await self._refresh_metrics()
+            except OSError as exc:  # e.g. a full disk: metrics wait, delivery goes on
+                log.warning("metrics textfile not written: %s", exc)
+
+    async def _redrive(self) -> int:
+        """If the server answers, put every transient dead letter back into the outbox
+        and the send queue (SPEC §7); returns how many, or -1 if it does not answer."""
+        assert self._client is not None and self.outbox is not None
+        if not await self._client.probe():
+            return -1
+        self._redrive_wake.clear()  # before the read: a later dead letter sets it again
+        items = await self._run_io(self.outbox.redrive_transient)
+        if items:
+            log.info("the server answers again: re-driving %d dead letters", len(items))
+        for seq, body in items:
+            await self._wait_for_room()
+            self.summary.redriven += 1
+            await self._enqueue(seq, decode_pcs(body))
+        return len(items)
+
+    async def _redriver(self) -> None:
+        """Probe a server that is down with backoff while transient dead letters wait;
+        the retry policy's base, doubling up to ``redrive_max_wait_s``, jittered."""
+        probes = RetryPolicy(
+            base_s=self.cfg.policy.base_s,
+            cap_s=self.cfg.redrive_max_wait_s,
+            jitter=self.cfg.policy.jitter,
+        )
+        rng = random.Random()
+        failed = 0
+        while True:
+            await self._redrive_wake.wait()
+            await self._sleep(jittered(probes, failed, rng))
+            failed = failed + 1 if await self._redrive() < 0 else 0
 
     async def _ack_batcher(self) -> None:
         """Acks are batched: a lost ack only causes a resend that the server dedups, so
@@ -527,12 +651,25 @@ class Agent:
         await self._settle_damaged()
         if self._resend_task is not None:
             await self._resend_task
-        while self._outstanding or self._acks:
-            self._raise_fatal()
-            await self._idle.wait()
-            self._raise_fatal()
-            if self._outstanding or self._acks:
-                await asyncio.sleep(0.01)
+        acked_at_redrive = -1
+        while True:
+            while self._outstanding or self._acks:
+                self._raise_fatal()
+                await self._idle.wait()
+                self._raise_fatal()
+                if self._outstanding or self._acks:
+                    await asyncio.sleep(0.01)
+            # Dead letters of an outage that is over go out now rather than wait for
+            # the next run; a server still down leaves them for that run, and so does
+            # a round that got no ack at all (the server answers /ready, not submits).
+            acked = self.summary.accepted + self.summary.escalated
+            if (
+                acked == acked_at_redrive
+                or not self._redrive_wake.is_set()
+                or await self._redrive() <= 0
+            ):
+                break
+            acked_at_redrive = acked
         self._tick(force=True)
 
     async def _settle_damaged(self) -> None:
@@ -546,6 +683,7 @@ class Agent:
             await self._run_io(self.outbox.dead_letter_damaged, d, why)
             log.error("outbox record %d lost: %s", seq, why)
             self.summary.lost += 1
+            self._count_dead("lost")
         self._damaged.clear()
 
     async def _recover(self, path: Path, fmt: str, source_id: str) -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from typing import Any
 
 from flk_fast.cli._common import (
@@ -302,8 +303,58 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
+    r.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics (flk_agent_*) on --metrics-host:N (off)",
+    )
+    r.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address of --metrics-port (127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    r.add_argument(
+        "--metrics-textfile",
+        metavar="FILE",
+        help="write the metrics to FILE (node-exporter textfile collector, e.g. "
+        "/var/lib/node_exporter/textfile/flk_agent.prom), atomically (off)",
+    )
+    r.add_argument(
+        "--metrics-every",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="refresh the outbox gauges and the textfile every S seconds (15)",
+    )
+    r.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default="auto",
+        help="log lines as JSON objects (the server's format) or plain text; "
+        "auto: text on a terminal, JSON otherwise",
+    )
+    r.add_argument(
+        "--redrive-max-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="longest wait between probes (GET /ready) of a server that is down "
+        "while dead letters of transient failures wait to be re-driven (60)",
+    )
     _add_delivery_options(p)
-    p.set_defaults(func=_agent)
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file whose [agent] table (or top level) sets any option above by "
+        "its long name, e.g. window = 5000 (also FLK_AGENT_CONFIG)",
+    )
+    from flk_fast.config import Schema, options_of_parser
+
+    # Flags > FLK_AGENT_<NAME> > [agent] of --config > default (docs/agent.md).
+    schema = Schema(options_of_parser(p), "FLK_AGENT_", "agent", strict_env=True)
+    p.set_defaults(func=_agent, flk_schema=schema)
 
     o = add_command(
         sub,
@@ -311,6 +362,8 @@ def register(sub: Any) -> None:
         help="inspect, resend or compact an agent's outbox",
         examples="""\
   flk outbox status --data-dir ./agent
+  flk outbox list --data-dir ./agent --acked 5
+  flk outbox show --data-dir ./agent 42 --json
   flk outbox replay --data-dir ./agent --endpoint http://127.0.0.1:8080
   flk outbox compact --data-dir ./agent --older-than 0""",
     )
@@ -321,6 +374,26 @@ def register(sub: Any) -> None:
     st.add_argument("--data-dir", required=True, metavar="DIR")
     st.add_argument("--json", action="store_true", help="one JSON object")
     st.set_defaults(func=_outbox_status)
+    li = osub.add_parser(
+        "list",
+        help="one line per pending PCS and per recently acknowledged one: seq, "
+        "state, appended at, shard, epoch, pcs_id (or --json)",
+    )
+    li.add_argument("--data-dir", required=True, metavar="DIR")
+    li.add_argument(
+        "--acked",
+        type=int,
+        default=20,
+        metavar="N",
+        help="how many of the last acknowledged records to show too (20)",
+    )
+    li.add_argument("--json", action="store_true", help="JSON lines")
+    li.set_defaults(func=_outbox_list)
+    sh = osub.add_parser("show", help="one outbox record with its whole PCS")
+    sh.add_argument("--data-dir", required=True, metavar="DIR")
+    sh.add_argument("seq", type=int, metavar="SEQ", help="outbox seq (from list)")
+    sh.add_argument("--json", action="store_true", help="one JSON object")
+    sh.set_defaults(func=_outbox_show)
     rp = osub.add_parser(
         "replay",
         help="send every pending PCS now (needs the data dir "
@@ -349,15 +422,40 @@ def register(sub: Any) -> None:
   flk dlq drop --data-dir ./agent 3 4""",
     )
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = dsub.add_parser("list", help="one line per dead letter (or --json)")
+    ls = _described(
+        dsub,
+        "list",
+        "one line per dead letter (or --json)",
+        "Show every PCS in the dead-letter queue: seq, shard, epoch, last HTTP "
+        "status (- for no answer), attempts, transient (yes: a 429/5xx/no-answer "
+        "failure the running agent re-drives by itself once the server answers; no: "
+        "a 4xx that waits for you), pcs_id and the reason.",
+        "flk dlq list --data-dir ./agent\n"
+        "flk dlq list --data-dir ./agent --json | jq -r .reason",
+    )
     ls.add_argument("--data-dir", required=True, metavar="DIR")
     ls.add_argument("--json", action="store_true", help="JSON lines with the full PCS")
     ls.set_defaults(func=_dlq_list)
-    for name, helptext in (
-        ("retry", "requeue into the outbox (and send with --endpoint)"),
-        ("drop", "drop for good"),
+    for name, helptext, about, examples in (
+        (
+            "retry",
+            "requeue into the outbox (and send with --endpoint)",
+            "Move dead letters back into the outbox, e.g. after fixing the key a "
+            "server refused with 401. Without --endpoint the next 'flk agent' run "
+            "sends them; with it they are sent now, with the delivery options. The "
+            "server deduplicates, so a PCS it already judged gets its first verdict.",
+            "flk dlq retry --data-dir ./agent 3 4\n"
+            "flk dlq retry --data-dir ./agent --all --endpoint http://127.0.0.1:8080",
+        ),
+        (
+            "drop",
+            "drop for good",
+            "Remove dead letters you have decided not to deliver (compaction deletes "
+            "them from disk later). Their windows are then never judged.",
+            "flk dlq drop --data-dir ./agent 7\nflk dlq drop --data-dir ./agent --all",
+        ),
     ):
-        q = dsub.add_parser(name, help=helptext)
+        q = _described(dsub, name, helptext, about, examples)
         q.add_argument("--data-dir", required=True, metavar="DIR")
         q.add_argument(
             "seqs",
@@ -376,12 +474,33 @@ def register(sub: Any) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def _described(
+    sub: Any, name: str, help: str, about: str, examples: str
+) -> argparse.ArgumentParser:
+    """A sub-subcommand whose --help has a description and an examples section."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(about, 78),
+        epilog="examples:\n" + "\n".join("  " + x for x in examples.splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def _setup_logging(level: str = "info", fmt: str = "text") -> None:
+    """Plain lines, or (``json``; ``auto`` off a terminal) the server's JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json" or (fmt == "auto" and not sys.stderr.isatty()):
+        from flk_fast.logs import JsonFormatter  # the server's format too
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    # Like basicConfig: a process that set up logging already (an embedding
+    # application, pytest) keeps its handlers.
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _policy(args: argparse.Namespace) -> Any:
@@ -397,17 +516,17 @@ def _policy(args: argparse.Namespace) -> Any:
 
 def _client(args: argparse.Namespace) -> Any:
     """The delivery client of the options; raises ConfigError (exit 2) on bad ones."""
-    from flk_fast.agent.client import DeliveryClient, tls_context
+    from flk_fast.agent.delivery import make_client
 
-    headers = {"X-Tenant-Id": args.tenant_id} if args.tenant_id else None
-    return DeliveryClient(
+    return make_client(
         args.endpoint,
         policy=_policy(args),
         concurrency=args.concurrency,
         timeout_s=args.timeout,
-        headers=headers,
-        # Built once here: every connection of the run shares it.
-        ssl_context=tls_context(args.tls_ca_file, args.tls_cert, args.tls_key),
+        tenant_id=args.tenant_id,
+        tls_ca_file=args.tls_ca_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -442,10 +561,34 @@ def _summarizer(args: argparse.Namespace) -> Any:
 
 
 # ----------------------------------------------------------------------------- agent
+#: Options ``flk agent`` cannot run without, from a flag, the environment or the file.
+_REQUIRED = ("endpoint", "input", "shard_id", "data_dir")
+_KEY_OPTIONS = ("hmac_key_file", "hmac_key_env", "ed25519_key_file")
+
+
+def _resolve(args: argparse.Namespace) -> None:
+    """Fill the options not given as flags from FLK_AGENT_* and the TOML file."""
+    from flk_fast.config import apply_to_namespace
+    from flk_fast.errors import ConfigError
+
+    apply_to_namespace(args, args.flk_schema, os.environ, required=_REQUIRED)
+    keys = [n for n in _KEY_OPTIONS if getattr(args, n)]
+    if len(keys) != 1:
+        flags = ", ".join("--" + n.replace("_", "-") for n in _KEY_OPTIONS)
+        raise ConfigError(
+            f"exactly one of {flags} is needed (flag, FLK_AGENT_* or --config), "
+            f"got {len(keys)}"
+        )
+
+
 def _agent(args: argparse.Namespace) -> int:
     from flk_fast.errors import ConfigError, FlkError
 
-    _setup_logging(args.log_level)
+    try:
+        _resolve(args)
+    except ConfigError as exc:
+        return fail(str(exc))
+    _setup_logging(args.log_level, args.log_format)
     if args.input != "-" and not os.path.exists(args.input):
         return fail(f"--in {args.input}: no such file")
     if args.kernel_threads < 0:
@@ -477,6 +620,12 @@ def _agent(args: argparse.Namespace) -> int:
             progress=args.progress,
             workers=args.workers,
             compact_every_s=args.compact_every,
+            redrive_max_wait_s=args.redrive_max_wait,
+            tenant_id=args.tenant_id,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            metrics_textfile=args.metrics_textfile,
+            metrics_every_s=args.metrics_every,
             tls_ca_file=args.tls_ca_file,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
@@ -546,7 +695,7 @@ async def _agent_main(
         logging.getLogger("flk_fast.agent").info(line)
     if code == EXIT_OK and s.lost:
         code = EXIT_LOST
-    elif code == EXIT_OK and s.dead_lettered:
+    elif code == EXIT_OK and s.in_dlq > 0:
         code = EXIT_DEAD
     return code
 
@@ -656,7 +805,7 @@ async def _replay(
     from concurrent.futures import ThreadPoolExecutor
     from functools import partial
 
-    from flk_fast.agent.outbox import stamp, utc_now
+    from flk_fast.agent import delivery
     from flk_fast.protocol.codec import decode_pcs
 
     acked = escalated = dead = 0
@@ -693,25 +842,13 @@ async def _replay(
                 )
                 dead += 1
                 continue
-            res = await client.submit(
-                lambda n, p=pcs, s=seq: stamp(
-                    p, outbox_seq=s, attempt=n, sent_at=utc_now()
-                )
-            )
+            res = await delivery.send(client, seq, pcs)
             if res.acked:
                 done.append(seq)
                 acked += 1
-                escalated += bool(res.escalated)
+                escalated += delivery.escalated(res)
             else:
-                await on_io(
-                    ob.dead_letter,
-                    seq,
-                    data,
-                    status=res.status,
-                    reason=res.reason,
-                    attempts=res.attempts,
-                    response=res.body,
-                )
+                await on_io(delivery.dead_letter, ob, seq, data, pcs, res)
                 dead += 1
 
     try:
@@ -752,6 +889,80 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     return EXIT_DEAD if dead else EXIT_OK
 
 
+def _entry_doc(e: Any, *, pcs: bool) -> dict[str, Any]:
+    import datetime
+
+    doc: dict[str, Any] = {
+        "seq": e.seq,
+        "state": e.state,
+        "appended_at": datetime.datetime.fromtimestamp(
+            e.appended_at, datetime.UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "shard_id": e.shard_id,
+        "epoch": e.epoch,
+        "pcs_id": e.pcs_id,
+    }
+    if pcs:
+        try:
+            doc["pcs"] = json.loads(e.body)
+        except ValueError:
+            doc["pcs"] = e.body.decode("utf-8", "replace")
+    return doc
+
+
+@_outbox_command
+def _outbox_list(args: argparse.Namespace) -> int:
+    from flk_fast.errors import FlkError
+
+    if args.acked < 0:
+        return fail("--acked must be >= 0")
+    try:
+        ob = _open_outbox(args, lock=False)
+    except FlkError as exc:
+        return _usage(exc)
+    with ob:
+        entries = ob.entries(acked=args.acked)
+    for e in entries:
+        doc = _entry_doc(e, pcs=False)
+        if args.json:
+            print(json.dumps(doc, sort_keys=True))
+        else:
+            print(
+                f"{e.seq}\t{e.state}\t{doc['appended_at']}\tshard={e.shard_id}\t"
+                f"epoch={e.epoch}\tpcs_id={e.pcs_id[:16] or '(unreadable)'}"
+            )
+    if not args.json:
+        pending = sum(e.state == "pending" for e in entries)
+        print(f"{pending} pending, {len(entries) - pending} acked shown",
+              file=sys.stderr)  # fmt: skip
+    return EXIT_OK
+
+
+@_outbox_command
+def _outbox_show(args: argparse.Namespace) -> int:
+    from flk_fast.errors import FlkError
+
+    try:
+        ob = _open_outbox(args, lock=False)
+    except FlkError as exc:
+        return _usage(exc)
+    with ob:
+        e = ob.entry(args.seq)
+    if e is None:
+        return fail(
+            f"no outbox record {args.seq} in {args.data_dir} (compacted, or never "
+            "made; 'flk outbox list' shows the seqs)"
+        )
+    doc = _entry_doc(e, pcs=True)
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        for key in ("seq", "state", "appended_at", "shard_id", "epoch", "pcs_id"):
+            print(f"{key}: {doc[key]}")
+        print(json.dumps(doc["pcs"], indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 @_outbox_command
 def _outbox_compact(args: argparse.Namespace) -> int:
     from flk_fast.errors import FlkError
@@ -788,7 +999,8 @@ def _dlq_list(args: argparse.Namespace) -> int:
             status = "-" if d.status is None else str(d.status)
             print(
                 f"{d.dlq_seq}\tshard={d.shard_id}\tepoch={d.epoch}\tstatus={status}\t"
-                f"attempts={d.attempts}\tpcs_id={d.pcs_id[:16]}\t{d.reason}"
+                f"attempts={d.attempts}\ttransient={'yes' if d.transient else 'no'}\t"
+                f"pcs_id={d.pcs_id[:16]}\t{d.reason}"
             )
     if not args.json:
         print(f"{len(letters)} dead letter(s)", file=sys.stderr)

@@ -40,7 +40,13 @@ def register(sub: Any) -> None:
     p.add_argument("--dir", default="demo-data", help="working directory (demo-data)")
     p.add_argument("--port", type=int, default=0, help="server port (0 = a free one)")
     p.add_argument("--seed", type=int, default=7, help="event generator seed")
-    p.add_argument("--keep", action="store_true", help="keep the server's data dir")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="reuse the server and agent data an earlier run left in --dir instead "
+        "of starting fresh (the agent resumes after its checkpoint: nothing new "
+        "is sent for the same events); without it both are wiped first",
+    )
     p.set_defaults(func=_demo)
 
 
@@ -171,6 +177,9 @@ def _demo(args: argparse.Namespace) -> int:
         escalated = _metric(metrics, "flk_escalated_total")
         print(f"demo: server ingested={ingested} accepted={accepted} ", end="")
         print(f"escalated={escalated}")
+        if agent.returncode == 0:
+            _show_escalation(url, key, agent_dir)
+            _show_where(work, server_dir, agent_dir)
         return agent.returncode
     finally:
         server.send_signal(signal.SIGTERM)
@@ -181,3 +190,62 @@ def _demo(args: argparse.Namespace) -> int:
         log.close()
         if os.environ.get("FLK_DEMO_SHOW_LOG"):
             print((work / "server.log").read_text())
+
+
+def _show_escalation(url: str, key: Path, agent_dir: Path) -> None:
+    """Send one PCS whose claimed D̂ is off by 0.5 (correctly signed, so it is judged,
+    SPEC §6 step 3) and print the server's answer: what an escalation looks like."""
+    import json
+
+    import msgspec
+
+    from flk_fast.agent.outbox import Outbox
+    from flk_fast.protocol.codec import decode_pcs, encode_pcs
+    from flk_fast.protocol.pcs import compute_pcs_id
+    from flk_fast.protocol.signing import HmacSigner, load_hmac_key
+
+    with Outbox(agent_dir) as ob:
+        entries = ob.entries(acked=1)
+    if not entries:
+        return
+    pcs = decode_pcs(entries[-1].body)
+    epoch = pcs.epoch + 1_000_000  # an epoch of its own: no real window is touched
+    bad = msgspec.structs.replace(
+        pcs,
+        epoch=epoch,
+        pcs_id=compute_pcs_id(pcs.merkle_root, epoch, pcs.shard_id),
+        D_hat=round(pcs.D_hat + 0.5, 9),
+        sig="",
+    )
+    bad = msgspec.structs.replace(bad, sig=HmacSigner(load_hmac_key(path=key)).sign(bad))
+    req = urllib.request.Request(
+        url + "/v1/pcs/submit",
+        data=encode_pcs(bad),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, verdict = r.status, json.loads(r.read())
+    except (OSError, ValueError) as exc:
+        print(f"demo: the escalation example could not be sent: {exc}")
+        return
+    print(
+        f"demo: an escalation, on purpose: a PCS claiming D_hat={bad.D_hat:.3f} for "
+        f"a window whose N_j give {verdict.get('recomputed_D_hat', 0):.3f} got HTTP "
+        f"{status} accepted={verdict.get('accepted')} "
+        f"escalated={verdict.get('escalated')} reason={verdict.get('reason')!r}"
+    )
+
+
+def _show_where(work: Path, server_dir: Path, agent_dir: Path) -> None:
+    print(
+        f"demo: the data stays in {work}: events.csv (the input), {server_dir.name}/ "
+        f"(the server's inbox WAL and verdicts, LMDB), {agent_dir.name}/ (the agent's "
+        "outbox, dead-letter queue and checkpoint)\n"
+        "demo: look at it with\n"
+        f"  flk outbox status --data-dir {agent_dir}\n"
+        f"  flk outbox list --data-dir {agent_dir}\n"
+        f"  flk outbox show --data-dir {agent_dir} 1\n"
+        f"  flk dlq list --data-dir {agent_dir}\n"
+        f"demo: run it again with --keep to reuse this data, or delete {work}"
+    )

@@ -2,7 +2,8 @@
 
 Every option is declared once in :data:`OPTIONS`; the CLI (``cli/serve.py``), the
 environment reader, the TOML reader and the table in ``docs/server.md`` all derive from
-it (a test checks that the docs table names every option).
+it (a test checks that the docs table names every option). Precedence, parsing and the
+TOML reader are the shared ones of :mod:`flk_fast.config` (the agent uses them too).
 
 Secrets (the metrics password, the audit DSN) are accepted from the environment or the
 TOML file only, never as a flag, because flags are visible to every user through ``ps``.
@@ -14,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flk_fast import config
 from flk_fast.errors import ConfigError
 from flk_fast.storage import redact
 
@@ -31,29 +32,16 @@ __all__ = [
     "redact",
 ]
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
 @dataclass(frozen=True)
-class Option:
-    """One configuration option. ``cli=False`` keeps a secret off the command line."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: tuple[str, ...] = ()
-    cli: bool = True
-    secret: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+class Option(config.Option):
+    """A server option; its environment variable is ``FLK_<NAME>``."""
 
     @property
     def env(self) -> str:
-        return "FLK_" + self.name.upper()
+        return SCHEMA_PREFIX + self.name.upper()
+
+
+SCHEMA_PREFIX = "FLK_"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -210,6 +198,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
+SCHEMA = config.Schema(OPTIONS, SCHEMA_PREFIX, "serve")
 
 
 @dataclass(frozen=True)
@@ -388,52 +377,6 @@ def check_dedup_url(url: str) -> None:
             pass
 
 
-def _coerce(opt: Option, value: Any, source: str) -> Any:
-    try:
-        if opt.type is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError(text)
-        if opt.type is int:
-            if isinstance(value, bool) or isinstance(value, float):
-                raise ValueError(value)
-            return int(value)
-        if opt.type is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{opt.name} (from {source}): {value!r} is not a valid {opt.type.__name__}"
-        ) from None
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
-    table = data.get("serve", data)
-    if not isinstance(table, dict):
-        raise ConfigError(f"--config: [serve] in {path} is not a table")
-    out = {}
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        if name not in _BY_NAME or name == "config":
-            raise ConfigError(f"--config: unknown option {key!r} in {path}")
-        out[name] = value
-    return out
-
-
 def load_config(
     cli: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
@@ -446,22 +389,5 @@ def load_config(
     ConfigError
         A value is malformed or inconsistent; the message names the option.
     """
-    cli = {k: v for k, v in (cli or {}).items() if v is not None and k in _BY_NAME}
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    config_path = cli.get("config") or env.get("FLK_CONFIG", "")
-    if config_path:
-        for name, value in _read_toml(config_path).items():
-            values[name] = _coerce(_BY_NAME[name], value, config_path)
-        values["config"] = config_path
-    for opt in OPTIONS:
-        if opt.env in env and opt.name != "config":
-            values[opt.name] = _coerce(opt, env[opt.env], opt.env)
-    for name, value in cli.items():
-        opt = _BY_NAME[name]
-        if not opt.cli:
-            raise ConfigError(
-                f"{name} is not accepted on the command line; use {opt.env}"
-            )
-        values[name] = _coerce(opt, value, opt.flag)
-    return ServerConfig(**values)
+    return ServerConfig(**SCHEMA.resolve(cli or {}, env))

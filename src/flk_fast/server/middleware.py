@@ -3,93 +3,35 @@ access log, JSON 404 (a catch-all route) and 405, and the last line of defence t
 turns an unexpected exception into a logged JSON 500 (bad *input* never gets here: the
 handlers answer it with 4xx).
 
-Also the JSON log formatter, so every log line of the server is one JSON object that
-carries the request id of the request it was written for. An exception is one short
-field (``exc``: type and message, ``at``: the innermost frame); the whole traceback
-only at ``--log-level debug``, because a failure that repeats per request (a full disk,
-a store that is down) otherwise writes kilobytes of identical traceback per request.
+The JSON log formatter lives in :mod:`flk_fast.logs` (the agent uses it too); every
+log line of the server is one JSON object that carries the request id of the request
+it was written for.
 """
 
 from __future__ import annotations
 
-import contextvars
 import itertools
-import json
 import logging
 import os
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from flk_fast.logs import REQUEST_ID, JsonFormatter
 from flk_fast.metrics import ServerMetrics
 
 from .answers import json_error
 
 __all__ = ["JsonFormatter", "REQUEST_ID", "make_observer", "not_found"]
 
-#: The current request's id, picked up by :class:`JsonFormatter`.
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "flk_request_id", default=""
-)
 _MAX_CLIENT_ID = 64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 access_log = logging.getLogger("flk_fast.server.access")
 log = logging.getLogger("flk_fast.server")
-
-
-class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", "request_id"?, **extra}`` on one line."""
-
-    _SKIP = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-        "message",
-        "asctime",
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, object] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        rid = REQUEST_ID.get()
-        if rid:
-            doc["request_id"] = rid
-        for key, value in record.__dict__.items():
-            if key not in self._SKIP and not key.startswith("_"):
-                doc[key] = value
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            doc["exc"] = _one_line(exc)
-            tb = exc.__traceback__
-            if tb is not None:
-                frames = traceback.extract_tb(tb)
-                last = frames[-1]
-                where = os.path.basename(last.filename)
-                doc["at"] = f"{where}:{last.lineno} {last.name}"
-            if logging.getLogger().isEnabledFor(logging.DEBUG):
-                doc["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, separators=(",", ":"))
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line (at most 300 characters), with the causes that
-    say more than their wrapper (``... <- OSError: [Errno 28] No space left``)."""
-    parts = []
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen and len(parts) < 3:
-        seen.add(id(cur))
-        text = " ".join(str(cur).split())
-        parts.append(f"{type(cur).__name__}: {text}" if text else type(cur).__name__)
-        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
-    out = " <- ".join(parts)
-    return out if len(out) <= 300 else out[:297] + "..."
 
 
 def make_observer(

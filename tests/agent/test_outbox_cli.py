@@ -1,0 +1,72 @@
+"""``flk outbox list/show`` and the ``flk dlq`` help texts, in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flk_fast.agent.outbox import Outbox
+from flk_fast.cli import main
+
+from .pcsgen import make_body, make_pcs
+
+
+def fill(data: Path, n: int, acked: int) -> list[int]:
+    with Outbox(data) as ob:
+        seqs = ob.wal.append_many([make_body(e) for e in range(1, n + 1)])
+        ob.ack(seqs[:acked])
+    return seqs
+
+
+def test_list_shows_pending_and_the_last_acked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seqs = fill(tmp_path, 6, acked=4)
+    assert main(["outbox", "list", "--data-dir", str(tmp_path), "--acked", "2",
+                 "--json"]) == 0  # fmt: skip
+    docs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(d["seq"], d["state"], d["epoch"]) for d in docs] == [
+        (seqs[2], "acked", 3), (seqs[3], "acked", 4),
+        (seqs[4], "pending", 5), (seqs[5], "pending", 6),
+    ]  # fmt: skip
+    assert docs[0]["pcs_id"] == make_pcs(3).pcs_id
+    assert docs[0]["appended_at"].endswith("Z")
+    assert main(["outbox", "list", "--data-dir", str(tmp_path), "--acked", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2 and "2 pending, 0 acked shown" in err
+    assert main(["outbox", "list", "--data-dir", str(tmp_path), "--acked", "-1"]) == 2
+
+
+def test_show_prints_the_whole_pcs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seqs = fill(tmp_path, 2, acked=1)
+    assert main(["outbox", "show", "--data-dir", str(tmp_path), str(seqs[1]),
+                 "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["state"] == "pending" and doc["pcs"]["pcs_id"] == make_pcs(2).pcs_id
+    assert doc["pcs"]["sig"] == make_pcs(2).sig
+    assert main(["outbox", "show", "--data-dir", str(tmp_path), str(seqs[0])]) == 0
+    out = capsys.readouterr().out
+    assert "state: acked" in out and f'"pcs_id": "{make_pcs(1).pcs_id}"' in out
+    assert main(["outbox", "show", "--data-dir", str(tmp_path), "999"]) == 2
+    assert "no outbox record 999" in capsys.readouterr().err
+
+
+def test_inspecting_a_mistyped_dir_creates_nothing(tmp_path: Path) -> None:
+    assert main(["outbox", "list", "--data-dir", str(tmp_path / "nope")]) == 2
+    assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize("action", ["list", "retry", "drop"])
+def test_dlq_help_has_a_description_and_examples(
+    action: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["dlq", action, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"flk dlq {action} --data-dir ./agent" in out.split("examples:")[1]
+    assert len(out.split("options:")[0].splitlines()) > 4  # a description, wrapped
