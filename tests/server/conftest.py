@@ -125,3 +125,16 @@ async def audit_rows(dsn: str, columns: str = "pcs_id") -> list[Any]:
         )
     finally:
         await conn.close()
+
+
+async def assert_one_audit_row_each(dsn: str, stored: set[str]) -> None:
+    """Every stored verdict (``stored``: their pcs_ids) has exactly one audit row, no
+    other verdict has one, and the chain verifies."""
+    from flk_fast.storage.audit_postgres import verify_chain
+
+    audited = [r["pcs_id"] for r in await audit_rows(dsn)]
+    assert stored, "nothing was stored before the crashes"
+    assert len(audited) == len(set(audited)), "a verdict was audited twice"
+    assert set(audited) == stored  # every stored verdict, and only those
+    report = await verify_chain(dsn)
+    assert report.ok and report.rows == len(stored), report

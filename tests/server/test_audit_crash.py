@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 
 from flk_fast.storage import open_dedup
-from flk_fast.storage.audit_postgres import AuditLog, verify_chain
+from flk_fast.storage.audit_postgres import AuditLog
 
 from ..storage.conftest import drop_schema
-from .conftest import JSON, SUBMIT, audit_rows, make_pcs
+from .conftest import JSON, SUBMIT, assert_one_audit_row_each, make_pcs
 from .procs import ServerProcess
 
 pytestmark = [
@@ -109,9 +109,4 @@ async def test_every_stored_verdict_has_one_audit_row_after_kill9(
     finally:
         await store.close()
     stored = {i for i, v in zip(ids, values, strict=True) if v is not None}
-    audited = [r["pcs_id"] for r in await audit_rows(audit_dsn)]
-    assert stored, "nothing was stored before the crashes"
-    assert len(audited) == len(set(audited)), "a verdict was audited twice"
-    assert set(audited) == stored  # every stored verdict, and only those
-    report = await verify_chain(audit_dsn)
-    assert report.ok and report.rows == len(stored), report
+    await assert_one_audit_row_each(audit_dsn, stored)

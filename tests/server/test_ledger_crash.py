@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 
 from flk_fast.storage.aio import AsyncLedger
-from flk_fast.storage.audit_postgres import AuditLog, verify_chain
+from flk_fast.storage.audit_postgres import AuditLog
 from flk_fast.storage.ledger import Ledger
 
-from .conftest import JSON, SUBMIT, audit_rows, make_pcs
+from .conftest import JSON, SUBMIT, assert_one_audit_row_each, make_pcs
 from .procs import ServerProcess
 
 pytestmark = [
@@ -122,9 +122,4 @@ async def test_kill9_in_the_batch_commit_loses_nothing(
         stored = {i for i, v in zip(ids, store.get_many(ids), strict=True) if v}
     finally:
         store.close()
-    audited = [r["pcs_id"] for r in await audit_rows(audit_dsn)]
-    assert stored, "nothing was stored before the crashes"
-    assert len(audited) == len(set(audited)), "a verdict was audited twice"
-    assert set(audited) == stored  # every stored verdict, and only those
-    report = await verify_chain(audit_dsn)
-    assert report.ok and report.rows == len(stored), report
+    await assert_one_audit_row_each(audit_dsn, stored)

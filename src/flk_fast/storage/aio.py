@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from flk_fast.errors import DedupUnavailableError, StorageError
 
 from .base import DEFAULT_TTL_S, DedupKey, WalRecord, WalStats
-from .dedup_lmdb import LmdbDedup, PreparedPut
+from .dedup_lmdb import LmdbDedup
 from .ledger import Ledger, LedgerItem
 from .wal_lmdb import LmdbWal, check_meta
 
@@ -383,15 +383,18 @@ class AsyncLmdbDedup:
             return DedupUnavailableError(f"lmdb dedup {self.store.path}: {exc}")
         return exc
 
-    def _put_batch(self, items: list[PreparedPut]) -> list[tuple[bytes, bool]]:
+    def _put_batch(self, items: list[Any]) -> list[Any]:
         """One group commit, on the writer thread."""
         try:
-            return self.store.put_prepared(items)
+            return self._commit_batch(items)
         except Exception as exc:
             mapped = self._unavailable(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
+
+    def _commit_batch(self, items: list[Any]) -> list[Any]:
+        return self.store.put_prepared(items)
 
     async def _guard(self, aw: Awaitable[_T]) -> _T:
         """Await ``aw`` within ``timeout_s``, mapping failures as ``_unavailable``."""
@@ -477,18 +480,11 @@ class AsyncLedger(AsyncLmdbDedup):
         super().__init__(store, **kwargs)
         self.spool = LedgerSpool(self)
 
-    def _put_batch(self, items: list[Any]) -> list[Any]:
-        batch = [
-            it if isinstance(it, LedgerItem) else LedgerItem(None, None, it)
-            for it in items
-        ]
-        try:
-            return self.store.commit(batch)
-        except Exception as exc:
-            mapped = self._unavailable(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+    def _commit_batch(self, items: list[Any]) -> list[Any]:
+        # put_if_absent of the DedupStore API queues bare PreparedPuts: no inbox record
+        return self.store.commit(
+            [it if isinstance(it, LedgerItem) else LedgerItem(None, None, it) for it in items]
+        )
 
     def commit(self, item: LedgerItem) -> asyncio.Future[Any]:
         """Queue ``item`` for the next group commit; the future gives ``(winner,
