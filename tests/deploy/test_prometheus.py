@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +25,11 @@ from tests.server.procs import ServerProcess
 
 RULES = DEPLOY / "prometheus" / "flk-rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "flk-dashboard.json"
-#: Needs `flk agent --metrics-port` (issue "agent for real hosts"); until a test starts
-#: a real agent here, its group is covered by the promtool unit tests only.
-AGENT_GROUPS = {"flk-agent-alerts"}
 
 
 def _rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [r for g in groups if g["name"] not in AGENT_GROUPS for r in g["rules"]]
+    return [r for g in groups for r in g["rules"]]
 
 
 def signal_of(alert_expr: str) -> str:
@@ -100,7 +98,40 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, server: ServerProcess) -> Iterator[str]:
+def agent(tmp_path: Path, server: ServerProcess) -> Iterator[tuple[int, Path]]:
+    """A real ``flk agent --follow --metrics-port`` delivering to ``server``; the test
+    appends events to its input file to keep it delivering."""
+    from tests.agent.test_runner import write_csv
+
+    src = tmp_path / "events.csv"
+    write_csv(src, 100)
+    port = _free_port()
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flk_fast", "agent", "--endpoint", server.url,
+         "--in", str(src), "--follow", "--window", "50", "--shard-id", "prom",
+         "--data-dir", str(tmp_path / "agent-data"),
+         "--hmac-key-file", str(tmp_path / "hmac.key"),
+         "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield port, src
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def prometheus(
+    tmp_path: Path, server: ServerProcess, agent: tuple[int, Path]
+) -> Iterator[str]:
     binary = need_tool("prometheus", "prometheus")
     cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     cfg["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
@@ -108,6 +139,9 @@ def prometheus(tmp_path: Path, server: ServerProcess) -> Iterator[str]:
     (job,) = cfg["scrape_configs"]
     assert job["job_name"] == "flk-server"  # what the alerts select
     job["static_configs"] = [{"targets": [f"127.0.0.1:{server.port}"]}]
+    cfg["scrape_configs"].append(  # what the agent alerts select
+        {"job_name": "flk-agent", "static_configs": [{"targets": [f"127.0.0.1:{agent[0]}"]}]}
+    )
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     port = _free_port()
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
@@ -177,7 +211,7 @@ def _load(url: str, start: int) -> None:
 
 @pytest.mark.slow
 def test_rules_alerts_and_dashboard_see_a_real_server(
-    server: ServerProcess, prometheus: str, tmp_path: Path
+    server: ServerProcess, agent: tuple[int, Path], prometheus: str, tmp_path: Path
 ) -> None:
     rules = _rules()
     exprs = [r["record"] for r in rules if "record" in r]
@@ -186,8 +220,11 @@ def test_rules_alerts_and_dashboard_see_a_real_server(
     assert len(exprs) > 30
     round_ = [0]
 
+    from tests.agent.test_runner import write_csv
+
     def all_answer() -> bool:
         _load(server.url, 1000 * round_[0])
+        write_csv(agent[1], 50, start=100 + 50 * round_[0], header=False)
         round_[0] += 1
         return all(query(prometheus, e) for e in exprs)
 
@@ -201,6 +238,8 @@ def test_rules_alerts_and_dashboard_see_a_real_server(
     assert up["value"][1] == "1"
     ingested = query(prometheus, 'sum(flk_ingest_total{job="flk-server"})')
     assert float(ingested[0]["value"][1]) >= 10 * round_[0]
+    (acked,) = query(prometheus, 'flk_agent_acked_total{job="flk-agent"}')
+    assert float(acked["value"][1]) >= 2  # the agent really delivered
     assert not query(prometheus, 'ALERTS{alertstate="firing"}')
     # The dashboard's job/instance variables list the labels of this recording rule.
     (series,) = query(prometheus, "instance:flk_ingest:rate5m")
