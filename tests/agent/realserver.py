@@ -104,9 +104,9 @@ class Server:
     def stored_outcomes(self, ids: list[str]) -> tuple[int, list[bool]]:
         """(entries in the server's dedup store, whether each id has one); the server
         must be stopped. Read through the store's own API, not its layout."""
-        from flk_fast.storage.dedup_lmdb import LmdbDedup
+        from flk_fast.storage.ledger import Ledger
 
-        store = LmdbDedup(self.data / "dedup")
+        store = Ledger(self.data / "ledger")  # the default layout
         try:
             return store.count(), [v is not None for v in store.get_many(ids)]
         finally:
