@@ -442,3 +442,46 @@ async def test_ignore_tenant_header_takes_any_as_the_default_tenant(
 def test_ignore_tenant_header_is_not_for_a_multi_tenant_server(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--ignore-tenant-header"):
         ServerConfig(ignore_tenant_header=True, tenants_dir=str(tmp_path))
+
+
+@ONE_LOOP
+async def test_the_ledger_on_a_full_disk_answers_503_then_recovers(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # The default layout: a full disk under a running server must give 503 (nothing
+    # of the request stored), never a 500 or a dead process, and the answers given
+    # before must survive it byte for byte.
+    srv = ServerProcess(tmp_path, "full", "--data-dir", str(tiny_disk / "data"))
+    fill = tiny_disk / "fill"
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def post(body: bytes) -> tuple[int, bytes]:
+                async with s.post(srv.url + SUBMIT, data=body, headers=JSON) as r:
+                    return r.status, await r.read()
+
+            before = {make_pcs(i): await post(make_pcs(i)) for i in range(20)}
+            assert {a[0] for a in before.values()} == {200}
+            with open(fill, "wb") as f:  # leave no room at all
+                try:
+                    while True:
+                        f.write(bytes(65536))
+                        f.flush()
+                except OSError:
+                    pass
+            seen: dict[int, bytes] = {}
+            for i in range(100, 1600):
+                status, raw = await post(make_pcs(i))
+                seen.setdefault(status, raw)
+                if status == 503:
+                    break
+            assert set(seen) == {200, 503}, seen  # refused once full, never a 500
+            assert json.loads(seen[503])["error"] == "wal_unavailable", seen
+            async with s.get(srv.url + "/health") as r:
+                assert r.status == 200
+            fill.unlink()
+            for body, answer in before.items():  # what was answered is still there
+                assert await post(body) == answer
+            assert (await post(make_pcs(5000)))[0] == 200  # and it serves again
+    finally:
+        assert srv.stop() == 0
