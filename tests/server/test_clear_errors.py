@@ -475,7 +475,7 @@ async def test_the_ledger_on_a_full_disk_answers_503_then_recovers(
                 seen.setdefault(status, raw)
                 if status == 503:
                     break
-            assert set(seen) == {200, 503}, seen  # refused once full, never a 500
+            assert 503 in seen and set(seen) <= {200, 503}, seen  # never a 500
             assert json.loads(seen[503])["error"] == "wal_unavailable", seen
             async with s.get(srv.url + "/health") as r:
                 assert r.status == 200
