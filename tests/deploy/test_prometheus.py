@@ -119,12 +119,7 @@ def agent(tmp_path: Path, server: ServerProcess) -> Iterator[tuple[int, Path]]:
     try:
         yield port, src
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
 
 
@@ -160,13 +155,18 @@ def prometheus(
         _wait(lambda: _ready(url), "prometheus ready", tmp_path / "prometheus.log")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _ready(url: str) -> bool:

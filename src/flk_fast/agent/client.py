@@ -118,8 +118,9 @@ def _verdict(body: bytes) -> tuple[bool | None, bool | None]:
     )
 
 
-def submit_url(endpoint: str) -> str:
-    """The submit URL: a bare base URL gets ``/v1/pcs/submit`` added.
+def submit_url(endpoint: str, option: str = "--endpoint") -> str:
+    """The submit URL: a bare base URL gets ``/v1/pcs/submit`` added. ``option`` is
+    what the error messages call the value (the flag it came from).
 
     Examples
     --------
@@ -131,9 +132,9 @@ def submit_url(endpoint: str) -> str:
     try:
         url = yarl.URL(endpoint)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--endpoint {endpoint!r} is not a URL: {exc}") from None
+        raise ConfigError(f"{option} {endpoint!r} is not a URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"--endpoint {endpoint!r} must be an http:// or https:// URL")
+        raise ConfigError(f"{option} {endpoint!r} must be an http:// or https:// URL")
     if url.path in ("", "/"):
         url = url.with_path(SUBMIT_PATH)
     return str(url)

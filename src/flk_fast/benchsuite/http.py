@@ -19,7 +19,7 @@ from collections import deque
 import httptools
 import yarl
 
-from flk_fast.agent.client import SUBMIT_PATH
+from flk_fast.agent.client import submit_url
 from flk_fast.errors import ConfigError, FlkError
 
 __all__ = ["HttpPool", "RequestFailed", "target_url"]
@@ -34,13 +34,7 @@ def target_url(url: str) -> str:
     >>> target_url("http://127.0.0.1:8080")
     'http://127.0.0.1:8080/v1/pcs/submit'
     """
-    try:
-        u = yarl.URL(url)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"URL {url!r}: {exc}") from None
-    if u.scheme not in ("http", "https") or not u.host:
-        raise ConfigError(f"URL {url!r} must be an http:// or https:// URL")
-    return str(u.with_path(SUBMIT_PATH) if u.path in ("", "/") else u)
+    return submit_url(url, option="URL")
 
 
 class RequestFailed(FlkError, ConnectionError):
