@@ -42,7 +42,7 @@ async def adopt_old_layout(cfg: Any, service: Any, index: int, workers: int) -> 
     parts = [root / "dedup", root / "inbox", root / "audit-spool"]
     if not any(p.exists() for p in parts):
         return 0
-    lock = await asyncio.to_thread(_lock, ledger_path(root) / "adopt.lock")
+    lock = await _lock(ledger_path(root) / "adopt.lock")
     try:
         judged = 0
         if (root / "dedup").exists():
@@ -56,10 +56,20 @@ async def adopt_old_layout(cfg: Any, service: Any, index: int, workers: int) -> 
         os.close(lock)  # releases the lock
 
 
-def _lock(path: Path) -> int:
+async def _lock(path: Path) -> int:
+    """An exclusive flock on ``path``, polled on the loop: a start-up cancelled while
+    it waits leaves no thread behind that would take the lock later and keep it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                await asyncio.sleep(0.05)  # another worker is adopting
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _retire(path: Path) -> None:

@@ -7,7 +7,7 @@ with these named databases:
 ``inbox/YYYY-MM-DD``  one per UTC day: record key -> checksummed WAL record
                       (``u8 len(tenant) | tenant | body``, as ``frame_record`` frames it)
 ``audit/w<i>``        worker ``i``'s audit spool: 8-byte seq -> checksummed entry
-``sys``               counters (``audit/w<i>`` last seq) and migration markers
+``sys``               counters (each audit spool's last seq)
 
 ``Ledger.commit`` writes a batch of requests in one write transaction and one fsync:
 each request's inbox record, its outcome (first-write-wins ``put_if_absent``) and,
@@ -40,7 +40,7 @@ import lmdb
 
 from flk_fast.errors import LmdbDamagedError
 
-from .base import WalRecord, WalStats
+from .base import WalRecord
 from .dedup_lmdb import LmdbDedup, PreparedPut, put_one, sweep_expired
 from .wal_lmdb import _decode, _encode
 
@@ -349,36 +349,6 @@ class Ledger(LmdbDedup):
 
             copied += self._write(write)
             start = batch[-1][0]
-
-    # -- markers ------------------------------------------------------------------------
-    def marker(self, name: bytes) -> bytes | None:
-        raw = self._read(lambda txn: txn.get(name, db=self.sys))
-        return None if raw is None else bytes(raw)
-
-    def set_marker(self, name: bytes, value: bytes) -> None:
-        self._write(lambda txn: txn.put(name, value, db=self.sys))
-
-    def stats(self) -> WalStats:
-        """Inbox counts over every day, WAL-style (every record is final: acked)."""
-        count = 0
-        for name in self.days():
-            db = self._write(
-                lambda txn, n=name: self.env.open_db(
-                    _INBOX + n.encode("ascii"), txn=txn, create=True
-                )
-            )
-            count += int(self._read(lambda txn, d=db: txn.stat(d)["entries"]))
-        return WalStats(
-            count=count,
-            pending=0,
-            acked=count,
-            used_bytes=0,
-            disk_bytes=self.disk_bytes(),
-            first_seq=None,
-            last_seq=None,
-            segments=len(self.days()),
-            corrupt_seen=0,
-        )
 
 
 def ledger_path(data_dir: str | os.PathLike[str]) -> Path:
