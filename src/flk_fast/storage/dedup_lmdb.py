@@ -240,16 +240,19 @@ def put_one(
 ) -> tuple[bytes, bool]:
     """First-write-wins put of one prepared item inside ``txn``: ``(winner, inserted)``."""
     key, value, ttl_s = item
-    raw = txn.get(key, db=store.kv)
-    live = store._live(raw, now)
-    if live is not None:
-        return live, False
-    if raw is not None:  # expired: replace it and its index entry
-        txn.delete(bytes(raw[: _EXP.size]) + key, db=store.exp)
     # Rounded up to the next whole second: an entry may outlive its TTL by under a
     # second, never expire early.
     expires = _EXP.pack(min(math.ceil(now + ttl_s), 2**32 - 1))
-    txn.put(key, expires + value, db=store.kv)
+    # The usual case, a fresh key, in one LMDB call (no get first): fewer calls into
+    # py-lmdb mean fewer GIL hand-offs with the event loop's thread.
+    if not txn.put(key, expires + value, db=store.kv, overwrite=False):
+        raw = txn.get(key, db=store.kv)
+        live = store._live(raw, now)
+        if live is not None:
+            return live, False
+        # expired: replace it and its index entry
+        txn.delete(bytes(raw[: _EXP.size]) + key, db=store.exp)
+        txn.put(key, expires + value, db=store.kv)
     txn.put(expires + key, b"", db=store.exp)
     return value, True
 

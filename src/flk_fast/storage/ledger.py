@@ -182,13 +182,15 @@ class Ledger(LmdbDedup):
         def write(txn: lmdb.Transaction) -> list[tuple[bytes, bool] | None]:
             out: list[tuple[bytes, bool] | None] = []
             spool: list[bytes] = []
+            # The batch's inbox records in one call (one GIL hand-off, not one each)
+            records = [
+                (it.record_key, _encode(it.record_key, it.record, now))
+                for it in items
+                if it.record is not None and it.record_key is not None
+            ]
+            if records:
+                txn.cursor(db=inbox).putmulti(records)
             for item in items:
-                if item.record is not None and item.record_key is not None:
-                    txn.put(
-                        item.record_key,
-                        _encode(item.record_key, item.record, now),
-                        db=inbox,
-                    )
                 if item.put is None:
                     out.append(None)
                     if item.audit is not None:
