@@ -106,6 +106,74 @@ def ceiling_main(port: int) -> None:
     )
 
 
+def floor_main(port: int, data_dir: str) -> None:
+    """The design's floor: aiohttp + uvloop and the ledger's LMDB shape with nothing
+    else. Each body is put in an inbox database and an outcome keyed by its SHA-256
+    (random keys, like pcs_ids) is put first-write-wins, one write transaction and
+    one fsync per batch on a writer thread; no judge, no checks, no metrics. What is
+    left between ``flk`` and this is the judge and the product's own Python."""
+    import hashlib
+    import queue
+    import threading
+
+    import lmdb
+    import uvloop
+    from aiohttp import web
+
+    env = lmdb.open(data_dir, map_size=1 << 32, max_dbs=4, sync=True)
+    inbox, outcomes = env.open_db(b"inbox"), env.open_db(b"kv")
+    jobs: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+    waiting: list[Any] = []  # requests that arrived while a commit was running
+    state = {"busy": False, "seq": 0}
+    answer = b'{"accepted":true}'
+
+    def write(loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            batch = jobs.get()
+            with env.begin(write=True) as txn:
+                for key, body, _ in batch:
+                    state["seq"] += 1
+                    txn.put(state["seq"].to_bytes(8, "big"), body, db=inbox)
+                    txn.put(key, answer, db=outcomes, overwrite=False)
+            loop.call_soon_threadsafe(settle, batch)
+
+    def settle(batch: list[Any]) -> None:
+        for *_, fut in batch:
+            fut.set_result(None)
+        if waiting:
+            jobs.put(waiting[:])
+            waiting.clear()
+        else:
+            state["busy"] = False
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        fut = asyncio.get_running_loop().create_future()
+        item = (hashlib.sha256(body).digest(), body, fut)
+        if state["busy"]:
+            waiting.append(item)
+        else:
+            state["busy"] = True
+            jobs.put([item])
+        await fut
+        return web.Response(body=answer, headers={"Content-Type": "application/json"})
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=write, args=(loop,), daemon=True).start()
+        app = web.Application()
+        app.router.add_post("/v1/pcs/submit", handle)
+        app.router.add_get("/health", lambda r: handle_health())
+        await web._run_app(
+            app, host="127.0.0.1", port=port, access_log=None, print=None
+        )
+
+    async def handle_health() -> web.Response:
+        return web.Response(text="OK")
+
+    uvloop.run(serve())
+
+
 # ---------------------------------------------------------------- ablations
 # Where does a request's time go? ``--servers flk-nojudge`` etc. run ``flk serve`` with
 # one part of the pipeline replaced by an instant stand-in. Diagnostic only: an
@@ -213,6 +281,15 @@ def start_server(
     port = _free_port()
     if kind == "ceiling":
         cmd = [sys.executable, "-m", "bench.bench_server", "--serve-ceiling", str(port)]
+        ready = f"http://127.0.0.1:{port}/health"
+    elif kind == "floor":
+        data = workdir / "data-floor"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir()
+        cmd = [
+            sys.executable, "-m", "bench.bench_server", "--serve-floor", str(port),
+            str(data),
+        ]  # fmt: skip
         ready = f"http://127.0.0.1:{port}/health"
     else:
         key = workdir / "hmac.key"
@@ -482,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--servers",
         default="ceiling,flk",
-        help="which servers to run: ceiling, flk, flk-lmdb (the older layout: "
+        help="which servers to run: ceiling, floor (aiohttp + the ledger's LMDB "
+        "shape, nothing else: the design's floor), flk, flk-lmdb (the older layout: "
         "--dedup lmdb://, two commits per request), and the diagnostic flk-nojudge, "
         "flk-nocommit, and for flk-lmdb flk-nostore, flk-nowal (that part replaced by "
         "an instant stand-in)",
@@ -503,10 +581,14 @@ def main(argv: list[str] | None = None) -> int:
         "'flk bench load' (flk-bench); saturation is always wrk",
     )
     p.add_argument("--serve-ceiling", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--serve-floor", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--fixed-rate", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_ceiling:
         ceiling_main(args.serve_ceiling)
+        return 0
+    if args.serve_floor:
+        floor_main(int(args.serve_floor[0]), args.serve_floor[1])
         return 0
     if args.fixed_rate:
         url, path, rate, dur, off = args.fixed_rate
@@ -517,11 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.servers.split(",")
     for kind in kinds:
         if (
-            kind not in ("ceiling", "flk", "flk-lmdb")
+            kind not in ("ceiling", "floor", "flk", "flk-lmdb")
             and kind.removeprefix("flk-") not in ABLATIONS
         ):
             p.error(
-                f"unknown server {kind!r}; known: ceiling, flk, flk-lmdb, "
+                f"unknown server {kind!r}; known: ceiling, floor, flk, flk-lmdb, "
                 + ", ".join("flk-" + a for a in ABLATIONS)
             )
     rates = [float(r) for r in args.rates.split(",") if r]
