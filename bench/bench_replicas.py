@@ -41,12 +41,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import redis
-
-from flk_fast.protocol.pcs import compute_pcs_id
-from flk_fast.server.judge import dedup_key
-from flk_fast.server.outcome import decode_outcome
-from flk_fast.storage.base import DEFAULT_TTL_S
-from flk_fast.storage.dedup_redis import DEFAULT_PREFIX, RedisDedup
 from tests.services import RedisCluster
 
 from bench.bench_server import (
@@ -59,6 +53,11 @@ from bench.bench_server import (
     make_bodies,
     stop_server,
 )
+from flk_fast.protocol.pcs import compute_pcs_id
+from flk_fast.server.judge import dedup_key
+from flk_fast.server.outcome import decode_outcome
+from flk_fast.storage.base import DEFAULT_TTL_S
+from flk_fast.storage.dedup_redis import DEFAULT_PREFIX, RedisDedup
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -106,10 +105,10 @@ async def _load(
                 b = rng.choice(done)
                 replica = (first[b][0] + 1) % len(urls)  # another replica
             else:
-                b = next(fresh, None)
-                if b is None:
+                nxt = next(fresh, None)
+                if nxt is None:
                     return
-                replica = b % len(urls)
+                b, replica = nxt, nxt % len(urls)
             t0 = time.perf_counter()
             async with s.post(urls[replica], data=bodies[b], headers=_JSON) as r:
                 text = await r.read()
@@ -184,7 +183,9 @@ class PgStore:
         conn = await asyncpg.connect(self.dsn)
         try:
             table = f'"{self.schema}".flk_dedup'
-            r = await conn.fetchrow(f"SELECT count(*), count(DISTINCT key) FROM {table}")
+            r = await conn.fetchrow(
+                f"SELECT count(*), count(DISTINCT key) FROM {table}"
+            )
             values = [row[0] for row in await conn.fetch(f"SELECT value FROM {table}")]
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
             return int(r[0]), int(r[1]), values
@@ -271,7 +272,9 @@ class RedisClusterStore:
             redis_cpu_us_per_req=cpu / req * 1e6,
             redis_cpu_us_per_op=cpu / max(ops, 1) * 1e6,
             redis_memory_usage_bytes_per_entry=sum(usage) / max(len(usage), 1),
-            redis_keys_per_node=[sum(n is node for n, _ in keys) for node in self.nodes],
+            redis_keys_per_node=[
+                sum(n is node for n, _ in keys) for node in self.nodes
+            ],
         )
 
     def memory(self, entries: int) -> dict[str, Any]:
@@ -292,7 +295,9 @@ class RedisClusterStore:
                         (
                             dedup_key(
                                 "",
-                                compute_pcs_id(BASE["merkle_root"], i, BASE["shard_id"]),
+                                compute_pcs_id(
+                                    BASE["merkle_root"], i, BASE["shard_id"]
+                                ),
                             ),
                             values[i % len(values)],
                         )
@@ -349,8 +354,10 @@ def run(
     return rec
 
 
-
-STORES = {"pg": PgStore, "redis-cluster": RedisClusterStore}
+STORES: dict[str, type[PgStore | RedisClusterStore]] = {
+    "pg": PgStore,
+    "redis-cluster": RedisClusterStore,
+}
 
 
 def main() -> int:

@@ -131,7 +131,9 @@ def model(m: dict[str, Any], rate: float, a: argparse.Namespace) -> dict[str, st
     }
 
 
-def redis_model(m: dict[str, Any], rate: float, a: argparse.Namespace) -> dict[str, str]:
+def redis_model(
+    m: dict[str, Any], rate: float, a: argparse.Namespace
+) -> dict[str, str]:
     """Dedup on Redis Cluster beside PostgreSQL: shards by command CPU (Redis runs
     commands on one thread a shard) and by memory, whichever needs more."""
     r, put = m["redis"], m["put"]
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "--redis-shard-gb",
         type=float,
         default=25,
-        help="usable dataset memory per Redis shard (GB): RAM less AOF-rewrite headroom",
+        help="usable dataset memory per Redis shard, GB (RAM less AOF-rewrite room)",
     )
     a = p.parse_args(argv)
     m = _load(Path(a.results))

@@ -1,5 +1,6 @@
-"""Real Redis servers started on loopback: the one starter of a Redis Cluster, shared by
-the test session (``tests/conftest.py``) and the benchmarks (``bench/bench_replicas.py``).
+"""Real Redis servers started on loopback: the one starter of a Redis Cluster, shared
+by the test session (``tests/conftest.py``) and the benchmark
+(``bench/bench_replicas.py``).
 
 No pytest here: a benchmark imports it too. A cluster that does not come up raises
 ``RuntimeError`` naming what was seen.

@@ -1,4 +1,4 @@
-"""bench/capacity.py: the Redis Cluster table follows from the benchmark JSON it reads."""
+"""bench/capacity.py: the Redis Cluster table follows from the benchmark JSON read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from bench import capacity
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
