@@ -12,10 +12,15 @@ Inputs, all measured on the benchmark machine and read from ``--results``:
   instance, WAL bytes and fsyncs per put, table bytes per entry; audit rows/s of the
   one hash chain, WAL bytes and table bytes per audit row;
 * ``pg_sweep_10m.json`` (``bench.bench_pg_sweep``): expiry cost per row, DELETE vs
-  partition drop, and the lookup latency of the partitioned table.
+  partition drop, and the lookup latency of the partitioned table;
+* ``replicas.jsonl`` (``bench.bench_replicas --stores redis-cluster``): Redis commands
+  per request and Redis CPU per command (records ``replicas/redis-cluster/N``), Redis
+  bytes per entry (``INFO memory``) and AOF bytes per entry (``redis-memory/cluster``),
+  each the median over the records. Without them the Redis table is left out.
 
 The rest are stated assumptions (flags): CPU utilisation target, cores per server
-replica, request bytes, TTL and audit retention, resend share. The model is linear:
+replica, request bytes, TTL and audit retention, resend share, usable memory per Redis
+shard. The model is linear:
 it says where each component saturates first, not how a real fleet behaves near it.
 """
 
@@ -29,6 +34,34 @@ from pathlib import Path
 from typing import Any
 
 DAY = 86_400
+
+
+def _redis(results: Path) -> dict[str, float] | None:
+    """Medians of the Redis Cluster inputs in ``replicas.jsonl``; ``None`` if it has no
+    Redis Cluster run or no memory record."""
+    path = results / "replicas.jsonl"
+    if not path.exists():
+        return None
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs = [r for r in recs if r.get("label", "").startswith("replicas/redis-cluster/")]
+    mem = [r for r in recs if r.get("label") == "redis-memory/cluster"]
+    if not runs or not mem:
+        return None
+    try:
+        return {
+            "ops_per_req": statistics.median(r["redis_ops_per_req"] for r in runs),
+            "cpu_us_per_op": statistics.median(r["redis_cpu_us_per_op"] for r in runs),
+            "bytes_per_entry": statistics.median(
+                r["used_memory_bytes_per_entry"] for r in mem
+            ),
+            "aof_bytes_per_entry": statistics.median(
+                r["aof_bytes_per_entry"] for r in mem
+            ),
+            "runs": len(runs),
+            "entries": max(r["entries"] for r in mem),
+        }
+    except KeyError as exc:
+        raise SystemExit(f"{path}: a Redis record lacks {exc}") from None
 
 
 def _load(results: Path) -> dict[str, Any]:
@@ -56,6 +89,7 @@ def _load(results: Path) -> dict[str, Any]:
         "audit": writes["pg_write/audit"],
         "sweep": sweep,
         "delete_s_per_row": sweep["sweep/delete"]["s_per_million_rows"] / 1e6,
+        "redis": _redis(results),
     }
 
 
@@ -97,6 +131,42 @@ def model(m: dict[str, Any], rate: float, a: argparse.Namespace) -> dict[str, st
     }
 
 
+def redis_model(
+    m: dict[str, Any], rate: float, a: argparse.Namespace
+) -> dict[str, str]:
+    """Dedup on Redis Cluster beside PostgreSQL: shards by command CPU (Redis runs
+    commands on one thread a shard) and by memory, whichever needs more."""
+    r, put = m["redis"], m["put"]
+    fresh = rate * (1 - a.resend)
+    ops = rate * r["ops_per_req"]  # a resend is one SET NX GET as well
+    shard_ops = a.cpu_target / (r["cpu_us_per_op"] / 1e6)
+    live = fresh * a.ttl_days * DAY
+    mem = live * r["bytes_per_entry"]
+    by_ops = math.ceil(ops / shard_ops)
+    by_mem = math.ceil(mem / (a.redis_shard_gb * 1e9))
+    return {
+        "PCS/s": _fmt(rate),
+        "Redis ops/s": _fmt(ops),
+        "shards for ops": f"{by_ops:,}",
+        "Redis memory": _fmt(mem, "B"),
+        f"shards for memory ({a.redis_shard_gb:g} GB)": f"{by_mem:,}",
+        "Redis Cluster shards": f"{max(by_ops, by_mem):,}"
+        + (" (memory)" if by_mem >= by_ops else " (ops)"),
+        "AOF write": _fmt(fresh * r["aof_bytes_per_entry"], "B/s"),
+        "AOF disk (after rewrite)": _fmt(live * r["aof_bytes_per_entry"], "B"),
+        "PG dedup shards": f"{math.ceil(fresh / (put['ops_per_s'] * a.cpu_target)):,}",
+        "PG dedup disk": _fmt(live * put["table_bytes_per_row"], "B"),
+    }
+
+
+def _table(rows: list[dict[str, str]]) -> None:
+    cols = list(rows[0])
+    print("\n| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(r[c] for c in cols) + " |")
+
+
 def _first(m: dict[str, Any], fresh: float, a: argparse.Namespace) -> str:
     """The component with the least headroom on one unit of each."""
     load = {
@@ -121,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl-days", type=float, default=14)
     p.add_argument("--audit-days", type=float, default=14, help="audit retention")
     p.add_argument("--resend", type=float, default=0.1, help="share of resends")
+    p.add_argument(
+        "--redis-shard-gb",
+        type=float,
+        default=25,
+        help="usable dataset memory per Redis shard, GB (RAM less AOF-rewrite room)",
+    )
     a = p.parse_args(argv)
     m = _load(Path(a.results))
     print(
@@ -136,17 +212,27 @@ def main(argv: list[str] | None = None) -> int:
     sw = m["sweep"]
     print(
         f"expiry at {sw['sweep/delete']['params']['rows']:,} rows: DELETE "
-        f"{sw['sweep/delete']['s_per_million_rows']:.2f} s and "
+        f"{sw['sweep/delete']['s_per_million_rows']:.2f} s per million rows and "
         f"{sw['sweep/delete']['wal_bytes_per_row']:.0f} B WAL per row removed; "
         f"partition drop {sw['sweep/drop']['sweep_s'] * 1e3:.1f} ms for "
         f"{sw['sweep/drop']['rows_removed']:,} rows"
     )
-    rows = [model(m, float(r), a) for r in a.rates.split(",")]
-    cols = list(rows[0])
-    print("\n| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(r[c] for c in cols) + " |")
+    rates = [float(r) for r in a.rates.split(",")]
+    _table([model(m, r, a) for r in rates])
+    r = m["redis"]
+    if r is None:
+        print(
+            f"\nRedis Cluster: no input in {a.results}/replicas.jsonl (run python -m "
+            "bench.bench_replicas --stores redis-cluster --out ...); table left out"
+        )
+        return 0
+    print(
+        f"\nRedis Cluster dedup ({r['runs']} runs, {r['entries']:,} entries written): "
+        f"{r['ops_per_req']:.3f} commands/req, {r['cpu_us_per_op']:.0f} us Redis CPU "
+        f"per command (appendfsync always), {r['bytes_per_entry']:.0f} B of memory "
+        f"and {r['aof_bytes_per_entry']:.0f} B of AOF per entry"
+    )
+    _table([redis_model(m, r, a) for r in rates])
     return 0
 
 

@@ -8,9 +8,7 @@ FLK_REQUIRE_SERVICES=0 turns that into a visible skip for a laptop without them.
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.services import REDIS_DURABLE, RedisCluster, free_loopback_ports, reachable
 
 REQUIRE_SERVICES = os.environ.get("FLK_REQUIRE_SERVICES", "1") != "0"
 REDIS_URL = os.environ.get("FLK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -46,14 +46,6 @@ def rng(request: pytest.FixtureRequest) -> SeededRng:
     return SeededRng(seed)
 
 
-def _reachable(host: str, port: int) -> str | None:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return None
-    except OSError as exc:
-        return f"{host}:{port} unreachable ({exc})"
-
-
 def _require(name: str, problem: str | None) -> None:
     if problem is None:
         return
@@ -65,93 +57,28 @@ def _require(name: str, problem: str | None) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    _require("Redis", _reachable("127.0.0.1", 6379))
+    _require("Redis", reachable("127.0.0.1", 6379))
     return REDIS_URL
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> str:
-    _require("PostgreSQL", _reachable("127.0.0.1", 5432))
+    _require("PostgreSQL", reachable("127.0.0.1", 5432))
     return POSTGRES_DSN
-
-
-#: What the dedup store requires of a Redis server (docs/storage.md, "Durability"); the
-#: servers the session starts use it, as scripts/services.sh does for 127.0.0.1:6379.
-_REDIS_DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
-
-
-def _free_loopback_ports(n: int) -> list[int]:
-    """``n`` ports free on loopback whose +10000 neighbour (a Redis Cluster node's bus
-    port) is free too."""
-    ports: list[int] = []
-    while len(ports) < n:
-        p = random.randrange(20000, 45000)
-        if p in ports or any(
-            _reachable("127.0.0.1", q) is None for q in (p, p + 10000)
-        ):
-            continue
-        ports.append(p)
-    return ports
 
 
 @pytest.fixture(scope="session")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real three-node Redis Cluster (no replicas), started for this session from
-    the ``redis-server`` and ``redis-cli`` binaries and stopped after it."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    """A real three-node Redis Cluster (no replicas), started for this session
+    (``tests/services.RedisCluster``) and stopped after it."""
     _require(
         "A Redis Cluster",
-        None if server and cli else "redis-server/redis-cli are not installed",
+        None
+        if shutil.which("redis-server") and shutil.which("redis-cli")
+        else "redis-server/redis-cli are not installed",
     )
-    assert server and cli
-    work = tmp_path_factory.mktemp("redis-cluster")
-    ports = _free_loopback_ports(3)
-    procs = [
-        subprocess.Popen(
-            [
-                server, "--port", str(p), "--bind", "127.0.0.1",
-                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{p}.conf",
-                "--cluster-node-timeout", "5000", "--save", "", *_REDIS_DURABLE,
-                "--dir", str(work), "--appenddirname", f"aof-{p}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for p in ports
-    ]  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while any(_reachable("127.0.0.1", p) for p in ports):
-            assert time.monotonic() < deadline, "redis cluster nodes did not start"
-            time.sleep(0.05)
-        nodes = [f"127.0.0.1:{p}" for p in ports]
-        subprocess.run(
-            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0"]
-            + ["--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        while True:  # every node must know every slot before the tests start
-            states = [
-                subprocess.run(
-                    [cli, "-p", str(p), "cluster", "info"],
-                    capture_output=True,
-                    text=True,
-                    timeout=10,
-                ).stdout
-                for p in ports
-            ]
-            if all("cluster_state:ok" in st for st in states):
-                break
-            assert time.monotonic() < deadline + 30, f"cluster not ok: {states}"
-            time.sleep(0.1)
-        yield "redis+cluster://" + ",".join(nodes)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster.url
 
 
 class RedisSentinelGroup:
@@ -161,8 +88,8 @@ class RedisSentinelGroup:
 
     def __init__(self, work: Path, cli: str, server: str) -> None:
         self.cli = cli
-        self.primary, self.replica, self.sentinel = _free_loopback_ports(3)
-        common = ["--bind", "127.0.0.1", "--save", "", *_REDIS_DURABLE]
+        self.primary, self.replica, self.sentinel = free_loopback_ports(3)
+        common = ["--bind", "127.0.0.1", "--save", "", *REDIS_DURABLE]
         common += ["--dir", str(work)]
         conf = f"{work}/sentinel.conf"
         with open(conf, "w") as f:

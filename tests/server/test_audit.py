@@ -60,3 +60,48 @@ async def test_postgres_down_does_not_delay_answers(
     )
     assert resp.status == 200
     assert await client.app[SERVICE].audit.pending() == 1
+
+
+async def test_the_server_creates_the_partition_of_a_new_day(
+    make_client: Any, audit_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``flk db maintain`` ran: the day's audit partition is made by the server's
+    own writer when the first entry of that day is shipped (issue #16)."""
+    import datetime as _dt
+
+    import asyncpg
+
+    from flk_fast.storage import audit_postgres
+    from flk_fast.storage.partitions import day_partitions
+
+    client = await make_client(audit_dsn=audit_dsn)
+    audit = client.app[SERVICE].audit
+    base, _, schema = audit_dsn.partition("?schema=")
+
+    async def partitions() -> dict[_dt.date, int]:
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(f'SET search_path TO "{schema}"')
+            return {
+                day: await conn.fetchval(f'SELECT count(*) FROM "{name}"')
+                for day, name in await day_partitions(conn, "flk_audit")
+            }
+        finally:
+            await conn.close()
+
+    resp = await client.post(SUBMIT, data=make_pcs(1), headers=JSON)
+    assert resp.status == 200
+    await audit.flush()
+    ahead = await partitions()
+    later = max(ahead) + _dt.timedelta(days=30)  # a day nothing created ahead
+    monkeypatch.setattr(
+        audit_postgres, "_CLOCK", f"'{later.isoformat()} 00:00:01+00'::timestamptz"
+    )
+    resp = await client.post(SUBMIT, data=make_pcs(2), headers=JSON)
+    assert resp.status == 200
+    await audit.flush()
+    after = await partitions()
+    assert set(after) == set(ahead) | {later}, (sorted(ahead), sorted(after))
+    assert after[later] == 1 and sum(after.values()) == 2
+    report = await verify_chain(audit_dsn)
+    assert report.ok and report.rows == 2, report

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _free_loopback_ports, _reachable, _require
+from tests.conftest import _require
+from tests.services import free_loopback_ports, reachable
 
 DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
 
@@ -41,7 +42,7 @@ class ThrowawayRedis:
         server = shutil.which("redis-server")
         _require("redis-server", None if server else "it is not installed")
         assert server
-        self.port = port or _free_loopback_ports(1)[0]
+        self.port = port or free_loopback_ports(1)[0]
         work.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
@@ -50,7 +51,7 @@ class ThrowawayRedis:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
-        while _reachable("127.0.0.1", self.port) is not None:
+        while reachable("127.0.0.1", self.port) is not None:
             assert self.proc.poll() is None, f"redis-server {args} exited at start"
             assert time.monotonic() < deadline, "throwaway redis-server did not start"
             time.sleep(0.02)
