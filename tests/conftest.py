@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.services import REDIS_DURABLE, RedisCluster, free_loopback_ports, reachable
+from tests.services import (
+    REDIS_DURABLE,
+    RedisCluster,
+    free_loopback_ports,
+    reachable,
+    redis_cli,
+)
 
 REQUIRE_SERVICES = os.environ.get("FLK_REQUIRE_SERVICES", "1") != "0"
 REDIS_URL = os.environ.get("FLK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -113,12 +119,7 @@ class RedisSentinelGroup:
         self.url = f"redis+sentinel://127.0.0.1:{self.sentinel}/{self.SERVICE}/0"
 
     def ask(self, port: int, *args: str) -> str:
-        return subprocess.run(
-            [self.cli, "-p", str(port), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
+        return redis_cli(self.cli, port, *args)
 
     def primary_port(self) -> int | None:
         out = self.ask(

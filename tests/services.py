@@ -15,7 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["REDIS_DURABLE", "RedisCluster", "free_loopback_ports", "reachable"]
+__all__ = [
+    "REDIS_DURABLE",
+    "RedisCluster",
+    "free_loopback_ports",
+    "reachable",
+    "redis_cli",
+]
 
 #: What the dedup store requires of a Redis server (docs/storage.md, "Durability"); the
 #: servers started here use it, as scripts/services.sh does for 127.0.0.1:6379.
@@ -43,6 +49,13 @@ def free_loopback_ports(n: int) -> list[int]:
     return ports
 
 
+def redis_cli(cli: str, port: int, *args: str) -> str:
+    """One ``redis-cli`` command to the server on ``127.0.0.1:port``; its output."""
+    return subprocess.run(
+        [cli, "-p", str(port), *args], capture_output=True, text=True, timeout=10
+    ).stdout
+
+
 class RedisCluster:
     """A real Redis Cluster of ``nodes`` primaries (no replicas) in ``work``, from the
     ``redis-server`` and ``redis-cli`` binaries. ``start()`` returns once every node
@@ -60,13 +73,7 @@ class RedisCluster:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def ask(self, port: int, *args: str) -> str:
-        """One ``redis-cli`` command to the node on ``port``; its output."""
-        return subprocess.run(
-            [self.cli, "-p", str(port), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
+        return redis_cli(self.cli, port, *args)
 
     def start(self, timeout: float = 30) -> RedisCluster:
         self.procs = [
