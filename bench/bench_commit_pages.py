@@ -51,7 +51,9 @@ def disk_write_ios() -> int:
     """Write I/Os completed by every whole disk (field 8 of /proc/diskstats); the
     disks are /sys/block's entries, less loop, RAM and device-mapper ones."""
     disks = {
-        d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram", "dm-"))
+        d
+        for d in os.listdir("/sys/block")
+        if not d.startswith(("loop", "ram", "zram", "dm-"))
     }
     total = 0
     with open("/proc/diskstats") as f:
@@ -100,7 +102,8 @@ def _sqlite_case(ckpt: int, root: str, commits: int, batch: int) -> Callable[[],
     db.execute("create table inbox(seq integer primary key, body blob)")
     db.execute("begin")
     db.executemany(
-        "insert into kv values(?, ?)", ((os.urandom(32), OUTCOME) for _ in range(PREFILL))
+        "insert into kv values(?, ?)",
+        ((os.urandom(32), OUTCOME) for _ in range(PREFILL)),
     )
     db.execute("commit")
     db.execute("pragma wal_checkpoint(truncate)")
@@ -137,9 +140,17 @@ def measure(name: str, commits: int, batch: int, parent: str) -> dict[str, float
     root = tempfile.mkdtemp(prefix="flk-pages-", dir=parent)
     try:
         run = CASES[name](root, commits, batch)  # prefill outside the measurement
-        r0, w0, t0 = resource.getrusage(resource.RUSAGE_SELF), disk_write_ios(), time.perf_counter()
+        r0, w0, t0 = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            disk_write_ios(),
+            time.perf_counter(),
+        )
         run()
-        r1, w1, t1 = resource.getrusage(resource.RUSAGE_SELF), disk_write_ios(), time.perf_counter()
+        r1, w1, t1 = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            disk_write_ios(),
+            time.perf_counter(),
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n = commits * batch

@@ -11,8 +11,11 @@ The server under test is pinned to ``--server-core`` and every load generator to
 Python generator that schedules each request at its due time and measures latency from
 that due time, so a stalled server cannot hide queueing: no coordinated omission), then
 saturation (wrk, closed loop, ``--connections``). Each request carries a distinct signed
-PCS, so the pipeline judges and stores every one (no dedup hits). Not collected by
-pytest (STYLE §8).
+PCS, so the pipeline judges and stores every one (no dedup hits). Then ``resends``:
+wrk again at saturation over the bodies that round's saturation case sent, so every
+request is a dedup hit (``dedup_hit_share`` in the record, from the server's
+metrics), still judged for its signature and logged durably (SPEC §7). Not collected
+by pytest (STYLE §8).
 """
 
 from __future__ import annotations
@@ -266,6 +269,19 @@ def _wait_http(url: str, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer")
+
+
+def dedup_hits(url: str) -> float | None:
+    """``flk_dedup_hits_total`` from a flk server's /metrics (None for the others)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r"^flk_dedup_hits_total(?:\{[^}]*\})? (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
 
 
 def _pin(core: int, nice: int) -> list[str]:
@@ -573,6 +589,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", help="append the records to this JSON-lines file")
     p.add_argument(
+        "--no-resends",
+        dest="resends",
+        action="store_false",
+        help="skip the resends case (wrk over the bodies each saturation run had "
+        "acknowledged: every request a dedup hit)",
+    )
+    p.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -617,11 +640,15 @@ def main(argv: list[str] | None = None) -> int:
     # Every case runs --repeat times, and each round runs every server once, one after
     # the other, so a noisy neighbour weighs on all of them alike (all servers stay up;
     # an idle one costs nothing). Saturation is a case like the fixed rates.
-    cases: list[float | None] = [*rates, None]
+    resends = ["resends"] if args.resends else []
+    cases: list[float | str | None] = [*rates, None, *resends]
 
-    def need(rate: float | None) -> int:
+    def need(rate: float | str | None) -> int:
         # fixed rate: exactly rate * duration (+ the warm-up); saturation: room for
-        # SATURATION_GUESS req/s (wrk cycles through the file if it outruns it)
+        # SATURATION_GUESS req/s (wrk cycles through the file if it outruns it);
+        # resends send bodies already sent
+        if rate == "resends":
+            return 0
         return int((rate or SATURATION_GUESS) * args.duration * 1.1) + 100
 
     # bodies for every case of one server, never reused within a server's run
@@ -648,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     offsets = dict.fromkeys(kinds, 0)
+    acked: dict[tuple[str, int], Path] = {}  # (server, round) -> bodies it acknowledged
     try:
         for kind in kinds:
             servers[kind] = start_server(kind, args.server_core, work, args.nice)
@@ -655,7 +683,21 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.repeat):
                 for kind in kinds:
                     proc, url = servers[kind]
-                    r = run_case(url, bodies, rate, offsets[kind], proc.pid, args)
+                    if rate == "resends":
+                        hits0 = dedup_hits(url)
+                        r = run_case(url, acked[kind, round_], None, 0, proc.pid, args)
+                        hits1 = dedup_hits(url)
+                        r["offered"] = "resends"
+                        if hits0 is not None and hits1 is not None:
+                            r["dedup_hit_share"] = (hits1 - hits0) / max(
+                                1, r["requests"]
+                            )
+                    else:
+                        r = run_case(url, bodies, rate, offsets[kind], proc.pid, args)
+                    if rate is None and args.resends:
+                        acked[kind, round_] = _sent_bodies(
+                            bodies, offsets[kind], r, work / f"acked-{kind}-{round_}"
+                        )
                     offsets[kind] += need(rate)
                     records.append({"server": kind, "round": round_, **r, **ctx})
                     print(json.dumps(records[-1]), flush=True)
@@ -669,6 +711,18 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps(rec) + "\n")
     print_report(records)
     return 0
+
+
+def _sent_bodies(bodies: Path, offset: int, r: dict[str, Any], out: Path) -> Path:
+    """The first bodies a saturation run sent, as many as it had answered 2xx, in a
+    file of their own (wrk cycles through it: a resend run sends nothing else)."""
+    lines = bodies.read_bytes().splitlines()
+    n = r["requests"] - r["non_2xx"] - r["errors"]
+    sent = [lines[(offset + i) % len(lines)] for i in range(min(n, len(lines)))]
+    if not sent:
+        raise RuntimeError("the saturation run had no 2xx answer: nothing to resend")
+    out.write_bytes(b"\n".join(sent) + b"\n")
+    return out
 
 
 def run_case(
@@ -722,14 +776,21 @@ def print_report(records: list[dict[str, Any]]) -> None:
             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
             f"{r['server_cpu_us_per_req']:.0f} | {bad} |"
         )
+    for case in ("saturation", "resends"):
+        _print_medians(case, records)
+
+
+def _print_medians(case: str, records: list[dict[str, Any]]) -> None:
+    """Medians of ``case`` per server, each against the ceiling's run of the same
+    case and round (the ceiling has no dedup: its resends are echoes like the rest)."""
     sat: dict[str, list[dict[str, Any]]] = {}
     for r in records:
-        if r["offered"] == "saturation":
+        if r["offered"] == case:
             sat.setdefault(r["server"], []).append(r)
     if "ceiling" not in sat:
         return
     ceil = sat["ceiling"]
-    print("\nsaturation, medians over rounds (ratio per round, then its median):")
+    print(f"\n{case}, medians over rounds (ratio per round, then its median):")
     for kind, runs in sat.items():
         rps = statistics.median(r["req_per_s"] for r in runs)
         cpu = statistics.median(r["server_cpu_us_per_req"] for r in runs)
