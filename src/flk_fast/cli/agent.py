@@ -23,6 +23,7 @@ from typing import Any
 
 from flk_fast.cli._common import (
     add_command,
+    add_hmac_key_options,
     add_summary_options,
     fail,
     positive_int,
@@ -167,10 +168,7 @@ def register(sub: Any) -> None:
         help="outbox, dead-letter queue and input checkpoints (LMDB)",
     )
     keys = p.add_mutually_exclusive_group(required=True)
-    keys.add_argument("--hmac-key-file", metavar="F", help="HMAC-SHA256 secret file")
-    keys.add_argument(
-        "--hmac-key-env", metavar="VAR", help="env var holding the secret"
-    )
+    add_hmac_key_options(keys)
     keys.add_argument(
         "--ed25519-key-file",
         metavar="F",
