@@ -96,7 +96,9 @@ def test_vector_to_file_and_key_sources(tmp_path, monkeypatch) -> None:  # type:
         (["--key-env", "FLK_HMAC_KEY"], ("renamed", "--hmac-key-env")),
     ],
 )
-def test_old_key_flags_are_refused_naming_the_new_ones(capsys, tmp_path, old, names) -> None:  # type: ignore[no-untyped-def]
+def test_old_key_flags_are_refused_naming_the_new_ones(  # type: ignore[no-untyped-def]
+    capsys, tmp_path, old, names
+) -> None:
     out = tmp_path / "pcs.json"
     args = [a for a in VECTOR_ARGS if a not in ("--hmac-key-env", VECTOR_KEY_ENV)]
     with pytest.raises(SystemExit) as info:

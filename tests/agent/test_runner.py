@@ -501,7 +501,8 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
     import io
     import logging
 
-    from flk_fast.agent.runner import AgentSummary, _Progress
+    from flk_fast.agent.progress import Progress
+    from flk_fast.agent.runner import AgentSummary
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -509,7 +510,7 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
 
     s = AgentSummary(events=5000, windows=5, accepted=4, elapsed_s=2.0)
     tty = Tty()
-    bar = _Progress("auto", 10.0, tty)
+    bar = Progress("auto", 10.0, tty)
     bar.update(s, total_bytes=1000, done_bytes=500, force=True)
     bar.close()
     out = tty.getvalue()
@@ -519,7 +520,7 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
     assert "2,500 ev/s" in out
     plain = io.StringIO()
     with caplog.at_level(logging.INFO, logger="flk_fast.agent"):
-        lg = _Progress("auto", 10.0, plain)
+        lg = Progress("auto", 10.0, plain)
         lg.update(s, 0, 0, force=True)
         lg.update(s, 0, 0)  # within 10 s of the last line: nothing
     assert plain.getvalue() == ""

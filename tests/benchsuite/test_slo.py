@@ -153,7 +153,8 @@ def test_missing_file_url_and_key_are_usage_errors(tmp_path, capsys):
     assert "no URL" in capsys.readouterr().err
     assert main(["bench", "slo", str(slo), "http://127.0.0.1:9/"]) == 2
     assert "no signing key" in capsys.readouterr().err
-    assert main(["bench", "load", "ftp://x", "--rate", "1", "--hmac-key-file", "k"]) == 2
+    argv = ["bench", "load", "ftp://x", "--rate", "1", "--hmac-key-file", "k"]
+    assert main(argv) == 2
     assert "http:// or https://" in capsys.readouterr().err
 
 

@@ -42,8 +42,7 @@ def load_signer(
     given = [x is not None for x in (hmac_key_file, hmac_key_env, ed25519_key_file)]
     if sum(given) != 1:
         raise ConfigError(
-            "give exactly one of --hmac-key-file, --hmac-key-env and "
-            "--ed25519-key-file"
+            "give exactly one of --hmac-key-file, --hmac-key-env and --ed25519-key-file"
         )
     if ed25519_key_file is not None:
         return signing.Ed25519Signer(signing.load_ed25519_private(ed25519_key_file))
