@@ -255,7 +255,7 @@ class Agent:
         self._idle = asyncio.Event()
         self._idle.set()
         self._room = asyncio.Condition()
-        self._acks: list[int] = []
+        self._acks: list[tuple[int, bytes]] = []  # (seq, verdict) to record
         self._ack_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._windowers: dict[str, Windower] = {}
@@ -417,7 +417,7 @@ class Agent:
         if self.outbox is not None and self._acks:
             acks, self._acks = self._acks, []
             try:
-                await self._run_io(self.outbox.ack, acks)
+                await self._run_io(self.outbox.ack_verdicts, acks)
             except StorageError as exc:  # they stay pending: resent, deduplicated
                 log.warning("the last %d acks were not recorded: %s", len(acks), exc)
         if self._client is not None:  # started by start(), injected or not
@@ -494,7 +494,7 @@ class Agent:
                     self.summary.escalated += 1
                 else:
                     self.summary.accepted += 1
-                self._acks.append(seq)
+                self._acks.append((seq, delivery.verdict(result)))
                 self._ack_wake.set()
             else:
                 log.warning(
@@ -577,7 +577,7 @@ class Agent:
             self._ack_wake.clear()
             acks, self._acks = self._acks, []
             if acks:
-                await self._run_io(self.outbox.ack, acks)
+                await self._run_io(self.outbox.ack_verdicts, acks)
                 for _ in acks:
                     await self._done_one()
 
