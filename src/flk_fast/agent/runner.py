@@ -921,6 +921,7 @@ class Agent:
         from flk_fast.agent.source import guess_format
 
         p = Path(path)
+        fmt = fmt or guess_format(str(p))
         source_id = self.cfg.source_id or str(p.resolve())
         ck = None if self.cfg.restart_input else self.checkpoint(source_id)
         start = ck.offset if ck else 0
@@ -942,10 +943,10 @@ class Agent:
                     ck.offset,
                     ck.events,
                 )
-            await self._recover(p, fmt or guess_format(str(p)), source_id)
+            await self._recover(p, fmt, source_id)
             self._bytes_total = os.path.getsize(p)
             self._bytes_done = start
-            await self._pump(src, fmt or guess_format(str(p)), source_id, ck, str(p))
+            await self._pump(src, fmt, source_id, ck, str(p)).run()
         finally:
             await self._run_io(src.close)
 
@@ -956,23 +957,12 @@ class Agent:
         source_id = self.cfg.source_id or "stdin"
         prev = self.checkpoint(source_id)
         base = Checkpoint(events=prev.events, windows=prev.windows) if prev else None
-        await self._pump(src, fmt, source_id, base, "<stdin>", stdin=True)
+        await self._pump(src, fmt, source_id, base, "<stdin>", stdin=True).run()
 
-    async def _pump(
-        self,
-        src: Any,
-        fmt: str,
-        source_id: str,
-        ck: Checkpoint | None,
-        where: str,
-        *,
-        stdin: bool = False,
-    ) -> None:
-        pump = InputPump(
-            self, src, fmt, source_id, ck, where,
-            stdin=stdin, clock=self._clock, sleep=self._sleep,
-        )  # fmt: skip
-        await pump.run()
+    def _pump(self, *args: Any, stdin: bool = False) -> InputPump:
+        """The input pump of one file or stdin (``InputPump``'s arguments), on this
+        agent's clock and sleep."""
+        return InputPump(self, *args, stdin=stdin, clock=self._clock, sleep=self._sleep)
 
 
 class _Uncovered(Exception):  # noqa: N818 - internal, turned into a "lost" reason
