@@ -49,7 +49,7 @@ def run_generator(
         ",".join(map(str, rates)),
         "--duration",
         f"{duration}s",
-        "--key-file",
+        "--hmac-key-file",
         str(key),
         "--connections",
         str(connections),

@@ -526,7 +526,7 @@ def run_flk_bench(
     key.write_bytes(KEY)
     cmd = [
         *_pin(core, nice), sys.executable, "-m", "flk_fast", "bench", "load", url,
-        "--rate", str(rate), "--duration", f"{duration}s", "--key-file", str(key),
+        "--rate", str(rate), "--duration", f"{duration}s", "--hmac-key-file", str(key),
         "--out", str(out), "--no-pictures",
     ]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, check=False)

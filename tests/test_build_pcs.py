@@ -17,12 +17,15 @@ pytestmark = pytest.mark.needs_ext
 VECTORS = Path(__file__).resolve().parent / "vectors"
 VECTOR_CSV = str(VECTORS / "tiny_case_1.csv")
 VECTOR_PCS = VECTORS / "pcs_tiny_case_1.json"
+#: SPEC §8 keys the vector with ``testsecret``; build-pcs takes a secret from a file or
+#: an environment variable only (never a flag value), so the vector reads it from here.
+VECTOR_KEY_ENV = "FLK_TEST_VECTOR_KEY"
 VECTOR_ARGS = [
     "build-pcs",
     "--in",
     VECTOR_CSV,
-    "--key",
-    "testsecret",
+    "--hmac-key-env",
+    VECTOR_KEY_ENV,
     "--shard-id",
     "test-shard-001",
     "--epoch",
@@ -33,6 +36,11 @@ VECTOR_ARGS = [
     "--sig-version",
     "0.1",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _vector_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(VECTOR_KEY_ENV, "testsecret")
 
 
 def test_vector_byte_for_byte_on_stdout() -> None:
@@ -64,14 +72,49 @@ def test_default_is_a_full_signature_of_the_same_pcs(tmp_path) -> None:  # type:
 def test_vector_to_file_and_key_sources(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     key = tmp_path / "secret.key"
     key.write_text("testsecret\n")
-    args = [a for a in VECTOR_ARGS if a not in ("--key", "testsecret")]
+    args = [a for a in VECTOR_ARGS if a not in ("--hmac-key-env", VECTOR_KEY_ENV)]
     out = tmp_path / "pcs.json"
-    assert main([*args, "--key-file", str(key), "--out", str(out)]) == 0
+    assert main([*args, "--hmac-key-file", str(key), "--out", str(out)]) == 0
     assert out.read_bytes() == VECTOR_PCS.read_bytes()
     monkeypatch.setenv("FLK_TEST_KEY", "testsecret")
     out2 = tmp_path / "pcs2.json"
-    assert main([*args, "--key-env", "FLK_TEST_KEY", "--out", str(out2)]) == 0
+    assert main([*args, "--hmac-key-env", "FLK_TEST_KEY", "--out", str(out2)]) == 0
     assert out2.read_bytes() == VECTOR_PCS.read_bytes()
+    # Two sources at once are a usage error, not a silent pick.
+    with pytest.raises(SystemExit) as info:
+        main([*VECTOR_ARGS, "--hmac-key-file", str(key)])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("old", "names"),
+    [
+        (["--key", "testsecret"], ("--hmac-key-file F", "--hmac-key-env VAR", "ps")),
+        (["--key"], ("--hmac-key-file F", "--hmac-key-env VAR")),
+        (["--key=testsecret"], ("--hmac-key-file F", "--hmac-key-env VAR")),
+        (["--key-file", "secret.key"], ("renamed", "--hmac-key-file")),
+        (["--key-env", "FLK_HMAC_KEY"], ("renamed", "--hmac-key-env")),
+    ],
+)
+def test_old_key_flags_are_refused_naming_the_new_ones(  # type: ignore[no-untyped-def]
+    capsys, tmp_path, old, names
+) -> None:
+    out = tmp_path / "pcs.json"
+    args = [a for a in VECTOR_ARGS if a not in ("--hmac-key-env", VECTOR_KEY_ENV)]
+    with pytest.raises(SystemExit) as info:
+        main([*args, *old, "--out", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for name in names:
+        assert name in err, err
+    assert "testsecret" not in err  # the refusal does not echo the secret
+    assert not out.exists()
+    # and --help does not offer them
+    with pytest.raises(SystemExit):
+        main(["build-pcs", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--hmac-key-file" in help_text and "--key-file" not in help_text
+    assert "--key " not in help_text and "SECRET" not in help_text
 
 
 def test_jsonl_input_gives_the_same_pcs(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -208,7 +251,7 @@ def test_bad_values_exit_2(capsys, extra, message) -> None:  # type: ignore[no-u
 
 
 def test_usage_errors(capsys) -> None:  # type: ignore[no-untyped-def]
-    no_key = [a for a in VECTOR_ARGS if a not in ("--key", "testsecret")]
+    no_key = [a for a in VECTOR_ARGS if a not in ("--hmac-key-env", VECTOR_KEY_ENV)]
     assert main(no_key) == 2
     assert "signing key" in capsys.readouterr().err
     for bad in (["--scales", "2"], ["--chunk-size", "0"], ["--epoch", "-1"]):

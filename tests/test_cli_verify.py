@@ -139,9 +139,11 @@ def _write_events(path: Path, n: int, seed: int, fmt: str) -> None:
 
 
 def _build(events: Path, out: Path, *extra: str) -> None:
+    key = events.with_name("build.key")
+    key.write_text("k")
     res = flk(
-        "build-pcs", "--in", str(events), "--key", "k", "--shard-id", "shard-7",
-        "--epoch", "11", "--out", str(out), *extra,
+        "build-pcs", "--in", str(events), "--hmac-key-file", str(key),
+        "--shard-id", "shard-7", "--epoch", "11", "--out", str(out), *extra,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
 

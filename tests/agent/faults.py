@@ -34,6 +34,60 @@ class FakeSleep:
         await asyncio.sleep(0)
 
 
+class ManualClock:
+    """Monotonic time that moves only when the test calls :meth:`advance`.
+
+    ``sleep`` (pass it as the agent's ``sleep``, the clock itself as its ``clock``)
+    waits until the clock reaches its deadline, so a test decides when a followed file
+    is polled again and when ``--idle-flush`` is due, without sleeping for real.
+    :meth:`sleeping` is the test's sync point: something (the input pump, caught up
+    with the file) waits on the clock.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._asleep: asyncio.Event | None = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def _event(self) -> asyncio.Event:
+        if self._asleep is None:  # made on the loop that uses it
+            self._asleep = asyncio.Event()
+        return self._asleep
+
+    def _forget(self, fut: asyncio.Future[None]) -> None:
+        self._sleepers = [(t, f) for t, f in self._sleepers if f is not fut]
+        if not self._sleepers:
+            self._event().clear()
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, fut))
+        self._event().set()
+        try:
+            await fut
+        finally:  # woken or cancelled: no longer asleep
+            self._forget(fut)
+
+    async def sleeping(self, timeout: float = 10.0) -> None:
+        """Return once something sleeps on this clock (at most ``timeout`` real s)."""
+        await asyncio.wait_for(self._event().wait(), timeout)
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock and wake the sleepers whose deadline has come."""
+        self.now += seconds
+        for t, fut in list(self._sleepers):
+            if t <= self.now:
+                self._forget(fut)
+                if not fut.done():
+                    fut.set_result(None)
+        await asyncio.sleep(0)
+
+
 class FaultServer:
     def __init__(self, *, slow_s: float = 1.0, now: float = 1_700_000_000.0) -> None:
         self.script: dict[str, list[str]] = defaultdict(list)

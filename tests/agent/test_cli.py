@@ -205,7 +205,7 @@ def test_outbox_replay_streams_and_writes_off_the_event_loop(
         ob.append([make_body(e) for e in range(1, 601)], shard_id="s1", next_epoch=601)
     held: list[int] = []
     writers: set[str] = set()
-    pending, ack = Outbox.pending, Outbox.ack
+    pending, ack = Outbox.pending, Outbox.ack_verdicts
 
     def spy_pending(self: Outbox, start: int = 0):  # type: ignore[no-untyped-def]
         n = 0
@@ -214,12 +214,12 @@ def test_outbox_replay_streams_and_writes_off_the_event_loop(
             held.append(n)
             yield rec
 
-    def spy_ack(self: Outbox, seqs: list[int]) -> None:
+    def spy_ack(self: Outbox, acks: list[tuple[int, bytes]]) -> None:
         writers.add(threading.current_thread().name)
-        ack(self, seqs)
+        ack(self, acks)
 
     monkeypatch.setattr(Outbox, "pending", spy_pending)
-    monkeypatch.setattr(Outbox, "ack", spy_ack)
+    monkeypatch.setattr(Outbox, "ack_verdicts", spy_ack)
     argv = ["outbox", "replay", "--data-dir", str(data), "--endpoint", server.url]
     assert main(argv) == 0
     assert "replayed 600: acknowledged 600" in capsys.readouterr().out

@@ -33,6 +33,13 @@ def test_list_shows_pending_and_the_last_acked(
     ]  # fmt: skip
     assert docs[0]["pcs_id"] == make_pcs(3).pcs_id
     assert docs[0]["appended_at"].endswith("Z")
+    # Acked without a verdict (an older agent), and pending: none to show.
+    assert [d["verdict"] for d in docs] == [None] * 4
+    assert main(["outbox", "list", "--data-dir", str(tmp_path), "--acked", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert [x.rsplit("\t", 1)[1] for x in out.splitlines()] == [
+        "verdict=unknown", "verdict=-", "verdict=-",
+    ]  # fmt: skip
     assert main(["outbox", "list", "--data-dir", str(tmp_path), "--acked", "0"]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2 and "2 pending, 0 acked shown" in err
@@ -53,6 +60,22 @@ def test_show_prints_the_whole_pcs(
     assert "state: acked" in out and f'"pcs_id": "{make_pcs(1).pcs_id}"' in out
     assert main(["outbox", "show", "--data-dir", str(tmp_path), "999"]) == 2
     assert "no outbox record 999" in capsys.readouterr().err
+
+
+def test_a_kept_verdict_that_is_not_an_object_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Outbox(tmp_path) as ob:
+        seqs = ob.wal.append_many([make_body(e) for e in (1, 2, 3)])
+        good = b'{"verdict": "accepted", "status": 200}'
+        ob.ack_verdicts([(seqs[0], b"[1]"), (seqs[1], b"{not json"), (seqs[2], good)])
+    assert main(["outbox", "list", "--data-dir", str(tmp_path), "--json"]) == 0
+    docs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [d["verdict"] for d in docs] == [
+        None, None, {"verdict": "accepted", "status": 200}
+    ]  # fmt: skip
+    assert main(["outbox", "show", "--data-dir", str(tmp_path), str(seqs[1])]) == 0
+    assert "verdict: unknown\n" in capsys.readouterr().out
 
 
 def test_inspecting_a_mistyped_dir_creates_nothing(tmp_path: Path) -> None:

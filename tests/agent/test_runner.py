@@ -22,7 +22,7 @@ from flk_fast.protocol.codec import decode_pcs
 from flk_fast.protocol.pcs import PCS
 
 from . import plainsum
-from .faults import FakeSleep, FaultServer
+from .faults import FakeSleep, FaultServer, ManualClock
 
 
 def summarize(w: Window, *, shard_id: str, epoch: int) -> PCS:
@@ -329,40 +329,57 @@ def test_config_validation(tmp_path: Path) -> None:
 
 
 async def test_follow_mode_reads_appended_lines(fault: Any, tmp_path: Path) -> None:
-    import asyncio
-
+    # The agent's clock and sleep are a ManualClock: the pump's polls and the idle
+    # flush happen when the test moves the clock, not after real seconds.
     src = tmp_path / "in.csv"
     write_csv(src, 60)
+    poll, idle = 0.25, 1.0  # binary fractions: the sums below are exact
     c = cfg(
         fault,
         tmp_path,
         follow=True,
         exit_when_drained=False,
-        poll_s=0.02,
-        idle_flush_s=0.3,
+        poll_s=poll,
+        idle_flush_s=idle,
     )
-    async with Agent(c, summarize=summarize, client=client(fault)) as a:
+    clock = ManualClock()
+    async with Agent(
+        c, summarize=summarize, client=client(fault), clock=clock, sleep=clock.sleep
+    ) as a:
         task = asyncio.create_task(a.run_file(src))
-        await asyncio.sleep(0.1)
+        await clock.sleeping()  # caught up with the file: the pump polls
         assert a.summary.windows == 1  # 60 events: one window of 50, 10 waiting
         with open(src, "ab") as f:
             f.write(b"100.0,0.5,0.5,0.5\n100.1,0.5,0.5")  # the writer is mid-line
-        await asyncio.sleep(0.1)
+        await clock.advance(poll)
+        await clock.sleeping()
+        assert (a.summary.windows, a.summary.events) == (1, 50)
         with open(src, "ab") as f:
             f.write(b",0.6\n")
         write_csv(
             src, 45, start=200, header=False
         )  # 10 + 2 + 45 = 57 → one more window
-        await asyncio.sleep(0.15)
+        await clock.advance(poll)
+        await clock.sleeping()
         assert a.summary.windows == 2 and a.summary.events == 100
-        # 7 events left; after --idle-flush seconds without data they are summarised.
-        await asyncio.sleep(0.5)
+        # 7 events left; once --idle-flush seconds passed without data (not before)
+        # they are summarised.
+        for _ in range(3):
+            await clock.advance(poll)
+            await clock.sleeping()
+        assert a.summary.windows == 2  # 0.75 s of the 1 s
+        await clock.advance(poll)
+        await clock.sleeping()
         assert a.summary.windows == 3 and a.summary.events == 107
+        await clock.advance(poll)  # quiet, nothing pending: nothing more
+        await clock.sleeping()
+        assert a.summary.windows == 3
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         await a.drain()
     assert a.summary.malformed == 0 and sorted(delivered(fault)) == [1, 2, 3]
+    assert set(clock.waits) == {poll}  # every wait was a poll
 
 
 async def test_follow_exit_when_caught_up(fault: Any, tmp_path: Path) -> None:
@@ -501,7 +518,8 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
     import io
     import logging
 
-    from flk_fast.agent.runner import AgentSummary, _Progress
+    from flk_fast.agent.progress import Progress
+    from flk_fast.agent.runner import AgentSummary
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -509,7 +527,7 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
 
     s = AgentSummary(events=5000, windows=5, accepted=4, elapsed_s=2.0)
     tty = Tty()
-    bar = _Progress("auto", 10.0, tty)
+    bar = Progress("auto", 10.0, tty)
     bar.update(s, total_bytes=1000, done_bytes=500, force=True)
     bar.close()
     out = tty.getvalue()
@@ -519,7 +537,7 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(
     assert "2,500 ev/s" in out
     plain = io.StringIO()
     with caplog.at_level(logging.INFO, logger="flk_fast.agent"):
-        lg = _Progress("auto", 10.0, plain)
+        lg = Progress("auto", 10.0, plain)
         lg.update(s, 0, 0, force=True)
         lg.update(s, 0, 0)  # within 10 s of the last line: nothing
     assert plain.getvalue() == ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flk_fast.benchsuite.bodies import BodySource, load_signer
-from flk_fast.errors import ConfigError
+from flk_fast.errors import ConfigError, KeyLoadError
 from flk_fast.protocol.codec import decode_pcs
 from flk_fast.protocol.signing import (
     Ed25519Key,
@@ -57,8 +57,19 @@ def test_a_resend_ratio_out_of_range_is_refused(key_file, ratio):
         BodySource(load_signer(str(key_file)), resend_ratio=ratio)
 
 
+def test_the_hmac_secret_may_come_from_an_env_var(key_file, monkeypatch):
+    monkeypatch.setenv("FLK_TEST_BENCH_KEY", key_file.read_text())
+    body = BodySource(load_signer(hmac_key_env="FLK_TEST_BENCH_KEY")).next()
+    assert Keyring.hmac({"k": key_file.read_bytes()}).verify(decode_pcs(body)) == "k"
+    monkeypatch.delenv("FLK_TEST_BENCH_KEY")
+    with pytest.raises(KeyLoadError, match="FLK_TEST_BENCH_KEY is not set"):
+        load_signer(hmac_key_env="FLK_TEST_BENCH_KEY")
+
+
 def test_exactly_one_key_source(key_file):
     with pytest.raises(ConfigError, match="exactly one"):
         load_signer()
     with pytest.raises(ConfigError, match="exactly one"):
         load_signer(str(key_file), str(key_file))
+    with pytest.raises(ConfigError, match="exactly one"):
+        load_signer(str(key_file), hmac_key_env="X")

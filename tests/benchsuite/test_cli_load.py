@@ -24,7 +24,8 @@ def test_ramp_finds_the_highest_rate_that_meets_the_slo(
     # 2 connections x 20 ms = at most 100 req/s: 40 is met, 400 queues up and misses.
     ep = endpoint("--delay", "20ms")
     args = ["bench", "load", ep.url, "--rate", "400,40", "--duration", "1s"]
-    args += ["--key-file", str(key_file), "--connections", "2", "--max-lag", "500ms"]
+    args += ["--hmac-key-file", str(key_file), "--connections", "2"]
+    args += ["--max-lag", "500ms"]
     args += ["--ramp", "--slo-latency", "p99=100"]
     args += ["--out", str(tmp_path / "r"), "--no-pictures"]
     assert main(args) == 0
@@ -45,7 +46,7 @@ def test_ramp_finds_the_highest_rate_that_meets_the_slo(
 
 def test_a_run_too_big_for_memory_is_refused_before_it_starts(key_file, capsys):
     argv = ["bench", "load", "http://127.0.0.1:9/", "--rate", "20000"]
-    assert main([*argv, "--duration", "30m", "--key-file", str(key_file)]) == 2
+    assert main([*argv, "--duration", "30m", "--hmac-key-file", str(key_file)]) == 2
     err = capsys.readouterr().err
     assert "is 36000000 requests; at most 2000000 per rate" in err, err
 
@@ -60,7 +61,7 @@ def test_ramp_needs_an_slo(capsys):
                 "--rate",
                 "1",
                 "--ramp",
-                "--key-file",
+                "--hmac-key-file",
                 "k",
             ]
         )
@@ -82,11 +83,30 @@ def test_ramp_needs_an_slo(capsys):
     ],
 )
 def test_bad_flags_are_usage_errors(capsys, flag, value, message):
-    argv = ["bench", "load", "http://127.0.0.1:9/", "--rate", "1", "--key-file", "k"]
+    argv = ["bench", "load", "http://127.0.0.1:9/", "--rate", "1"]
+    argv += ["--hmac-key-file", "k"]
     with pytest.raises(SystemExit) as exc:
         main([*argv, flag, value])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "old", "new"),
+    [
+        ("load", ["--key-file", "k"], "use --hmac-key-file"),
+        ("load", ["--key", "sekrit"], "--hmac-key-env VAR"),
+        ("slo", ["--key-file", "k"], "use --hmac-key-file"),
+    ],
+)
+def test_old_key_flags_are_refused_naming_the_new_one(capsys, command, old, new):
+    argv = ["bench", command]
+    argv += ["http://127.0.0.1:9/", "--rate", "1"] if command == "load" else ["s.toml"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, *old])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert new in err and "sekrit" not in err, err
 
 
 def test_progress_is_log_lines_off_a_terminal():

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.needs_ext]  # bodies: agent kernels
 def _cfg(key_file: Path, **kw: object) -> dict[str, object]:
     # A lenient lag limit: these tests are about what the server does, and a shared
     # machine can hold the generator back for more than the default 10 ms.
-    return load_config({"key_file": str(key_file), "max_lag": 0.5, **kw})
+    return load_config({"hmac_key_file": str(key_file), "max_lag": 0.5, **kw})
 
 
 def _run(

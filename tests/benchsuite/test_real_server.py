@@ -23,7 +23,7 @@ def _load(tmp: Path, url: str, *extra: str) -> tuple[int, dict]:  # type: ignore
     out = tmp / "out"
     code = main(
         ["bench", "load", url, "--rate", "100", "--duration", "1s", "--no-pictures"]
-        + ["--key-file", str(key), "--out", str(out), "--max-lag", "500ms", *extra]
+        + ["--hmac-key-file", str(key), "--out", str(out), "--max-lag", "500ms", *extra]
     )
     doc = json.loads((out / "report.json").read_text()) if code != 2 else {}
     return code, doc

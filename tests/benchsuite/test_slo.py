@@ -22,7 +22,7 @@ def _slo(tmp: Path, body: str) -> Path:
 GOOD = """\
 duration = "1s"
 [load]
-key_file = "hmac.key"
+hmac_key_file = "hmac.key"
 connections = 8
 max_lag = "500ms"  # lenient: a shared machine can hold the generator back
 [[rate]]
@@ -119,12 +119,16 @@ MALFORMED = [
     ("sla = 1\n[[rate]]\nrate = 1\n", "sla: unknown key"),
     ("duration = 'soon'\n[[rate]]\nrate = 1\n", "duration: 'soon' is not a duration"),
     (
-        "[load]\nkey_file = 'hmac.key'\nconections = 4\n[[rate]]\nrate = 1\n",
+        "[load]\nhmac_key_file = 'hmac.key'\nconections = 4\n[[rate]]\nrate = 1\n",
         "[load] conections: unknown key",
     ),
     (
-        "[load]\nkey_file = 'hmac.key'\nconnections = 0\n[[rate]]\nrate = 1\n",
+        "[load]\nhmac_key_file = 'hmac.key'\nconnections = 0\n[[rate]]\nrate = 1\n",
         "[load] connections: must be >= 1",
+    ),
+    (
+        "[load]\nkey_file = 'hmac.key'\n[[rate]]\nrate = 1\n",
+        "[load] key_file: renamed; write hmac_key_file",
     ),
 ]
 
@@ -133,7 +137,7 @@ MALFORMED = [
 def test_a_malformed_slo_file_exits_2_naming_the_key(tmp_path, capsys, body, message):
     (tmp_path / "hmac.key").write_bytes(b"k")
     if "[load]" not in body:
-        body += "[load]\nkey_file = 'hmac.key'\n"
+        body += "[load]\nhmac_key_file = 'hmac.key'\n"
     slo = _slo(tmp_path, body)
     code = main(["bench", "slo", str(slo), "http://127.0.0.1:9/"])
     err = capsys.readouterr().err
@@ -149,7 +153,8 @@ def test_missing_file_url_and_key_are_usage_errors(tmp_path, capsys):
     assert "no URL" in capsys.readouterr().err
     assert main(["bench", "slo", str(slo), "http://127.0.0.1:9/"]) == 2
     assert "no signing key" in capsys.readouterr().err
-    assert main(["bench", "load", "ftp://x", "--rate", "1", "--key-file", "k"]) == 2
+    argv = ["bench", "load", "ftp://x", "--rate", "1", "--hmac-key-file", "k"]
+    assert main(argv) == 2
     assert "http:// or https://" in capsys.readouterr().err
 
 
@@ -157,7 +162,7 @@ def test_the_slo_file_paths_are_relative_to_it(tmp_path):
     sub = tmp_path / "conf"
     sub.mkdir()
     slo = load_slo(_slo(sub, GOOD))
-    assert slo.duration_s == 1.0 and slo.load["key_file"] == "hmac.key"
+    assert slo.duration_s == 1.0 and slo.load["hmac_key_file"] == "hmac.key"
     assert [r for r, _ in slo.rates] == [100.0, 200.0]
     assert slo.rates[0][1].latency_ms == {"p50": 500.0, "p99": 2000.0, "p99.9": 3000.0}
 
@@ -195,7 +200,7 @@ def test_a_full_disk_for_the_report_is_a_clear_error(
     out = tiny_disk / "report"
     code = main(
         ["bench", "load", ep.url, "--rate", "100", "--duration", "1s"]
-        + ["--key-file", str(key_file), "--out", str(out)]
+        + ["--hmac-key-file", str(key_file), "--out", str(out)]
     )
     assert code == 2
     assert "cannot write the report: No space left on device" in capsys.readouterr().err
@@ -203,7 +208,7 @@ def test_a_full_disk_for_the_report_is_a_clear_error(
 
 
 def test_a_missing_key_file_is_a_usage_error(tmp_path, capsys):
-    slo = _slo(tmp_path, "[[rate]]\nrate = 1\n[load]\nkey_file = 'absent.key'\n")
+    slo = _slo(tmp_path, "[[rate]]\nrate = 1\n[load]\nhmac_key_file = 'absent.key'\n")
     assert main(["bench", "slo", str(slo), "http://127.0.0.1:9/"]) == 2
     err = capsys.readouterr().err
     assert "absent.key" in err and "No such file" in err, err

@@ -327,3 +327,30 @@ def test_new_segment_and_snapshot_directories_are_fsynced(
     synced.clear()
     MemoryDedup(tmp_path / "snap" / "s.bin").save()
     assert str(tmp_path / "snap") in synced  # the rename into place is durable
+
+
+def test_ack_values_are_kept_with_the_ack_and_checked(tmp_path: Path) -> None:
+    with LmdbWal(tmp_path) as wal:
+        seqs = wal.append_many([b"a", b"b", b"c", b"d"])
+        wal.ack_many(seqs[:2], [b'{"v":1}', b""])  # an empty value: a plain ack
+        wal.ack(seqs[2])
+        assert wal.ack_values(seqs) == {seqs[0]: b'{"v":1}'}
+        assert [r.seq for r in wal.pending()] == [seqs[3]]
+        with pytest.raises(ValueError, match="2 seqs but 1 ack values"):
+            wal.ack_many(seqs[2:], [b"x"])
+        assert [r.seq for r in wal.pending()] == [seqs[3]]  # nothing acked by it
+        # A value that fails its checksum is left out, the ack itself stays.
+        seg = wal._segment(0, create=False)
+        assert seg is not None
+        key = seqs[0].to_bytes(8, "big")
+        with seg.env.begin(write=True) as txn:
+            raw = bytearray(txn.get(key, db=seg.acks))
+            raw[-1] ^= 0x01
+            txn.put(key, bytes(raw), db=seg.acks)
+        assert wal.ack_values(seqs) == {}
+        assert wal.get(seqs[0]).acked  # type: ignore[union-attr]
+        # Compaction deletes the value with its record.
+        wal.ack_many([seqs[3]], [b"kept"])
+        assert wal.ack_values([seqs[3]]) == {seqs[3]: b"kept"}
+        assert wal.compact(older_than_s=-1.0) == 4
+        assert wal.ack_values(seqs) == {}

@@ -70,7 +70,7 @@ class DeliveryResult:
     budget ran out). ``status`` is the last HTTP status, None when the last try got no
     response (timeout, reset). ``attempts`` counts sends; ``waits`` the seconds slept
     between them, in order. ``accepted``/``escalated`` come from the server's verdict
-    JSON when it sent one.
+    JSON when it sent one, ``verdict_reason`` its ``reason`` (why it escalated).
     """
 
     outcome: str
@@ -81,6 +81,7 @@ class DeliveryResult:
     waits: tuple[float, ...] = ()
     accepted: bool | None = None
     escalated: bool | None = None
+    verdict_reason: str | None = None
 
     @property
     def acked(self) -> bool:
@@ -101,20 +102,22 @@ class _Counters:
     by_status: dict[int, int] = field(default_factory=dict)
 
 
-def _verdict(body: bytes) -> tuple[bool | None, bool | None]:
+def _verdict(body: bytes) -> tuple[bool | None, bool | None, str | None]:
     # The verdict is informational for the summary line; a body that is not the
     # expected JSON must never turn an ack into a failure.
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None, None
+        return None, None, None
     if not isinstance(doc, dict):
-        return None, None
+        return None, None, None
     acc = doc.get("accepted")
     esc = doc.get("escalated")
+    why = doc.get("reason")
     return (
         acc if isinstance(acc, bool) else None,
         esc if isinstance(esc, bool) else None,
+        why if isinstance(why, str) else None,
     )
 
 
@@ -360,7 +363,7 @@ class DeliveryClient:
                 )
                 action = classify_status(status)
                 if action == "ack":
-                    acc, esc = _verdict(data)
+                    acc, esc, because = _verdict(data)
                     return DeliveryResult(
                         ACKED,
                         status,
@@ -370,6 +373,7 @@ class DeliveryClient:
                         tuple(waits),
                         acc,
                         esc,
+                        because,
                     )
                 text = data[:200].decode("utf-8", "replace").strip()
                 why = f"HTTP {status}" + (f": {text}" if text else "")

@@ -14,7 +14,10 @@ from flk_fast.agent.outbox import Outbox, stamp, utc_now
 from flk_fast.agent.retry import RetryPolicy
 from flk_fast.protocol.pcs import PCS
 
-__all__ = ["dead_letter", "escalated", "make_client", "send"]
+__all__ = ["dead_letter", "escalated", "make_client", "send", "verdict"]
+
+#: The longest escalation reason kept with an ack (a server's reasons are short).
+_MAX_REASON = 200
 
 
 def make_client(
@@ -58,6 +61,21 @@ def escalated(result: DeliveryResult) -> bool:
     if result.escalated is not None:
         return result.escalated
     return result.status == 202
+
+
+def verdict(result: DeliveryResult) -> bytes:
+    """What is kept with the ack of an acknowledged PCS (``flk outbox list/show``):
+    ``{"verdict": "accepted"|"escalated", "status": N[, "reason": …]}`` as JSON, a
+    few dozen bytes, by the same rule as :func:`escalated`."""
+    import msgspec
+
+    doc: dict[str, Any] = {
+        "verdict": "escalated" if escalated(result) else "accepted",
+        "status": result.status,
+    }
+    if result.verdict_reason:
+        doc["reason"] = result.verdict_reason[:_MAX_REASON]
+    return msgspec.json.encode(doc)
 
 
 def dead_letter(

@@ -44,6 +44,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -183,16 +184,29 @@ class OutboxEntry:
     shard_id: str
     epoch: int
     body: bytes
+    #: Of an acked record: the server's verdict kept with the ack
+    #: (``{"verdict": "accepted"|"escalated", "status": N, "reason": …}``); None when
+    #: pending, or acked by an agent that did not keep it.
+    verdict: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, rec: WalRecord) -> OutboxEntry:
+    def of(cls, rec: WalRecord, verdict: bytes | None = None) -> OutboxEntry:
         try:
             pcs = decode_pcs(rec.data)
             pcs_id, shard, epoch = pcs.pcs_id, pcs.shard_id, pcs.epoch
         except Exception:  # noqa: BLE001 - shown as unreadable, never fatal here
             pcs_id, shard, epoch = "", "", -1
         state = "acked" if rec.acked else "pending"
-        return cls(rec.seq, state, rec.appended_at, pcs_id, shard, epoch, rec.data)
+        doc = None
+        if verdict is not None:
+            try:
+                doc = msgspec.json.decode(verdict)
+            except msgspec.DecodeError:
+                doc = None
+        return cls(
+            rec.seq, state, rec.appended_at, pcs_id, shard, epoch, rec.data,
+            doc if isinstance(doc, dict) else None,
+        )  # fmt: skip
 
 
 class AgentState(msgspec.Struct):
@@ -394,6 +408,12 @@ class Outbox:
         if seqs:
             self.wal.ack_many(list(seqs))
 
+    def ack_verdicts(self, acks: Sequence[tuple[int, bytes]]) -> None:
+        """Acknowledge ``(seq, verdict)`` pairs, each verdict (``delivery.verdict``)
+        kept with its ack in the same transaction, for ``flk outbox list/show``."""
+        if acks:
+            self.wal.ack_many([s for s, _ in acks], [v for _, v in acks])
+
     def dead_letter(
         self,
         seq: int,
@@ -540,11 +560,18 @@ class Outbox:
         pending = []
         for rec in self.wal.replay(include_acked=True):
             (recent if rec.acked else pending).append(rec)
-        return [OutboxEntry.of(r) for r in sorted([*pending, *recent], key=_seq)]
+        verdicts = self.wal.ack_values([r.seq for r in recent])
+        return [
+            OutboxEntry.of(r, verdicts.get(r.seq))
+            for r in sorted([*pending, *recent], key=_seq)
+        ]
 
     def entry(self, seq: int) -> OutboxEntry | None:
         rec = self.wal.get(seq)
-        return None if rec is None else OutboxEntry.of(rec)
+        if rec is None:
+            return None
+        verdict = self.wal.ack_values([seq]).get(seq) if rec.acked else None
+        return OutboxEntry.of(rec, verdict)
 
     def dead_letters(self, *, include_dropped: bool = False) -> list[DeadLetter]:
         out = []

@@ -33,9 +33,7 @@ import math
 import os
 import random
 import signal
-import sys
 import time
-from collections import deque
 from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,23 +41,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import blake3
 import numpy as np
 
 from flk_fast.agent import delivery
-from flk_fast.agent.outbox import (
-    Checkpoint,
-    Damaged,
-    Origin,
-    Outbox,
-    fingerprint,
-)
+from flk_fast.agent.outbox import Checkpoint, Damaged, Origin, Outbox, fingerprint
+from flk_fast.agent.progress import Progress
+from flk_fast.agent.pump import InputPump, rows_digest, window_rejected
 from flk_fast.agent.retry import RetryPolicy, jittered
 from flk_fast.agent.source import (
-    CHUNK,
     EventBatch,
     FileSource,
-    LineSplitter,
     Malformed,
     StdinSource,
     parse_block,
@@ -75,6 +66,8 @@ log = logging.getLogger("flk_fast.agent")
 
 #: ``summarize(window, shard_id=..., epoch=...) -> PCS`` (signed, ``ft.outbox_seq`` 0).
 Summarizer = Callable[..., PCS]
+#: ``origins(windows, made) -> [Origin | None]``: where each window lies in its input.
+_Origins = Callable[[list[Window], list[PCS]], list[Origin | None]]
 _T = TypeVar("_T")
 
 
@@ -205,58 +198,6 @@ class AgentSummary:
         )
 
 
-class _Progress:
-    """A one-line bar on a terminal, a log line every ``every_s`` otherwise."""
-
-    def __init__(self, mode: str, every_s: float, stream: Any = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.mode = ("bar" if tty else "log") if mode == "auto" else mode
-        self.every_s = every_s if self.mode == "log" else 0.2
-        self._last = 0.0
-        self._drawn = False
-
-    def update(
-        self, s: AgentSummary, total_bytes: int, done_bytes: int, *, force: bool = False
-    ) -> None:
-        if self.mode == "off":
-            return
-        now = time.monotonic()
-        if not force and now - self._last < self.every_s:
-            return
-        self._last = now
-        rate = s.events / s.elapsed_s if s.elapsed_s > 0 else 0.0
-        if self.mode == "bar":
-            frac = min(1.0, done_bytes / total_bytes) if total_bytes else 0.0
-            bar = "#" * int(frac * 20)
-            pct = f"{frac:6.1%} " if total_bytes else ""
-            line = (
-                f"\r[{bar:<20}] {pct}{s.events:,} ev  {s.windows} win  "
-                f"{s.accepted + s.escalated} acked  {s.dead_lettered} dlq  "
-                f"{rate:,.0f} ev/s "
-            )
-            self.stream.write(line)
-            self._drawn = True
-        else:
-            log.info(
-                "progress: events=%d windows=%d acked=%d dead=%d pending=%d "
-                "rate=%.0f/s",
-                s.events,
-                s.windows,
-                s.accepted + s.escalated,
-                s.dead_lettered,
-                s.windows + s.resent + s.redriven
-                - s.accepted - s.escalated - s.dead_lettered,
-                rate,
-            )
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 class Agent:
     """Turn events into delivered PCS (see the module docstring for the design).
 
@@ -271,6 +212,11 @@ class Agent:
         ``summarize(window, shard_id=, epoch=) -> PCS``, signed.
     client : DeliveryClient, optional
         Injected in tests (fake clock/sleep); by default one is built from the config.
+    progress_stream : file, optional
+        Where the progress bar goes (default stderr).
+    sleep, clock : optional
+        The agent's own waits (re-drive probes, polls of a followed file at its end)
+        and its monotonic clock (``--idle-flush``), injected in tests.
     """
 
     def __init__(
@@ -281,14 +227,16 @@ class Agent:
         client: Any = None,
         progress_stream: Any = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = config
         self._sleep = sleep
+        self._clock = clock
         self._summarize = summarize
         self._client = client
         self._own_client = client is None
         self.summary = AgentSummary()
-        self._progress = _Progress(config.progress, config.log_every_s, progress_stream)
+        self._progress = Progress(config.progress, config.log_every_s, progress_stream)
         self._io = ThreadPoolExecutor(1, thread_name_prefix="flk-agent-io")
         # Summarising on threads of its own lets parsing (which holds the GIL) overlap
         # zlib, hashing and the kernels (which release it) on hosts with spare cores.
@@ -307,7 +255,7 @@ class Agent:
         self._idle = asyncio.Event()
         self._idle.set()
         self._room = asyncio.Condition()
-        self._acks: list[int] = []
+        self._acks: list[tuple[int, bytes]] = []  # (seq, verdict) to record
         self._ack_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._windowers: dict[str, Windower] = {}
@@ -322,8 +270,6 @@ class Agent:
         self._fatal: BaseException | None = None
         self._api_fed: dict[str, int] = {}  # events given to feed() per source
         self._api_done: dict[str, int] = {}  # of those, events summarised
-        # Origins of the windows about to be appended, per file source (see _pump).
-        self._origins: dict[str, Callable[[list[Window], list[PCS]], list[Any]]] = {}
         self._damaged: dict[int, Damaged] = {}  # found at start, not yet dealt with
         self._why_lost: dict[int, str] = {}  # why one could not be summarised again
         self._redrive_wake = asyncio.Event()  # set: transient dead letters may wait
@@ -471,7 +417,7 @@ class Agent:
         if self.outbox is not None and self._acks:
             acks, self._acks = self._acks, []
             try:
-                await self._run_io(self.outbox.ack, acks)
+                await self._run_io(self.outbox.ack_verdicts, acks)
             except StorageError as exc:  # they stay pending: resent, deduplicated
                 log.warning("the last %d acks were not recorded: %s", len(acks), exc)
         if self._client is not None:  # started by start(), injected or not
@@ -548,7 +494,7 @@ class Agent:
                     self.summary.escalated += 1
                 else:
                     self.summary.accepted += 1
-                self._acks.append(seq)
+                self._acks.append((seq, delivery.verdict(result)))
                 self._ack_wake.set()
             else:
                 log.warning(
@@ -573,7 +519,8 @@ class Agent:
     def _outbox_gauges(self) -> tuple[int, int]:
         assert self.outbox is not None
         ob = self.outbox
-        return len(ob.dead_letters()), ob.wal.stats().disk_bytes + ob.dlq.stats().disk_bytes
+        disk = ob.wal.stats().disk_bytes + ob.dlq.stats().disk_bytes
+        return len(ob.dead_letters()), disk
 
     async def _refresh_metrics(self) -> None:
         m, cfg = self.metrics, self.cfg
@@ -630,7 +577,7 @@ class Agent:
             self._ack_wake.clear()
             acks, self._acks = self._acks, []
             if acks:
-                await self._run_io(self.outbox.ack, acks)
+                await self._run_io(self.outbox.ack_verdicts, acks)
                 for _ in acks:
                     await self._done_one()
 
@@ -733,7 +680,7 @@ class Agent:
         last = windower.flush()
         if last is not None:
             windows.append(last)
-        if len(windows) != 1 or _rows_digest(windows[0].rows) != o.rows:
+        if len(windows) != 1 or rows_digest(windows[0].rows) != o.rows:
             raise _Uncovered(
                 f"{path} bytes {o.start}-{o.end} no longer hold its events"
             )
@@ -774,6 +721,7 @@ class Agent:
         source_id: str | None,
         checkpoint: Callable[[list[Window]], Checkpoint] | None,
         where: str = "",
+        origins: _Origins | None = None,
     ) -> tuple[list[tuple[int, PCS]], int]:
         """Work thread: summarise windows and append them in one transaction.
 
@@ -794,27 +742,44 @@ class Agent:
             try:
                 made.append(self._summarize(w, shard_id=shard, epoch=epoch))
             except (ValueError, ArithmeticError) as exc:
-                failure = _rejected(w, exc, where or (source_id or ""))
+                failure = window_rejected(w, exc, where or (source_id or ""))
                 break
             epoch += 1
         done = windows[: len(made)]
         items: list[tuple[int, PCS]] = []
         if made:
-            tagger = self._origins.get(source_id) if source_id else None
-            seqs = self.outbox.append(
-                [encode_pcs(p) for p in made],
-                shard_id=shard,
-                next_epoch=epoch,
-                source_id=source_id,
-                checkpoint=checkpoint(done) if checkpoint is not None else None,
-                origins=tagger(done, made) if tagger is not None else None,
+            items = self._append(
+                done, made, shard, epoch, source_id, checkpoint, origins
             )
-            self._epochs[shard] = self._assigned[shard] = epoch
-            items = list(zip(seqs, made, strict=True))
+            self._assigned[shard] = epoch
         n_events = sum(len(w) for w in done)
         if failure is not None:
             raise _PartialAppend(items, n_events, failure)
         return items, n_events
+
+    def _append(
+        self,
+        windows: list[Window],
+        made: list[PCS],
+        shard: str,
+        next_epoch: int,
+        source_id: str | None,
+        checkpoint: Callable[[list[Window]], Checkpoint] | None,
+        origins: _Origins | None,
+    ) -> list[tuple[int, PCS]]:
+        """Work thread: append the PCS ``made`` of ``windows`` in one transaction,
+        with the input's checkpoint after them and where each lies in the input."""
+        assert self.outbox is not None
+        seqs = self.outbox.append(
+            [encode_pcs(p) for p in made],
+            shard_id=shard,
+            next_epoch=next_epoch,
+            source_id=source_id,
+            checkpoint=checkpoint(windows) if checkpoint is not None else None,
+            origins=origins(windows, made) if origins is not None else None,
+        )
+        self._epochs[shard] = next_epoch
+        return list(zip(seqs, made, strict=True))
 
     async def _append_io(self, *args: Any) -> None:
         """Run ``_make_and_append`` on the work thread and publish what it made."""
@@ -956,6 +921,7 @@ class Agent:
         from flk_fast.agent.source import guess_format
 
         p = Path(path)
+        fmt = fmt or guess_format(str(p))
         source_id = self.cfg.source_id or str(p.resolve())
         ck = None if self.cfg.restart_input else self.checkpoint(source_id)
         start = ck.offset if ck else 0
@@ -977,10 +943,10 @@ class Agent:
                     ck.offset,
                     ck.events,
                 )
-            await self._recover(p, fmt or guess_format(str(p)), source_id)
+            await self._recover(p, fmt, source_id)
             self._bytes_total = os.path.getsize(p)
             self._bytes_done = start
-            await self._pump(src, fmt or guess_format(str(p)), source_id, ck, str(p))
+            await self._pump(src, fmt, source_id, ck, str(p)).run()
         finally:
             await self._run_io(src.close)
 
@@ -991,324 +957,16 @@ class Agent:
         source_id = self.cfg.source_id or "stdin"
         prev = self.checkpoint(source_id)
         base = Checkpoint(events=prev.events, windows=prev.windows) if prev else None
-        await self._pump(src, fmt, source_id, base, "<stdin>", stdin=True)
+        await self._pump(src, fmt, source_id, base, "<stdin>", stdin=True).run()
 
-    async def _pump(
-        self,
-        src: Any,
-        fmt: str,
-        source_id: str,
-        ck: Checkpoint | None,
-        where: str,
-        *,
-        stdin: bool = False,
-    ) -> None:
-        shard = self.cfg.shard_id
-        windower = self._windower(shard)
-        splitter = LineSplitter(
-            offset=0 if stdin or ck is None else ck.offset,
-            line=1 if stdin or ck is None else ck.line + 1,
-        )
-        events_before = ck.events if ck else 0
-        windows_before = ck.windows if ck else 0
-        head = b"" if stdin else await self._run_io(src.head, 4096)
-        # Events parsed but not yet in a window sit in the windower; the checkpoint of a
-        # window counts only the events up to its end.
-        counted = {"events": events_before, "windows": windows_before}
-        if not stdin:
-            at = {"off": splitter.offset, "line": splitter.line}
-
-            def origins(done: list[Window], made: list[PCS]) -> list[Origin | None]:
-                """Where each window about to be appended lies in the input."""
-                out: list[Origin | None] = []
-                for w, pcs in zip(done, made, strict=True):
-                    out.append(
-                        Origin(
-                            source=source_id,
-                            shard=pcs.shard_id,
-                            epoch=pcs.epoch,
-                            start=at["off"],
-                            end=w.end_offset,
-                            line=at["line"],
-                            events=len(w),
-                            rows=_rows_digest(w.rows),
-                        )
-                    )
-                    at["off"], at["line"] = w.end_offset, w.end_line + 1
-                return out
-
-            self._origins[source_id] = origins
-
-        def make_ck(done: list[Window]) -> Checkpoint:
-            """The checkpoint after ``done``, the windows about to be appended."""
-            nonlocal head
-            counted["events"] += sum(len(x) for x in done)
-            counted["windows"] += len(done)
-            w = done[-1]
-            off = 0 if stdin else w.end_offset
-            if not stdin and len(head) < min(off, 4096):
-                head = src.head(4096)
-            return Checkpoint(
-                offset=off,
-                line=w.end_line,
-                events=counted["events"],
-                fingerprint="" if stdin else fingerprint(head[: min(off, 4096)]),
-                windows=counted["windows"],
-            )
-
-        # Parsed events not yet pushed into the windower: a chunk can hold thousands of
-        # windows' worth of events (small windows), and pushing them in slices keeps the
-        # PCS made per step within the room left under max_inflight.
-        carry: dict[str, Any] = {
-            "batch": None,
-            "eof": False,
-            "stop": None,
-            "final": False,
-        }
-
-        def step(
-            room: int, busy: bool
-        ) -> tuple[list[Window], bool, bool, InputError | None]:
-            """Work thread: read one chunk (unless events are carried over), parse and
-            cut at most ``room`` windows. ``busy``: windows are still being summarised
-            (the input checkpoint must not move past them)."""
-            got = False
-            if carry["batch"] is None:
-                data, eof = src.read(CHUNK)
-                got = bool(data)
-                final = eof and not self.cfg.follow
-                block, off, line = splitter.feed(data, final=final)
-                self._bytes_done += len(data)
-                batch, bad = parse_block(
-                    fmt,
-                    block,
-                    off,
-                    line,
-                    source=where,
-                    max_abs=self.cfg.max_abs_coordinate,
-                )
-                if splitter.overlong:  # they precede every line of the block
-                    bad = splitter.overlong + bad
-                    splitter.overlong = []
-                stop: InputError | None = None
-                if bad and self.cfg.on_malformed == "stop":
-                    # Summarise what precedes the first bad line (complete windows
-                    # only), then stop: the checkpoint stays before it, so a fixed
-                    # file resumes right there.
-                    first = bad[0]
-                    batch = batch.slice(
-                        0, int(np.searchsorted(batch.lines, first.line))
-                    )
-                    stop = InputError(
-                        f"{first.reason}: {first.text!r}",
-                        source=where,
-                        position=first.line,
-                    )
-                    bad = bad[:1]
-                    final = False
-                self._report(bad, where)
-                carry.update(batch=batch, eof=eof, stop=stop, final=final)
-                if (
-                    bad
-                    and stop is None
-                    and not len(batch)
-                    and windower.pending == 0
-                    and not busy
-                    and not stdin
-                ):
-                    # Only malformed lines since the last window: remember we passed
-                    # them, so that a restart does not report them again.
-                    assert self.outbox is not None
-                    self.outbox.save_checkpoint(
-                        source_id,
-                        Checkpoint(
-                            offset=splitter.offset,
-                            line=splitter.line - 1,
-                            events=counted["events"],
-                            windows=counted["windows"],
-                            fingerprint=fingerprint(
-                                src.head(4096)[: min(splitter.offset, 4096)]
-                            ),
-                        ),
-                    )
-            batch = carry["batch"]
-            windows: list[Window] = []
-            while batch is not None and len(batch) and len(windows) < room:
-                take = min(len(batch), windower.count - windower.pending)
-                made, used = windower.push_some(
-                    batch.slice(0, take), room - len(windows)
-                )
-                windows += made
-                batch = batch.slice(used, len(batch))
-            done = batch is None or not len(batch)
-            carry["batch"] = None if done else batch
-            if done and carry["final"]:
-                last = windower.flush()
-                if last is not None:
-                    windows.append(last)
-            return (
-                windows,
-                done and carry["eof"],
-                got,
-                (carry["stop"] if done else None),
-            )
-
-        # Windows being summarised on the CPU threads, oldest first. They are appended
-        # strictly in this order, each group with the checkpoint after its last
-        # window, so the outbox and the checkpoints never run ahead of each other.
-        flight: deque[_Flight] = deque()
-
-        async def land(force: bool) -> None:
-            """Append the summarised groups at the head of ``flight`` (all: force)."""
-            while flight and (force or all(f.done() for f in flight[0].futures)):
-                g = flight.popleft()
-                made: list[PCS] = []
-                failure: InputError | None = None
-                for w, fut in zip(g.windows, g.futures, strict=True):
-                    try:
-                        made.append(await fut)
-                    except (ValueError, ArithmeticError) as exc:
-                        failure = _rejected(w, exc, where)
-                        break
-                if made:
-                    items = await self._run_io(
-                        self._append_made,
-                        g.windows[: len(made)],
-                        made,
-                        shard,
-                        g.first_epoch + len(made),
-                        source_id,
-                        make_ck,
-                    )
-                    await self._publish(
-                        items, sum(len(w) for w in g.windows[: len(made)])
-                    )
-                if failure is not None:
-                    for later in flight:
-                        for f in later.futures:
-                            f.cancel()
-                    flight.clear()
-                    raise failure
-
-        def in_flight() -> int:
-            return sum(len(g.windows) for g in flight)
-
-        idle_since = time.monotonic()
-        while not self._stopping:
-            await self._wait_for_room()
-            room = self.cfg.max_inflight - self._outstanding - in_flight()
-            if room <= 0:
-                await land(force=True)
-                continue
-            windows, eof, got, stop = await self._run_io(step, room, bool(flight))
-            if windows:
-                if self._cpu is None:
-                    await self._append_io(windows, shard, source_id, make_ck, where)
-                else:
-                    flight.append(self._launch(windows, shard))
-            # Keep about one window per CPU thread ahead of the appends.
-            depth = self._cpu_workers
-            await land(force=not got or eof or stop is not None or in_flight() > depth)
-            if stop is not None:
-                raise stop
-            if got:
-                idle_since = time.monotonic()
-            if eof and not self.cfg.follow:
-                return  # the step already summarised the last partial window
-            if got or carry["batch"] is not None:
-                continue
-            # Caught up with a growing file, or a quiet pipe.
-            if eof and self.cfg.exit_when_drained:
-                await self._flush_partial(shard, source_id, make_ck, where)
-                return
-            if (
-                self.cfg.idle_flush_s is not None
-                and windower.pending
-                and time.monotonic() - idle_since >= self.cfg.idle_flush_s
-            ):
-                await self._flush_partial(shard, source_id, make_ck, where)
-            if eof:
-                # A file at its current end: poll. (A pipe's read already waited.)
-                await asyncio.sleep(self.cfg.poll_s)
-
-    def _launch(self, windows: list[Window], shard: str) -> _Flight:
-        """Start summarising ``windows`` on the CPU threads with the next epochs."""
-        assert self.outbox is not None and self._cpu is not None
-        first = self._assigned.get(shard)
-        if first is None:
-            first = self._epochs.get(shard) or self.outbox.next_epoch(
-                shard, self.cfg.start_epoch
-            )
-        self._assigned[shard] = first + len(windows)
-        loop = asyncio.get_running_loop()
-        futures = [
-            loop.run_in_executor(
-                self._cpu, partial(self._summarize, w, shard_id=shard, epoch=first + i)
-            )
-            for i, w in enumerate(windows)
-        ]
-        return _Flight(windows, futures, first)
-
-    def _append_made(
-        self,
-        windows: list[Window],
-        made: list[PCS],
-        shard: str,
-        next_epoch: int,
-        source_id: str,
-        checkpoint: Callable[[list[Window]], Checkpoint],
-    ) -> list[tuple[int, PCS]]:
-        """Work thread: append PCS summarised elsewhere, with their checkpoint."""
-        assert self.outbox is not None
-        tagger = self._origins.get(source_id)
-        seqs = self.outbox.append(
-            [encode_pcs(p) for p in made],
-            shard_id=shard,
-            next_epoch=next_epoch,
-            source_id=source_id,
-            checkpoint=checkpoint(windows),
-            origins=tagger(windows, made) if tagger is not None else None,
-        )
-        self._epochs[shard] = next_epoch
-        return list(zip(seqs, made, strict=True))
-
-    async def _flush_partial(
-        self,
-        shard: str,
-        source_id: str,
-        make_ck: Callable[[list[Window]], Checkpoint],
-        where: str,
-    ) -> None:
-        w = self._windower(shard).flush()
-        if w is not None:
-            await self._append_io([w], shard, source_id, make_ck, where)
-
-
-@dataclass(slots=True)
-class _Flight:
-    """Windows being summarised on the CPU threads, with the epoch of the first."""
-
-    windows: list[Window]
-    futures: list[asyncio.Future[PCS]]
-    first_epoch: int
-
-
-def _rejected(w: Window, exc: BaseException, where: str) -> InputError:
-    lines = f"lines {w.first_line}-{w.end_line}" if w.end_line else "events"
-    return InputError(
-        f"the window of {lines} cannot be summarised: {exc}",
-        source=where,
-        position=w.first_line,
-    )
+    def _pump(self, *args: Any, stdin: bool = False) -> InputPump:
+        """The input pump of one file or stdin (``InputPump``'s arguments), on this
+        agent's clock and sleep."""
+        return InputPump(self, *args, stdin=stdin, clock=self._clock, sleep=self._sleep)
 
 
 class _Uncovered(Exception):  # noqa: N818 - internal, turned into a "lost" reason
     """The input no longer holds a damaged record's window."""
-
-
-def _rows_digest(rows: bytes) -> str:
-    """BLAKE3 of a window's canonical rows, 128 bits: the origin's proof of identity."""
-    return blake3.blake3(rows).hexdigest(16)
 
 
 class _PartialAppend(Exception):  # noqa: N818 - internal carrier, never escapes

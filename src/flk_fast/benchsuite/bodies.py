@@ -32,16 +32,23 @@ _RESEND_POOL = 1024
 
 
 def load_signer(
-    hmac_key_file: str | None = None, ed25519_key_file: str | None = None
+    hmac_key_file: str | None = None,
+    ed25519_key_file: str | None = None,
+    hmac_key_env: str | None = None,
 ) -> Any:
-    """The signer of a key file (exactly one of the two), as ``flk agent`` loads it."""
+    """The signer of exactly one key source, as ``flk agent`` loads it."""
     from flk_fast.protocol import signing
 
-    if (hmac_key_file is None) == (ed25519_key_file is None):
-        raise ConfigError("give exactly one of --key-file and --ed25519-key-file")
+    given = [x is not None for x in (hmac_key_file, hmac_key_env, ed25519_key_file)]
+    if sum(given) != 1:
+        raise ConfigError(
+            "give exactly one of --hmac-key-file, --hmac-key-env and --ed25519-key-file"
+        )
     if ed25519_key_file is not None:
         return signing.Ed25519Signer(signing.load_ed25519_private(ed25519_key_file))
-    return signing.HmacSigner(signing.load_hmac_key(path=hmac_key_file))
+    return signing.HmacSigner(
+        signing.load_hmac_key(path=hmac_key_file, env=hmac_key_env)
+    )
 
 
 class BodySource:

@@ -89,10 +89,11 @@ LOAD_OPTIONS = (
         "T",
     ),
     LoadOption(
-        "key_file", str, None, "HMAC-SHA256 secret file that signs each PCS", "F"
+        "hmac_key_file", str, None, "HMAC-SHA256 secret file that signs each PCS", "F"
     ),
+    LoadOption("hmac_key_env", str, None, "env var holding the HMAC secret", "VAR"),
     LoadOption(
-        "ed25519_key_file", str, None, "Ed25519 private key instead of --key-file", "F"
+        "ed25519_key_file", str, None, "Ed25519 private key instead of HMAC", "F"
     ),
     LoadOption("tenant", str, None, "send X-Tenant-Id: T", "T"),
     LoadOption(

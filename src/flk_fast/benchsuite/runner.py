@@ -29,7 +29,11 @@ __all__ = [
 #: Bodies of one rate are held in memory: 2 M x ~0.8 KB is ~1.6 GB.
 MAX_REQUESTS_PER_RATE = 2_000_000
 _BY_NAME = {o.name: o for o in LOAD_OPTIONS}
-_PATHS = ("key_file", "ed25519_key_file", "tls_ca_file", "tls_cert", "tls_key")
+_PATHS = ("hmac_key_file", "ed25519_key_file", "tls_ca_file", "tls_cert", "tls_key")
+#: ``[load]`` keys of older releases -> their names now (refused, naming the new one,
+#: like the flags ``--key-file`` and ``--key``: one spelling of each option).
+_RENAMED = {"key_file": "hmac_key_file"}
+_KEYS = ("hmac_key_file", "hmac_key_env", "ed25519_key_file")
 
 
 def load_config(
@@ -41,6 +45,8 @@ def load_config(
     table = table or {}
     out: dict[str, Any] = {}
     for key in table:
+        if key in _RENAMED:
+            raise ConfigError(f"[load] {key}: renamed; write {_RENAMED[key]}")
         if key not in _BY_NAME:
             raise ConfigError(
                 f"[load] {key}: unknown key; use {', '.join(sorted(_BY_NAME))}"
@@ -56,10 +62,10 @@ def load_config(
             if opt.name in _PATHS and base is not None:
                 value = str(base / value)
         out[opt.name] = opt.default if value is None else value
-    if out["key_file"] is None and out["ed25519_key_file"] is None:
+    if all(out[k] is None for k in _KEYS):
         raise ConfigError(
-            "no signing key: give --key-file (HMAC) or --ed25519-key-file "
-            "(or key_file in the SLO file's [load] table)"
+            "no signing key: give --hmac-key-file, --hmac-key-env or "
+            "--ed25519-key-file (or hmac_key_file in the SLO file's [load] table)"
         )
     return out
 
@@ -106,7 +112,9 @@ async def _run_all(
     from flk_fast.benchsuite.bodies import BodySource, load_signer
     from flk_fast.benchsuite.http import HttpPool, RequestFailed
 
-    signer = load_signer(cfg["key_file"], cfg["ed25519_key_file"])
+    signer = load_signer(
+        cfg["hmac_key_file"], cfg["ed25519_key_file"], cfg["hmac_key_env"]
+    )
     bodies = BodySource(
         signer,
         shard_id=cfg["shard_id"],

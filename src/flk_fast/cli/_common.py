@@ -9,10 +9,12 @@ from typing import Any
 __all__ = [
     "MERKLE_SCHEMES",
     "add_command",
+    "add_hmac_key_options",
     "add_summary_options",
     "fail",
     "non_negative_int",
     "positive_int",
+    "refuse_old_key_flags",
     "scales_arg",
 ]
 
@@ -108,3 +110,55 @@ def add_summary_options(group: Any, *, kernel_threads: int) -> None:
         help=f"threads for the box-count and coherence kernels ({kernel_threads}); "
         "0 = FLK_FAST_NUM_THREADS, else every core",
     )
+
+
+def add_hmac_key_options(group: Any) -> None:
+    """``--hmac-key-file F`` / ``--hmac-key-env VAR``, spelt and explained the same in
+    every command that signs or verifies. There is no flag that takes the secret
+    itself: a flag's value is visible to every user through ``ps`` and stays in the
+    shell history."""
+    group.add_argument("--hmac-key-file", metavar="F", help="HMAC-SHA256 secret file")
+    group.add_argument(
+        "--hmac-key-env", metavar="VAR", help="env var holding the secret"
+    )
+
+
+#: The key flags of older releases -> why each is refused, naming its replacement.
+#: Refused rather than kept as warning aliases: an alias would keep ``--key SECRET``
+#: working in the scripts that most need to change, and two spellings of one option
+#: are what issue #12 removes.
+_OLD_KEY_FLAGS = {
+    "--key": "--key SECRET is refused: a secret on the command line is visible in "
+    "ps and the shell history; put it in a file (--hmac-key-file F) or an "
+    "environment variable (--hmac-key-env VAR)",
+    "--key-file": "--key-file was renamed: use --hmac-key-file F",
+    "--key-env": "--key-env was renamed: use --hmac-key-env VAR",
+}
+
+
+class _RefusedFlag(argparse.Action):
+    """An old flag, hidden from --help, that stops parsing with a usage error
+    (exit 2) naming its replacement, whether or not a value follows it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(_OLD_KEY_FLAGS[str(option_string)])
+
+
+def refuse_old_key_flags(parser: argparse.ArgumentParser) -> None:
+    """Make ``--key``, ``--key-file`` and ``--key-env`` usage errors that say what to
+    write instead (without them argparse would answer "unrecognized arguments", or
+    take ``--key`` as an abbreviation of a longer flag)."""
+    for flag in _OLD_KEY_FLAGS:
+        parser.add_argument(
+            flag,
+            action=_RefusedFlag,
+            nargs="?",
+            dest="refused_" + flag.lstrip("-").replace("-", "_"),
+            help=argparse.SUPPRESS,
+        )

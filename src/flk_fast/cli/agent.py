@@ -23,6 +23,7 @@ from typing import Any
 
 from flk_fast.cli._common import (
     add_command,
+    add_hmac_key_options,
     add_summary_options,
     fail,
     positive_int,
@@ -167,10 +168,7 @@ def register(sub: Any) -> None:
         help="outbox, dead-letter queue and input checkpoints (LMDB)",
     )
     keys = p.add_mutually_exclusive_group(required=True)
-    keys.add_argument("--hmac-key-file", metavar="F", help="HMAC-SHA256 secret file")
-    keys.add_argument(
-        "--hmac-key-env", metavar="VAR", help="env var holding the secret"
-    )
+    add_hmac_key_options(keys)
     keys.add_argument(
         "--ed25519-key-file",
         metavar="F",
@@ -824,7 +822,7 @@ async def _replay(
         return out
 
     async def worker(
-        client: Any, queue: list[tuple[int, bytes]], done: list[int]
+        client: Any, queue: list[tuple[int, bytes]], done: list[tuple[int, bytes]]
     ) -> None:
         nonlocal acked, escalated, dead
         while queue:
@@ -844,7 +842,7 @@ async def _replay(
                 continue
             res = await delivery.send(client, seq, pcs)
             if res.acked:
-                done.append(seq)
+                done.append((seq, delivery.verdict(res)))
                 acked += 1
                 escalated += delivery.escalated(res)
             else:
@@ -856,13 +854,13 @@ async def _replay(
             start = 0
             while batch := await on_io(chunk, start):
                 start = batch[-1][0] + 1
-                done: list[int] = []
+                done: list[tuple[int, bytes]] = []
                 queue = list(reversed(batch))
                 await asyncio.gather(
                     *(worker(client, queue, done) for _ in range(args.concurrency))
                 )
                 if done:
-                    await on_io(ob.ack, done)
+                    await on_io(ob.ack_verdicts, done)
     finally:
         io.shutdown(wait=True)
     return acked, escalated, dead
@@ -901,6 +899,7 @@ def _entry_doc(e: Any, *, pcs: bool) -> dict[str, Any]:
         "shard_id": e.shard_id,
         "epoch": e.epoch,
         "pcs_id": e.pcs_id,
+        "verdict": e.verdict,
     }
     if pcs:
         try:
@@ -908,6 +907,19 @@ def _entry_doc(e: Any, *, pcs: bool) -> dict[str, Any]:
         except ValueError:
             doc["pcs"] = e.body.decode("utf-8", "replace")
     return doc
+
+
+def _verdict_text(e: Any) -> str:
+    """``accepted``, ``escalated: REASON``; ``-`` pending; ``unknown`` for a record
+    acknowledged by an agent that kept no verdict."""
+    if e.state != "acked":
+        return "-"
+    v = e.verdict or {}
+    word = v.get("verdict")
+    if not isinstance(word, str):
+        return "unknown"
+    reason = v.get("reason")
+    return f"{word}: {reason}" if isinstance(reason, str) and reason else word
 
 
 @_outbox_command
@@ -929,7 +941,8 @@ def _outbox_list(args: argparse.Namespace) -> int:
         else:
             print(
                 f"{e.seq}\t{e.state}\t{doc['appended_at']}\tshard={e.shard_id}\t"
-                f"epoch={e.epoch}\tpcs_id={e.pcs_id[:16] or '(unreadable)'}"
+                f"epoch={e.epoch}\tpcs_id={e.pcs_id[:16] or '(unreadable)'}\t"
+                f"verdict={_verdict_text(e)}"
             )
     if not args.json:
         pending = sum(e.state == "pending" for e in entries)
@@ -959,6 +972,8 @@ def _outbox_show(args: argparse.Namespace) -> int:
     else:
         for key in ("seq", "state", "appended_at", "shard_id", "epoch", "pcs_id"):
             print(f"{key}: {doc[key]}")
+        status = (e.verdict or {}).get("status")
+        print(f"verdict: {_verdict_text(e)}" + (f" (HTTP {status})" if status else ""))
         print(json.dumps(doc["pcs"], indent=2, sort_keys=True))
     return EXIT_OK
 

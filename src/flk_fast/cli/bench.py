@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flk_fast.cli._common import add_command, fail
+from flk_fast.cli._common import add_command, fail, refuse_old_key_flags
 
 # Exit codes of load and slo (flk_fast.benchsuite.slo: MET, MISSED, INVALID).
 _MET, _MISSED, _INVALID = 0, 1, 2
@@ -105,7 +105,7 @@ def register(sub: Any) -> None:
         help="benchmark a deployment: open-loop load, SLO verdicts, kernels",
         examples="""\
   flk bench load http://127.0.0.1:8080 --rate 500,1000,2000 --duration 30s \\
-      --key-file secret.key
+      --hmac-key-file secret.key
   flk bench slo slo.toml http://ingest:8080 --out report/
   flk bench kernels --compare baseline.json""",
     )
@@ -117,11 +117,12 @@ def register(sub: Any) -> None:
         help="open-loop load at constant rates; latency from each request's intended "
         "send time (exit 0, 1 SLO missed or --ramp found none, 2 invalid run)",
         examples="""\
-  flk bench load http://127.0.0.1:8080 --rate 500,1000 --duration 30s --key-file k
-  flk bench load https://ingest:8443 --rate 1000 --key-file k --tenant acme \\
+  flk bench load http://127.0.0.1:8080 --rate 500,1000 --duration 30s \\
+      --hmac-key-file k
+  flk bench load https://ingest:8443 --rate 1000 --hmac-key-file k --tenant acme \\
       --tls-ca-file ca.pem --tls-cert me.pem --tls-key me.key
   flk bench load http://127.0.0.1:8080 --rate 1000,2000,4000,8000 --ramp \\
-      --slo-latency p99=50 --max-error-ratio 0.001 --key-file k""",
+      --slo-latency p99=50 --max-error-ratio 0.001 --hmac-key-file k""",
     )
     lp.add_argument(
         "url", metavar="URL", help="submit URL; a bare base URL gets /v1/pcs/submit"
@@ -154,6 +155,7 @@ def register(sub: Any) -> None:
     s.add_argument("--max-error-ratio", type=_ratio, metavar="R", help="e.g. 0.001")
     s.add_argument("--max-escalation-ratio", type=_ratio, metavar="R", help="e.g. 0.01")
     _add_load_options(lp)
+    refuse_old_key_flags(lp)
     _add_report_options(lp, None)
     lp.set_defaults(func=_load)
 
@@ -172,6 +174,7 @@ def register(sub: Any) -> None:
         "--duration", type=_duration, metavar="T", help="per rate; overrides the file's"
     )
     _add_load_options(sp)
+    refuse_old_key_flags(sp)
     _add_report_options(sp, "bench-report")
     sp.set_defaults(func=_slo)
 

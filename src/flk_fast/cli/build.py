@@ -14,10 +14,12 @@ from typing import Any
 
 from flk_fast.cli._common import (
     add_command,
+    add_hmac_key_options,
     add_summary_options,
     fail,
     non_negative_int,
     positive_int,
+    refuse_old_key_flags,
 )
 
 __all__ = ["register"]
@@ -38,12 +40,13 @@ def register(sub: Any) -> None:
         help="summarise an event file (CSV timestamp,x,y,z, or JSONL) into one "
         "signed PCS JSON; exit 2 on malformed input",
         examples="""\
-  flk build-pcs --in vectors/tiny_case_1.csv --key testsecret \\
+  echo testsecret > secret.key
+  flk build-pcs --in vectors/tiny_case_1.csv --hmac-key-file secret.key \\
       --shard-id test-shard-001 --epoch 1 --seed 42 --sig-version 0.1
   (the SPEC §8 vector, a version 0.1 PCS; without --sig-version it is signed 0.2)
-  flk build-pcs --in events.jsonl --key-file secret.key --shard-id s1 --epoch 7 \\
-      --merkle-scheme blake3-rfc6962 --sent-at now --out pcs.json
-  cat events.csv | flk build-pcs --in - --key-env FLK_HMAC_KEY --shard-id s1""",
+  flk build-pcs --in events.jsonl --hmac-key-file secret.key --shard-id s1 \\
+      --epoch 7 --merkle-scheme blake3-rfc6962 --sent-at now --out pcs.json
+  cat events.csv | flk build-pcs --in - --hmac-key-env FLK_HMAC_KEY --shard-id s1""",
     )
     p.add_argument(
         "--in",
@@ -65,11 +68,7 @@ def register(sub: Any) -> None:
         help="input format (default: auto)",
     )
     keys = p.add_mutually_exclusive_group()
-    keys.add_argument("--key", metavar="SECRET", help="HMAC-SHA256 secret (text)")
-    keys.add_argument("--key-file", metavar="PATH", help="file holding the HMAC secret")
-    keys.add_argument(
-        "--key-env", metavar="VAR", help="env var holding the HMAC secret"
-    )
+    add_hmac_key_options(keys)
     keys.add_argument(
         "--unsigned",
         action="store_true",
@@ -96,6 +95,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--attempt", type=positive_int, default=1, help="attempt (default 1)"
     )
+    refuse_old_key_flags(p)
     p.set_defaults(func=run)
 
 
@@ -122,16 +122,17 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.shard_id:
         return fail("--shard-id must not be empty")
-    if not (args.key or args.key_file or args.key_env or args.unsigned):
+    if not (args.hmac_key_file or args.hmac_key_env or args.unsigned):
         return fail(
-            "give a signing key: --key, --key-file or --key-env (or --unsigned)"
+            "give a signing key: --hmac-key-file F or --hmac-key-env VAR "
+            "(or --unsigned)"
         )
     try:
         signer = None
         if not args.unsigned:
-            # The argparse group makes exactly one of the three sources non-None.
+            # The argparse group makes exactly one of the two sources non-None.
             signer = HmacSigner(
-                load_hmac_key(path=args.key_file, env=args.key_env, value=args.key)
+                load_hmac_key(path=args.hmac_key_file, env=args.hmac_key_env)
             )
         params = SummaryParams(
             scales=args.scales,

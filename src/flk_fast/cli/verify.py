@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flk_fast.cli._common import MERKLE_SCHEMES, add_command, fail, positive_int
+from flk_fast.cli._common import (
+    MERKLE_SCHEMES,
+    add_command,
+    add_hmac_key_options,
+    fail,
+    positive_int,
+)
 
 __all__ = ["register"]
 
@@ -62,10 +68,7 @@ def register(sub: Any) -> None:
         "--json", action="store_true", help="print the report as one JSON object"
     )
     keys = p.add_mutually_exclusive_group()
-    keys.add_argument("--hmac-key-file", metavar="F", help="HMAC-SHA256 secret file")
-    keys.add_argument(
-        "--hmac-key-env", metavar="VAR", help="env var holding the secret"
-    )
+    add_hmac_key_options(keys)
     keys.add_argument(
         "--ed25519-public-key-file", metavar="F", help="PEM or raw 32 bytes"
     )

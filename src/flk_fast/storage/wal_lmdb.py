@@ -10,7 +10,8 @@ directory is the only way to give disk space back, because LMDB files never shri
 Each environment holds five named databases:
 
 ``records``  8-byte big-endian seq -> header + checksum + payload
-``acks``     8-byte big-endian seq -> b"" (present = acknowledged)
+``acks``     8-byte big-endian seq -> b"" (present = acknowledged), or checksum + a
+             small caller value learnt with the ack (the agent: the server's verdict)
 ``meta``     caller's key -> tag + checksum + value (written in the same transaction
              as records)
 ``sys``      ``last_seq`` -> 8-byte counter + checksum, so seqs never repeat after
@@ -663,12 +664,21 @@ class LmdbWal:
         """Mark ``seq`` as processed; compaction may delete it later."""
         self.ack_many([seq])
 
-    def ack_many(self, seqs: Sequence[int]) -> None:
-        """Mark several seqs as processed, one transaction per segment."""
-        by_seg: dict[int, list[int]] = {}
-        for seq in seqs:
+    def ack_many(
+        self, seqs: Sequence[int], values: Sequence[bytes] | None = None
+    ) -> None:
+        """Mark several seqs as processed, one transaction per segment.
+
+        ``values``, one small value per seq, are kept with the acks (checksummed, in
+        the same transaction, deleted with the record by compaction) and read back by
+        :meth:`ack_values`.
+        """
+        if values is not None and len(values) != len(seqs):
+            raise ValueError(f"{len(seqs)} seqs but {len(values)} ack values")
+        by_seg: dict[int, list[tuple[int, bytes]]] = {}
+        for i, seq in enumerate(seqs):
             by_seg.setdefault(seq >> _DAY_SHIFT if self.rotate_daily else 0, []).append(
-                seq
+                (seq, values[i] if values is not None else b"")
             )
         with self._lock:
             for day, group in by_seg.items():
@@ -677,12 +687,15 @@ class LmdbWal:
                     continue  # the day was dropped by retention: nothing left to ack
 
                 def put(
-                    txn: lmdb.Transaction, seg: _Segment = seg, group: list[int] = group
+                    txn: lmdb.Transaction,
+                    seg: _Segment = seg,
+                    group: list[tuple[int, bytes]] = group,
                 ) -> None:
-                    for seq in group:
+                    for seq, value in group:
                         key = _SEQ.pack(seq)
                         if txn.get(key, db=seg.records) is not None:
-                            txn.put(key, b"", db=seg.acks)
+                            ack = _seal(b"acks", key, value) if value else b""
+                            txn.put(key, ack, db=seg.acks)
 
                 seg.write(put)
 
@@ -750,6 +763,29 @@ class LmdbWal:
         if value is None:
             self._report(seq, "its tag fails its checksum")
         return value
+
+    def ack_values(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        """seq -> the value stored with its ack by ``ack_many(…, values=…)``. A seq
+        not acked, acked without a value, or whose value fails its checksum is left
+        out (the value is informational: damage there is not worth an error)."""
+        out: dict[int, bytes] = {}
+        with self._lock:
+            for seq in seqs:
+                seg = self._seg_of(seq)
+                if seg is None:
+                    continue
+                key = _SEQ.pack(seq)
+
+                def read(
+                    txn: lmdb.Transaction, s: _Segment = seg, k: bytes = key
+                ) -> bytes:
+                    return bytes(txn.get(k, b"", db=s.acks))
+
+                raw = seg.read(read)
+                value = _unseal(b"acks", key, raw) if raw else None
+                if value:
+                    out[seq] = value
+        return out
 
     def tagged(self) -> list[tuple[int, bool]]:
         """``(seq, acked)`` of every record that has a tag, in seq order.
