@@ -89,9 +89,6 @@ def test_vector_to_file_and_key_sources(tmp_path, monkeypatch) -> None:  # type:
 @pytest.mark.parametrize(
     ("old", "names"),
     [
-        (["--key", "testsecret"], ("--hmac-key-file F", "--hmac-key-env VAR", "ps")),
-        (["--key"], ("--hmac-key-file F", "--hmac-key-env VAR")),
-        (["--key=testsecret"], ("--hmac-key-file F", "--hmac-key-env VAR")),
         (["--key-file", "secret.key"], ("renamed", "--hmac-key-file")),
         (["--key-env", "FLK_HMAC_KEY"], ("renamed", "--hmac-key-env")),
     ],
@@ -115,6 +112,46 @@ def test_old_key_flags_are_refused_naming_the_new_ones(  # type: ignore[no-untyp
     help_text = capsys.readouterr().out
     assert "--hmac-key-file" in help_text and "--key-file" not in help_text
     assert "--key " not in help_text and "SECRET" not in help_text
+
+
+@pytest.mark.parametrize("spelling", [["--key", "testsecret"], ["--key=testsecret"]])
+def test_the_spec_command_with_key_secret_still_gives_the_vector_with_a_warning(
+    spelling: list[str],
+) -> None:
+    # SPEC §8 writes the vector's command with --key testsecret: it keeps working
+    # (hidden from --help, a warning on every use naming the safe spellings).
+    args = [a for a in VECTOR_ARGS if a not in ("--hmac-key-env", VECTOR_KEY_ENV)]
+    res = subprocess.run(
+        [sys.executable, "-m", "flk_fast", *args, *spelling],
+        capture_output=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == VECTOR_PCS.read_bytes()
+    err = res.stderr.decode()
+    assert "warning: --key" in err and "--hmac-key-file F" in err and "ps" in err
+    assert "testsecret" not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--key"], "expected one argument"),
+        (["--key", ""], "HMAC key is empty"),
+        (["--key", "k", "--hmac-key-env", "X"], "not allowed with argument"),
+        (["--key", "k", "--unsigned"], "not allowed with argument"),
+    ],
+)
+def test_key_secret_misuse_is_a_usage_error(  # type: ignore[no-untyped-def]
+    capsys, tmp_path, extra, message
+) -> None:
+    out = tmp_path / "pcs.json"
+    args = [a for a in VECTOR_ARGS if a not in ("--hmac-key-env", VECTOR_KEY_ENV)]
+    with pytest.raises(SystemExit) as info:
+        code = main([*args, *extra, "--out", str(out)])
+        raise SystemExit(code)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_jsonl_input_gives_the_same_pcs(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ __all__ = [
     "fail",
     "non_negative_int",
     "positive_int",
+    "KEY_ON_COMMAND_LINE",
     "refuse_old_key_flags",
     "scales_arg",
 ]
@@ -123,14 +124,18 @@ def add_hmac_key_options(group: Any) -> None:
     )
 
 
+#: A secret given on the command line: what to use instead (also the warning of the
+#: one place that still takes it, ``flk build-pcs --key``, the spelling of SPEC §8).
+KEY_ON_COMMAND_LINE = (
+    "a secret on the command line is visible in ps and the shell history; put it in "
+    "a file (--hmac-key-file F) or an environment variable (--hmac-key-env VAR)"
+)
+
 #: The key flags of older releases -> why each is refused, naming its replacement.
-#: Refused rather than kept as warning aliases: an alias would keep ``--key SECRET``
-#: working in the scripts that most need to change, and two spellings of one option
-#: are what issue #12 removes.
+#: Refused rather than kept as warning aliases: two spellings of one option are what
+#: issue #12 removes.
 _OLD_KEY_FLAGS = {
-    "--key": "--key SECRET is refused: a secret on the command line is visible in "
-    "ps and the shell history; put it in a file (--hmac-key-file F) or an "
-    "environment variable (--hmac-key-env VAR)",
+    "--key": f"--key SECRET is refused: {KEY_ON_COMMAND_LINE}",
     "--key-file": "--key-file was renamed: use --hmac-key-file F",
     "--key-env": "--key-env was renamed: use --hmac-key-env VAR",
 }
@@ -150,11 +155,15 @@ class _RefusedFlag(argparse.Action):
         parser.error(_OLD_KEY_FLAGS[str(option_string)])
 
 
-def refuse_old_key_flags(parser: argparse.ArgumentParser) -> None:
-    """Make ``--key``, ``--key-file`` and ``--key-env`` usage errors that say what to
-    write instead (without them argparse would answer "unrecognized arguments", or
-    take ``--key`` as an abbreviation of a longer flag)."""
+def refuse_old_key_flags(
+    parser: argparse.ArgumentParser, *, keep: tuple[str, ...] = ()
+) -> None:
+    """Make ``--key``, ``--key-file`` and ``--key-env`` (less ``keep``) usage errors
+    that say what to write instead (without them argparse would answer "unrecognized
+    arguments", or take ``--key`` as an abbreviation of a longer flag)."""
     for flag in _OLD_KEY_FLAGS:
+        if flag in keep:
+            continue
         parser.add_argument(
             flag,
             action=_RefusedFlag,

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from flk_fast.cli._common import (
+    KEY_ON_COMMAND_LINE,
     add_command,
     add_hmac_key_options,
     add_summary_options,
@@ -95,7 +96,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--attempt", type=positive_int, default=1, help="attempt (default 1)"
     )
-    refuse_old_key_flags(p)
+    # SPEC §8 spells the vector's command with --key SECRET: kept for it alone, hidden,
+    # and warned about on every use (the other old spellings are refused).
+    keys.add_argument(
+        "--key", metavar="SECRET", dest="key_text", help=argparse.SUPPRESS
+    )
+    refuse_old_key_flags(p, keep=("--key",))
     p.set_defaults(func=run)
 
 
@@ -122,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.shard_id:
         return fail("--shard-id must not be empty")
-    if not (args.hmac_key_file or args.hmac_key_env or args.unsigned):
+    if args.key_text is not None:
+        print(f"flk build-pcs: warning: --key: {KEY_ON_COMMAND_LINE}", file=sys.stderr)
+    elif not (args.hmac_key_file or args.hmac_key_env or args.unsigned):
         return fail(
             "give a signing key: --hmac-key-file F or --hmac-key-env VAR "
             "(or --unsigned)"
@@ -130,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         signer = None
         if not args.unsigned:
-            # The argparse group makes exactly one of the two sources non-None.
+            # The argparse group makes exactly one of the sources non-None.
             signer = HmacSigner(
-                load_hmac_key(path=args.hmac_key_file, env=args.hmac_key_env)
+                load_hmac_key(
+                    path=args.hmac_key_file, env=args.hmac_key_env, value=args.key_text
+                )
             )
         params = SummaryParams(
             scales=args.scales,
