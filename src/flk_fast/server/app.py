@@ -303,6 +303,12 @@ async def _bring_up_inner(
                 from .migrate import adopt_old_layout
 
                 judged = await adopt_old_layout(cfg, service, index, workers)
+                if index == 0 and service.audit is not None:
+                    # The spools of worker indexes this group no longer starts
+                    # (--workers went down) would never be shipped otherwise.
+                    led = service.ledger
+                    if await led.run(led.store.adopt_spools, workers):
+                        service.audit.spooled()
                 break
             enter("replaying inbox WAL")
             judged = await service.replay(_chunks(service.wal))

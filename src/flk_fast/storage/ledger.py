@@ -247,6 +247,63 @@ class Ledger(LmdbDedup):
 
         return self._read(read)
 
+    def adopt_spools(self, workers: int) -> int:
+        """Move every entry of the audit spools of worker indexes ``>= workers`` (left
+        by an earlier, wider ``--workers`` group: no worker ships them any more) into
+        this handle's spool, in one transaction: a crash moves all or none, and an
+        entry shipped twice is kept once by PostgreSQL (its id is its origin). Each
+        emptied spool keeps its seq counter in ``sys``, so a later, wider group never
+        reuses a seq. Returns how many entries moved."""
+        now = self._clock()
+
+        def names(txn: lmdb.Transaction) -> list[bytes]:
+            cur = txn.cursor()
+            out = []
+            if cur.set_range(_AUDIT):
+                for key in cur.iternext(values=False):
+                    k = bytes(key)
+                    if not k.startswith(_AUDIT):
+                        break
+                    index = k[len(_AUDIT) + 1 :]
+                    if (
+                        k != self._audit_name
+                        and k[len(_AUDIT) : len(_AUDIT) + 1] == b"w"
+                        and index.isdigit()
+                        and int(index) >= workers
+                    ):
+                        out.append(k)
+            return out
+
+        moved = 0
+        for name in self._read(names):
+
+            def move(txn: lmdb.Transaction, n: bytes = name) -> int:
+                db = self.env.open_db(n, txn=txn, create=False)
+                entries = []
+                for key, raw in txn.cursor(db=db):
+                    decoded = _decode(key, raw)
+                    if isinstance(decoded, str):
+                        log.error("ledger %s: %s entry: %s", self.path, n, decoded)
+                        continue
+                    entries.append(bytes(decoded[0]))
+                if entries:
+                    self._spool(txn, entries, now)
+                txn.drop(db, delete=False)
+                return len(entries)
+
+            n_moved = self._write(move)
+            if n_moved:
+                log.info(
+                    "ledger %s: %d audit entries of %s (a worker index no longer "
+                    "started) moved to %s",
+                    self.path,
+                    n_moved,
+                    name.decode("ascii"),
+                    self._audit_name.decode("ascii"),
+                )
+            moved += n_moved
+        return moved
+
     def audit_done(self, seqs: Sequence[int]) -> None:
         """Delete shipped entries (their seq counter stays in ``sys``)."""
         keys = [_SEQ.pack(s) for s in seqs]
