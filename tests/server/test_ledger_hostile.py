@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +14,7 @@ import pytest
 from flk_fast.storage.ledger import Ledger
 
 from .conftest import JSON, SUBMIT, assert_one_audit_row_each, make_pcs
-from .procs import ServerProcess
+from .procs import ServerProcess, serve_command
 
 pytestmark = [pytest.mark.asyncio(loop_factories=["uvloop"])]
 
@@ -87,3 +88,47 @@ async def test_audit_spools_of_workers_gone_are_shipped(
     assert _spooled(data, 0) == _spooled(data, 1) == 0
     ids = {json.loads(b)["pcs_id"] for b in bodies}
     await assert_one_audit_row_each(audit_dsn, ids)
+
+
+def _start(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    cmd = serve_command(tmp_path, "--data-dir", str(data))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+async def test_an_emptied_ledger_file_is_refused_not_taken_as_new(
+    tmp_path: Path,
+) -> None:
+    # A data.mdb cut to 0 bytes (a botched copy or restore, a filesystem repair) was
+    # opened as a brand-new store: every acknowledged verdict gone without a word, a
+    # resend judged again, a conflicting twin stored as if first. It is a truncation
+    # like any other: exit 1 naming the file and the fix.
+    data = tmp_path / "data"
+    srv = ServerProcess(tmp_path, "fill", "--data-dir", str(data))
+    try:
+        assert set(await _post_all(srv.url, [make_pcs(i) for i in range(30)])) == {200}
+    finally:
+        assert srv.stop() == 0
+    victim = data / "ledger" / "data.mdb"
+    victim.write_bytes(b"")
+    done = _start(tmp_path, data)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert str(victim) in out and "0 bytes" in out, out
+    assert "move" in out and "aside" in out, out
+    assert "Traceback" not in out, out
+    assert victim.stat().st_size == 0  # left as found, for the operator to look at
+
+
+async def test_an_empty_ledger_file_of_a_first_start_is_created(tmp_path: Path) -> None:
+    # The same 0-byte file is also what a kill -9 inside LMDB's very first open leaves
+    # (the file created, its first pages not written yet). Nothing was ever stored in
+    # that data dir (no DATA_DIR/server-id, made before the first verdict is stored):
+    # the next start makes the store and serves.
+    data = tmp_path / "data"
+    (data / "ledger").mkdir(parents=True)
+    (data / "ledger" / "data.mdb").write_bytes(b"")
+    srv = ServerProcess(tmp_path, "first", "--data-dir", str(data))
+    try:
+        assert await _post_all(srv.url, [make_pcs(1)]) == [200]
+    finally:
+        assert srv.stop() == 0

@@ -137,7 +137,12 @@ def _open_ledger(cfg: ServerConfig, index: int) -> Any:
 
     from .handlers import crash_hook
 
-    ledger = Ledger(ledger_path(cfg.data_dir), worker=index, sync=cfg.wal_sync)
+    # server-id is made before the first verdict is stored (its origin names it), so
+    # its presence says the ledger held data, whatever data.mdb now looks like.
+    used = (Path(cfg.data_dir) / "server-id").exists()
+    ledger = Ledger(
+        ledger_path(cfg.data_dir), worker=index, sync=cfg.wal_sync, used=used
+    )
     ledger.before_commit = crash_hook("in-commit")
     return AsyncLedger(ledger)
 

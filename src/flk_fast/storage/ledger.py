@@ -97,6 +97,10 @@ class Ledger(LmdbDedup):
         Index of this ``--workers`` process: names its audit spool database.
     sync, clock
         As for ``LmdbDedup``.
+    used
+        Whether this ledger is known to have held data (``flk serve``: its data
+        directory has a ``server-id``): an empty ``data.mdb`` is then refused as
+        truncated (``LmdbDamagedError``) instead of being taken for a new store.
 
     Examples
     --------
@@ -118,7 +122,18 @@ class Ledger(LmdbDedup):
         sync: bool = True,
         clock: Callable[[], float] = time.time,
         map_size: int = 64 << 20,
+        used: bool = False,
     ) -> None:
+        data = Path(path) / "data.mdb"
+        if used and data.exists() and data.stat().st_size == 0:
+            # LMDB takes an empty file for a new environment and would start over
+            # without a word. An empty file is also what a crash inside LMDB's very
+            # first open leaves, hence ``used``: the caller knows this directory's
+            # ledger has held data (the server: DATA_DIR/server-id exists).
+            raise self._damaged(
+                "empty (0 bytes), but this ledger has held data: truncated",
+                Path(path),
+            )
         super().__init__(
             path, sync=sync, map_size=map_size, clock=clock, max_dbs=_MAX_DBS
         )
@@ -139,9 +154,9 @@ class Ledger(LmdbDedup):
         #: Called inside every batch transaction just before it commits (crash tests).
         self.before_commit: Callable[[], None] | None = None
 
-    def _damaged(self, detail: str) -> LmdbDamagedError:
+    def _damaged(self, detail: str, path: Path | None = None) -> LmdbDamagedError:
         return LmdbDamagedError(
-            self.path / "data.mdb",
+            (path or self.path) / "data.mdb",
             detail,
             "restore the directory from a backup, or move it aside to start with an "
             "empty ledger (its inbox days and outcomes are then gone: PCS resent "
