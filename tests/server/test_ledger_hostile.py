@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import subprocess
 from pathlib import Path
 
 import aiohttp
+import lmdb
 import pytest
 
 from flk_fast.storage.ledger import Ledger
@@ -132,3 +134,59 @@ async def test_an_empty_ledger_file_of_a_first_start_is_created(tmp_path: Path) 
         assert await _post_all(srv.url, [make_pcs(1)]) == [200]
     finally:
         assert srv.stop() == 0
+
+
+def _inbox_root_page(ledger: Path) -> tuple[int, int]:
+    """(root page number, page size) of the ledger's inbox database of today: its
+    record in LMDB's main database is an ``MDB_db``, whose last 8 bytes are the root."""
+    env = lmdb.open(str(ledger), max_dbs=256, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            names = [bytes(k) for k, _ in txn.cursor() if bytes(k).startswith(b"inbox/")]
+            assert len(names) == 1, names
+            rec = txn.get(names[0])
+        return struct.unpack_from("<Q", rec, len(rec) - 8)[0], env.stat()["psize"]
+    finally:
+        env.close()
+
+
+async def test_pages_damaged_while_serving_turn_ready_503_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    # Damage that start-up cannot see (a page of the inbox, read only by a write):
+    # every commit then fails with MDB_CORRUPTED. That was answered 503
+    # wal_unavailable while /ready said 200 "ready" and the log only warned "ledger
+    # commit failed" per request, so a load balancer kept the server in rotation
+    # and nobody was told which file to restore. Now the damage is an
+    # LmdbDamagedError: logged as an error naming data.mdb and the fix, and /ready
+    # answers 503 with the same words, until a restart after the repair.
+    data = tmp_path / "data"
+    srv = ServerProcess(tmp_path, "fill", "--data-dir", str(data))
+    try:
+        assert set(await _post_all(srv.url, [make_pcs(i) for i in range(50)])) == {200}
+    finally:
+        assert srv.stop() == 0
+    victim = data / "ledger" / "data.mdb"
+    page, psize = _inbox_root_page(data / "ledger")
+    with open(victim, "r+b") as fh:
+        fh.seek(page * psize)
+        fh.write(bytes(range(256)) * (psize // 256))
+
+    srv = ServerProcess(tmp_path, "damaged", "--data-dir", str(data))
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(100, 103):
+                async with s.post(srv.url + SUBMIT, data=make_pcs(i), headers=JSON) as r:
+                    assert r.status == 503, await r.text()
+                    assert r.headers["Retry-After"]
+                    assert (await r.json())["error"] == "wal_unavailable"
+            async with s.get(srv.url + "/ready") as r:
+                assert r.status == 503
+                detail = (await r.json())["detail"]
+            assert str(victim) in detail and "aside" in detail, detail
+            async with s.get(srv.url + "/health") as r:
+                assert r.status == 200  # alive: the damage is not a crash
+    finally:
+        assert srv.stop() == 0
+    errors = [x for x in srv.log_lines() if x.get("level") == "error"]
+    assert any(str(victim) in x["msg"] and "damaged" in x["msg"] for x in errors), errors
