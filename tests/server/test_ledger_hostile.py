@@ -142,7 +142,7 @@ def _inbox_root_page(ledger: Path) -> tuple[int, int]:
     env = lmdb.open(str(ledger), max_dbs=256, readonly=True, lock=False)
     try:
         with env.begin() as txn:
-            names = [bytes(k) for k, _ in txn.cursor() if bytes(k).startswith(b"inbox/")]
+            names = [k for k, _ in txn.cursor() if bytes(k).startswith(b"inbox/")]
             assert len(names) == 1, names
             rec = txn.get(names[0])
         return struct.unpack_from("<Q", rec, len(rec) - 8)[0], env.stat()["psize"]
@@ -176,7 +176,8 @@ async def test_pages_damaged_while_serving_turn_ready_503_naming_the_file(
     try:
         async with aiohttp.ClientSession() as s:
             for i in range(100, 103):
-                async with s.post(srv.url + SUBMIT, data=make_pcs(i), headers=JSON) as r:
+                body = make_pcs(i)
+                async with s.post(srv.url + SUBMIT, data=body, headers=JSON) as r:
                     assert r.status == 503, await r.text()
                     assert r.headers["Retry-After"]
                     assert (await r.json())["error"] == "wal_unavailable"
@@ -189,4 +190,5 @@ async def test_pages_damaged_while_serving_turn_ready_503_naming_the_file(
     finally:
         assert srv.stop() == 0
     errors = [x for x in srv.log_lines() if x.get("level") == "error"]
-    assert any(str(victim) in x["msg"] and "damaged" in x["msg"] for x in errors), errors
+    named = [x for x in errors if str(victim) in x["msg"] and "damaged" in x["msg"]]
+    assert named, errors
