@@ -192,3 +192,27 @@ async def test_pages_damaged_while_serving_turn_ready_503_naming_the_file(
     errors = [x for x in srv.log_lines() if x.get("level") == "error"]
     named = [x for x in errors if str(victim) in x["msg"] and "damaged" in x["msg"]]
     assert named, errors
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage", "too-long", "directory"],
+)
+async def test_a_damaged_server_id_stops_the_start_never_a_500(
+    tmp_path: Path, damage: str
+) -> None:
+    # DATA_DIR/server-id (the first part of every stored origin) was read at the
+    # first judged request: damaged, every judged request got a 500 while /ready said
+    # 200. It is read before the server is ready now: exit 1, the file named.
+    data = tmp_path / "data"
+    data.mkdir()
+    sid = data / "server-id"
+    if damage == "directory":
+        sid.mkdir()
+    else:
+        sid.write_bytes(b"\xff\xfe../x\n" if damage == "garbage" else b"a" * 100_000)
+    done = _start(tmp_path, data)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert str(sid) in out, out
+    assert "Traceback" not in out, out

@@ -137,7 +137,7 @@ def _open_ledger(cfg: ServerConfig, index: int) -> Any:
 
     from .handlers import crash_hook
 
-    # server-id is made before the first verdict is stored (its origin names it), so
+    # server-id is made at the first start once this open is durable (_bring_up), so
     # its presence says the ledger held data, whatever data.mdb now looks like.
     used = (Path(cfg.data_dir) / "server-id").exists()
     ledger = Ledger(
@@ -271,6 +271,14 @@ async def _bring_up_inner(
 ) -> None:
     from flk_fast.errors import DedupUnavailableError, LmdbDamagedError, StorageError
 
+    # DATA_DIR/server-id, read (or made) before anything is judged: read lazily, a
+    # damaged one failed every judged request with a 500 while /ready said ready.
+    # After the ledger's open, which needs to know whether it existed before.
+    try:
+        service._sid()
+    except OSError as exc:
+        sid = Path(cfg.data_dir) / "server-id"
+        raise StorageError(f"{sid} cannot be read or made: {exc.strerror or exc}")
     delay = 0.2
     checked = False
     said = ""  # why start-up waits, once it does: /ready keeps saying it meanwhile

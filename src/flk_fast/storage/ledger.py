@@ -129,7 +129,8 @@ class Ledger(LmdbDedup):
             # LMDB takes an empty file for a new environment and would start over
             # without a word. An empty file is also what a crash inside LMDB's very
             # first open leaves, hence ``used``: the caller knows this directory's
-            # ledger has held data (the server: DATA_DIR/server-id exists).
+            # ledger has held data (the server: DATA_DIR/server-id exists, made once
+            # the ledger's first open is durable).
             raise self._damaged(
                 "empty (0 bytes), but this ledger has held data: truncated",
                 Path(path),
