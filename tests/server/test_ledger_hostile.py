@@ -216,3 +216,22 @@ async def test_a_damaged_server_id_stops_the_start_never_a_500(
     assert done.returncode == 1, out
     assert str(sid) in out, out
     assert "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("what", ["ledger", "ledger/data.mdb", "ledger/lock.mdb"])
+async def test_a_ledger_path_of_the_wrong_kind_is_named(tmp_path: Path, what: str) -> None:
+    # DATA_DIR/ledger a file was "cannot start: [Errno 17] File exists: ..."; its
+    # data.mdb or lock.mdb a directory was a traceback from lmdb.open.
+    data = tmp_path / "data"
+    (data / "ledger").mkdir(parents=True)
+    odd = data / what
+    if what == "ledger":
+        odd.rmdir()
+        odd.write_text("x")
+    else:
+        odd.mkdir()
+    done = _start(tmp_path, data)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert str(odd) in out, out
+    assert "Traceback" not in out and "[Errno" not in out, out
