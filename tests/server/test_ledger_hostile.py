@@ -14,6 +14,7 @@ import lmdb
 import pytest
 
 from flk_fast.storage.ledger import Ledger
+from flk_fast.storage.wal_lmdb import LmdbWal
 
 from .conftest import JSON, SUBMIT, assert_one_audit_row_each, make_pcs
 from .procs import ServerProcess, serve_command
@@ -43,7 +44,14 @@ async def _post_all(url: str, bodies: list[bytes]) -> list[int]:
     return statuses
 
 
-def _spooled(data: Path, worker: int) -> int:
+def _spooled(data: Path, worker: int, layout: str) -> int:
+    """Audit entries waiting in worker ``worker``'s spool."""
+    if layout == "lmdb":
+        wal = LmdbWal(data / "audit-spool" / f"w{worker}")
+        try:
+            return len(list(wal.pending()))
+        finally:
+            wal.close()
     store = Ledger(data / "ledger", worker=worker)
     try:
         return store.audit_count()
@@ -52,20 +60,24 @@ def _spooled(data: Path, worker: int) -> int:
 
 
 @pytest.mark.services
+@pytest.mark.parametrize("layout", ["ledger", "lmdb"])
 async def test_audit_spools_of_workers_gone_are_shipped(
-    tmp_path: Path, audit_dsn: str
+    tmp_path: Path, audit_dsn: str, layout: str
 ) -> None:
     # --workers 2 while PostgreSQL is unreachable: both workers' spools fill. The next
-    # start has one worker: worker 1's spool (audit/w1) has no owner any more, and
-    # its entries must still reach PostgreSQL, once each.
+    # start has one worker: worker 1's spool (audit/w1 in the ledger, audit-spool/w1
+    # with --dedup lmdb://) has no owner any more, and its entries must still reach
+    # PostgreSQL, once each.
     data = tmp_path / "data"
+    layout_args = ["--data-dir", str(data)]
+    if layout == "lmdb":
+        layout_args += ["--dedup", f"lmdb://{data}/dedup"]
     bodies = [make_pcs(i) for i in range(120)]
     schema = audit_dsn.partition("?")[2]
     wide = ServerProcess(
         tmp_path,
         "wide",
-        "--data-dir",
-        str(data),
+        *layout_args,
         "--workers",
         "2",
         env={"FLK_AUDIT_DSN": f"{_NO_PG}?{schema}"},
@@ -74,11 +86,11 @@ async def test_audit_spools_of_workers_gone_are_shipped(
         assert set(await _post_all(wide.url, bodies)) == {200}
     finally:
         assert wide.stop() == 0
-    assert _spooled(data, 1) > 0, "worker 1 took no request: the test proves nothing"
-    assert _spooled(data, 0) + _spooled(data, 1) == len(bodies)
+    assert _spooled(data, 1, layout) > 0, "worker 1 took no request: proves nothing"
+    assert _spooled(data, 0, layout) + _spooled(data, 1, layout) == len(bodies)
 
     narrow = ServerProcess(
-        tmp_path, "narrow", "--data-dir", str(data), env={"FLK_AUDIT_DSN": audit_dsn}
+        tmp_path, "narrow", *layout_args, env={"FLK_AUDIT_DSN": audit_dsn}
     )
     try:
         async with aiohttp.ClientSession() as s:  # ready, and the resends are hits
@@ -87,7 +99,7 @@ async def test_audit_spools_of_workers_gone_are_shipped(
                     assert r.status == 200
     finally:
         assert narrow.stop() == 0  # the shutdown ships what is spooled
-    assert _spooled(data, 0) == _spooled(data, 1) == 0
+    assert _spooled(data, 0, layout) == _spooled(data, 1, layout) == 0
     ids = {json.loads(b)["pcs_id"] for b in bodies}
     await assert_one_audit_row_each(audit_dsn, ids)
 

@@ -327,6 +327,8 @@ async def _bring_up_inner(
             judged = await service.replay(_chunks(service.wal))
             if index == 0:
                 judged += await _replay_orphans(cfg, service, workers)
+                if service.audit is not None:
+                    await _ship_orphan_spools(cfg, service, workers)
             break
         except LmdbDamagedError:
             raise  # waiting cannot repair a file: fatal, with the fix in the message
@@ -501,6 +503,25 @@ async def _maintenance(service: IngestService) -> None:
             raise
         except Exception as exc:  # the store is down: try again next round
             log.warning("maintenance round failed: %s", redact(exc))
+
+
+async def _ship_orphan_spools(
+    cfg: ServerConfig, service: IngestService, workers: int
+) -> None:
+    """Move the audit spools ``audit-spool/w<i>`` of worker indexes >= ``workers``
+    (an earlier, wider run) into this worker's, which ships them: no worker would."""
+    from .migrate import move_spool
+
+    root = Path(cfg.data_dir) / "audit-spool"
+    if not root.is_dir():
+        return
+    moved = 0
+    for entry in sorted(os.listdir(root)):
+        if entry.startswith("w") and entry[1:].isdigit() and int(entry[1:]) >= workers:
+            moved += await move_spool(service.audit.spool, root / entry)
+    if moved:
+        log.info("%d audit entries of spools of workers gone moved", moved)
+        service.audit.spooled()
 
 
 async def _replay_orphans(
