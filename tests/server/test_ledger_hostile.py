@@ -231,7 +231,9 @@ async def test_a_damaged_server_id_stops_the_start_never_a_500(
 
 
 @pytest.mark.parametrize("what", ["ledger", "ledger/data.mdb", "ledger/lock.mdb"])
-async def test_a_ledger_path_of_the_wrong_kind_is_named(tmp_path: Path, what: str) -> None:
+async def test_a_ledger_path_of_the_wrong_kind_is_named(
+    tmp_path: Path, what: str
+) -> None:
     # DATA_DIR/ledger a file was "cannot start: [Errno 17] File exists: ..."; its
     # data.mdb or lock.mdb a directory was a traceback from lmdb.open.
     data = tmp_path / "data"
