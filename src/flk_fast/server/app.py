@@ -278,7 +278,9 @@ async def _bring_up_inner(
         service._sid()
     except OSError as exc:
         sid = Path(cfg.data_dir) / "server-id"
-        raise StorageError(f"{sid} cannot be read or made: {exc.strerror or exc}")
+        raise StorageError(
+            f"{sid} cannot be read or made: {exc.strerror or exc}"
+        ) from None
     delay = 0.2
     checked = False
     said = ""  # why start-up waits, once it does: /ready keeps saying it meanwhile
