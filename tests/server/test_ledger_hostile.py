@@ -7,6 +7,7 @@ import asyncio
 import json
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -249,3 +250,63 @@ async def test_a_ledger_path_of_the_wrong_kind_is_named(
     assert done.returncode == 1, out
     assert str(odd) in out, out
     assert "Traceback" not in out and "[Errno" not in out, out
+
+
+def _flk(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flk_fast", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_a_damaged_outcome_in_the_ledger_can_be_forgotten(
+    tmp_path: Path,
+) -> None:
+    # A stored outcome that fails its checksum is answered 503 stored_outcome_damaged
+    # until an operator deletes it; docs/server.md said how for Redis and PostgreSQL,
+    # but the default store, the ledger, had no way short of moving it all aside.
+    # `flk dedup forget` deletes it (while the server runs); the resend is judged
+    # again and answered as it was the first time.
+    data = tmp_path / "data"
+    body = make_pcs(7)
+    pcs_id = json.loads(body)["pcs_id"]
+    srv = ServerProcess(tmp_path, "forget", "--data-dir", str(data))
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def post() -> tuple[int, bytes]:
+                async with s.post(srv.url + SUBMIT, data=body, headers=JSON) as r:
+                    return r.status, await r.read()
+
+            first = await post()
+            assert first[0] == 200
+            env = lmdb.open(str(data / "ledger"), max_dbs=256)
+            try:  # flip the last byte of the stored value (the answer's last byte)
+                kv = env.open_db(b"kv")
+                key = b"\x00" + bytes.fromhex(pcs_id)
+                with env.begin(write=True, db=kv) as txn:
+                    raw = bytes(txn.get(key))
+                    txn.put(key, raw[:-1] + bytes([raw[-1] ^ 1]))
+            finally:
+                env.close()
+            status, answer = await post()
+            assert status == 503
+            assert json.loads(answer)["error"] == "stored_outcome_damaged"
+
+            done = _flk("dedup", "forget", "--data-dir", str(data), pcs_id)
+            assert done.returncode == 0, done.stderr
+            assert await post() == first
+
+            again = _flk("dedup", "forget", "--data-dir", str(data), "0" * 64)
+            assert again.returncode == 1 and "not stored" in again.stdout
+    finally:
+        assert srv.stop() == 0
+    wrongs = (["nothex"], ["--tenant", "a b", pcs_id], ["--dedup", "redis://x", pcs_id])
+    for bad in wrongs:
+        wrong = _flk("dedup", "forget", "--data-dir", str(data), *bad)
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    nowhere = _flk("dedup", "forget", "--data-dir", str(tmp_path / "none"), pcs_id)
+    assert nowhere.returncode == 2 and "no LMDB store" in nowhere.stderr
+    assert not (tmp_path / "none").exists()  # nothing created

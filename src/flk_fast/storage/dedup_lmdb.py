@@ -219,6 +219,23 @@ class LmdbDedup:
         now = self._clock()
         return self._write(lambda txn: sweep_expired(self, txn, now, limit))
 
+    def forget(self, key: DedupKey) -> bool:
+        """Delete the entry of ``key`` (live, expired or damaged) and its expiry index
+        entry; return whether there was one. The operator's repair of a stored
+        outcome that fails its checksum (``flk dedup forget``)."""
+        k = _stored_key(key)
+
+        def delete(txn: lmdb.Transaction) -> bool:
+            raw = txn.get(k, db=self.kv)
+            if raw is None:
+                return False
+            txn.delete(k, db=self.kv)
+            if len(raw) >= _EXP.size:
+                txn.delete(bytes(raw[: _EXP.size]) + k, db=self.exp)
+            return True
+
+        return self._write(delete)
+
     def count(self) -> int:
         """Entries stored, expired ones not yet swept included."""
         return int(self._read(lambda txn: txn.stat(self.kv)["entries"]))
