@@ -35,10 +35,11 @@ from .ledger import Ledger, LedgerItem
 from .wal_lmdb import LmdbWal, check_meta
 
 #: LMDB errors that say the file's pages are damaged: nothing but a repair (restore,
-#: or move the directory aside) makes them go away. Not MDB_BAD_TXN and the like,
-#: which a failed write (a full disk) can leave behind and which the next
-#: transaction does not inherit.
-_PAGE_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError)
+#: or move the directory aside) makes them go away. Not MDB_BAD_TXN, which a failed
+#: write can leave behind, nor MDB_PANIC, which a failed meta-page write (a full
+#: disk) leaves in the handle, not in the file: advising to move the ledger aside
+#: would then throw good data away (a restart is the cure; /ready says 503 anyway).
+_PAGE_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError)
 
 __all__ = ["AsyncLedger", "AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH", "LedgerSpool"]
 
