@@ -7,9 +7,11 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flk_fast.errors import LmdbDamagedError
 from flk_fast.storage.ledger import Ledger, LedgerItem
 
 TTL = 10.0
@@ -87,3 +89,42 @@ def test_handles_with_other_boot_ids_keep_every_inbox_record(tmp_path: Path) -> 
         assert sorted(r.data for r in led.inbox()) == sorted(want)
     finally:
         led.close()
+
+
+def _spool(led: Ledger, entries: list[bytes]) -> None:
+    led.commit([LedgerItem(None, None, None, e) for e in entries])
+
+
+def test_adopt_spools_moves_only_the_spools_of_indexes_gone(tmp_path: Path) -> None:
+    """Spools of worker indexes >= ``workers`` move into the caller's, in seq order
+    after its own; a live worker's spool stays; a spool, once emptied, never reuses a
+    seq when its worker comes back."""
+    for w, entries in [(0, [b"a0"]), (1, [b"b0", b"b1"]), (2, [b"c0"]), (3, [])]:
+        led = Ledger(tmp_path / "led", sync=False, worker=w)
+        _spool(led, entries)
+        led.close()
+    led = Ledger(tmp_path / "led", sync=False, worker=0)
+    try:
+        assert led.adopt_spools(2) == 1  # w2 only: w1 still runs in a 2-worker group
+        assert [r.data for r in led.audit_pending(10)] == [b"a0", b"c0"]
+        assert led.adopt_spools(1) == 2
+        assert [r.data for r in led.audit_pending(10)] == [b"a0", b"c0", b"b0", b"b1"]
+        assert led.adopt_spools(1) == 0  # nothing left: repeating changes nothing
+    finally:
+        led.close()
+    back = Ledger(tmp_path / "led", sync=False, worker=1)
+    try:
+        assert back.audit_count() == 0
+        _spool(back, [b"b2"])
+        assert [r.seq for r in back.audit_pending(10)] == [3]  # after b0, b1
+    finally:
+        back.close()
+
+
+def test_an_empty_data_file_of_a_used_ledger_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "led").mkdir()
+    (tmp_path / "led" / "data.mdb").write_bytes(b"")
+    with pytest.raises(LmdbDamagedError, match="0 bytes"):
+        Ledger(tmp_path / "led", sync=False, used=True)
+    Ledger(tmp_path / "led", sync=False).close()  # not known to be used: created
+    assert (tmp_path / "led" / "data.mdb").stat().st_size > 0

@@ -137,7 +137,12 @@ def _open_ledger(cfg: ServerConfig, index: int) -> Any:
 
     from .handlers import crash_hook
 
-    ledger = Ledger(ledger_path(cfg.data_dir), worker=index, sync=cfg.wal_sync)
+    # server-id is made at the first start once this open is durable (_bring_up), so
+    # its presence says the ledger held data, whatever data.mdb now looks like.
+    used = (Path(cfg.data_dir) / "server-id").exists()
+    ledger = Ledger(
+        ledger_path(cfg.data_dir), worker=index, sync=cfg.wal_sync, used=used
+    )
     ledger.before_commit = crash_hook("in-commit")
     return AsyncLedger(ledger)
 
@@ -266,6 +271,16 @@ async def _bring_up_inner(
 ) -> None:
     from flk_fast.errors import DedupUnavailableError, LmdbDamagedError, StorageError
 
+    # DATA_DIR/server-id, read (or made) before anything is judged: read lazily, a
+    # damaged one failed every judged request with a 500 while /ready said ready.
+    # After the ledger's open, which needs to know whether it existed before.
+    try:
+        service._sid()
+    except OSError as exc:
+        sid = Path(cfg.data_dir) / "server-id"
+        raise StorageError(
+            f"{sid} cannot be read or made: {exc.strerror or exc}"
+        ) from None
     delay = 0.2
     checked = False
     said = ""  # why start-up waits, once it does: /ready keeps saying it meanwhile
@@ -303,11 +318,19 @@ async def _bring_up_inner(
                 from .migrate import adopt_old_layout
 
                 judged = await adopt_old_layout(cfg, service, index, workers)
+                if index == 0 and service.audit is not None:
+                    # The spools of worker indexes this group no longer starts
+                    # (--workers went down) would never be shipped otherwise.
+                    led = service.ledger
+                    if await led.run(led.store.adopt_spools, workers):
+                        service.audit.spooled()
                 break
             enter("replaying inbox WAL")
             judged = await service.replay(_chunks(service.wal))
             if index == 0:
                 judged += await _replay_orphans(cfg, service, workers)
+                if service.audit is not None:
+                    await _ship_orphan_spools(cfg, service, workers)
             break
         except LmdbDamagedError:
             raise  # waiting cannot repair a file: fatal, with the fix in the message
@@ -482,6 +505,25 @@ async def _maintenance(service: IngestService) -> None:
             raise
         except Exception as exc:  # the store is down: try again next round
             log.warning("maintenance round failed: %s", redact(exc))
+
+
+async def _ship_orphan_spools(
+    cfg: ServerConfig, service: IngestService, workers: int
+) -> None:
+    """Move the audit spools ``audit-spool/w<i>`` of worker indexes >= ``workers``
+    (an earlier, wider run) into this worker's, which ships them: no worker would."""
+    from .migrate import move_spool
+
+    root = Path(cfg.data_dir) / "audit-spool"
+    if not root.is_dir():
+        return
+    moved = 0
+    for entry in sorted(os.listdir(root)):
+        if entry.startswith("w") and entry[1:].isdigit() and int(entry[1:]) >= workers:
+            moved += await move_spool(service.audit.spool, root / entry)
+    if moved:
+        log.info("%d audit entries of spools of workers gone moved", moved)
+        service.audit.spooled()
 
 
 async def _replay_orphans(

@@ -32,7 +32,7 @@ from flk_fast.storage.ledger import ledger_path
 
 log = logging.getLogger("flk_fast.server")
 
-__all__ = ["adopt_old_layout"]
+__all__ = ["adopt_old_layout", "move_spool"]
 
 
 async def adopt_old_layout(cfg: Any, service: Any, index: int, workers: int) -> int:
@@ -131,22 +131,29 @@ async def _adopt_inbox(cfg: Any, service: Any, root: Path) -> int:
     return judged
 
 
-async def _adopt_spools(service: Any, root: Path) -> None:
+async def move_spool(spool: Any, path: Path) -> int:
+    """Move every pending entry of the audit spool WAL at ``path`` into ``spool``;
+    return how many. Appended there first, acked here after: a crash in between
+    spools an entry twice, which PostgreSQL keeps once (its id is its origin)."""
     from flk_fast.storage.wal_lmdb import LmdbWal
 
+    wal = LmdbWal(path)
+    try:
+        recs = list(wal.pending())
+        for rec in recs:
+            await spool.append(rec.data)
+        wal.ack_many([r.seq for r in recs])
+        return len(recs)
+    finally:
+        wal.close()
+
+
+async def _adopt_spools(service: Any, root: Path) -> None:
     moved = 0
     for entry in sorted(os.listdir(root)):
         if not (entry.startswith("w") and entry[1:].isdigit()):
             continue
-        wal = LmdbWal(root / entry)
-        try:
-            recs = list(wal.pending())
-            for rec in recs:
-                await service.ledger.spool.append(rec.data)
-            wal.ack_many([r.seq for r in recs])
-            moved += len(recs)
-        finally:
-            wal.close()
+        moved += await move_spool(service.ledger.spool, root / entry)
     log.info("old layout: %d spooled audit entries of %s moved", moved, root)
     if moved:
         service.audit.spooled()

@@ -25,12 +25,21 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from flk_fast.errors import DedupUnavailableError, StorageError
+import lmdb
+
+from flk_fast.errors import DedupUnavailableError, LmdbDamagedError, StorageError
 
 from .base import DEFAULT_TTL_S, DedupKey, WalRecord, WalStats
 from .dedup_lmdb import LmdbDedup
 from .ledger import Ledger, LedgerItem
 from .wal_lmdb import LmdbWal, check_meta
+
+#: LMDB errors that say the file's pages are damaged: nothing but a repair (restore,
+#: or move the directory aside) makes them go away. Not MDB_BAD_TXN, which a failed
+#: write can leave behind, nor MDB_PANIC, which a failed meta-page write (a full
+#: disk) leaves in the handle, not in the file: advising to move the ledger aside
+#: would then throw good data away (a restart is the cure; /ready says 503 anyway).
+_PAGE_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError)
 
 __all__ = ["AsyncLedger", "AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH", "LedgerSpool"]
 
@@ -359,6 +368,9 @@ class AsyncLmdbDedup:
         self.store = store
         self.timeout_s = timeout_s
         self.group_commit = group_commit
+        #: The first page damage a transaction ran into while serving (it stays:
+        #: ``ping`` raises it, so /ready says which file to repair until a restart).
+        self.damage: LmdbDamagedError | None = None
         self._gc = _GroupCommitter(
             "flk-dedup-writer",
             self._put_batch,
@@ -377,11 +389,22 @@ class AsyncLmdbDedup:
         unavailable store (-> 503); anything else is a bug and stays itself."""
         if isinstance(exc, DedupUnavailableError):
             return exc
+        if isinstance(exc, _PAGE_DAMAGE):
+            return self._damaged(exc)
         if isinstance(exc, (OSError, StorageError)) or type(exc).__module__.startswith(
             "lmdb"
         ):
             return DedupUnavailableError(f"lmdb dedup {self.store.path}: {exc}")
         return exc
+
+    def _damaged(self, exc: Exception) -> LmdbDamagedError:
+        """``exc`` (page damage met while serving) as the ``LmdbDamagedError`` that
+        names the file and the fix; the first one is logged and kept in ``damage``."""
+        damage = self.store._damaged(f"{exc} (found while serving)")
+        if self.damage is None:
+            self.damage = damage
+            log.error("%s", damage, extra={"event": "damaged"})
+        return damage
 
     def _put_batch(self, items: list[Any]) -> list[Any]:
         """One group commit, on the writer thread."""
@@ -443,6 +466,8 @@ class AsyncLmdbDedup:
         return n
 
     async def ping(self) -> None:
+        if self.damage is not None:
+            raise self.damage
         await self._guard(self._gc.run(self.store.count))
 
     async def close(self) -> None:

@@ -87,6 +87,7 @@ class LmdbDedup:
         max_dbs: int = 2,
     ) -> None:
         self.path = Path(path)
+        _check_kinds(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         # Held by readers and by a map resize, never across a commit: a resize needs
@@ -218,6 +219,23 @@ class LmdbDedup:
         now = self._clock()
         return self._write(lambda txn: sweep_expired(self, txn, now, limit))
 
+    def forget(self, key: DedupKey) -> bool:
+        """Delete the entry of ``key`` (live, expired or damaged) and its expiry index
+        entry; return whether there was one. The operator's repair of a stored
+        outcome that fails its checksum (``flk dedup forget``)."""
+        k = _stored_key(key)
+
+        def delete(txn: lmdb.Transaction) -> bool:
+            raw = txn.get(k, db=self.kv)
+            if raw is None:
+                return False
+            txn.delete(k, db=self.kv)
+            if len(raw) >= _EXP.size:
+                txn.delete(bytes(raw[: _EXP.size]) + k, db=self.exp)
+            return True
+
+        return self._write(delete)
+
     def count(self) -> int:
         """Entries stored, expired ones not yet swept included."""
         return int(self._read(lambda txn: txn.stat(self.kv)["entries"]))
@@ -233,6 +251,22 @@ class LmdbDedup:
     def close(self) -> None:
         with self._map_lock:
             self.env.close()
+
+
+def _check_kinds(path: Path) -> None:
+    """A store directory that is a file, or a ``data.mdb``/``lock.mdb`` that is a
+    directory, named in plain words (``mkdir`` said ``[Errno 17] File exists``, and
+    ``lmdb.open`` raised a bare ``lmdb.Error`` that ended in a traceback)."""
+    if path.exists() and not path.is_dir():
+        raise StorageError(
+            f"{path} is a file, not a directory: LMDB keeps its store in a directory; "
+            "move the file aside"
+        )
+    for name in ("data.mdb", "lock.mdb"):
+        if (path / name).is_dir():
+            raise StorageError(
+                f"{path / name} is a directory, not LMDB's file; move it aside"
+            )
 
 
 def put_one(

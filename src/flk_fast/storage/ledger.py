@@ -97,6 +97,10 @@ class Ledger(LmdbDedup):
         Index of this ``--workers`` process: names its audit spool database.
     sync, clock
         As for ``LmdbDedup``.
+    used
+        Whether this ledger is known to have held data (``flk serve``: its data
+        directory has a ``server-id``): an empty ``data.mdb`` is then refused as
+        truncated (``LmdbDamagedError``) instead of being taken for a new store.
 
     Examples
     --------
@@ -118,7 +122,19 @@ class Ledger(LmdbDedup):
         sync: bool = True,
         clock: Callable[[], float] = time.time,
         map_size: int = 64 << 20,
+        used: bool = False,
     ) -> None:
+        data = Path(path) / "data.mdb"
+        if used and data.exists() and data.stat().st_size == 0:
+            # LMDB takes an empty file for a new environment and would start over
+            # without a word. An empty file is also what a crash inside LMDB's very
+            # first open leaves, hence ``used``: the caller knows this directory's
+            # ledger has held data (the server: DATA_DIR/server-id exists, made once
+            # the ledger's first open is durable).
+            raise self._damaged(
+                "empty (0 bytes), but this ledger has held data: truncated",
+                Path(path),
+            )
         super().__init__(
             path, sync=sync, map_size=map_size, clock=clock, max_dbs=_MAX_DBS
         )
@@ -139,9 +155,9 @@ class Ledger(LmdbDedup):
         #: Called inside every batch transaction just before it commits (crash tests).
         self.before_commit: Callable[[], None] | None = None
 
-    def _damaged(self, detail: str) -> LmdbDamagedError:
+    def _damaged(self, detail: str, path: Path | None = None) -> LmdbDamagedError:
         return LmdbDamagedError(
-            self.path / "data.mdb",
+            (path or self.path) / "data.mdb",
             detail,
             "restore the directory from a backup, or move it aside to start with an "
             "empty ledger (its inbox days and outcomes are then gone: PCS resent "
@@ -246,6 +262,63 @@ class Ledger(LmdbDedup):
             return out
 
         return self._read(read)
+
+    def adopt_spools(self, workers: int) -> int:
+        """Move every entry of the audit spools of worker indexes ``>= workers`` (left
+        by an earlier, wider ``--workers`` group: no worker ships them any more) into
+        this handle's spool, in one transaction: a crash moves all or none, and an
+        entry shipped twice is kept once by PostgreSQL (its id is its origin). Each
+        emptied spool keeps its seq counter in ``sys``, so a later, wider group never
+        reuses a seq. Returns how many entries moved."""
+        now = self._clock()
+
+        def names(txn: lmdb.Transaction) -> list[bytes]:
+            cur = txn.cursor()
+            out = []
+            if cur.set_range(_AUDIT):
+                for key in cur.iternext(values=False):
+                    k = bytes(key)
+                    if not k.startswith(_AUDIT):
+                        break
+                    index = k[len(_AUDIT) + 1 :]
+                    if (
+                        k != self._audit_name
+                        and k[len(_AUDIT) : len(_AUDIT) + 1] == b"w"
+                        and index.isdigit()
+                        and int(index) >= workers
+                    ):
+                        out.append(k)
+            return out
+
+        moved = 0
+        for name in self._read(names):
+
+            def move(txn: lmdb.Transaction, n: bytes = name) -> int:
+                db = self.env.open_db(n, txn=txn, create=False)
+                entries = []
+                for key, raw in txn.cursor(db=db):
+                    decoded = _decode(key, raw)
+                    if isinstance(decoded, str):
+                        log.error("ledger %s: %s entry: %s", self.path, n, decoded)
+                        continue
+                    entries.append(bytes(decoded[0]))
+                if entries:
+                    self._spool(txn, entries, now)
+                txn.drop(db, delete=False)
+                return len(entries)
+
+            n_moved = self._write(move)
+            if n_moved:
+                log.info(
+                    "ledger %s: %d audit entries of %s (a worker index no longer "
+                    "started) moved to %s",
+                    self.path,
+                    n_moved,
+                    name.decode("ascii"),
+                    self._audit_name.decode("ascii"),
+                )
+            moved += n_moved
+        return moved
 
     def audit_done(self, seqs: Sequence[int]) -> None:
         """Delete shipped entries (their seq counter stays in ``sys``)."""
