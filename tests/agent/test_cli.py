@@ -9,7 +9,10 @@ the dead letters, which are then accepted.
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -280,3 +283,44 @@ def test_agent_signs_the_requested_sig_version(
     assert got == [version or "0.2"] * 3
     with pytest.raises(SystemExit):
         main([*argv, "--sig-version", "0.3"])
+
+
+_ARENAS_PROBE = """
+import ctypes, sys, threading
+from flk_fast.cli.agent import cap_malloc_arenas
+capped = cap_malloc_arenas() if sys.argv[1] == "cap" else None
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+done = threading.Barrier(4)
+def alloc():  # all four alive at once, so none can inherit an exited one's arena
+    libc.malloc(1 << 12)
+    done.wait()
+threads = [threading.Thread(target=alloc) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(capped, flush=True)
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "capped", "arenas"),
+    [
+        ("cap", {}, "True", 1),  # flk agent: every thread on the main arena
+        ("none", {}, "None", 5),  # glibc's default: one more per allocating thread
+        ("cap", {"MALLOC_ARENA_MAX": "3"}, "False", 3),  # the operator's value wins
+    ],
+)
+def test_the_agent_caps_malloc_arenas_unless_the_operator_set_them(
+    mode: str, env: dict[str, str], capped: str, arenas: int
+) -> None:
+    base = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    res = subprocess.run(
+        [sys.executable, "-c", _ARENAS_PROBE, mode],
+        capture_output=True,
+        text=True,
+        env=base | env,
+        check=True,
+    )
+    assert res.stdout.strip() == capped
+    assert res.stderr.count("Arena ") == arenas, res.stderr

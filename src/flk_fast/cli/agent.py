@@ -579,9 +579,30 @@ def _resolve(args: argparse.Namespace) -> None:
         )
 
 
+def cap_malloc_arenas(limit: int = 1) -> bool:
+    """Let glibc's malloc keep at most ``limit`` arenas (True if it was set).
+
+    glibc gives every thread that allocates an arena of its own (up to 8 per core);
+    the agent's I/O and kernel threads allocate little (Python objects come from
+    pymalloc's own arenas), and their malloc arenas were ~2 MB of its 64-66 MB peak
+    RSS in bench_agent (issue #12: <= 64 MB on small hosts). An operator's own
+    ``MALLOC_ARENA_MAX`` wins; not glibc: nothing to do."""
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_arena_max = -8  # M_ARENA_MAX in glibc's malloc.h
+    return bool(mallopt(m_arena_max, limit))
+
+
 def _agent(args: argparse.Namespace) -> int:
     from flk_fast.errors import ConfigError, FlkError
 
+    cap_malloc_arenas()
     try:
         _resolve(args)
     except ConfigError as exc:
