@@ -42,19 +42,32 @@ class ThrowawayRedis:
         server = shutil.which("redis-server")
         _require("redis-server", None if server else "it is not installed")
         assert server
-        self.port = port or free_loopback_ports(1)[0]
         work.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--dir", str(work), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while reachable("127.0.0.1", self.port) is not None:
-            assert self.proc.poll() is None, f"redis-server {args} exited at start"
-            assert time.monotonic() < deadline, "throwaway redis-server did not start"
-            time.sleep(0.02)
+        # A port found free can be taken before redis-server binds it (other test
+        # processes pick ports too): then try another, up to three times. Any other
+        # exit at start fails with the server's own words.
+        for attempt in range(3):
+            self.port = port or free_loopback_ports(1)[0]
+            log = work / f"redis-{self.port}.log"
+            with open(log, "wb") as out:
+                self.proc = subprocess.Popen(
+                    [server, "--port", str(self.port), "--bind", "127.0.0.1"]
+                    + ["--save", "", "--dir", str(work), *args],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            deadline = time.monotonic() + 20
+            while reachable("127.0.0.1", self.port) is not None:
+                if self.proc.poll() is not None:
+                    break
+                assert time.monotonic() < deadline, "throwaway redis-server did not start"
+                time.sleep(0.02)
+            else:
+                return
+            said = log.read_text(errors="replace")
+            if "Address already in use" in said and port is None and attempt < 2:
+                continue
+            raise AssertionError(f"redis-server {args} exited at start:\n{said}")
 
     @property
     def url(self) -> str:
