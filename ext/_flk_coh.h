@@ -532,14 +532,31 @@ FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
              flk_count_bytes_hw, ((flk_fused3_fn)NULL), FLK_HW_ATTR)
 #define FLK_H512_ATTR                                                               \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512"), \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,"     \
+                          "prefer-vector-width=512"),                                \
                    optimize("fp-contract=off")))
 FLK_TILEPROJ_DEF(flk_tproj_512, FLK_H512_ATTR)
 
-/* d == 3, byte path: flk_tproj's d = 3 projection (0.0 + fma(c2, v2, fma(c0, v0,
- * c1 * v1)), contraction off, so the same values) fed straight into
- * flk_tile_index8_512's guess and test, without storing the projections. Returns
- * nonzero when a point is flagged (the caller then projects the tile in full). */
+/* d == 3, byte path: flk_tproj's d = 3 projection (fma(c2, v2, fma(c0, v0, c1 * v1)),
+ * contraction off, so the same values; the "0.0 +" that fixes the sign of a zero
+ * projection is left out, as g below is the same for -0.0 and +0.0) fed straight
+ * into the bin guess and test, without storing the projections. Returns nonzero
+ * when a point may be flagged (the caller then projects the tile in full and
+ * re-tests each point with flk_ambiguous8).
+ *
+ * The guess is computed in fixed point: t = fma(p, inv * 2^24, c * 2^24) is exactly
+ * 2^24 * g for flk_ambiguous8's g = fma(p, inv, c) (scaling by a power of two
+ * commutes with rounding), and q = trunc(t) as int64 holds the bin trunc(g) in
+ * byte 3 and trunc(2^24 frac(g)) in bytes 0-2 whenever 0 <= g < nb <= 32. One
+ * conversion (cvttpd2qq) instead of convert + round + subtract, a bit test instead
+ * of a floating-point minimum, and one byte permute for 16 bins:
+ *   - a point is kept only if q & FLK_FRAC_BITS != 0, i.e. 2^24 frac(g) >= 64,
+ *     frac(g) >= 3.8e-6 > 2 eps: every point flk_ambiguous8 flags (frac(g) < 2 eps)
+ *     is flagged here too, and the kept ones get trunc(g), flk_ambiguous8's bin;
+ *   - and only if q < nb * 2^24 as unsigned: g >= nb, and g < 0 (q <= 0: then
+ *     q = 0 fails the bit test or q < 0 is a huge unsigned), are flagged.
+ * Flagging a superset only sends a few more tiles (~1e-3 of them) to the fix-up. */
+#define FLK_FRAC_BITS 0x00FFFFC0LL
 FLK_H512_ATTR
 static int flk_fused3_512(const double *cols, int64_t len, const double *v, double inv,
                           double c, int32_t nb, uint8_t *ib)
@@ -547,34 +564,37 @@ static int flk_fused3_512(const double *cols, int64_t len, const double *v, doub
     int64_t i = 0;
     const double *c0 = cols, *c1 = cols + FLK_TILE, *c2 = cols + 2 * FLK_TILE;
     const __m512d v0 = _mm512_set1_pd(v[0]), v1 = _mm512_set1_pd(v[1]),
-                  v2 = _mm512_set1_pd(v[2]), zero = _mm512_setzero_pd();
-    const __m512d vinv = _mm512_set1_pd(inv), vc = _mm512_set1_pd(c);
-    /* smallest frac(g) and largest guess over the tile, tested once at the end */
-    __m512d frmin = _mm512_set1_pd(1.0);
-    __m512i kmax = _mm512_setzero_si512();
-    double pt[16];
+                  v2 = _mm512_set1_pd(v[2]);
+    const __m512d vinv = _mm512_set1_pd(inv * 16777216.0),
+                  vc = _mm512_set1_pd(c * 16777216.0);
+    const __m512i frac = _mm512_set1_epi64(FLK_FRAC_BITS),
+                  lim = _mm512_set1_epi64((int64_t)nb << 24);
+    /* byte 3 of each qword of a (bytes 0-7) then of b (bytes 8-15) */
+    const __m512i pick = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x7B736B635B534B43LL,
+                                          0x3B332B231B130B03LL);
+    __mmask8 good0 = 0xFF, good1 = 0xFF;
+    int any;
     for (; i + 16 <= len; i += 16) {
-        __m512d p0 = _mm512_add_pd(zero, _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i), v2,
+        __m512d p0 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i), v2,
                      _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i), v0,
-                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i), v1))));
-        __m512d p1 = _mm512_add_pd(zero, _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i + 8), v2,
+                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i), v1)));
+        __m512d p1 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i + 8), v2,
                      _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i + 8), v0,
-                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i + 8), v1))));
-        __m512d g0 = _mm512_fmadd_pd(p0, vinv, vc), g1 = _mm512_fmadd_pd(p1, vinv, vc);
-        __m256i k0 = _mm512_cvttpd_epi32(g0), k1 = _mm512_cvttpd_epi32(g1);
-        /* frac(g) = g - trunc(g): roundscale's trunc equals (double)(int32)g here */
-        frmin = _mm512_min_pd(frmin, _mm512_sub_pd(g0, _mm512_roundscale_pd(g0, 3)));
-        frmin = _mm512_min_pd(frmin, _mm512_sub_pd(g1, _mm512_roundscale_pd(g1, 3)));
-        __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
-        kmax = _mm512_max_epi32(kmax, k);
-        _mm_storeu_si128((__m128i *)(ib + i), _mm512_cvtusepi32_epi8(k));
+                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i + 8), v1)));
+        __m512i q0 = _mm512_cvttpd_epi64(_mm512_fmadd_pd(p0, vinv, vc));
+        __m512i q1 = _mm512_cvttpd_epi64(_mm512_fmadd_pd(p1, vinv, vc));
+        good0 = _mm512_mask_test_epi64_mask(good0, q0, frac);
+        good1 = _mm512_mask_test_epi64_mask(good1, q1, frac);
+        good0 = _mm512_mask_cmplt_epu64_mask(good0, q0, lim);
+        good1 = _mm512_mask_cmplt_epu64_mask(good1, q1, lim);
+        _mm_storeu_si128((__m128i *)(ib + i),
+                         _mm512_castsi512_si128(_mm512_permutex2var_epi8(q0, pick, q1)));
     }
-    int any = _mm512_reduce_min_pd(frmin) < 2.0 * FLK_EDGE_EPS;
-    any |= _mm512_reduce_max_epi32(kmax) > nb - 1;
-    for (; i < len; i++) { /* the tail: the same expression, one point at a time */
+    any = (good0 & good1) != 0xFF;
+    for (; i < len; i++) { /* the tail: flk_ambiguous8's own test, point by point */
         int32_t k;
-        pt[0] = 0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1]));
-        any |= flk_ambiguous8(pt[0], inv, c, nb, &k);
+        any |= flk_ambiguous8(fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1])), inv, c,
+                              nb, &k);
         ib[i] = (uint8_t)(k < 0 ? 0 : (k > 255 ? 255 : k));
     }
     return any;
@@ -588,7 +608,8 @@ static int flk_have_512(void)
     if (known < 0) {
         __builtin_cpu_init();
         known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-                && __builtin_cpu_supports("avx512vl");
+                && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+                && __builtin_cpu_supports("avx512vbmi");
     }
     return known;
 }

@@ -251,3 +251,23 @@ def test_points_within_the_fast_paths_margin_of_an_edge(coherence, n_bins) -> No
     near = (edges[1:-1, None] + w * offsets[None, :]).ravel()
     pts = np.concatenate([[0.0, 1.0], np.tile(near, 40)[:20_000]]).reshape(-1, 1)
     check(coherence, pts, n_directions=6, n_bins=n_bins, seed=2)
+
+
+@pytest.mark.parametrize("n_bins", [5, 20, 32])
+def test_d3_points_near_one_edge_take_the_right_side(coherence, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # d = 3 takes the fused project-and-bin step (fixed-point guess, flagged when
+    # frac(g) < 64 / 2**24 bins). Points (x, 0, 0) project to x * v[0] for every
+    # direction, so x placed at chosen distances from one edge of linspace(0, 1) is
+    # that close to an edge in every direction (mirrored when v[0] < 0). More points
+    # sit on one side than the other, so the largest count (coh★) moves if any
+    # single point lands in the wrong bin; 26 repeats fill full 16-point steps and a
+    # partial tile.
+    w = 1.0 / n_bins
+    below = np.array([-8e-6, -4e-6, -3.8e-6, -3e-6, -2e-6, -1e-6, -5e-7])
+    above = np.array([0.0, 5e-7, 1e-6, 2e-6, 2.5e-6, 3e-6, 3.8e-6, 4e-6, 8e-6])
+    for i in sorted({1, n_bins // 2, n_bins - 1}):
+        x = i * w + w * np.concatenate([below, above])
+        col = np.concatenate([[0.0, 1.0], np.tile(x, 26)])
+        pts = np.zeros((len(col), 3))
+        pts[:, 0] = col
+        check(coherence, pts, n_directions=8, n_bins=n_bins, seed=i)
