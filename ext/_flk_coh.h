@@ -187,6 +187,34 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     free(cols);                                                                      \
 }
 
+/* min/max of P[rows[t]] @ v_j, for each direction j whose bit is set in mask (words
+ * 64-bit words), folded into mins[j] / maxs[j]: the rows are gathered a tile at a
+ * time into cols (FLK_TILE * d doubles) and projected with the tile projection, the
+ * same arithmetic as every other pass. */
+#define FLK_ROWS_MINMAX_DEF(NAME, TPROJ, TMINMAX, ATTR)                              \
+ATTR static void NAME(const double *P, const int32_t *rows, int64_t nr, int64_t d,  \
+                      const double *V, const uint64_t *mask, int64_t words,         \
+                      double *cols, double *mins, double *maxs)                     \
+{                                                                                    \
+    int64_t t0, t, k, w, j, len;                                                     \
+    double pt[FLK_TILE];                                                             \
+    for (t0 = 0; t0 < nr; t0 += FLK_TILE) {                                          \
+        len = t0 + FLK_TILE < nr ? FLK_TILE : nr - t0;                               \
+        for (t = 0; t < len; t++)                                                    \
+            for (k = 0; k < d; k++)                                                  \
+                cols[k * FLK_TILE + t] = P[(int64_t)rows[t0 + t] * d + k];           \
+        for (w = 0; w < words; w++) {                                                \
+            uint64_t bits = mask[w];                                                 \
+            while (bits) {                                                           \
+                j = w * 64 + __builtin_ctzll(bits);                                  \
+                bits &= bits - 1;                                                    \
+                TPROJ(cols, len, d, V + j * d, pt);                                  \
+                TMINMAX(pt, len, mins + j, maxs + j);                                \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+}
+
 /* numpy.histogram's uniform-bin index of p (the exact procedure): index from
  * ((p - first) / (last - first)) * nb, truncated; p == last goes to the last bin; then
  * one-step corrections against the linspace edges (decrement if p < e[i], increment
@@ -529,6 +557,7 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
 FLK_PROJ_DEF(flk_proj_hw, FLK_HW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
+FLK_ROWS_MINMAX_DEF(flk_rows_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
              flk_count_bytes_hw, ((flk_fused3_fn)NULL), FLK_HW_ATTR)
 #define FLK_H512_ATTR                                                               \
@@ -632,6 +661,7 @@ static int flk_have_fma(void) { return 0; }
 FLK_PROJ_DEF(flk_proj_sw, FLK_SW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
+FLK_ROWS_MINMAX_DEF(flk_rows_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
 FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, flk_tile_index8_sw,
              flk_count_bytes_sw, ((flk_fused3_fn)NULL), FLK_SW_ATTR)
 
@@ -656,6 +686,19 @@ static void flk_coh_hist(const double *P, int64_t r0, int64_t r1, int64_t d,
     if (flk_have_fma()) { flk_hist_hw(P, r0, r1, d, V, m, edges, nb, skip, counts); return; }
 #endif
     flk_hist_sw(P, r0, r1, d, V, m, edges, nb, skip, counts);
+}
+
+static void flk_coh_rows_minmax(const double *P, const int32_t *rows, int64_t nr,
+                                int64_t d, const double *V, const uint64_t *mask,
+                                int64_t words, double *cols, double *mins, double *maxs)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (flk_have_fma()) {
+        flk_rows_minmax_hw(P, rows, nr, d, V, mask, words, cols, mins, maxs);
+        return;
+    }
+#endif
+    flk_rows_minmax_sw(P, rows, nr, d, V, mask, words, cols, mins, maxs);
 }
 
 static double flk_coh_project_one(const double *a, const double *v, int64_t d)
@@ -706,8 +749,13 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
     int32_t *rep = (int32_t *)malloc(sizeof(int32_t) * (size_t)(2 * cells * d));
     uint64_t *sel = (uint64_t *)calloc((size_t)(cells * words), sizeof(uint64_t));
     double *ub = (double *)malloc(sizeof(double) * (size_t)(2 * cells)), *lb = ub + cells;
-    if (!cell || !lo || !hi || !rep || !sel || !ub) {
-        free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); return -1;
+    int64_t *cnt = (int64_t *)calloc((size_t)(2 * cells), sizeof(int64_t)), *pos = cnt + cells;
+    double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);
+    int32_t *rows = NULL;
+    if (!cell || !lo || !hi || !rep || !sel || !ub || !cnt || !cols) {
+        free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); free(cnt);
+        free(cols);
+        return -1;
     }
     for (i = 0; i < cells * d; i++) { lo[i] = INFINITY; hi[i] = -INFINITY; }
     for (i = 0; i < 2 * cells * d; i++) rep[i] = -1;
@@ -720,6 +768,7 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
             id = id * g + b;
         }
         cell[i] = (int32_t)id;
+        cnt[id]++;
         for (k = 0; k < d; k++) {
             if (a[k] < lo[id * d + k]) { lo[id * d + k] = a[k]; rep[2 * (id * d + k)] = (int32_t)i; }
             if (a[k] > hi[id * d + k]) { hi[id * d + k] = a[k]; rep[2 * (id * d + k) + 1] = (int32_t)i; }
@@ -759,20 +808,33 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
             if (ub[q] > floor_ || lb[q] < ceil_)
                 sel[q * words + j / 64] |= (uint64_t)1 << (j % 64);
     }
-    for (i = 0; i < n; i++) {
-        const uint64_t *w = sel + (int64_t)cell[i] * words;
-        for (k = 0; k < words; k++) {
-            uint64_t bits = w[k];
-            while (bits) {
-                j = k * 64 + __builtin_ctzll(bits);
-                bits &= bits - 1;
-                double p = flk_coh_project_one(P + i * d, V + j * d, d);
-                mins[j] = p < mins[j] ? p : mins[j];
-                maxs[j] = p > maxs[j] ? p : maxs[j];
-            }
-        }
+    /* the rows of the selected cells, cell by cell (offsets, then one pass over
+     * cell[]; pos[q] = -1 for a cell no direction chose), then each cell's rows for
+     * its directions with the tile projection */
+    int64_t total = 0;
+    for (q = 0; q < cells; q++) {
+        uint64_t any = 0;
+        for (k = 0; k < words; k++) any |= sel[q * words + k];
+        pos[q] = any ? total : -1;
+        total += any ? cnt[q] : 0;
     }
-    free(cell); free(lo); free(hi); free(rep); free(sel); free(ub);
+    rows = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total + 1));
+    if (!rows) {
+        free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); free(cnt);
+        free(cols);
+        return -1;
+    }
+    for (i = 0; i < n; i++) { /* branch-free: unselected rows go to the spare slot */
+        int64_t at = pos[cell[i]];
+        rows[at >= 0 ? at : total] = (int32_t)i;
+        pos[cell[i]] = at + (at >= 0);
+    }
+    for (q = 0; q < cells; q++)
+        if (pos[q] >= 0) /* pos[q] now ends the cell's rows */
+            flk_coh_rows_minmax(P, rows + pos[q] - cnt[q], cnt[q], d, V, sel + q * words,
+                                words, cols, mins, maxs);
+    free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); free(cnt); free(cols);
+    free(rows);
     return 0;
 }
 
