@@ -725,6 +725,118 @@ static double flk_coh_project_one(const double *a, const double *v, int64_t d)
  * min and max. (A counting sort of rows by cell was measured first: its random
  * writes cost more than the projections they saved.) */
 
+/* Smallest and largest of each of the first kd <= 3 coordinates over the n >= 1 rows
+ * (exact: min and max only compare). */
+static void flk_bbox_sw(const double *P, int64_t n, int64_t d, int64_t kd, double *cmin,
+                        double *cmax)
+{
+    int64_t i, k;
+    for (k = 0; k < kd; k++) {
+        double lo = P[k], hi = P[k];
+        for (i = 1; i < n; i++) {
+            double x = P[i * d + k];
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+        cmin[k] = lo;
+        cmax[k] = hi;
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* d == 3: 8 rows are 3 vectors whose lane l always holds coordinate (8 r + l) mod 3
+ * (r = 0, 1, 2), so three running min/max vectors and a final per-coordinate fold. */
+__attribute__((target("avx512f,avx2,fma")))
+static void flk_bbox_512(const double *P, int64_t n, int64_t d, int64_t kd, double *cmin,
+                         double *cmax)
+{
+    int64_t i, r, l;
+    double lo[24], hi[24];
+    if (d != 3 || n < 8) { flk_bbox_sw(P, n, d, kd, cmin, cmax); return; }
+    __m512d a0 = _mm512_loadu_pd(P), a1 = _mm512_loadu_pd(P + 8), a2 = _mm512_loadu_pd(P + 16);
+    __m512d b0 = a0, b1 = a1, b2 = a2;
+    for (i = 8; i + 8 <= n; i += 8) {
+        const double *q = P + 3 * i;
+        __m512d x0 = _mm512_loadu_pd(q), x1 = _mm512_loadu_pd(q + 8),
+                x2 = _mm512_loadu_pd(q + 16);
+        a0 = _mm512_min_pd(a0, x0); b0 = _mm512_max_pd(b0, x0);
+        a1 = _mm512_min_pd(a1, x1); b1 = _mm512_max_pd(b1, x1);
+        a2 = _mm512_min_pd(a2, x2); b2 = _mm512_max_pd(b2, x2);
+    }
+    _mm512_storeu_pd(lo, a0); _mm512_storeu_pd(lo + 8, a1); _mm512_storeu_pd(lo + 16, a2);
+    _mm512_storeu_pd(hi, b0); _mm512_storeu_pd(hi + 8, b1); _mm512_storeu_pd(hi + 16, b2);
+    for (l = 0; l < 3; l++) { cmin[l] = lo[l]; cmax[l] = hi[l]; }
+    for (r = 3; r < 24; r++) {
+        cmin[r % 3] = lo[r] < cmin[r % 3] ? lo[r] : cmin[r % 3];
+        cmax[r % 3] = hi[r] > cmax[r % 3] ? hi[r] : cmax[r % 3];
+    }
+    for (; i < n; i++)
+        for (l = 0; l < 3; l++) {
+            double x = P[3 * i + l];
+            cmin[l] = x < cmin[l] ? x : cmin[l];
+            cmax[l] = x > cmax[l] ? x : cmax[l];
+        }
+}
+#endif
+
+static void flk_coh_bbox(const double *P, int64_t n, int64_t d, int64_t kd, double *cmin,
+                         double *cmax)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (flk_have_fma() && flk_have_512()) { flk_bbox_512(P, n, d, kd, cmin, cmax); return; }
+#endif
+    flk_bbox_sw(P, n, d, kd, cmin, cmax);
+}
+
+/* Grid cell of every row, over its first kd coordinates: cell[i] = sum of clamped
+ * trunc((x_k - cmin_k) * scale_k) in base g. A loop of its own (no stores into the
+ * boxes) so that it vectorises; d == 3 gets constant strides. */
+#define FLK_CELL_IDS_DEF(NAME, ATTR)                                                 \
+ATTR static void NAME(const double *P, int64_t n, int64_t d, int64_t kd, int64_t g,  \
+                      const double *cmin, const double *scale, int32_t *cell)        \
+{                                                                                    \
+    int64_t i, k;                                                                    \
+    const int32_t top = (int32_t)g - 1, g32 = (int32_t)g;                            \
+    if (d == 3) {                                                                    \
+        const double m0 = cmin[0], m1 = cmin[1], m2 = cmin[2];                       \
+        const double s0 = scale[0], s1 = scale[1], s2 = scale[2];                    \
+        for (i = 0; i < n; i++) {                                                    \
+            int32_t b0 = (int32_t)((P[3 * i] - m0) * s0);                            \
+            int32_t b1 = (int32_t)((P[3 * i + 1] - m1) * s1);                        \
+            int32_t b2 = (int32_t)((P[3 * i + 2] - m2) * s2);                        \
+            b0 = b0 < 0 ? 0 : (b0 > top ? top : b0);                                 \
+            b1 = b1 < 0 ? 0 : (b1 > top ? top : b1);                                 \
+            b2 = b2 < 0 ? 0 : (b2 > top ? top : b2);                                 \
+            cell[i] = (b0 * g32 + b1) * g32 + b2;                                    \
+        }                                                                            \
+        return;                                                                      \
+    }                                                                                \
+    for (i = 0; i < n; i++) {                                                        \
+        int32_t id = 0;                                                              \
+        for (k = 0; k < kd; k++) {                                                   \
+            int32_t b = (int32_t)((P[i * d + k] - cmin[k]) * scale[k]);              \
+            b = b < 0 ? 0 : (b > top ? top : b);                                     \
+            id = id * g32 + b;                                                       \
+        }                                                                            \
+        cell[i] = id;                                                                \
+    }                                                                                \
+}
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+FLK_CELL_IDS_DEF(flk_cell_ids_512, __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))))
+#endif
+FLK_CELL_IDS_DEF(flk_cell_ids_sw, )
+static void flk_coh_cell_ids(const double *P, int64_t n, int64_t d, int64_t kd, int64_t g,
+                             const double *cmin, const double *scale, int32_t *cell)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (flk_have_fma() && flk_have_512()) {
+        flk_cell_ids_512(P, n, d, kd, g, cmin, scale, cell);
+        return;
+    }
+#endif
+    flk_cell_ids_sw(P, n, d, kd, g, cmin, scale, cell);
+}
+
 /* Same answer as flk_coh_minmax over all n >= 1 rows (n < 2**31). Returns 0, or -1
  * when out of memory. */
 static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const double *V,
@@ -734,13 +846,8 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
     double cmin[3] = {0, 0, 0}, cmax[3] = {0, 0, 0}, scale[3] = {0, 0, 0};
     /* cells of ~4 tiles: their boxes (cells x d x 2 doubles) stay in L1/L2 */
     while (g < 1024 && pow((double)(g + 1), (double)kd) <= (double)n / (4 * FLK_TILE)) g++;
-    for (k = 0; k < kd; k++) { cmin[k] = P[k]; cmax[k] = P[k]; cells *= g; }
-    for (i = 1; i < n; i++)
-        for (k = 0; k < kd; k++) {
-            double x = P[i * d + k];
-            cmin[k] = x < cmin[k] ? x : cmin[k];
-            cmax[k] = x > cmax[k] ? x : cmax[k];
-        }
+    for (k = 0; k < kd; k++) cells *= g;
+    flk_coh_bbox(P, n, d, kd, cmin, cmax);
     for (k = 0; k < kd; k++)
         scale[k] = cmax[k] > cmin[k] ? (double)g / (cmax[k] - cmin[k]) : 0.0;
     int32_t *cell = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
@@ -759,15 +866,10 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
     }
     for (i = 0; i < cells * d; i++) { lo[i] = INFINITY; hi[i] = -INFINITY; }
     for (i = 0; i < 2 * cells * d; i++) rep[i] = -1;
+    flk_coh_cell_ids(P, n, d, kd, g, cmin, scale, cell);
     for (i = 0; i < n; i++) {
         const double *a = P + i * d;
-        int64_t id = 0;
-        for (k = 0; k < kd; k++) {
-            int64_t b = (int64_t)((a[k] - cmin[k]) * scale[k]);
-            b = b < 0 ? 0 : (b >= g ? g - 1 : b);
-            id = id * g + b;
-        }
-        cell[i] = (int32_t)id;
+        int64_t id = cell[i];
         cnt[id]++;
         for (k = 0; k < d; k++) {
             if (a[k] < lo[id * d + k]) { lo[id * d + k] = a[k]; rep[2 * (id * d + k)] = (int32_t)i; }
