@@ -434,23 +434,35 @@ static int flk_tile_index8_512(const double *pt, int64_t len, double inv, double
     return any | flk_tile_index8_sw(pt + i, len - i, inv, c, nb, ib + i);
 }
 
+/* Byte counts of a tile into c[0..nb). A full tile counts by comparison, so bytes >= nb
+ * are left out, and returns the number counted; a partial one counts every byte (all
+ * must be < nb) and returns len. */
 FLK_512_ATTR
-static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
+static int64_t flk_count_bytes_512_n(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
 {
-    int64_t i, b;
+    int64_t i, b, total = 0;
     if (len == FLK_TILE) {
         const __m512i x0 = _mm512_loadu_si512(ib), x1 = _mm512_loadu_si512(ib + 64),
                       x2 = _mm512_loadu_si512(ib + 128), x3 = _mm512_loadu_si512(ib + 192);
         for (b = 0; b < nb; b++) {
             const __m512i key = _mm512_set1_epi8((char)b);
-            c[b] += __builtin_popcountll(_mm512_cmpeq_epi8_mask(x0, key))
-                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x1, key))
-                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x2, key))
-                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x3, key));
+            const int64_t k = __builtin_popcountll(_mm512_cmpeq_epi8_mask(x0, key))
+                              + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x1, key))
+                              + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x2, key))
+                              + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x3, key));
+            c[b] += k;
+            total += k;
         }
-        return;
+        return total;
     }
     for (i = 0; i < len; i++) c[ib[i]]++;
+    return len;
+}
+
+FLK_512_ATTR
+static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
+{
+    (void)flk_count_bytes_512_n(ib, len, nb, c);
 }
 #endif
 
@@ -459,9 +471,11 @@ static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int6
  * skipped. Each tile runs simple loops (project, index, count) so that the first two
  * vectorise. */
 /* A fused d = 3 project-and-guess step for the byte path, or NULL (see flk_fused3_512). */
-typedef int (*flk_fused3_fn)(const double *, int64_t, const double *, double, double,
-                             int32_t, uint8_t *);
-#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, FUSED3, ATTR)             \
+typedef void (*flk_amax3_fn)(const double *, int64_t, double *);
+typedef void (*flk_fused3_fn)(const double *, int64_t, const double *, const double *,
+                              double, double, int32_t, const double *, double, double,
+                              uint8_t *, int64_t *);
+#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, FUSED3, AMAX3, ATTR)      \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
                       const unsigned char *skip, int64_t *counts)                    \
@@ -470,47 +484,64 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     double pt[FLK_TILE];                                                             \
     int32_t ib[FLK_TILE];                                                            \
     uint8_t ib8[FLK_TILE];                                                           \
+    double amax[3] = {0.0, 0.0, 0.0};                                                \
+    int fused = 0;                                                                   \
     int64_t c4[4 * FLK_MAXBINS] = {0};                                               \
     const double nbf = (double)nb;                                                   \
     const int32_t nb32 = (int32_t)nb;                                                \
     double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);          \
     /* per direction, once: 1/bin width, the byte path's offset, edges well-conditioned */\
-    double *dinv = (double *)malloc(sizeof(double) * 3 * (size_t)(m > 0 ? m : 1));   \
+    double *dinv = (double *)malloc(sizeof(double) * 8 * (size_t)(m > 0 ? m : 1));   \
+    double maxinv = 0.0, maxc = 0.0; /* over the directions the fused step may take */\
     if (cols == NULL || dinv == NULL) { free(cols); free(dinv); return; }            \
     for (j = 0; j < m; j++) {                                                        \
         const double *e = edges + j * (nb + 1);                                      \
         const double denom = e[nb] - e[0];                                           \
         const double big = fabs(e[0]) > fabs(e[nb]) ? fabs(e[0]) : fabs(e[nb]);     \
         const double ulp = nextafter(big, INFINITY) - big;                           \
-        dinv[3 * j] = nbf / denom;                                                   \
+        double *dj = dinv + 8 * j;                                                   \
+        dj[0] = nbf / denom;                                                         \
         /* computed here (fp-contract off) for both the vector and scalar tests */   \
-        dinv[3 * j + 1] = FLK_EDGE_EPS - e[0] * dinv[3 * j];                         \
-        dinv[3 * j + 2] = (8.0 * ulp * nbf / denom                                   \
-                           + 64.0 * 2.220446049250313e-16 * nbf) < 1e-7;             \
+        dj[1] = FLK_EDGE_EPS - e[0] * dj[0];                                         \
+        dj[2] = (8.0 * ulp * nbf / denom + 64.0 * 2.220446049250313e-16 * nbf) < 1e-7;\
+        if (FUSED3 != NULL && d == 3) { /* flk_fused3_512's weights and offset */    \
+            dj[3] = V[3 * j] * dj[0] * 16777216.0;                                   \
+            dj[4] = V[3 * j + 1] * dj[0] * 16777216.0;                               \
+            dj[5] = V[3 * j + 2] * dj[0] * 16777216.0;                               \
+            dj[6] = dj[1] * 16777216.0 + 128.0;                                      \
+            if (!skip[j] && dj[2] != 0.0) {                                          \
+                maxinv = dj[0] > maxinv ? dj[0] : maxinv;                            \
+                maxc = fabs(dj[1]) > maxc ? fabs(dj[1]) : maxc;                      \
+            }                                                                        \
+        }                                                                            \
     }                                                                                \
     for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                                         \
         len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                               \
         flk_transpose_tile(P + t0 * d, len, d, cols);                                \
+        if (FUSED3 != NULL && d == 3) { /* flk_fused3_512's error bound, |v_k| <= 1 */\
+            AMAX3(cols, len, amax);                                                  \
+            fused = 16.0 * 1.1102230246251565e-16                                    \
+                        * (1.01 * maxinv * (amax[0] + amax[1] + amax[2]) + maxc      \
+                           + nbf + 2.0) <= 1e-7;                                     \
+        }                                                                            \
         for (j = 0; j < m; j++) {                                                    \
             if (skip[j]) continue;                                                   \
             const double *v = V + j * d;                                             \
             const double *e = edges + j * (nb + 1);                                  \
             const double first = e[0], denom = e[nb] - e[0];                         \
-            const double inv = dinv[3 * j];                                          \
-            const int safe = dinv[3 * j + 2] != 0.0;                                 \
+            const double inv = dinv[8 * j];                                          \
+            const int safe = dinv[8 * j + 2] != 0.0;                                 \
             int64_t *c = counts + j * nb;                                            \
             if (safe && nb <= FLK_BYTEBINS) {                                        \
-                const double c8 = dinv[3 * j + 1];                                   \
+                const double c8 = dinv[8 * j + 1];                                   \
                 int flagged;                                                         \
-                if (FUSED3 != NULL && d == 3) {                                      \
-                    /* projections stay in registers; a tile with a flagged point   \
-                     * is projected again in full for the exact fix-up */           \
-                    flagged = FUSED3(cols, len, v, inv, c8, nb32, ib8);              \
-                    if (flagged) TPROJ(cols, len, d, v, pt);                         \
-                } else {                                                             \
-                    TPROJ(cols, len, d, v, pt);                                      \
-                    flagged = TINDEX8(pt, len, inv, c8, nb32, ib8);                  \
+                if (fused) { /* bins, settles and counts the tile itself */          \
+                    FUSED3(cols, len, dinv + 8 * j + 3, v, inv, c8, nb32, e, first,  \
+                           denom, ib8, c);                                           \
+                    continue;                                                        \
                 }                                                                    \
+                TPROJ(cols, len, d, v, pt);                                          \
+                flagged = TINDEX8(pt, len, inv, c8, nb32, ib8);                      \
                 if (flagged) {                                                       \
                     int32_t k8;                                                      \
                     for (i = 0; i < len; i++)                                        \
@@ -559,78 +590,116 @@ FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_ROWS_MINMAX_DEF(flk_rows_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
-             flk_count_bytes_hw, ((flk_fused3_fn)NULL), FLK_HW_ATTR)
+             flk_count_bytes_hw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL), FLK_HW_ATTR)
 #define FLK_H512_ATTR                                                               \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,"     \
                           "prefer-vector-width=512"),                                \
                    optimize("fp-contract=off")))
 FLK_TILEPROJ_DEF(flk_tproj_512, FLK_H512_ATTR)
 
-/* d == 3, byte path: flk_tproj's d = 3 projection (fma(c2, v2, fma(c0, v0, c1 * v1)),
- * contraction off, so the same values; the "0.0 +" that fixes the sign of a zero
- * projection is left out, as g below is the same for -0.0 and +0.0) fed straight
- * into the bin guess and test, without storing the projections. Returns nonzero
- * when a point may be flagged (the caller then projects the tile in full and
- * re-tests each point with flk_ambiguous8).
- *
- * The guess is computed in fixed point: t = fma(p, inv * 2^24, c * 2^24) is exactly
- * 2^24 * g for flk_ambiguous8's g = fma(p, inv, c) (scaling by a power of two
- * commutes with rounding), and q = trunc(t) as int64 holds the bin trunc(g) in
- * byte 3 and trunc(2^24 frac(g)) in bytes 0-2 whenever 0 <= g < nb <= 32. One
- * conversion (cvttpd2qq) instead of convert + round + subtract, a bit test instead
- * of a floating-point minimum, and one byte permute for 16 bins:
- *   - a point is kept only if q & FLK_FRAC_BITS != 0, i.e. 2^24 frac(g) >= 64,
- *     frac(g) >= 3.8e-6 > 2 eps: every point flk_ambiguous8 flags (frac(g) < 2 eps)
- *     is flagged here too, and the kept ones get trunc(g), flk_ambiguous8's bin;
- *   - and only if q < nb * 2^24 as unsigned: g >= nb, and g < 0 (q <= 0: then
- *     q = 0 fails the bit test or q < 0 is a huge unsigned), are flagged.
- * Flagging a superset only sends a few more tiles (~1e-3 of them) to the fix-up. */
-#define FLK_FRAC_BITS 0x00FFFFC0LL
+/* The byte path's bin of one exact projection p: flk_ambiguous8's guess, or numpy's
+ * exact procedure where it flags p. */
+static inline uint8_t flk_settle8(double p, double inv, double c, int32_t nb,
+                                  const double *e, double first, double denom)
+{
+    int32_t k;
+    if (flk_ambiguous8(p, inv, c, nb, &k)) return (uint8_t)flk_numpy_bin(p, e, nb, first, denom);
+    return (uint8_t)k;
+}
+
+/* Largest |x| of each of a d = 3 tile's columns (for flk_fused3_512's error bound). */
 FLK_H512_ATTR
-static int flk_fused3_512(const double *cols, int64_t len, const double *v, double inv,
-                          double c, int32_t nb, uint8_t *ib)
+static void flk_amax3_512(const double *cols, int64_t len, double *amax)
+{
+    int64_t k, i;
+    for (k = 0; k < 3; k++) {
+        const double *c = cols + k * FLK_TILE;
+        __m512d a = _mm512_setzero_pd();
+        double m;
+        for (i = 0; i + 8 <= len; i += 8) a = _mm512_max_pd(a, _mm512_abs_pd(_mm512_loadu_pd(c + i)));
+        m = _mm512_reduce_max_pd(a);
+        for (; i < len; i++) m = fabs(c[i]) > m ? fabs(c[i]) : m;
+        amax[k] = m;
+    }
+}
+
+/* d == 3, byte path: one tile's bins for one direction straight from the coordinates,
+ * without the projection, in fixed point, then counted into c:
+ *   T = fma(c2, w2, fma(c0, w0, fma(c1, w1, C))),  w_k = (v_k * inv) * 2^24,
+ *   C = c * 2^24 + 128,
+ * i.e. 2^24 g + 128 for flk_ambiguous8's g = fma(p, inv, c) up to an error D (in bins)
+ * of at most 8u (inv S + |c| + nb + 2), u = 2^-53, S = sum_k max|c_k| |v_k| over the
+ * tile: the w_k and C roundings, three FMA roundings, and the 3-term projection's own
+ * (BLAS) rounding, each at most u times those magnitudes. The caller's edges are
+ * "safe", and it takes this path only when 16u (...) <= 1e-7 with the largest inv
+ * and |c| of its directions and S <= sum_k max|c_k| (|v_k| <= 1), checked once per
+ * tile (else it projects and uses flk_tile_index8_512); wc holds w0, w1, w2 and C,
+ * computed once per direction. q = trunc(T) as int64. Every projection lies in
+ * [e[0], e[nb]] (the edges come from its own min and max), so 0 < T < (nb + 1) 2^24
+ * <= 2^32: byte 3 of q is the bin guess k = q >> 24 and bytes 1-2 are 2^24 frac(g)
+ * shifted by 128, in units of 256. One permute takes byte 3 of 16 points into bytes
+ * 0-15 and bytes 1-2 into words 8-23; one word test flags a point when its bytes 1-2
+ * are zero (T mod 2^24 < 256). With D <= 1e-7 (1.7 in units of 2^-24):
+ *   - every point flk_ambiguous8 flags for its fraction (g in [k, k + 2 eps),
+ *     2 eps = 33.6 units) has T mod 2^24 in [126, 164): flagged;
+ *   - a kept point has g in [k + 126/2^24, k + 1 - 126/2^24): frac(g) >= 7.5e-6 >
+ *     2 eps, so flk_ambiguous8 keeps it too, with the same bin k, if k < nb.
+ * A flagged point (about 1.5e-5 of them) is settled on the spot from its exact
+ * projection (flk_tproj's d = 3 expression, flk_settle8). The top edge itself
+ * (g = nb + eps) is flagged by the fraction test; a kept k >= nb would need
+ * g >= nb + 7.5e-6, beyond any projection, and is guarded all the same: the full-tile
+ * count leaves such bytes out, falls short of len and they are settled afterwards (a
+ * partial tile is settled before its scalar count). */
+FLK_H512_ATTR
+static void flk_fused3_512(const double *cols, int64_t len, const double *wc,
+                           const double *v, double inv, double c, int32_t nb,
+                           const double *e, double first, double denom, uint8_t *ib,
+                           int64_t *counts)
 {
     int64_t i = 0;
     const double *c0 = cols, *c1 = cols + FLK_TILE, *c2 = cols + 2 * FLK_TILE;
-    const __m512d v0 = _mm512_set1_pd(v[0]), v1 = _mm512_set1_pd(v[1]),
-                  v2 = _mm512_set1_pd(v[2]);
-    const __m512d vinv = _mm512_set1_pd(inv * 16777216.0),
-                  vc = _mm512_set1_pd(c * 16777216.0);
-    const __m512i frac = _mm512_set1_epi64(FLK_FRAC_BITS),
-                  lim = _mm512_set1_epi64((int64_t)nb << 24);
-    /* byte 3 of each qword of a (bytes 0-7) then of b (bytes 8-15) */
-    const __m512i pick = _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0x7B736B635B534B43LL,
-                                          0x3B332B231B130B03LL);
-    __mmask8 good0 = 0xFF, good1 = 0xFF;
-    int any;
+    const __m512d w0 = _mm512_set1_pd(wc[0]), w1 = _mm512_set1_pd(wc[1]),
+                  w2 = _mm512_set1_pd(wc[2]), vc = _mm512_set1_pd(wc[3]);
+    /* bytes 0-15: byte 3 of each qword of a then of b; bytes 16-47: bytes 1-2 of each */
+    const __m512i pick = _mm512_set_epi64(0, 0, 0x7A7972716A696261LL, 0x5A5952514A494241LL,
+                                          0x3A3932312A292221LL, 0x1A1912110A090201LL,
+                                          0x7B736B635B534B43LL, 0x3B332B231B130B03LL);
     for (; i + 16 <= len; i += 16) {
-        __m512d p0 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i), v2,
-                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i), v0,
-                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i), v1)));
-        __m512d p1 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i + 8), v2,
-                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i + 8), v0,
-                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i + 8), v1)));
-        __m512i q0 = _mm512_cvttpd_epi64(_mm512_fmadd_pd(p0, vinv, vc));
-        __m512i q1 = _mm512_cvttpd_epi64(_mm512_fmadd_pd(p1, vinv, vc));
-        good0 = _mm512_mask_test_epi64_mask(good0, q0, frac);
-        good1 = _mm512_mask_test_epi64_mask(good1, q1, frac);
-        good0 = _mm512_mask_cmplt_epu64_mask(good0, q0, lim);
-        good1 = _mm512_mask_cmplt_epu64_mask(good1, q1, lim);
-        _mm_storeu_si128((__m128i *)(ib + i),
-                         _mm512_castsi512_si128(_mm512_permutex2var_epi8(q0, pick, q1)));
+        __m512d t0 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i), w2,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i), w0,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c1 + i), w1, vc)));
+        __m512d t1 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i + 8), w2,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i + 8), w0,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c1 + i + 8), w1, vc)));
+        __m512i r = _mm512_permutex2var_epi8(_mm512_cvttpd_epi64(t0), pick,
+                                             _mm512_cvttpd_epi64(t1));
+        __mmask32 bad = _mm512_mask_testn_epi16_mask(0x00FFFF00u, r, r);
+        _mm_storeu_si128((__m128i *)(ib + i), _mm512_castsi512_si128(r));
+        if (bad) { /* rare: settle the flagged points */
+            uint32_t b = (uint32_t)bad >> 8;
+            while (b) {
+                int64_t at = i + __builtin_ctz(b);
+                b &= b - 1;
+                ib[at] = flk_settle8(0.0 + fma(c2[at], v[2], fma(c0[at], v[0], c1[at] * v[1])),
+                                     inv, c, nb, e, first, denom);
+            }
+        }
     }
-    any = (good0 & good1) != 0xFF;
-    for (; i < len; i++) { /* the tail: flk_ambiguous8's own test, point by point */
-        int32_t k;
-        any |= flk_ambiguous8(fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1])), inv, c,
-                              nb, &k);
-        ib[i] = (uint8_t)(k < 0 ? 0 : (k > 255 ? 255 : k));
-    }
-    return any;
+    for (; i < len; i++) /* the tail: the same, point by point */
+        ib[i] = flk_settle8(0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1])), inv, c,
+                            nb, e, first, denom);
+    if (len == FLK_TILE && flk_count_bytes_512_n(ib, len, nb, counts) == len) return;
+    for (i = 0; i < len; i++)
+        if (ib[i] >= nb) {
+            ib[i] = flk_settle8(0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1])), inv, c,
+                                nb, e, first, denom);
+            if (len == FLK_TILE) counts[ib[i]]++; /* the others are counted already */
+        }
+    if (len != FLK_TILE) flk_count_bytes_512_n(ib, len, nb, counts);
 }
 
 FLK_HIST_DEF(flk_hist_512, flk_tproj_512, flk_tile_index_hw, flk_tile_index8_512,
-             flk_count_bytes_512, flk_fused3_512, FLK_H512_ATTR)
+             flk_count_bytes_512, flk_fused3_512, flk_amax3_512, FLK_H512_ATTR)
 static int flk_have_512(void)
 {
     static int known = -1;
@@ -663,7 +732,7 @@ FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
 FLK_ROWS_MINMAX_DEF(flk_rows_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
 FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, flk_tile_index8_sw,
-             flk_count_bytes_sw, ((flk_fused3_fn)NULL), FLK_SW_ATTR)
+             flk_count_bytes_sw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL), FLK_SW_ATTR)
 
 static void flk_coh_minmax(const double *P, int64_t r0, int64_t r1, int64_t d,
                            const double *V, int64_t m, double *mins, double *maxs)

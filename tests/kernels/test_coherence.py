@@ -271,3 +271,23 @@ def test_d3_points_near_one_edge_take_the_right_side(coherence, n_bins) -> None:
         pts = np.zeros((len(col), 3))
         pts[:, 0] = col
         check(coherence, pts, n_directions=8, n_bins=n_bins, seed=i)
+
+
+def test_d3_top_and_bottom_edges_in_full_tiles(coherence) -> None:  # type: ignore[no-untyped-def]
+    # The points at a direction's maximum land on the last edge (g = n_bins: counted
+    # apart in the fused d = 3 step) and those at its minimum within the fraction
+    # test's margin of the first. 400 copies of the maximum of x and 300 of the
+    # minimum, interleaved with spread points in full 256-row tiles, make the edge
+    # bins the largest, so a point lost or misplaced at either edge changes coh★.
+    # One direction per call: v[0] > 0 puts x = 1 at the top, v[0] < 0 at the bottom.
+    rng = np.random.default_rng(7)
+    col = np.concatenate([np.ones(400), np.zeros(300), rng.uniform(0.05, 0.95, 1348)])
+    pts = np.zeros((len(col), 3))
+    pts[:, 0] = rng.permutation(col)
+    signs = {}
+    for seed in range(50):
+        signs.setdefault(bool(ref_coherence_directions(3, 1, seed)[0, 0] > 0), seed)
+    assert set(signs) == {True, False}
+    for seed in signs.values():
+        for n_bins in (5, 20, 32):
+            check(coherence, pts, n_directions=1, n_bins=n_bins, seed=seed)
