@@ -474,8 +474,9 @@ static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int6
 typedef void (*flk_amax3_fn)(const double *, int64_t, double *);
 typedef void (*flk_fused3_fn)(const double *, int64_t, const double *, const double *,
                               double, double, int32_t, const double *, double, double,
-                              uint8_t *, int64_t *);
-#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, FUSED3, AMAX3, ATTR)      \
+                              uint8_t *);
+typedef void (*flk_pair_fn)(const uint8_t *, const uint8_t *, int64_t, uint64_t *);
+#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, FUSED3, AMAX3, PAIR, ATTR) \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
                       const unsigned char *skip, int64_t *counts)                    \
@@ -493,7 +494,15 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     /* per direction, once: 1/bin width, the byte path's offset, edges well-conditioned */\
     double *dinv = (double *)malloc(sizeof(double) * 8 * (size_t)(m > 0 ? m : 1));   \
     double maxinv = 0.0, maxc = 0.0; /* over the directions the fused step may take */\
-    if (cols == NULL || dinv == NULL) { free(cols); free(dinv); return; }            \
+    /* the fused path's directions (byte bins, well-conditioned, not skipped), counted \
+     * in pairs into bit-sliced accumulators: 32 bins x 8 qwords per pair */         \
+    int64_t *elig = (int64_t *)malloc(sizeof(int64_t) * (size_t)(m > 0 ? m : 1));   \
+    uint64_t *acc = NULL;                                                            \
+    int64_t nel = 0, npair = 0, fused_rows = 0, pq, *base = NULL;                    \
+    uint8_t pa[FLK_TILE], pb[FLK_TILE];                                              \
+    if (cols == NULL || dinv == NULL || elig == NULL) {                              \
+        free(cols); free(dinv); free(elig); return;                                  \
+    }                                                                                \
     for (j = 0; j < m; j++) {                                                        \
         const double *e = edges + j * (nb + 1);                                      \
         const double denom = e[nb] - e[0];                                           \
@@ -515,6 +524,19 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    if (FUSED3 != NULL && d == 3 && nb <= FLK_BYTEBINS) {                             \
+        for (j = 0; j < m; j++)                                                      \
+            if (!skip[j] && dinv[8 * j + 2] != 0.0) elig[nel++] = j;                 \
+        npair = (nel + 1) / 2;                                                       \
+        acc = (uint64_t *)calloc((size_t)(npair > 0 ? npair : 1) * 32 * 8, sizeof(uint64_t));\
+        /* the counts as they came in: the fallback below recounts from them */      \
+        base = (int64_t *)malloc(sizeof(int64_t) * (size_t)(m * nb > 0 ? m * nb : 1));\
+        if (acc == NULL || base == NULL) {                                           \
+            free(acc); free(base); free(cols); free(dinv); free(elig); return;       \
+        }                                                                            \
+        memcpy(base, counts, sizeof(int64_t) * (size_t)(m * nb));                    \
+    }                                                                                \
+    memset(pb, 0xFF, sizeof pb); /* the partner of an odd last direction: no bin */  \
     for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                                         \
         len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                               \
         flk_transpose_tile(P + t0 * d, len, d, cols);                                \
@@ -524,8 +546,24 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
                         * (1.01 * maxinv * (amax[0] + amax[1] + amax[2]) + maxc      \
                            + nbf + 2.0) <= 1e-7;                                     \
         }                                                                            \
+        if (fused && acc != NULL) {                                                  \
+            for (pq = 0; pq < npair; pq++) {                                         \
+                const int64_t ja = elig[2 * pq], jb = 2 * pq + 1 < nel ? elig[2 * pq + 1] : -1;\
+                const double *ea = edges + ja * (nb + 1);                            \
+                FUSED3(cols, len, dinv + 8 * ja + 3, V + ja * d, dinv[8 * ja],       \
+                       dinv[8 * ja + 1], nb32, ea, ea[0], ea[nb] - ea[0], pa);       \
+                if (jb >= 0) {                                                       \
+                    const double *eb = edges + jb * (nb + 1);                        \
+                    FUSED3(cols, len, dinv + 8 * jb + 3, V + jb * d, dinv[8 * jb],   \
+                           dinv[8 * jb + 1], nb32, eb, eb[0], eb[nb] - eb[0], pb);   \
+                }                                                                    \
+                PAIR(pa, pb, nb, acc + pq * 32 * 8);                                 \
+            }                                                                        \
+            fused_rows += len;                                                       \
+        }                                                                            \
         for (j = 0; j < m; j++) {                                                    \
             if (skip[j]) continue;                                                   \
+            if (fused && acc != NULL && dinv[8 * j + 2] != 0.0) continue; /* done */ \
             const double *v = V + j * d;                                             \
             const double *e = edges + j * (nb + 1);                                  \
             const double first = e[0], denom = e[nb] - e[0];                         \
@@ -535,11 +573,6 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             if (safe && nb <= FLK_BYTEBINS) {                                        \
                 const double c8 = dinv[8 * j + 1];                                   \
                 int flagged;                                                         \
-                if (fused) { /* bins, settles and counts the tile itself */          \
-                    FUSED3(cols, len, dinv + 8 * j + 3, v, inv, c8, nb32, e, first,  \
-                           denom, ib8, c);                                           \
-                    continue;                                                        \
-                }                                                                    \
                 TPROJ(cols, len, d, v, pt);                                          \
                 flagged = TINDEX8(pt, len, inv, c8, nb32, ib8);                      \
                 if (flagged) {                                                       \
@@ -578,6 +611,42 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    /* fold the pairs' accumulators into the counts; a direction whose fused tiles do \
+     * not add up to fused_rows had a byte outside its bins (cannot happen while the  \
+     * projections lie within their edges): its counts for [r0, r1) are redone the    \
+     * plain way, from what they were on entry */                                    \
+    for (pq = 0; acc != NULL && pq < npair; pq++) {                                  \
+        int64_t h, q, tot[2] = {0, 0}, bin;                                          \
+        for (h = 0; h < 2 && 2 * pq + h < nel; h++) {                                \
+            const int64_t jj = elig[2 * pq + h];                                     \
+            for (bin = 0; bin < nb; bin++) {                                         \
+                int64_t sum = 0;                                                     \
+                for (q = 0; q < 4; q++) sum += (int64_t)acc[pq * 256 + bin * 8 + 4 * h + q];\
+                counts[jj * nb + bin] += sum;                                        \
+                tot[h] += sum;                                                       \
+            }                                                                        \
+            if (tot[h] != fused_rows) {                                              \
+                const double *e = edges + jj * (nb + 1);                             \
+                const double inv = dinv[8 * jj], c8 = dinv[8 * jj + 1];              \
+                int32_t k8;                                                          \
+                /* the whole range again (its plain-path tiles too), from base */    \
+                for (bin = 0; bin < nb; bin++) counts[jj * nb + bin] = base[jj * nb + bin];\
+                for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                             \
+                    len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                   \
+                    flk_transpose_tile(P + t0 * d, len, d, cols);                    \
+                    TPROJ(cols, len, d, V + jj * d, pt);                             \
+                    for (i = 0; i < len; i++)                                        \
+                        counts[jj * nb + (flk_ambiguous8(pt[i], inv, c8, nb32, &k8)   \
+                                          ? flk_numpy_bin(pt[i], e, nb32, e[0],      \
+                                                          e[nb] - e[0])              \
+                                          : k8)]++;                                  \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    free(acc);                                                                       \
+    free(base);                                                                      \
+    free(elig);                                                                      \
     free(cols);                                                                      \
     free(dinv);                                                                      \
 }
@@ -590,9 +659,10 @@ FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_ROWS_MINMAX_DEF(flk_rows_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
-             flk_count_bytes_hw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL), FLK_HW_ATTR)
+             flk_count_bytes_hw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL),
+             ((flk_pair_fn)NULL), FLK_HW_ATTR)
 #define FLK_H512_ATTR                                                               \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,"     \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vpopcntdq,gfni,avx2,fma,"     \
                           "prefer-vector-width=512"),                                \
                    optimize("fp-contract=off")))
 FLK_TILEPROJ_DEF(flk_tproj_512, FLK_H512_ATTR)
@@ -653,8 +723,7 @@ static void flk_amax3_512(const double *cols, int64_t len, double *amax)
 FLK_H512_ATTR
 static void flk_fused3_512(const double *cols, int64_t len, const double *wc,
                            const double *v, double inv, double c, int32_t nb,
-                           const double *e, double first, double denom, uint8_t *ib,
-                           int64_t *counts)
+                           const double *e, double first, double denom, uint8_t *ib)
 {
     int64_t i = 0;
     const double *c0 = cols, *c1 = cols + FLK_TILE, *c2 = cols + 2 * FLK_TILE;
@@ -688,18 +757,79 @@ static void flk_fused3_512(const double *cols, int64_t len, const double *wc,
     for (; i < len; i++) /* the tail: the same, point by point */
         ib[i] = flk_settle8(0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1])), inv, c,
                             nb, e, first, denom);
-    if (len == FLK_TILE && flk_count_bytes_512_n(ib, len, nb, counts) == len) return;
-    for (i = 0; i < len; i++)
-        if (ib[i] >= nb) {
-            ib[i] = flk_settle8(0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1])), inv, c,
-                                nb, e, first, denom);
-            if (len == FLK_TILE) counts[ib[i]]++; /* the others are counted already */
+    for (; i < FLK_TILE; i++) ib[i] = 0xFF; /* a partial tile: padding no bin counts */
+}
+
+/* Bin counts of two directions' full tiles of bytes (a, b: FLK_TILE each; 0xFF pads),
+ * bit-sliced: GF2P8AFFINEQB turns each group of 8 bytes into its 8 bit planes, byte
+ * permutes and lane shuffles align plane k of all 512 points in X_k (lanes: a's
+ * points 0-127, 128-255, then b's), a ternary-logic tree over X_0..X_4 (and H, any
+ * of bits 5-7 set) gives for bin b the mask of points equal to b, and VPOPCNTQ counts
+ * it into acc[b] (8 qwords: 0-3 for a, 4-7 for b). About 100 vector operations for
+ * the pair instead of ~360 compares and mask moves. Bytes >= nb are in no bin (the
+ * caller checks the totals). */
+FLK_H512_ATTR
+static void flk_count_pair_512(const uint8_t *a, const uint8_t *b, int64_t nb,
+                               uint64_t *acc)
+{
+    const __m512i C = _mm512_set1_epi64(0x8040201008040201LL);
+    /* byte 16 m + g: byte m (lo) or m + 4 (hi) of qword g of (x, y) */
+    const __m512i lo = _mm512_set_epi64(
+        0x7B736B635B534B43LL, 0x3B332B231B130B03LL, 0x7A726A625A524A42LL,
+        0x3A322A221A120A02LL, 0x7971696159514941LL, 0x3931292119110901LL,
+        0x7870686058504840LL, 0x3830282018100800LL);
+    const __m512i hi = _mm512_add_epi8(lo, _mm512_set1_epi8(4));
+    __m512i T[8], L[4], H[4], X[8];
+    int64_t q, k, bin, np;
+    for (q = 0; q < 4; q++) {
+        T[q] = _mm512_gf2p8affine_epi64_epi8(C, _mm512_loadu_si512(a + 64 * q), 0);
+        T[4 + q] = _mm512_gf2p8affine_epi64_epi8(C, _mm512_loadu_si512(b + 64 * q), 0);
+    }
+    for (q = 0; q < 4; q++) {
+        L[q] = _mm512_permutex2var_epi8(T[2 * q], lo, T[2 * q + 1]);
+        H[q] = _mm512_permutex2var_epi8(T[2 * q], hi, T[2 * q + 1]);
+    }
+    for (k = 0; k < 2; k++) { /* 4 x 4 transpose of 128-bit lanes */
+        const __m512i *S = k ? H : L;
+        __m512i p0 = _mm512_shuffle_i64x2(S[0], S[1], 0x44), p1 = _mm512_shuffle_i64x2(S[0], S[1], 0xEE);
+        __m512i p2 = _mm512_shuffle_i64x2(S[2], S[3], 0x44), p3 = _mm512_shuffle_i64x2(S[2], S[3], 0xEE);
+        X[4 * k + 0] = _mm512_shuffle_i64x2(p0, p2, 0x88);
+        X[4 * k + 1] = _mm512_shuffle_i64x2(p0, p2, 0xDD);
+        X[4 * k + 2] = _mm512_shuffle_i64x2(p1, p3, 0x88);
+        X[4 * k + 3] = _mm512_shuffle_i64x2(p1, p3, 0xDD);
+    }
+    const __m512i Hm = _mm512_ternarylogic_epi64(X[5], X[6], X[7], 0xFE);
+    const __m512i Y0 = _mm512_ternarylogic_epi64(X[4], Hm, Hm, 0x03); /* ~x4 & ~h */
+    const __m512i Y1 = _mm512_ternarylogic_epi64(X[4], Hm, Hm, 0x30); /* x4 & ~h */
+    np = (nb + 3) >> 2;
+    for (q = 0; q < np; q++) { /* q = bits 4..2 of the bin */
+        const __m512i Y = (q >> 2) ? Y1 : Y0;
+        __m512i Pq;
+        switch (q & 3) { /* immediates must be constants */
+        case 0: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x10); break;
+        case 1: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x20); break;
+        case 2: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x40); break;
+        default: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x80); break;
         }
-    if (len != FLK_TILE) flk_count_bytes_512_n(ib, len, nb, counts);
+        for (k = 0; k < 4 && 4 * q + k < nb; k++) {
+            __m512i Lb;
+            bin = 4 * q + k;
+            switch (k) {
+            case 0: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x10); break;
+            case 1: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x20); break;
+            case 2: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x40); break;
+            default: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x80); break;
+            }
+            _mm512_storeu_si512(acc + 8 * bin,
+                                _mm512_add_epi64(_mm512_loadu_si512(acc + 8 * bin),
+                                                 _mm512_popcnt_epi64(Lb)));
+        }
+    }
 }
 
 FLK_HIST_DEF(flk_hist_512, flk_tproj_512, flk_tile_index_hw, flk_tile_index8_512,
-             flk_count_bytes_512, flk_fused3_512, flk_amax3_512, FLK_H512_ATTR)
+             flk_count_bytes_512, flk_fused3_512, flk_amax3_512, flk_count_pair_512,
+             FLK_H512_ATTR)
 static int flk_have_512(void)
 {
     static int known = -1;
@@ -707,7 +837,8 @@ static int flk_have_512(void)
         __builtin_cpu_init();
         known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
                 && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
-                && __builtin_cpu_supports("avx512vbmi");
+                && __builtin_cpu_supports("avx512vbmi")
+                && __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("gfni");
     }
     return known;
 }
@@ -732,7 +863,8 @@ FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
 FLK_ROWS_MINMAX_DEF(flk_rows_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
 FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, flk_tile_index8_sw,
-             flk_count_bytes_sw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL), FLK_SW_ATTR)
+             flk_count_bytes_sw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL),
+             ((flk_pair_fn)NULL), FLK_SW_ATTR)
 
 static void flk_coh_minmax(const double *P, int64_t r0, int64_t r1, int64_t d,
                            const double *V, int64_t m, double *mins, double *maxs)

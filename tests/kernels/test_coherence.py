@@ -291,3 +291,20 @@ def test_d3_top_and_bottom_edges_in_full_tiles(coherence) -> None:  # type: igno
     for seed in signs.values():
         for n_bins in (5, 20, 32):
             check(coherence, pts, n_directions=1, n_bins=n_bins, seed=seed)
+
+
+@pytest.mark.parametrize("n_bins", [5, 20, 32])
+def test_each_bin_counted_as_itself(coherence, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # The byte counters (bit-sliced on AVX-512: one mask per bin from the bins' bit
+    # planes) must give every bin its own count, not a neighbour's: for each bin b,
+    # 300 extra points at its centre make it the single largest, so coh★ is b's count
+    # and any bin counted as another changes it. Points (x, 0, 0) keep x's bins in
+    # every direction (mirrored when v[0] < 0, where b's mirror is the largest); 1 802
+    # rows are 7 full tiles and a partial one; 3 directions make a pair and a single.
+    rng = np.random.default_rng(n_bins)
+    filler = rng.uniform(0.0, 1.0, 1500)
+    for b in range(n_bins):
+        col = np.concatenate([[0.0, 1.0], filler, np.full(300, (b + 0.5) / n_bins)])
+        pts = np.zeros((len(col), 3))
+        pts[:, 0] = rng.permutation(col)
+        check(coherence, pts, n_directions=3, n_bins=n_bins, seed=b)
