@@ -694,7 +694,7 @@ static void flk_amax3_512(const double *cols, int64_t len, double *amax)
 }
 
 /* d == 3, byte path: one tile's bins for one direction straight from the coordinates,
- * without the projection, in fixed point, then counted into c:
+ * without the projection, in fixed point (the caller counts them, flk_count_pair_512):
  *   T = fma(c2, w2, fma(c0, w0, fma(c1, w1, C))),  w_k = (v_k * inv) * 2^24,
  *   C = c * 2^24 + 128,
  * i.e. 2^24 g + 128 for flk_ambiguous8's g = fma(p, inv, c) up to an error D (in bins)
@@ -717,9 +717,9 @@ static void flk_amax3_512(const double *cols, int64_t len, double *amax)
  * A flagged point (about 1.5e-5 of them) is settled on the spot from its exact
  * projection (flk_tproj's d = 3 expression, flk_settle8). The top edge itself
  * (g = nb + eps) is flagged by the fraction test; a kept k >= nb would need
- * g >= nb + 7.5e-6, beyond any projection, and is guarded all the same: the full-tile
- * count leaves such bytes out, falls short of len and they are settled afterwards (a
- * partial tile is settled before its scalar count). */
+ * g >= nb + 7.5e-6, beyond any projection, and is guarded all the same: such a byte
+ * is in no bin, so the direction's counts fall short and the caller recounts it. A
+ * partial tile is padded with 0xFF (in no bin either). */
 FLK_H512_ATTR
 static void flk_fused3_512(const double *cols, int64_t len, const double *wc,
                            const double *v, double inv, double c, int32_t nb,
