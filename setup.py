@@ -2,7 +2,10 @@
 
 Every ``ext/_<topic>_cy.pyx`` becomes ``flk_fast.kernels._<topic>_cy``.
 Switches (read here only): FLK_FAST_DEBUG, FLK_FAST_SANITIZE, FLK_FAST_CYTHON_TRACE,
-FLK_FAST_OPENMP (0: build without OpenMP even when the compiler has it).
+FLK_FAST_OPENMP (0: build without OpenMP even when the compiler has it; default on
+when the compiler links -fopenmp). Each takes 1/true/yes/on or 0/false/no/off/empty
+and stops the build on anything else. A compile error stops the build (setuptools'
+CompileError): no package is installed without its extensions.
 """
 
 import os
@@ -14,8 +17,22 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+def _flag(name: str, default: bool = False) -> bool:
+    """A boolean build switch, with flk_fast._env.parse_flag's values (that module
+    cannot be imported before the package is built): a typo stops the build instead
+    of silently building something else."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(
+        f"flk_fast build: {name}={text!r} is not a boolean; use one of 1, true, yes, "
+        "on (on) or 0, false, no, off (off)"
+    )
 
 
 DEBUG, SANITIZE, TRACE = (
@@ -48,7 +65,7 @@ static inline int omp_get_num_threads(void) { return 1; }
 
 def _have_openmp() -> bool:
     """Whether the C compiler compiles and links a program with -fopenmp."""
-    if os.environ.get("FLK_FAST_OPENMP", "1") in ("", "0"):
+    if not _flag("FLK_FAST_OPENMP", default=True):
         return False
     from setuptools._distutils import ccompiler, sysconfig
 
@@ -99,7 +116,14 @@ extensions = [
     )
     for pyx in sorted(pathlib.Path("ext").glob("_*_cy.pyx"))
 ]
-print(f"flk_fast build: {'accelerated' if extensions else 'pure'} "
+if not extensions:
+    # Never a silent pure build: the numeric kernels are compiled-only (an sdist or
+    # checkout without ext/ would otherwise install a package whose kernels all fail).
+    raise SystemExit(
+        "flk_fast build: no ext/_*_cy.pyx found next to setup.py; build from a full "
+        "checkout or sdist"
+    )
+print("flk_fast build: accelerated "
       f"({len(extensions)} Cython modules, openmp={OPENMP}, debug={DEBUG}, "
       f"sanitize={SANITIZE})")
 setup(

@@ -4,23 +4,22 @@ Run: ``python -m bench.bench_kernels [--size 1.0] [--repeat 5] [--json]``.
 ``--size`` scales every problem (0.1 for a quick check); baselines that take seconds
 run ``max(1, repeat // 3)`` times. Prints one JSON record per case (median and best
 seconds, throughput, the baseline's median and the speed-up), then a Markdown table.
-The machine is shared: quote the ratios, not the absolute times.
+The machine is shared: quote the ratios, not the absolute times. The inputs, the
+baselines and the kernel calls are flk_fast.benchsuite.kernel_baselines' (shared with
+``flk bench kernels``); this module picks the sizes, thread counts and timing.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from bench import data
 from bench._report import context
+from flk_fast.benchsuite import kernel_baselines as kb
 
 
 def _times(fn: Callable[[], Any], repeat: int) -> list[float]:
@@ -91,83 +90,33 @@ def case(
 
 
 def bench_box_counts(size: float, repeat: int) -> None:
-    from flk_fast.kernels import box_counts
-
     n = int(1_000_000 * size)
-    pts = data.points(n, 3, seed=1)
-    scales = [2, 4, 8, 16, 32]
-
-    def baseline() -> list[int]:
-        # Tuned pure Python: rows to tuples through tolist(), ~3.5x the obvious loop.
-        return [
-            len(set(map(tuple, np.floor(pts * s).astype(np.int64).tolist())))
-            for s in scales
-        ]
-
-    def obvious() -> list[int]:
-        # The obvious version (the issue's 7.1 s figure): a tuple per numpy row.
-        out = []
-        for s in scales:
-            vox = np.floor(pts * s).astype(np.int64)
-            out.append(len({tuple(row) for row in vox}))
-        return out
-
-    assert box_counts(pts, scales).tolist() == baseline()
+    params = {"n": n, "d": 3, "scales": list(kb.BOX_SCALES)}
     for threads in (1, 0):
-        k, b = _pair(
-            lambda t=threads: box_counts(pts, scales, n_threads=t),
-            baseline,
-            repeat,
-            max(1, repeat // 3),
+        kernel, baseline, what = kb.checked(
+            kb.box_counts_pair(n, threads=threads), "box_counts"
         )
+        k, b = _pair(kernel, baseline, repeat, max(1, repeat // 3))
         case(
             "box_counts",
-            {"n": n, "d": 3, "scales": scales, "threads": threads or "all"},
+            {**params, "threads": threads or "all"},
             k,
             b,
-            "set of tuples via tolist()",
+            what,
             target=">= 50x",
         )
-    k, b = _pair(lambda: box_counts(pts, scales, n_threads=1), obvious, repeat, 1)
-    case(
-        "box_counts",
-        {"n": n, "d": 3, "scales": scales, "threads": 1},
-        k,
-        b,
-        "set of tuples, one per numpy row",
-        target=">= 50x",
-    )
+    kernel, baseline, what = kb.box_counts_pair(n, threads=1, obvious=True)
+    k, b = _pair(kernel, baseline, repeat, 1)
+    case("box_counts", {**params, "threads": 1}, k, b, what, target=">= 50x")
 
 
 def bench_coherence(size: float, repeat: int) -> None:
-    from flk_fast.kernels import coherence
-
     n = int(1_000_000 * size)
-    pts = data.points(n, 3, seed=2)
-
-    def baseline() -> float:
-        rs = np.random.RandomState(42)
-        best = -1.0
-        for _ in range(100):
-            v = rs.standard_normal(3)
-            v = v / np.linalg.norm(v)
-            p = pts @ v
-            if p.max() - p.min() < 1e-9:
-                c = 1.0
-            else:
-                h, _ = np.histogram(p, bins=20)
-                c = h.max() / n
-            best = max(best, c)
-        return round(best, 9)
-
-    assert coherence(pts, 100, 20, 42).coh_star == baseline()
     for threads in (1, 0):
-        k, b = _pair(
-            lambda t=threads: coherence(pts, 100, 20, 42, n_threads=t),
-            baseline,
-            repeat,
-            repeat,
+        kernel, baseline, what = kb.checked(
+            kb.coherence_pair(n, threads=threads), "coherence"
         )
+        k, b = _pair(kernel, baseline, repeat, repeat)
         case(
             "coherence",
             {
@@ -179,109 +128,55 @@ def bench_coherence(size: float, repeat: int) -> None:
             },
             k,
             b,
-            "numpy.histogram per direction",
+            what,
             target=">= 20x",
         )
 
 
 def bench_theil_sen(size: float, repeat: int) -> None:
-    from scipy import stats
-
-    from flk_fast.kernels import theil_sen
-
     n = max(100, int(10_000 * size))
-    x, y = data.xy_regression(n, seed=3)
-    k, b = _pair(
-        lambda: theil_sen(x, y),
-        lambda: stats.theilslopes(y, x),
-        repeat,
-        max(1, repeat // 3),
-    )
-    ref = stats.theilslopes(y, x)
-    got = theil_sen(x, y)
-    assert (got.slope, got.intercept) == (ref.slope, ref.intercept)
-    case("theil_sen", {"n": n}, k, b, "scipy.stats.theilslopes", target=">= 100x")
+    kernel, baseline, what = kb.checked(kb.theil_sen_pair(n), "theil_sen")
+    k, b = _pair(kernel, baseline, repeat, max(1, repeat // 3))
+    case("theil_sen", {"n": n}, k, b, what, target=">= 100x")
     for big in (100_000, 1_000_000):
         m = max(1000, int(big * size))
-        xb, yb = data.xy_regression(m, seed=4)
+        kernel, _, _ = kb.theil_sen_pair(m, seed=4)
         case(
             "theil_sen",
             {"n": m},
-            _times(lambda xb=xb, yb=yb: theil_sen(xb, yb), max(1, repeat // 2)),
+            _times(kernel, max(1, repeat // 2)),
             None,
             "(scipy needs n^2/2 slopes in memory)",
         )
 
 
 def bench_merkle(size: float, repeat: int) -> None:
-    from flk_fast.kernels import merkle_root
-
     nbytes = int(64 * 2**20 * size)
-    blob = data.random_bytes(nbytes, seed=5)
     chunk = 1024
-
-    def hashlib_stream() -> str:
-        h = hashlib.sha256()
-        view = memoryview(blob)
-        for i in range(0, len(blob), chunk):
-            h.update(view[i : i + chunk])
-        return h.hexdigest()
-
-    def blake3_stream() -> str:
-        import blake3
-
-        h = blake3.blake3()
-        view = memoryview(blob)
-        for i in range(0, len(blob), chunk):
-            h.update(view[i : i + chunk])
-        return h.hexdigest()
-
-    for scheme, baseline, bname, target in (
-        (
-            "sha256-hexcat",
-            hashlib_stream,
-            "hashlib.sha256 streaming (1 KiB updates)",
-            ">= 0.7x hashlib",
-        ),
-        (
-            "sha256-rfc6962",
-            hashlib_stream,
-            "hashlib.sha256 streaming (1 KiB updates)",
-            "",
-        ),
-        (
-            "blake3-rfc6962",
-            blake3_stream,
-            "blake3 package streaming (1 KiB updates)",
-            ">= 1 GB/s",
-        ),
+    for scheme, target in (
+        ("sha256-hexcat", ">= 0.7x hashlib"),
+        ("sha256-rfc6962", ""),
+        ("blake3-rfc6962", ">= 1 GB/s"),
     ):
-        k, b = _pair(
-            lambda s=scheme: merkle_root(blob, scheme=s, chunk_size=chunk),
-            baseline,
-            repeat,
-            repeat,
-        )
+        kernel, baseline, what = kb.merkle_pair(nbytes, scheme=scheme, chunk=chunk)
+        k, b = _pair(kernel, baseline, repeat, repeat)
         case(
             f"merkle {scheme}",
             {"bytes": nbytes, "chunk": chunk},
             k,
             b,
-            bname,
+            what,
             nbytes=nbytes,
             target=target,
         )
     # Two threads for the leaves (opt-in: n_threads / FLK_FAST_NUM_THREADS).
-    k = _times(
-        lambda: merkle_root(
-            blob, scheme="blake3-rfc6962", chunk_size=chunk, n_threads=2
-        ),
-        repeat,
+    kernel, _, _ = kb.merkle_pair(
+        nbytes, scheme="blake3-rfc6962", chunk=chunk, threads=2
     )
     case(
         "merkle blake3-rfc6962, 2 threads",
         {"bytes": nbytes, "chunk": chunk},
-        k,
+        _times(kernel, repeat),
         None,
         "",
         nbytes=nbytes,
@@ -290,7 +185,7 @@ def bench_merkle(size: float, repeat: int) -> None:
     # The pure twin, for reference (what FLK_FAST_NO_EXTENSIONS=1 gives).
     from flk_fast.kernels import _merkle_py
 
-    small = blob[: nbytes // 8]
+    small = kb.random_bytes(nbytes // 8, seed=5)
 
     def twin() -> bytes:
         b = _merkle_py.Builder(0, chunk)
@@ -308,50 +203,36 @@ def bench_merkle(size: float, repeat: int) -> None:
 
 
 def bench_d_hat_batch(size: float, repeat: int) -> None:
-    from flk_fast.kernels import d_hat, d_hat_batch
-
     m = max(1000, int(100_000 * size))
-    scales = [2, 4, 8, 16]
-    nj = data.nj_rows(m, 4, seed=6)
-    rows = nj.tolist()
-    assert d_hat_batch(scales, nj).tolist() == [d_hat(scales, r) for r in rows]
     for threads in (1, 2):
-        k, b = _pair(
-            lambda t=threads: d_hat_batch(scales, nj, n_threads=t),
-            lambda: [d_hat(scales, r) for r in rows],
-            repeat,
-            repeat,
+        kernel, baseline, what = kb.checked(
+            kb.d_hat_batch_pair(m, threads=threads), "d_hat_batch"
         )
+        k, b = _pair(kernel, baseline, repeat, repeat)
         case(
             "d_hat_batch",
             {"pcs": m, "scales": 4, "threads": threads},
             k,
             b,
-            "Python loop over d_hat",
+            what,
             target=">= 50x",
         )
 
 
 def bench_compressibility(size: float, repeat: int) -> None:
-    import zlib
-
-    from flk_fast.kernels import compressibility
-
-    rows = data.canonical_rows(max(1000, int(500_000 * size)), seed=7)
-    raw = b"\n".join(rows)
-    k, b = _pair(
-        lambda: compressibility(iter(rows)),
-        lambda: len(zlib.compress(b"\n".join(rows), 6)),
-        repeat,
-        repeat,
+    n_rows = max(1000, int(500_000 * size))
+    kernel, baseline, what = kb.checked(
+        kb.compressibility_pair(n_rows), "compressibility"
     )
+    nbytes = len(b"\n".join(kb.canonical_rows(n_rows, seed=7)))
+    k, b = _pair(kernel, baseline, repeat, repeat)
     case(
         "compressibility (row stream)",
-        {"rows": len(rows)},
+        {"rows": n_rows},
         k,
         b,
-        "join + zlib.compress(6)",
-        nbytes=len(raw),
+        what,
+        nbytes=nbytes,
     )
 
 

@@ -187,6 +187,34 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     free(cols);                                                                      \
 }
 
+/* min/max of P[rows[t]] @ v_j, for each direction j whose bit is set in mask (words
+ * 64-bit words), folded into mins[j] / maxs[j]: the rows are gathered a tile at a
+ * time into cols (FLK_TILE * d doubles) and projected with the tile projection, the
+ * same arithmetic as every other pass. */
+#define FLK_ROWS_MINMAX_DEF(NAME, TPROJ, TMINMAX, ATTR)                              \
+ATTR static void NAME(const double *P, const int32_t *rows, int64_t nr, int64_t d,  \
+                      const double *V, const uint64_t *mask, int64_t words,         \
+                      double *cols, double *mins, double *maxs)                     \
+{                                                                                    \
+    int64_t t0, t, k, w, j, len;                                                     \
+    double pt[FLK_TILE];                                                             \
+    for (t0 = 0; t0 < nr; t0 += FLK_TILE) {                                          \
+        len = t0 + FLK_TILE < nr ? FLK_TILE : nr - t0;                               \
+        for (t = 0; t < len; t++)                                                    \
+            for (k = 0; k < d; k++)                                                  \
+                cols[k * FLK_TILE + t] = P[(int64_t)rows[t0 + t] * d + k];           \
+        for (w = 0; w < words; w++) {                                                \
+            uint64_t bits = mask[w];                                                 \
+            while (bits) {                                                           \
+                j = w * 64 + __builtin_ctzll(bits);                                  \
+                bits &= bits - 1;                                                    \
+                TPROJ(cols, len, d, V + j * d, pt);                                  \
+                TMINMAX(pt, len, mins + j, maxs + j);                                \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+}
+
 /* numpy.histogram's uniform-bin index of p (the exact procedure): index from
  * ((p - first) / (last - first)) * nb, truncated; p == last goes to the last bin; then
  * one-step corrections against the linspace edges (decrement if p < e[i], increment
@@ -406,23 +434,35 @@ static int flk_tile_index8_512(const double *pt, int64_t len, double inv, double
     return any | flk_tile_index8_sw(pt + i, len - i, inv, c, nb, ib + i);
 }
 
+/* Byte counts of a tile into c[0..nb). A full tile counts by comparison, so bytes >= nb
+ * are left out, and returns the number counted; a partial one counts every byte (all
+ * must be < nb) and returns len. */
 FLK_512_ATTR
-static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
+static int64_t flk_count_bytes_512_n(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
 {
-    int64_t i, b;
+    int64_t i, b, total = 0;
     if (len == FLK_TILE) {
         const __m512i x0 = _mm512_loadu_si512(ib), x1 = _mm512_loadu_si512(ib + 64),
                       x2 = _mm512_loadu_si512(ib + 128), x3 = _mm512_loadu_si512(ib + 192);
         for (b = 0; b < nb; b++) {
             const __m512i key = _mm512_set1_epi8((char)b);
-            c[b] += __builtin_popcountll(_mm512_cmpeq_epi8_mask(x0, key))
-                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x1, key))
-                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x2, key))
-                    + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x3, key));
+            const int64_t k = __builtin_popcountll(_mm512_cmpeq_epi8_mask(x0, key))
+                              + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x1, key))
+                              + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x2, key))
+                              + __builtin_popcountll(_mm512_cmpeq_epi8_mask(x3, key));
+            c[b] += k;
+            total += k;
         }
-        return;
+        return total;
     }
     for (i = 0; i < len; i++) c[ib[i]]++;
+    return len;
+}
+
+FLK_512_ATTR
+static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int64_t *c)
+{
+    (void)flk_count_bytes_512_n(ib, len, nb, c);
 }
 #endif
 
@@ -431,9 +471,12 @@ static void flk_count_bytes_512(const uint8_t *ib, int64_t len, int64_t nb, int6
  * skipped. Each tile runs simple loops (project, index, count) so that the first two
  * vectorise. */
 /* A fused d = 3 project-and-guess step for the byte path, or NULL (see flk_fused3_512). */
-typedef int (*flk_fused3_fn)(const double *, int64_t, const double *, double, double,
-                             int32_t, uint8_t *);
-#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, FUSED3, ATTR)             \
+typedef void (*flk_amax3_fn)(const double *, int64_t, double *);
+typedef void (*flk_fused3_fn)(const double *, int64_t, const double *, const double *,
+                              double, double, int32_t, const double *, double, double,
+                              uint8_t *);
+typedef void (*flk_pair_fn)(const uint8_t *, const uint8_t *, int64_t, uint64_t *);
+#define FLK_HIST_DEF(NAME, TPROJ, TINDEX, TINDEX8, TCOUNT8, FUSED3, AMAX3, PAIR, ATTR) \
 ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,            \
                       const double *V, int64_t m, const double *edges, int64_t nb,   \
                       const unsigned char *skip, int64_t *counts)                    \
@@ -442,47 +485,96 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
     double pt[FLK_TILE];                                                             \
     int32_t ib[FLK_TILE];                                                            \
     uint8_t ib8[FLK_TILE];                                                           \
+    double amax[3] = {0.0, 0.0, 0.0};                                                \
+    int fused = 0;                                                                   \
     int64_t c4[4 * FLK_MAXBINS] = {0};                                               \
     const double nbf = (double)nb;                                                   \
     const int32_t nb32 = (int32_t)nb;                                                \
     double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);          \
     /* per direction, once: 1/bin width, the byte path's offset, edges well-conditioned */\
-    double *dinv = (double *)malloc(sizeof(double) * 3 * (size_t)(m > 0 ? m : 1));   \
-    if (cols == NULL || dinv == NULL) { free(cols); free(dinv); return; }            \
+    double *dinv = (double *)malloc(sizeof(double) * 8 * (size_t)(m > 0 ? m : 1));   \
+    double maxinv = 0.0, maxc = 0.0; /* over the directions the fused step may take */\
+    /* the fused path's directions (byte bins, well-conditioned, not skipped), counted \
+     * in pairs into bit-sliced accumulators: 32 bins x 8 qwords per pair */         \
+    int64_t *elig = (int64_t *)malloc(sizeof(int64_t) * (size_t)(m > 0 ? m : 1));   \
+    uint64_t *acc = NULL;                                                            \
+    int64_t nel = 0, npair = 0, fused_rows = 0, pq, *base = NULL;                    \
+    uint8_t pa[FLK_TILE], pb[FLK_TILE];                                              \
+    if (cols == NULL || dinv == NULL || elig == NULL) {                              \
+        free(cols); free(dinv); free(elig); return;                                  \
+    }                                                                                \
     for (j = 0; j < m; j++) {                                                        \
         const double *e = edges + j * (nb + 1);                                      \
         const double denom = e[nb] - e[0];                                           \
         const double big = fabs(e[0]) > fabs(e[nb]) ? fabs(e[0]) : fabs(e[nb]);     \
         const double ulp = nextafter(big, INFINITY) - big;                           \
-        dinv[3 * j] = nbf / denom;                                                   \
+        double *dj = dinv + 8 * j;                                                   \
+        dj[0] = nbf / denom;                                                         \
         /* computed here (fp-contract off) for both the vector and scalar tests */   \
-        dinv[3 * j + 1] = FLK_EDGE_EPS - e[0] * dinv[3 * j];                         \
-        dinv[3 * j + 2] = (8.0 * ulp * nbf / denom                                   \
-                           + 64.0 * 2.220446049250313e-16 * nbf) < 1e-7;             \
+        dj[1] = FLK_EDGE_EPS - e[0] * dj[0];                                         \
+        dj[2] = (8.0 * ulp * nbf / denom + 64.0 * 2.220446049250313e-16 * nbf) < 1e-7;\
+        if (FUSED3 != NULL && d == 3) { /* flk_fused3_512's weights and offset */    \
+            dj[3] = V[3 * j] * dj[0] * 16777216.0;                                   \
+            dj[4] = V[3 * j + 1] * dj[0] * 16777216.0;                               \
+            dj[5] = V[3 * j + 2] * dj[0] * 16777216.0;                               \
+            dj[6] = dj[1] * 16777216.0 + 128.0;                                      \
+            if (!skip[j] && dj[2] != 0.0) {                                          \
+                maxinv = dj[0] > maxinv ? dj[0] : maxinv;                            \
+                maxc = fabs(dj[1]) > maxc ? fabs(dj[1]) : maxc;                      \
+            }                                                                        \
+        }                                                                            \
     }                                                                                \
+    if (FUSED3 != NULL && d == 3 && nb <= FLK_BYTEBINS) {                             \
+        for (j = 0; j < m; j++)                                                      \
+            if (!skip[j] && dinv[8 * j + 2] != 0.0) elig[nel++] = j;                 \
+        npair = (nel + 1) / 2;                                                       \
+        acc = (uint64_t *)calloc((size_t)(npair > 0 ? npair : 1) * 32 * 8, sizeof(uint64_t));\
+        /* the counts as they came in: the fallback below recounts from them */      \
+        base = (int64_t *)malloc(sizeof(int64_t) * (size_t)(m * nb > 0 ? m * nb : 1));\
+        if (acc == NULL || base == NULL) {                                           \
+            free(acc); free(base); free(cols); free(dinv); free(elig); return;       \
+        }                                                                            \
+        memcpy(base, counts, sizeof(int64_t) * (size_t)(m * nb));                    \
+    }                                                                                \
+    memset(pb, 0xFF, sizeof pb); /* the partner of an odd last direction: no bin */  \
     for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                                         \
         len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                               \
         flk_transpose_tile(P + t0 * d, len, d, cols);                                \
+        if (FUSED3 != NULL && d == 3) { /* flk_fused3_512's error bound, |v_k| <= 1 */\
+            AMAX3(cols, len, amax);                                                  \
+            fused = 16.0 * 1.1102230246251565e-16                                    \
+                        * (1.01 * maxinv * (amax[0] + amax[1] + amax[2]) + maxc      \
+                           + nbf + 2.0) <= 1e-7;                                     \
+        }                                                                            \
+        if (fused && acc != NULL) {                                                  \
+            for (pq = 0; pq < npair; pq++) {                                         \
+                const int64_t ja = elig[2 * pq], jb = 2 * pq + 1 < nel ? elig[2 * pq + 1] : -1;\
+                const double *ea = edges + ja * (nb + 1);                            \
+                FUSED3(cols, len, dinv + 8 * ja + 3, V + ja * d, dinv[8 * ja],       \
+                       dinv[8 * ja + 1], nb32, ea, ea[0], ea[nb] - ea[0], pa);       \
+                if (jb >= 0) {                                                       \
+                    const double *eb = edges + jb * (nb + 1);                        \
+                    FUSED3(cols, len, dinv + 8 * jb + 3, V + jb * d, dinv[8 * jb],   \
+                           dinv[8 * jb + 1], nb32, eb, eb[0], eb[nb] - eb[0], pb);   \
+                }                                                                    \
+                PAIR(pa, pb, nb, acc + pq * 32 * 8);                                 \
+            }                                                                        \
+            fused_rows += len;                                                       \
+        }                                                                            \
         for (j = 0; j < m; j++) {                                                    \
             if (skip[j]) continue;                                                   \
+            if (fused && acc != NULL && dinv[8 * j + 2] != 0.0) continue; /* done */ \
             const double *v = V + j * d;                                             \
             const double *e = edges + j * (nb + 1);                                  \
             const double first = e[0], denom = e[nb] - e[0];                         \
-            const double inv = dinv[3 * j];                                          \
-            const int safe = dinv[3 * j + 2] != 0.0;                                 \
+            const double inv = dinv[8 * j];                                          \
+            const int safe = dinv[8 * j + 2] != 0.0;                                 \
             int64_t *c = counts + j * nb;                                            \
             if (safe && nb <= FLK_BYTEBINS) {                                        \
-                const double c8 = dinv[3 * j + 1];                                   \
+                const double c8 = dinv[8 * j + 1];                                   \
                 int flagged;                                                         \
-                if (FUSED3 != NULL && d == 3) {                                      \
-                    /* projections stay in registers; a tile with a flagged point   \
-                     * is projected again in full for the exact fix-up */           \
-                    flagged = FUSED3(cols, len, v, inv, c8, nb32, ib8);              \
-                    if (flagged) TPROJ(cols, len, d, v, pt);                         \
-                } else {                                                             \
-                    TPROJ(cols, len, d, v, pt);                                      \
-                    flagged = TINDEX8(pt, len, inv, c8, nb32, ib8);                  \
-                }                                                                    \
+                TPROJ(cols, len, d, v, pt);                                          \
+                flagged = TINDEX8(pt, len, inv, c8, nb32, ib8);                      \
                 if (flagged) {                                                       \
                     int32_t k8;                                                      \
                     for (i = 0; i < len; i++)                                        \
@@ -519,6 +611,42 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
             }                                                                        \
         }                                                                            \
     }                                                                                \
+    /* fold the pairs' accumulators into the counts; a direction whose fused tiles do \
+     * not add up to fused_rows had a byte outside its bins (cannot happen while the  \
+     * projections lie within their edges): its counts for [r0, r1) are redone the    \
+     * plain way, from what they were on entry */                                    \
+    for (pq = 0; acc != NULL && pq < npair; pq++) {                                  \
+        int64_t h, q, tot[2] = {0, 0}, bin;                                          \
+        for (h = 0; h < 2 && 2 * pq + h < nel; h++) {                                \
+            const int64_t jj = elig[2 * pq + h];                                     \
+            for (bin = 0; bin < nb; bin++) {                                         \
+                int64_t sum = 0;                                                     \
+                for (q = 0; q < 4; q++) sum += (int64_t)acc[pq * 256 + bin * 8 + 4 * h + q];\
+                counts[jj * nb + bin] += sum;                                        \
+                tot[h] += sum;                                                       \
+            }                                                                        \
+            if (tot[h] != fused_rows) {                                              \
+                const double *e = edges + jj * (nb + 1);                             \
+                const double inv = dinv[8 * jj], c8 = dinv[8 * jj + 1];              \
+                int32_t k8;                                                          \
+                /* the whole range again (its plain-path tiles too), from base */    \
+                for (bin = 0; bin < nb; bin++) counts[jj * nb + bin] = base[jj * nb + bin];\
+                for (t0 = r0; t0 < r1; t0 += FLK_TILE) {                             \
+                    len = t0 + FLK_TILE < r1 ? FLK_TILE : r1 - t0;                   \
+                    flk_transpose_tile(P + t0 * d, len, d, cols);                    \
+                    TPROJ(cols, len, d, V + jj * d, pt);                             \
+                    for (i = 0; i < len; i++)                                        \
+                        counts[jj * nb + (flk_ambiguous8(pt[i], inv, c8, nb32, &k8)   \
+                                          ? flk_numpy_bin(pt[i], e, nb32, e[0],      \
+                                                          e[nb] - e[0])              \
+                                          : k8)]++;                                  \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    free(acc);                                                                       \
+    free(base);                                                                      \
+    free(elig);                                                                      \
     free(cols);                                                                      \
     free(dinv);                                                                      \
 }
@@ -529,66 +657,188 @@ ATTR static void NAME(const double *P, int64_t r0, int64_t r1, int64_t d,       
 FLK_PROJ_DEF(flk_proj_hw, FLK_HW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_hw, FLK_HW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
+FLK_ROWS_MINMAX_DEF(flk_rows_minmax_hw, flk_tproj_hw, flk_tile_minmax_hw, FLK_HW_ATTR)
 FLK_HIST_DEF(flk_hist_hw, flk_tproj_hw, flk_tile_index_hw, flk_tile_index8_hw,
-             flk_count_bytes_hw, ((flk_fused3_fn)NULL), FLK_HW_ATTR)
+             flk_count_bytes_hw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL),
+             ((flk_pair_fn)NULL), FLK_HW_ATTR)
 #define FLK_H512_ATTR                                                               \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512"), \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vpopcntdq,gfni,avx2,fma,"     \
+                          "prefer-vector-width=512"),                                \
                    optimize("fp-contract=off")))
 FLK_TILEPROJ_DEF(flk_tproj_512, FLK_H512_ATTR)
 
-/* d == 3, byte path: flk_tproj's d = 3 projection (0.0 + fma(c2, v2, fma(c0, v0,
- * c1 * v1)), contraction off, so the same values) fed straight into
- * flk_tile_index8_512's guess and test, without storing the projections. Returns
- * nonzero when a point is flagged (the caller then projects the tile in full). */
+/* The byte path's bin of one exact projection p: flk_ambiguous8's guess, or numpy's
+ * exact procedure where it flags p. */
+static inline uint8_t flk_settle8(double p, double inv, double c, int32_t nb,
+                                  const double *e, double first, double denom)
+{
+    int32_t k;
+    if (flk_ambiguous8(p, inv, c, nb, &k)) return (uint8_t)flk_numpy_bin(p, e, nb, first, denom);
+    return (uint8_t)k;
+}
+
+/* Largest |x| of each of a d = 3 tile's columns (for flk_fused3_512's error bound). */
 FLK_H512_ATTR
-static int flk_fused3_512(const double *cols, int64_t len, const double *v, double inv,
-                          double c, int32_t nb, uint8_t *ib)
+static void flk_amax3_512(const double *cols, int64_t len, double *amax)
+{
+    int64_t k, i;
+    for (k = 0; k < 3; k++) {
+        const double *c = cols + k * FLK_TILE;
+        __m512d a = _mm512_setzero_pd();
+        double m;
+        for (i = 0; i + 8 <= len; i += 8) a = _mm512_max_pd(a, _mm512_abs_pd(_mm512_loadu_pd(c + i)));
+        m = _mm512_reduce_max_pd(a);
+        for (; i < len; i++) m = fabs(c[i]) > m ? fabs(c[i]) : m;
+        amax[k] = m;
+    }
+}
+
+/* d == 3, byte path: one tile's bins for one direction straight from the coordinates,
+ * without the projection, in fixed point (the caller counts them, flk_count_pair_512):
+ *   T = fma(c2, w2, fma(c0, w0, fma(c1, w1, C))),  w_k = (v_k * inv) * 2^24,
+ *   C = c * 2^24 + 128,
+ * i.e. 2^24 g + 128 for flk_ambiguous8's g = fma(p, inv, c) up to an error D (in bins)
+ * of at most 8u (inv S + |c| + nb + 2), u = 2^-53, S = sum_k max|c_k| |v_k| over the
+ * tile: the w_k and C roundings, three FMA roundings, and the 3-term projection's own
+ * (BLAS) rounding, each at most u times those magnitudes. The caller's edges are
+ * "safe", and it takes this path only when 16u (...) <= 1e-7 with the largest inv
+ * and |c| of its directions and S <= sum_k max|c_k| (|v_k| <= 1), checked once per
+ * tile (else it projects and uses flk_tile_index8_512); wc holds w0, w1, w2 and C,
+ * computed once per direction. q = trunc(T) as int64. Every projection lies in
+ * [e[0], e[nb]] (the edges come from its own min and max), so 0 < T < (nb + 1) 2^24
+ * <= 2^32: byte 3 of q is the bin guess k = q >> 24 and bytes 1-2 are 2^24 frac(g)
+ * shifted by 128, in units of 256. One permute takes byte 3 of 16 points into bytes
+ * 0-15 and bytes 1-2 into words 8-23; one word test flags a point when its bytes 1-2
+ * are zero (T mod 2^24 < 256). With D <= 1e-7 (1.7 in units of 2^-24):
+ *   - every point flk_ambiguous8 flags for its fraction (g in [k, k + 2 eps),
+ *     2 eps = 33.6 units) has T mod 2^24 in [126, 164): flagged;
+ *   - a kept point has g in [k + 126/2^24, k + 1 - 126/2^24): frac(g) >= 7.5e-6 >
+ *     2 eps, so flk_ambiguous8 keeps it too, with the same bin k, if k < nb.
+ * A flagged point (about 1.5e-5 of them) is settled on the spot from its exact
+ * projection (flk_tproj's d = 3 expression, flk_settle8). The top edge itself
+ * (g = nb + eps) is flagged by the fraction test; a kept k >= nb would need
+ * g >= nb + 7.5e-6, beyond any projection, and is guarded all the same: such a byte
+ * is in no bin, so the direction's counts fall short and the caller recounts it. A
+ * partial tile is padded with 0xFF (in no bin either). */
+FLK_H512_ATTR
+static void flk_fused3_512(const double *cols, int64_t len, const double *wc,
+                           const double *v, double inv, double c, int32_t nb,
+                           const double *e, double first, double denom, uint8_t *ib)
 {
     int64_t i = 0;
     const double *c0 = cols, *c1 = cols + FLK_TILE, *c2 = cols + 2 * FLK_TILE;
-    const __m512d v0 = _mm512_set1_pd(v[0]), v1 = _mm512_set1_pd(v[1]),
-                  v2 = _mm512_set1_pd(v[2]), zero = _mm512_setzero_pd();
-    const __m512d vinv = _mm512_set1_pd(inv), vc = _mm512_set1_pd(c);
-    /* smallest frac(g) and largest guess over the tile, tested once at the end */
-    __m512d frmin = _mm512_set1_pd(1.0);
-    __m512i kmax = _mm512_setzero_si512();
-    double pt[16];
+    const __m512d w0 = _mm512_set1_pd(wc[0]), w1 = _mm512_set1_pd(wc[1]),
+                  w2 = _mm512_set1_pd(wc[2]), vc = _mm512_set1_pd(wc[3]);
+    /* bytes 0-15: byte 3 of each qword of a then of b; bytes 16-47: bytes 1-2 of each */
+    const __m512i pick = _mm512_set_epi64(0, 0, 0x7A7972716A696261LL, 0x5A5952514A494241LL,
+                                          0x3A3932312A292221LL, 0x1A1912110A090201LL,
+                                          0x7B736B635B534B43LL, 0x3B332B231B130B03LL);
     for (; i + 16 <= len; i += 16) {
-        __m512d p0 = _mm512_add_pd(zero, _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i), v2,
-                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i), v0,
-                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i), v1))));
-        __m512d p1 = _mm512_add_pd(zero, _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i + 8), v2,
-                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i + 8), v0,
-                                     _mm512_mul_pd(_mm512_loadu_pd(c1 + i + 8), v1))));
-        __m512d g0 = _mm512_fmadd_pd(p0, vinv, vc), g1 = _mm512_fmadd_pd(p1, vinv, vc);
-        __m256i k0 = _mm512_cvttpd_epi32(g0), k1 = _mm512_cvttpd_epi32(g1);
-        /* frac(g) = g - trunc(g): roundscale's trunc equals (double)(int32)g here */
-        frmin = _mm512_min_pd(frmin, _mm512_sub_pd(g0, _mm512_roundscale_pd(g0, 3)));
-        frmin = _mm512_min_pd(frmin, _mm512_sub_pd(g1, _mm512_roundscale_pd(g1, 3)));
-        __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
-        kmax = _mm512_max_epi32(kmax, k);
-        _mm_storeu_si128((__m128i *)(ib + i), _mm512_cvtusepi32_epi8(k));
+        __m512d t0 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i), w2,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i), w0,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c1 + i), w1, vc)));
+        __m512d t1 = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + i + 8), w2,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c0 + i + 8), w0,
+                     _mm512_fmadd_pd(_mm512_loadu_pd(c1 + i + 8), w1, vc)));
+        __m512i r = _mm512_permutex2var_epi8(_mm512_cvttpd_epi64(t0), pick,
+                                             _mm512_cvttpd_epi64(t1));
+        __mmask32 bad = _mm512_mask_testn_epi16_mask(0x00FFFF00u, r, r);
+        _mm_storeu_si128((__m128i *)(ib + i), _mm512_castsi512_si128(r));
+        if (bad) { /* rare: settle the flagged points */
+            uint32_t b = (uint32_t)bad >> 8;
+            while (b) {
+                int64_t at = i + __builtin_ctz(b);
+                b &= b - 1;
+                ib[at] = flk_settle8(0.0 + fma(c2[at], v[2], fma(c0[at], v[0], c1[at] * v[1])),
+                                     inv, c, nb, e, first, denom);
+            }
+        }
     }
-    int any = _mm512_reduce_min_pd(frmin) < 2.0 * FLK_EDGE_EPS;
-    any |= _mm512_reduce_max_epi32(kmax) > nb - 1;
-    for (; i < len; i++) { /* the tail: the same expression, one point at a time */
-        int32_t k;
-        pt[0] = 0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1]));
-        any |= flk_ambiguous8(pt[0], inv, c, nb, &k);
-        ib[i] = (uint8_t)(k < 0 ? 0 : (k > 255 ? 255 : k));
+    for (; i < len; i++) /* the tail: the same, point by point */
+        ib[i] = flk_settle8(0.0 + fma(c2[i], v[2], fma(c0[i], v[0], c1[i] * v[1])), inv, c,
+                            nb, e, first, denom);
+    for (; i < FLK_TILE; i++) ib[i] = 0xFF; /* a partial tile: padding no bin counts */
+}
+
+/* Bin counts of two directions' full tiles of bytes (a, b: FLK_TILE each; 0xFF pads),
+ * bit-sliced: GF2P8AFFINEQB turns each group of 8 bytes into its 8 bit planes, byte
+ * permutes and lane shuffles align plane k of all 512 points in X_k (lanes: a's
+ * points 0-127, 128-255, then b's), a ternary-logic tree over X_0..X_4 (and H, any
+ * of bits 5-7 set) gives for bin b the mask of points equal to b, and VPOPCNTQ counts
+ * it into acc[b] (8 qwords: 0-3 for a, 4-7 for b). About 100 vector operations for
+ * the pair instead of ~360 compares and mask moves. Bytes >= nb are in no bin (the
+ * caller checks the totals). */
+FLK_H512_ATTR
+static void flk_count_pair_512(const uint8_t *a, const uint8_t *b, int64_t nb,
+                               uint64_t *acc)
+{
+    const __m512i C = _mm512_set1_epi64(0x8040201008040201LL);
+    /* byte 16 m + g: byte m (lo) or m + 4 (hi) of qword g of (x, y) */
+    const __m512i lo = _mm512_set_epi64(
+        0x7B736B635B534B43LL, 0x3B332B231B130B03LL, 0x7A726A625A524A42LL,
+        0x3A322A221A120A02LL, 0x7971696159514941LL, 0x3931292119110901LL,
+        0x7870686058504840LL, 0x3830282018100800LL);
+    const __m512i hi = _mm512_add_epi8(lo, _mm512_set1_epi8(4));
+    __m512i T[8], L[4], H[4], X[8];
+    int64_t q, k, bin, np;
+    for (q = 0; q < 4; q++) {
+        T[q] = _mm512_gf2p8affine_epi64_epi8(C, _mm512_loadu_si512(a + 64 * q), 0);
+        T[4 + q] = _mm512_gf2p8affine_epi64_epi8(C, _mm512_loadu_si512(b + 64 * q), 0);
     }
-    return any;
+    for (q = 0; q < 4; q++) {
+        L[q] = _mm512_permutex2var_epi8(T[2 * q], lo, T[2 * q + 1]);
+        H[q] = _mm512_permutex2var_epi8(T[2 * q], hi, T[2 * q + 1]);
+    }
+    for (k = 0; k < 2; k++) { /* 4 x 4 transpose of 128-bit lanes */
+        const __m512i *S = k ? H : L;
+        __m512i p0 = _mm512_shuffle_i64x2(S[0], S[1], 0x44), p1 = _mm512_shuffle_i64x2(S[0], S[1], 0xEE);
+        __m512i p2 = _mm512_shuffle_i64x2(S[2], S[3], 0x44), p3 = _mm512_shuffle_i64x2(S[2], S[3], 0xEE);
+        X[4 * k + 0] = _mm512_shuffle_i64x2(p0, p2, 0x88);
+        X[4 * k + 1] = _mm512_shuffle_i64x2(p0, p2, 0xDD);
+        X[4 * k + 2] = _mm512_shuffle_i64x2(p1, p3, 0x88);
+        X[4 * k + 3] = _mm512_shuffle_i64x2(p1, p3, 0xDD);
+    }
+    const __m512i Hm = _mm512_ternarylogic_epi64(X[5], X[6], X[7], 0xFE);
+    const __m512i Y0 = _mm512_ternarylogic_epi64(X[4], Hm, Hm, 0x03); /* ~x4 & ~h */
+    const __m512i Y1 = _mm512_ternarylogic_epi64(X[4], Hm, Hm, 0x30); /* x4 & ~h */
+    np = (nb + 3) >> 2;
+    for (q = 0; q < np; q++) { /* q = bits 4..2 of the bin */
+        const __m512i Y = (q >> 2) ? Y1 : Y0;
+        __m512i Pq;
+        switch (q & 3) { /* immediates must be constants */
+        case 0: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x10); break;
+        case 1: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x20); break;
+        case 2: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x40); break;
+        default: Pq = _mm512_ternarylogic_epi64(Y, X[3], X[2], 0x80); break;
+        }
+        for (k = 0; k < 4 && 4 * q + k < nb; k++) {
+            __m512i Lb;
+            bin = 4 * q + k;
+            switch (k) {
+            case 0: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x10); break;
+            case 1: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x20); break;
+            case 2: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x40); break;
+            default: Lb = _mm512_ternarylogic_epi64(Pq, X[1], X[0], 0x80); break;
+            }
+            _mm512_storeu_si512(acc + 8 * bin,
+                                _mm512_add_epi64(_mm512_loadu_si512(acc + 8 * bin),
+                                                 _mm512_popcnt_epi64(Lb)));
+        }
+    }
 }
 
 FLK_HIST_DEF(flk_hist_512, flk_tproj_512, flk_tile_index_hw, flk_tile_index8_512,
-             flk_count_bytes_512, flk_fused3_512, FLK_H512_ATTR)
+             flk_count_bytes_512, flk_fused3_512, flk_amax3_512, flk_count_pair_512,
+             FLK_H512_ATTR)
 static int flk_have_512(void)
 {
     static int known = -1;
     if (known < 0) {
         __builtin_cpu_init();
         known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-                && __builtin_cpu_supports("avx512vl");
+                && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+                && __builtin_cpu_supports("avx512vbmi")
+                && __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("gfni");
     }
     return known;
 }
@@ -611,8 +861,10 @@ static int flk_have_fma(void) { return 0; }
 FLK_PROJ_DEF(flk_proj_sw, FLK_SW_ATTR)
 FLK_TILEPROJ_DEF(flk_tproj_sw, FLK_SW_ATTR)
 FLK_MINMAX_DEF(flk_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
+FLK_ROWS_MINMAX_DEF(flk_rows_minmax_sw, flk_tproj_sw, flk_tile_minmax_sw, FLK_SW_ATTR)
 FLK_HIST_DEF(flk_hist_sw, flk_tproj_sw, flk_tile_index_sw, flk_tile_index8_sw,
-             flk_count_bytes_sw, ((flk_fused3_fn)NULL), FLK_SW_ATTR)
+             flk_count_bytes_sw, ((flk_fused3_fn)NULL), ((flk_amax3_fn)NULL),
+             ((flk_pair_fn)NULL), FLK_SW_ATTR)
 
 static void flk_coh_minmax(const double *P, int64_t r0, int64_t r1, int64_t d,
                            const double *V, int64_t m, double *mins, double *maxs)
@@ -635,6 +887,19 @@ static void flk_coh_hist(const double *P, int64_t r0, int64_t r1, int64_t d,
     if (flk_have_fma()) { flk_hist_hw(P, r0, r1, d, V, m, edges, nb, skip, counts); return; }
 #endif
     flk_hist_sw(P, r0, r1, d, V, m, edges, nb, skip, counts);
+}
+
+static void flk_coh_rows_minmax(const double *P, const int32_t *rows, int64_t nr,
+                                int64_t d, const double *V, const uint64_t *mask,
+                                int64_t words, double *cols, double *mins, double *maxs)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (flk_have_fma()) {
+        flk_rows_minmax_hw(P, rows, nr, d, V, mask, words, cols, mins, maxs);
+        return;
+    }
+#endif
+    flk_rows_minmax_sw(P, rows, nr, d, V, mask, words, cols, mins, maxs);
 }
 
 static double flk_coh_project_one(const double *a, const double *v, int64_t d)
@@ -661,6 +926,118 @@ static double flk_coh_project_one(const double *a, const double *v, int64_t d)
  * min and max. (A counting sort of rows by cell was measured first: its random
  * writes cost more than the projections they saved.) */
 
+/* Smallest and largest of each of the first kd <= 3 coordinates over the n >= 1 rows
+ * (exact: min and max only compare). */
+static void flk_bbox_sw(const double *P, int64_t n, int64_t d, int64_t kd, double *cmin,
+                        double *cmax)
+{
+    int64_t i, k;
+    for (k = 0; k < kd; k++) {
+        double lo = P[k], hi = P[k];
+        for (i = 1; i < n; i++) {
+            double x = P[i * d + k];
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+        cmin[k] = lo;
+        cmax[k] = hi;
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* d == 3: 8 rows are 3 vectors whose lane l always holds coordinate (8 r + l) mod 3
+ * (r = 0, 1, 2), so three running min/max vectors and a final per-coordinate fold. */
+__attribute__((target("avx512f,avx2,fma")))
+static void flk_bbox_512(const double *P, int64_t n, int64_t d, int64_t kd, double *cmin,
+                         double *cmax)
+{
+    int64_t i, r, l;
+    double lo[24], hi[24];
+    if (d != 3 || n < 8) { flk_bbox_sw(P, n, d, kd, cmin, cmax); return; }
+    __m512d a0 = _mm512_loadu_pd(P), a1 = _mm512_loadu_pd(P + 8), a2 = _mm512_loadu_pd(P + 16);
+    __m512d b0 = a0, b1 = a1, b2 = a2;
+    for (i = 8; i + 8 <= n; i += 8) {
+        const double *q = P + 3 * i;
+        __m512d x0 = _mm512_loadu_pd(q), x1 = _mm512_loadu_pd(q + 8),
+                x2 = _mm512_loadu_pd(q + 16);
+        a0 = _mm512_min_pd(a0, x0); b0 = _mm512_max_pd(b0, x0);
+        a1 = _mm512_min_pd(a1, x1); b1 = _mm512_max_pd(b1, x1);
+        a2 = _mm512_min_pd(a2, x2); b2 = _mm512_max_pd(b2, x2);
+    }
+    _mm512_storeu_pd(lo, a0); _mm512_storeu_pd(lo + 8, a1); _mm512_storeu_pd(lo + 16, a2);
+    _mm512_storeu_pd(hi, b0); _mm512_storeu_pd(hi + 8, b1); _mm512_storeu_pd(hi + 16, b2);
+    for (l = 0; l < 3; l++) { cmin[l] = lo[l]; cmax[l] = hi[l]; }
+    for (r = 3; r < 24; r++) {
+        cmin[r % 3] = lo[r] < cmin[r % 3] ? lo[r] : cmin[r % 3];
+        cmax[r % 3] = hi[r] > cmax[r % 3] ? hi[r] : cmax[r % 3];
+    }
+    for (; i < n; i++)
+        for (l = 0; l < 3; l++) {
+            double x = P[3 * i + l];
+            cmin[l] = x < cmin[l] ? x : cmin[l];
+            cmax[l] = x > cmax[l] ? x : cmax[l];
+        }
+}
+#endif
+
+static void flk_coh_bbox(const double *P, int64_t n, int64_t d, int64_t kd, double *cmin,
+                         double *cmax)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (flk_have_fma() && flk_have_512()) { flk_bbox_512(P, n, d, kd, cmin, cmax); return; }
+#endif
+    flk_bbox_sw(P, n, d, kd, cmin, cmax);
+}
+
+/* Grid cell of every row, over its first kd coordinates: cell[i] = sum of clamped
+ * trunc((x_k - cmin_k) * scale_k) in base g. A loop of its own (no stores into the
+ * boxes) so that it vectorises; d == 3 gets constant strides. */
+#define FLK_CELL_IDS_DEF(NAME, ATTR)                                                 \
+ATTR static void NAME(const double *P, int64_t n, int64_t d, int64_t kd, int64_t g,  \
+                      const double *cmin, const double *scale, int32_t *cell)        \
+{                                                                                    \
+    int64_t i, k;                                                                    \
+    const int32_t top = (int32_t)g - 1, g32 = (int32_t)g;                            \
+    if (d == 3) {                                                                    \
+        const double m0 = cmin[0], m1 = cmin[1], m2 = cmin[2];                       \
+        const double s0 = scale[0], s1 = scale[1], s2 = scale[2];                    \
+        for (i = 0; i < n; i++) {                                                    \
+            int32_t b0 = (int32_t)((P[3 * i] - m0) * s0);                            \
+            int32_t b1 = (int32_t)((P[3 * i + 1] - m1) * s1);                        \
+            int32_t b2 = (int32_t)((P[3 * i + 2] - m2) * s2);                        \
+            b0 = b0 < 0 ? 0 : (b0 > top ? top : b0);                                 \
+            b1 = b1 < 0 ? 0 : (b1 > top ? top : b1);                                 \
+            b2 = b2 < 0 ? 0 : (b2 > top ? top : b2);                                 \
+            cell[i] = (b0 * g32 + b1) * g32 + b2;                                    \
+        }                                                                            \
+        return;                                                                      \
+    }                                                                                \
+    for (i = 0; i < n; i++) {                                                        \
+        int32_t id = 0;                                                              \
+        for (k = 0; k < kd; k++) {                                                   \
+            int32_t b = (int32_t)((P[i * d + k] - cmin[k]) * scale[k]);              \
+            b = b < 0 ? 0 : (b > top ? top : b);                                     \
+            id = id * g32 + b;                                                       \
+        }                                                                            \
+        cell[i] = id;                                                                \
+    }                                                                                \
+}
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+FLK_CELL_IDS_DEF(flk_cell_ids_512, __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))))
+#endif
+FLK_CELL_IDS_DEF(flk_cell_ids_sw, )
+static void flk_coh_cell_ids(const double *P, int64_t n, int64_t d, int64_t kd, int64_t g,
+                             const double *cmin, const double *scale, int32_t *cell)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (flk_have_fma() && flk_have_512()) {
+        flk_cell_ids_512(P, n, d, kd, g, cmin, scale, cell);
+        return;
+    }
+#endif
+    flk_cell_ids_sw(P, n, d, kd, g, cmin, scale, cell);
+}
+
 /* Same answer as flk_coh_minmax over all n >= 1 rows (n < 2**31). Returns 0, or -1
  * when out of memory. */
 static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const double *V,
@@ -670,13 +1047,8 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
     double cmin[3] = {0, 0, 0}, cmax[3] = {0, 0, 0}, scale[3] = {0, 0, 0};
     /* cells of ~4 tiles: their boxes (cells x d x 2 doubles) stay in L1/L2 */
     while (g < 1024 && pow((double)(g + 1), (double)kd) <= (double)n / (4 * FLK_TILE)) g++;
-    for (k = 0; k < kd; k++) { cmin[k] = P[k]; cmax[k] = P[k]; cells *= g; }
-    for (i = 1; i < n; i++)
-        for (k = 0; k < kd; k++) {
-            double x = P[i * d + k];
-            cmin[k] = x < cmin[k] ? x : cmin[k];
-            cmax[k] = x > cmax[k] ? x : cmax[k];
-        }
+    for (k = 0; k < kd; k++) cells *= g;
+    flk_coh_bbox(P, n, d, kd, cmin, cmax);
     for (k = 0; k < kd; k++)
         scale[k] = cmax[k] > cmin[k] ? (double)g / (cmax[k] - cmin[k]) : 0.0;
     int32_t *cell = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
@@ -685,20 +1057,21 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
     int32_t *rep = (int32_t *)malloc(sizeof(int32_t) * (size_t)(2 * cells * d));
     uint64_t *sel = (uint64_t *)calloc((size_t)(cells * words), sizeof(uint64_t));
     double *ub = (double *)malloc(sizeof(double) * (size_t)(2 * cells)), *lb = ub + cells;
-    if (!cell || !lo || !hi || !rep || !sel || !ub) {
-        free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); return -1;
+    int64_t *cnt = (int64_t *)calloc((size_t)(2 * cells), sizeof(int64_t)), *pos = cnt + cells;
+    double *cols = (double *)malloc(sizeof(double) * FLK_TILE * (size_t)d);
+    int32_t *rows = NULL;
+    if (!cell || !lo || !hi || !rep || !sel || !ub || !cnt || !cols) {
+        free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); free(cnt);
+        free(cols);
+        return -1;
     }
     for (i = 0; i < cells * d; i++) { lo[i] = INFINITY; hi[i] = -INFINITY; }
     for (i = 0; i < 2 * cells * d; i++) rep[i] = -1;
+    flk_coh_cell_ids(P, n, d, kd, g, cmin, scale, cell);
     for (i = 0; i < n; i++) {
         const double *a = P + i * d;
-        int64_t id = 0;
-        for (k = 0; k < kd; k++) {
-            int64_t b = (int64_t)((a[k] - cmin[k]) * scale[k]);
-            b = b < 0 ? 0 : (b >= g ? g - 1 : b);
-            id = id * g + b;
-        }
-        cell[i] = (int32_t)id;
+        int64_t id = cell[i];
+        cnt[id]++;
         for (k = 0; k < d; k++) {
             if (a[k] < lo[id * d + k]) { lo[id * d + k] = a[k]; rep[2 * (id * d + k)] = (int32_t)i; }
             if (a[k] > hi[id * d + k]) { hi[id * d + k] = a[k]; rep[2 * (id * d + k) + 1] = (int32_t)i; }
@@ -738,20 +1111,33 @@ static int flk_coh_minmax_cells(const double *P, int64_t n, int64_t d, const dou
             if (ub[q] > floor_ || lb[q] < ceil_)
                 sel[q * words + j / 64] |= (uint64_t)1 << (j % 64);
     }
-    for (i = 0; i < n; i++) {
-        const uint64_t *w = sel + (int64_t)cell[i] * words;
-        for (k = 0; k < words; k++) {
-            uint64_t bits = w[k];
-            while (bits) {
-                j = k * 64 + __builtin_ctzll(bits);
-                bits &= bits - 1;
-                double p = flk_coh_project_one(P + i * d, V + j * d, d);
-                mins[j] = p < mins[j] ? p : mins[j];
-                maxs[j] = p > maxs[j] ? p : maxs[j];
-            }
-        }
+    /* the rows of the selected cells, cell by cell (offsets, then one pass over
+     * cell[]; pos[q] = -1 for a cell no direction chose), then each cell's rows for
+     * its directions with the tile projection */
+    int64_t total = 0;
+    for (q = 0; q < cells; q++) {
+        uint64_t any = 0;
+        for (k = 0; k < words; k++) any |= sel[q * words + k];
+        pos[q] = any ? total : -1;
+        total += any ? cnt[q] : 0;
     }
-    free(cell); free(lo); free(hi); free(rep); free(sel); free(ub);
+    rows = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total + 1));
+    if (!rows) {
+        free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); free(cnt);
+        free(cols);
+        return -1;
+    }
+    for (i = 0; i < n; i++) { /* branch-free: unselected rows go to the spare slot */
+        int64_t at = pos[cell[i]];
+        rows[at >= 0 ? at : total] = (int32_t)i;
+        pos[cell[i]] = at + (at >= 0);
+    }
+    for (q = 0; q < cells; q++)
+        if (pos[q] >= 0) /* pos[q] now ends the cell's rows */
+            flk_coh_rows_minmax(P, rows + pos[q] - cnt[q], cnt[q], d, V, sel + q * words,
+                                words, cols, mins, maxs);
+    free(cell); free(lo); free(hi); free(rep); free(sel); free(ub); free(cnt); free(cols);
+    free(rows);
     return 0;
 }
 

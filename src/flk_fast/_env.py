@@ -5,8 +5,10 @@ unknown ``FLK_FAST_*`` name (a typo would otherwise be ignored silently) raises
 :class:`~flk_fast.errors.ConfigError` naming the variable and what it accepts, the
 first time anything imports this module (every kernel does, through its wrapper).
 
-Build switches (FLK_FAST_DEBUG, FLK_FAST_SANITIZE, FLK_FAST_CYTHON_TRACE) are read by
-setup.py; they are validated here too so that ``flk --version`` reports them honestly.
+Build switches (FLK_FAST_DEBUG, FLK_FAST_SANITIZE, FLK_FAST_CYTHON_TRACE,
+FLK_FAST_OPENMP) are read by setup.py, which accepts the same boolean spellings; they
+are validated here too so that ``flk --version`` reports them honestly (and a shell
+that exported FLK_FAST_OPENMP=0 for a build is not refused at run time).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ __all__ = [
     "settings",
 ]
 
-BUILD_SWITCHES = ("FLK_FAST_DEBUG", "FLK_FAST_SANITIZE", "FLK_FAST_CYTHON_TRACE")
+BUILD_SWITCHES = (
+    "FLK_FAST_DEBUG",
+    "FLK_FAST_SANITIZE",
+    "FLK_FAST_CYTHON_TRACE",
+    "FLK_FAST_OPENMP",
+)
 RUNTIME_SWITCHES = ("FLK_FAST_NO_EXTENSIONS", "FLK_FAST_NUM_THREADS")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")

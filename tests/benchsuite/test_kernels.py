@@ -73,3 +73,18 @@ def test_compare_refuses_a_file_that_is_not_a_saved_run(saved, tmp_path):
         compare(doc, str(other), 0.25)
     with pytest.raises(ConfigError, match="No such file"):
         compare(doc, str(tmp_path / "none.json"), 0.25)
+
+
+def test_every_case_agrees_with_its_baseline_and_a_wrong_pair_is_refused():
+    # kernel_baselines builds the pairs of both `flk bench kernels` and
+    # `python -m bench.bench_kernels`; each is checked before it is timed.
+    from flk_fast.benchsuite import kernel_baselines as kb
+    from flk_fast.benchsuite.kernel_cases import CASES
+
+    for name, build in CASES.items():
+        kernel, baseline, what = kb.checked(build(0.001), name)
+        assert what and callable(kernel) and callable(baseline)
+    kb.checked(kb.compressibility_pair(200), "compressibility")
+    kb.checked(kb.box_counts_pair(300, obvious=True), "box_counts")
+    with pytest.raises(AssertionError, match="wrong: kernel gave 1, baseline 2"):
+        kb.checked((lambda: 1, lambda: 2, "two"), "wrong")

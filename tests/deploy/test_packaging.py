@@ -123,6 +123,43 @@ def _mk(path: Path) -> Path:
 
 
 @pytest.mark.slow
+def test_a_build_without_the_extension_sources_fails_instead_of_going_pure(
+    tmp_path: Path,
+) -> None:
+    """No ext/_*_cy.pyx (a broken sdist or checkout): the build stops with a message,
+    it does not install a package whose kernels cannot load."""
+    proj = _mk(tmp_path / "proj")
+    for name in ("pyproject.toml", "setup.py", "README.md", "MANIFEST.in"):
+        shutil.copy(ROOT / name, proj / name)
+    shutil.copytree(
+        ROOT / "src",
+        proj / "src",
+        ignore=shutil.ignore_patterns("*.so", "__pycache__", "_version.py"),
+    )
+    (proj / "ext").mkdir()
+    env = {**os.environ, "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_FLK_FAST": "0.0.0"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            str(proj),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode != 0
+    assert "no ext/_*_cy.pyx found" in out.stdout + out.stderr
+    assert not list(tmp_path.glob("*.whl"))
+
+
+@pytest.mark.slow
 def test_readme_development_install_works_on_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)

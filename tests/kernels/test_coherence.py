@@ -251,3 +251,60 @@ def test_points_within_the_fast_paths_margin_of_an_edge(coherence, n_bins) -> No
     near = (edges[1:-1, None] + w * offsets[None, :]).ravel()
     pts = np.concatenate([[0.0, 1.0], np.tile(near, 40)[:20_000]]).reshape(-1, 1)
     check(coherence, pts, n_directions=6, n_bins=n_bins, seed=2)
+
+
+@pytest.mark.parametrize("n_bins", [5, 20, 32])
+def test_d3_points_near_one_edge_take_the_right_side(coherence, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # d = 3 takes the fused project-and-bin step (fixed-point guess, flagged when
+    # frac(g) < 64 / 2**24 bins). Points (x, 0, 0) project to x * v[0] for every
+    # direction, so x placed at chosen distances from one edge of linspace(0, 1) is
+    # that close to an edge in every direction (mirrored when v[0] < 0). More points
+    # sit on one side than the other, so the largest count (coh★) moves if any
+    # single point lands in the wrong bin; 26 repeats fill full 16-point steps and a
+    # partial tile.
+    w = 1.0 / n_bins
+    below = np.array([-8e-6, -4e-6, -3.8e-6, -3e-6, -2e-6, -1e-6, -5e-7])
+    above = np.array([0.0, 5e-7, 1e-6, 2e-6, 2.5e-6, 3e-6, 3.8e-6, 4e-6, 8e-6])
+    for i in sorted({1, n_bins // 2, n_bins - 1}):
+        x = i * w + w * np.concatenate([below, above])
+        col = np.concatenate([[0.0, 1.0], np.tile(x, 26)])
+        pts = np.zeros((len(col), 3))
+        pts[:, 0] = col
+        check(coherence, pts, n_directions=8, n_bins=n_bins, seed=i)
+
+
+def test_d3_top_and_bottom_edges_in_full_tiles(coherence) -> None:  # type: ignore[no-untyped-def]
+    # The points at a direction's maximum land on the last edge (g = n_bins: counted
+    # apart in the fused d = 3 step) and those at its minimum within the fraction
+    # test's margin of the first. 400 copies of the maximum of x and 300 of the
+    # minimum, interleaved with spread points in full 256-row tiles, make the edge
+    # bins the largest, so a point lost or misplaced at either edge changes coh★.
+    # One direction per call: v[0] > 0 puts x = 1 at the top, v[0] < 0 at the bottom.
+    rng = np.random.default_rng(7)
+    col = np.concatenate([np.ones(400), np.zeros(300), rng.uniform(0.05, 0.95, 1348)])
+    pts = np.zeros((len(col), 3))
+    pts[:, 0] = rng.permutation(col)
+    signs = {}
+    for seed in range(50):
+        signs.setdefault(bool(ref_coherence_directions(3, 1, seed)[0, 0] > 0), seed)
+    assert set(signs) == {True, False}
+    for seed in signs.values():
+        for n_bins in (5, 20, 32):
+            check(coherence, pts, n_directions=1, n_bins=n_bins, seed=seed)
+
+
+@pytest.mark.parametrize("n_bins", [5, 20, 32])
+def test_each_bin_counted_as_itself(coherence, n_bins) -> None:  # type: ignore[no-untyped-def]
+    # The byte counters (bit-sliced on AVX-512: one mask per bin from the bins' bit
+    # planes) must give every bin its own count, not a neighbour's: for each bin b,
+    # 300 extra points at its centre make it the single largest, so coh★ is b's count
+    # and any bin counted as another changes it. Points (x, 0, 0) keep x's bins in
+    # every direction (mirrored when v[0] < 0, where b's mirror is the largest); 1 802
+    # rows are 7 full tiles and a partial one; 3 directions make a pair and a single.
+    rng = np.random.default_rng(n_bins)
+    filler = rng.uniform(0.0, 1.0, 1500)
+    for b in range(n_bins):
+        col = np.concatenate([[0.0, 1.0], filler, np.full(300, (b + 0.5) / n_bins)])
+        pts = np.zeros((len(col), 3))
+        pts[:, 0] = rng.permutation(col)
+        check(coherence, pts, n_directions=3, n_bins=n_bins, seed=b)

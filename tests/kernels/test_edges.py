@@ -241,6 +241,7 @@ def _import_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             "yes, on",
         ),
         ({"FLK_FAST_DEBUG": "sure"}, "FLK_FAST_DEBUG='sure' is not a boolean"),
+        ({"FLK_FAST_OPENMP": "auto"}, "FLK_FAST_OPENMP='auto' is not a boolean"),
         (
             {"FLK_FAST_NUM_THREAD": "2"},
             "FLK_FAST_NUM_THREAD is not a flk_fast setting; known: "
@@ -269,6 +270,43 @@ def test_env_values_parse() -> None:
     )
     with pytest.raises(ConfigError):
         _env.read({"FLK_FAST_NUM_THREADS": "0x10"})
+    assert _env.read({"FLK_FAST_OPENMP": "0"}) == (False, 0)  # a known build switch
+
+
+def test_setup_py_reads_build_switches_as_env_does() -> None:
+    # setup.py cannot import flk_fast (not built yet), so it has its own _flag: it
+    # must accept and refuse exactly what _env.parse_flag does (taken from setup.py's
+    # source, without running the build).
+    import ast
+    from pathlib import Path
+
+    from flk_fast import _env
+
+    src = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    (node,) = [
+        n
+        for n in ast.parse(src).body
+        if isinstance(n, ast.FunctionDef) and n.name == "_flag"
+    ]
+    ns: dict[str, object] = {"os": os}
+    exec(compile(ast.Module([node], []), "setup.py", "exec"), ns)
+    flag = ns["_flag"]
+    for text in ["1", " TRUE ", "yes", "On", "0", "false", " no", "OFF", "", "  "]:
+        os.environ["FLK_FAST_TEST_FLAG"] = text
+        try:
+            assert flag("FLK_FAST_TEST_FLAG") is _env.parse_flag("X", text), text
+        finally:
+            del os.environ["FLK_FAST_TEST_FLAG"]
+    for text in ["maybe", "2", "enabled"]:
+        os.environ["FLK_FAST_TEST_FLAG"] = text
+        try:
+            with pytest.raises(ConfigError):
+                _env.parse_flag("X", text)
+            with pytest.raises(SystemExit, match="is not a boolean"):
+                flag("FLK_FAST_TEST_FLAG")
+        finally:
+            del os.environ["FLK_FAST_TEST_FLAG"]
+    assert flag("FLK_FAST_TEST_UNSET", default=True) is True  # unset: the default
 
 
 def test_cli_reports_bad_env_in_one_line() -> None:
