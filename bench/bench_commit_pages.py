@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python -m bench.bench_commit_pages [--repeat 3] [--commits 400] [--batch 32] [--json]
+    python -m bench.bench_commit_pages [--repeat 3] [--commits 400] [--batch 32]
+        [--json]
 
 Each case commits ``--commits`` write transactions of ``--batch`` requests with fsync,
 the ledger's shape (per request: an inbox record of ~1 KiB under a sequential key and a
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{name:22s} user {med['user_us_per_req']:5.1f} µs/req  sys "
                 f"{med['sys_us_per_req']:5.1f} µs/req  write I/Os per commit "
-                f"{med['write_ios_per_commit']:6.1f}  wall {med['wall_us_per_req']:6.1f} µs/req"
+                f"{med['write_ios_per_commit']:6.1f}  "
+                f"wall {med['wall_us_per_req']:6.1f} µs/req"
             )
     return 0
 

@@ -1,4 +1,5 @@
-"""PostgreSQL dedup expiry: DELETE sweep (schema 0001) vs dropping day partitions (0004).
+"""PostgreSQL dedup expiry: DELETE sweep (schema 0001) vs dropping day partitions
+(0004).
 
 Run from the repository root (PostgreSQL up, see scripts/services.sh)::
 
@@ -80,7 +81,9 @@ async def _gets(conn: Any, rows: int, n: int) -> list[float]:
     return out
 
 
-async def _case(dsn: str, layout: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+async def _case(
+    dsn: str, layout: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
     schema = f"bench_sweep_{layout}_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(
         dsn, server_settings={"search_path": f'"{schema}"'}, command_timeout=None

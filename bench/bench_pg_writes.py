@@ -1,4 +1,5 @@
-"""PostgreSQL write costs per PCS: dedup puts and audit rows (inputs of bench/capacity.py).
+"""PostgreSQL write costs per PCS: dedup puts and audit rows (the inputs of
+bench/capacity.py).
 
 Run from the repository root (PostgreSQL up, see scripts/services.sh)::
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 
 import msgspec
-
 from cryptography.hazmat.primitives import hashes, hmac
 
 from bench._report import context, emit, time_per_call

@@ -194,7 +194,9 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         if problem:
             # CI runs as root: there a disk-full test that cannot run fails.
             if REQUIRE_SERVICES:
-                pytest.fail(f"{problem} (FLK_REQUIRE_SERVICES=0 turns this into a skip)")
+                pytest.fail(
+                    f"{problem} (FLK_REQUIRE_SERVICES=0 turns this into a skip)"
+                )
             pytest.skip(problem)
         mounted.append(mnt)
         return mnt

@@ -1,4 +1,5 @@
-"""One configuration system for the long-running commands (``flk serve``, ``flk agent``).
+"""One configuration system for the long-running commands (``flk serve``,
+``flk agent``).
 
 Precedence: command-line flags > environment (``<PREFIX><NAME>``) > a TOML file
 (``--config``; the command's ``[section]`` table, or the top level) > defaults. This
@@ -39,7 +40,8 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 class _Unset:
-    """The default of a flag that defers to the environment, TOML and the real default."""
+    """The default of a flag that defers to the environment, TOML and the real
+    default."""
 
     def __repr__(self) -> str:
         return "UNSET"
@@ -113,7 +115,8 @@ class Schema:
         return self.env_prefix + opt.name.upper()
 
     def coerce(self, opt: Option, value: Any, source: str) -> Any:
-        """``value`` (a string from the environment, or a TOML value) as ``opt.type``."""
+        """``value`` (a string from the environment, or a TOML value) as
+        ``opt.type``."""
         try:
             if opt.type is bool:
                 out = parse_bool(value)
@@ -173,9 +176,7 @@ class Schema:
             out[name] = value
         return out
 
-    def resolve(
-        self, cli: Mapping[str, Any], env: Mapping[str, str]
-    ) -> dict[str, Any]:
+    def resolve(self, cli: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
         """Values from flags (``cli``: name -> value, None or UNSET = not given), the
         environment and the TOML file; options given nowhere are left out."""
         by_name = self.by_name

@@ -21,6 +21,8 @@ __all__ = ["JsonFormatter", "REQUEST_ID"]
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
     "flk_request_id", default=""
 )
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", "request_id"?, **extra}`` on one line."""
 

@@ -249,6 +249,7 @@ def test_agent_kernel_threads_reach_the_summarizer(
     cli_agent.register(sub)
     base = ["agent", "--endpoint", "http://x", "--in", "-", "--shard-id", "s"]
     base += ["--data-dir", "d", "--hmac-key-env", "K"]
+
     def parsed(argv: list[str]) -> argparse.Namespace:
         ns = parser.parse_args(argv)
         cli_agent._resolve(ns)  # env and TOML fill what the flags leave out

@@ -20,8 +20,9 @@ from .realserver import Server
 BASE = ["agent", "--in", "-", "--shard-id", "s", "--data-dir", "d"]
 
 
-def parse(argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-          ) -> argparse.Namespace:
+def parse(
+    argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> argparse.Namespace:
     for key in [k for k in __import__("os").environ if k.startswith("FLK_AGENT_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
@@ -41,8 +42,11 @@ def test_flag_over_env_over_toml_over_default(
         '[agent]\nendpoint = "http://toml:1"\nwindow = 300\nconcurrency = 3\n'
         'hmac-key-file = "k"\nfollow = true\nretry_base = 0.5\n'
     )
-    env = {"FLK_AGENT_CONFIG": str(toml), "FLK_AGENT_WINDOW": "200",
-           "FLK_AGENT_CONCURRENCY": "4"}
+    env = {
+        "FLK_AGENT_CONFIG": str(toml),
+        "FLK_AGENT_WINDOW": "200",
+        "FLK_AGENT_CONCURRENCY": "4",
+    }
     ns = parse([*BASE, "--concurrency", "5"], env, monkeypatch)
     assert (ns.endpoint, ns.window, ns.concurrency) == ("http://toml:1", 200, 5)
     assert (ns.follow, ns.retry_base, ns.hmac_key_file) == (True, 0.5, "k")
@@ -57,35 +61,65 @@ def test_flag_over_env_over_toml_over_default(
 def test_required_options_may_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {"FLK_AGENT_ENDPOINT": "http://e:1", "FLK_AGENT_INPUT": "-",
-           "FLK_AGENT_SHARD_ID": "s9", "FLK_AGENT_DATA_DIR": "dd",
-           "FLK_AGENT_HMAC_KEY_ENV": "K", "FLK_AGENT_FOLLOW": "Yes"}
+    env = {
+        "FLK_AGENT_ENDPOINT": "http://e:1",
+        "FLK_AGENT_INPUT": "-",
+        "FLK_AGENT_SHARD_ID": "s9",
+        "FLK_AGENT_DATA_DIR": "dd",
+        "FLK_AGENT_HMAC_KEY_ENV": "K",
+        "FLK_AGENT_FOLLOW": "Yes",
+    }
     ns = parse(["agent"], env, monkeypatch)
-    assert (ns.endpoint, ns.input, ns.shard_id, ns.data_dir) == ("http://e:1", "-",
-                                                                 "s9", "dd")
+    assert (ns.endpoint, ns.input, ns.shard_id, ns.data_dir) == (
+        "http://e:1",
+        "-",
+        "s9",
+        "dd",
+    )
     assert ns.follow is True and ns.hmac_key_env == "K"
 
 
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (BASE, {"FLK_AGENT_HMAC_KEY_FILE": "k"}, r"--endpoint is required \(or "
-         r"FLK_AGENT_ENDPOINT"),
+        (
+            BASE,
+            {"FLK_AGENT_HMAC_KEY_FILE": "k"},
+            r"--endpoint is required \(or "
+            r"FLK_AGENT_ENDPOINT",
+        ),
         ([*BASE, "--endpoint", "http://e"], {}, "exactly one of --hmac-key-file"),
-        ([*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
-         {"FLK_AGENT_ED25519_KEY_FILE": "e"}, "got 2"),
-        ([*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
-         {"FLK_AGENT_WINDWO": "5"}, "FLK_AGENT_WINDWO; did you mean FLK_AGENT_WINDOW"),
-        ([*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
-         {"FLK_AGENT_WINDOW": "0"}, r"window \(from FLK_AGENT_WINDOW\)"),
-        ([*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
-         {"FLK_AGENT_FOLLOW": "maybe"}, r"follow \(from FLK_AGENT_FOLLOW\)"),
-        ([*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
-         {"FLK_AGENT_FORMAT": "xml"}, "--format .*not one of auto, csv, jsonl"),
+        (
+            [*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
+            {"FLK_AGENT_ED25519_KEY_FILE": "e"},
+            "got 2",
+        ),
+        (
+            [*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
+            {"FLK_AGENT_WINDWO": "5"},
+            "FLK_AGENT_WINDWO; did you mean FLK_AGENT_WINDOW",
+        ),
+        (
+            [*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
+            {"FLK_AGENT_WINDOW": "0"},
+            r"window \(from FLK_AGENT_WINDOW\)",
+        ),
+        (
+            [*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
+            {"FLK_AGENT_FOLLOW": "maybe"},
+            r"follow \(from FLK_AGENT_FOLLOW\)",
+        ),
+        (
+            [*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"],
+            {"FLK_AGENT_FORMAT": "xml"},
+            "--format .*not one of auto, csv, jsonl",
+        ),
     ],
 )
 def test_bad_configuration_names_what_is_wrong(
-    argv: list[str], env: dict[str, str], message: str,
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -122,7 +156,9 @@ def test_parse_bool_refuses_everything_else(text: str) -> None:
 
 
 def test_agent_runs_from_env_and_toml_only(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     src = tmp_path / "ev.csv"
@@ -144,8 +180,9 @@ def test_agent_runs_from_env_and_toml_only(
 def test_docs_name_every_agent_option_and_the_table_lists_its_env(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ns = parse([*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"], {},
-               monkeypatch)
+    ns = parse(
+        [*BASE, "--endpoint", "http://e", "--hmac-key-file", "k"], {}, monkeypatch
+    )
     schema = ns.flk_schema
     doc = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
     assert [o.flag for o in schema.options if f"`{o.flag}" not in doc] == []

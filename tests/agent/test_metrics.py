@@ -43,15 +43,18 @@ async def test_metrics_port_and_textfile(fault: Any, tmp_path: Path) -> None:
     from flk_fast.agent.windows import Windower
 
     b, _ = parse_csv_block(src.read_bytes())
-    ids = [summarize(w, shard_id="s1", epoch=e).pcs_id
-           for e, w in enumerate(Windower(50).push(b), 1)]
+    ids = [
+        summarize(w, shard_id="s1", epoch=e).pcs_id
+        for e, w in enumerate(Windower(50).push(b), 1)
+    ]
     fault.script[ids[0]] = ["401"]
     fault.script[ids[1]] = ["503"] * 3  # dead, transient; the probe says still down
     fault.script[ids[2]] = ["202"]
     fault.ready = [503] * 50
     port, prom = free_port(), tmp_path / "agent.prom"
-    config = cfg(fault, tmp_path, metrics_port=port, metrics_textfile=prom,
-                 metrics_every_s=0.05)
+    config = cfg(
+        fault, tmp_path, metrics_port=port, metrics_textfile=prom, metrics_every_s=0.05
+    )
     before = time.time()
     async with Agent(config, summarize=summarize, client=fast_client(fault)) as a:
         await a.run_file(src)
@@ -77,7 +80,9 @@ async def test_metrics_port_and_textfile(fault: Any, tmp_path: Path) -> None:
     assert before <= m[("flk_agent_last_delivery_timestamp_seconds", ())] <= time.time()
     # The textfile written at close holds the same counters.
     t = samples(prom.read_text())
-    assert t[("flk_agent_acked_total", ())] == 2 and t[("flk_agent_dlq_entries", ())] == 2
+    assert (
+        t[("flk_agent_acked_total", ())] == 2 and t[("flk_agent_dlq_entries", ())] == 2
+    )
     # The port is closed with the agent.
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
@@ -90,14 +95,18 @@ async def test_metrics_port_in_use_and_unwritable_textfile(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        agent = Agent(cfg(fault, tmp_path, metrics_port=port), summarize=summarize,
-                      client=fast_client(fault))
+        agent = Agent(
+            cfg(fault, tmp_path, metrics_port=port),
+            summarize=summarize,
+            client=fast_client(fault),
+        )
         with pytest.raises(ConfigError, match=f"--metrics-port {port}: cannot listen"):
             await agent.start()
         await agent.close()
     agent = Agent(
         cfg(fault, tmp_path, metrics_textfile=tmp_path / "no" / "dir" / "a.prom"),
-        summarize=summarize, client=fast_client(fault),
+        summarize=summarize,
+        client=fast_client(fault),
     )
     with pytest.raises(ConfigError, match="--metrics-textfile .*cannot write"):
         await agent.start()

@@ -28,8 +28,11 @@ def fast_client(fs: Any) -> DeliveryClient:
 
 
 def test_transient_statuses() -> None:
-    assert [s for s in (None, 400, 401, 404, 409, 413, 429, 500, 503, 599) if
-            is_transient(s)] == [None, 429, 500, 503, 599]
+    assert [
+        s
+        for s in (None, 400, 401, 404, 409, 413, 429, 500, 503, 599)
+        if is_transient(s)
+    ] == [None, 429, 500, 503, 599]
 
 
 def seed_dlq(data: Path) -> tuple[str, str]:
@@ -37,8 +40,12 @@ def seed_dlq(data: Path) -> tuple[str, str]:
     with Outbox(data) as ob:
         seqs = ob.wal.append_many([make_body(1), make_body(2)])
         ob.dead_letter(
-            seqs[0], make_body(1), status=503, reason="retries exhausted",
-            attempts=6, transient=True,
+            seqs[0],
+            make_body(1),
+            status=503,
+            reason="retries exhausted",
+            attempts=6,
+            transient=True,
         )
         ob.dead_letter(seqs[1], make_body(2), status=401, reason="HTTP 401", attempts=1)
     return make_pcs(1).pcs_id, make_pcs(2).pcs_id
@@ -51,8 +58,9 @@ async def test_redriver_probes_with_backoff_until_ready(
     fault.ready = [503, 503, 503]  # three probes say "not yet", the fourth 200
     sleep = FakeSleep()
     config = cfg(fault, tmp_path, redrive_max_wait_s=3.0)
-    async with Agent(config, summarize=summarize, client=client(fault),
-                     sleep=sleep) as a:
+    async with Agent(
+        config, summarize=summarize, client=client(fault), sleep=sleep
+    ) as a:
         for _ in range(500):
             if fault.outcomes(transient_id):
                 break
@@ -88,19 +96,26 @@ async def test_outage_then_recovery_at_drain(fault: Any, tmp_path: Path) -> None
     for pcs_id in ids:
         fault.script[pcs_id] = ["500"] * 3
     fault.ready = [503]  # the probe at drain: still down
-    async with Agent(cfg(fault, tmp_path, policy=FAST), summarize=summarize,
-                     client=fast_client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, policy=FAST),
+        summarize=summarize,
+        client=fast_client(fault),
+    ) as a:
         await a.run_file(src)
         await a.drain()
     assert (a.summary.dead_lettered, a.summary.redriven, a.summary.in_dlq) == (2, 0, 2)
     with Outbox(tmp_path / "data") as ob:
         assert [(d.status, d.transient) for d in ob.dead_letters()] == [
-            (500, True), (500, True)
+            (500, True),
+            (500, True),
         ]
     # The next run (nothing new to read) finds them and, the server being back,
     # delivers them: nothing is left in the DLQ.
-    async with Agent(cfg(fault, tmp_path, policy=FAST), summarize=summarize,
-                     client=fast_client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, policy=FAST),
+        summarize=summarize,
+        client=fast_client(fault),
+    ) as a:
         await a.run_file(src)
         await a.drain()
     assert (a.summary.redriven, a.summary.accepted, a.summary.in_dlq) == (2, 2, 0)
@@ -121,8 +136,11 @@ async def test_no_ack_after_a_redrive_stops_drain(fault: Any, tmp_path: Path) ->
     (w,) = Windower(50).push(b)
     pcs_id = summarize(w, shard_id="s1", epoch=1).pcs_id
     fault.script[pcs_id] = ["502"] * 30
-    async with Agent(cfg(fault, tmp_path, policy=FAST), summarize=summarize,
-                     client=fast_client(fault)) as a:
+    async with Agent(
+        cfg(fault, tmp_path, policy=FAST),
+        summarize=summarize,
+        client=fast_client(fault),
+    ) as a:
         await a.run_file(src)
         await a.drain()
     assert fault.outcomes(pcs_id) == ["502"] * 6  # first round + one re-drive
@@ -143,5 +161,9 @@ def test_redrive_max_wait_is_checked(tmp_path: Path) -> None:
 
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="--redrive-max-wait"):
-            AgentConfig(endpoint="http://h", shard_id="s", data_dir=tmp_path,
-                        redrive_max_wait_s=bad)
+            AgentConfig(
+                endpoint="http://h",
+                shard_id="s",
+                data_dir=tmp_path,
+                redrive_max_wait_s=bad,
+            )

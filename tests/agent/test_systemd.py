@@ -21,8 +21,13 @@ def verify(path: Path) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("systemd-analyze")
     _require("systemd-analyze", None if tool else "it is not installed (apt systemd)")
     assert tool is not None
-    return subprocess.run([tool, "verify", str(path)], capture_output=True, text=True,
-                          timeout=60, cwd=path.parent)
+    return subprocess.run(
+        [tool, "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=path.parent,
+    )
 
 
 def service() -> configparser.SectionProxy:

@@ -135,7 +135,10 @@ def prometheus(
     assert job["job_name"] == "flk-server"  # what the alerts select
     job["static_configs"] = [{"targets": [f"127.0.0.1:{server.port}"]}]
     cfg["scrape_configs"].append(  # what the agent alerts select
-        {"job_name": "flk-agent", "static_configs": [{"targets": [f"127.0.0.1:{agent[0]}"]}]}
+        {
+            "job_name": "flk-agent",
+            "static_configs": [{"targets": [f"127.0.0.1:{agent[0]}"]}],
+        }
     )
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     port = _free_port()

@@ -107,15 +107,18 @@ def test_the_payload_follows_the_version() -> None:
 def test_full_payload_of_the_vector_spelled_out() -> None:
     pcs = decode_pcs(json.dumps(_signed("0.2")))
     v = BASE["v_star"]
-    assert full_payload(pcs) == (
-        '{"D_hat":0.528320834,"N_j":{"16":15,"2":5,"4":10,"8":13},'
-        '"budget":0.317807017,"coh_star":0.066666667,"epoch":1,'
-        '"merkle_root":"e966b52c992aefad3c3d0196db02554f30d10d55e8a6e5e3038f88e79e414112",'
-        '"pcs_id":"c50bb25a7aff94164147b73c846f0e5e10890d75df204875ca70c448f52c6edf",'
-        '"r":0.318421053,"regime":"mixed","scales":[2,4,8,16],'
-        '"schema":"fractal-lba-kakeya","seed":42,"shard_id":"test-shard-001",'
-        f'"v_star":[{",".join(repr(round(x, 9)) for x in v)}],"version":"0.2"}}'
-    ).encode()
+    assert (
+        full_payload(pcs)
+        == (
+            '{"D_hat":0.528320834,"N_j":{"16":15,"2":5,"4":10,"8":13},'
+            '"budget":0.317807017,"coh_star":0.066666667,"epoch":1,'
+            '"merkle_root":"e966b52c992aefad3c3d0196db02554f30d10d55e8a6e5e3038f88e79e414112",'
+            '"pcs_id":"c50bb25a7aff94164147b73c846f0e5e10890d75df204875ca70c448f52c6edf",'
+            '"r":0.318421053,"regime":"mixed","scales":[2,4,8,16],'
+            '"schema":"fractal-lba-kakeya","seed":42,"shard_id":"test-shard-001",'
+            f'"v_star":[{",".join(repr(round(x, 9)) for x in v)}],"version":"0.2"}}'
+        ).encode()
+    )
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -171,7 +174,9 @@ def test_content_digest_ignores_only_the_resend_fields(field: str) -> None:
     assert (before == after) is (field in RESEND_FIELDS)
 
 
-def test_content_digest_is_the_same_for_both_versions_only_when_labelled_alike() -> None:
+def test_content_digest_is_the_same_for_both_versions_only_when_labelled_alike() -> (
+    None
+):
     # The digest covers the version too: a 0.1 and a 0.2 twin conflict (SPEC §3.2).
     one, two = (decode_pcs(json.dumps(_signed(v))) for v in ("0.1", "0.2"))
     assert content_digest(one) != content_digest(two)

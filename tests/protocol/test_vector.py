@@ -16,7 +16,6 @@ from flk_fast.protocol.signing import HmacSigner, canonical_payload
 from .conftest import KEY, LEGACY_SIGNED, VECTOR_BYTES
 
 
-
 def _ring() -> Keyring:
     return Keyring.hmac({"test": KEY})
 

@@ -30,8 +30,6 @@ pytestmark = [
 ]
 
 
-
-
 async def _send_until_dead(srv: ServerProcess, bodies: list[bytes]) -> dict[str, int]:
     answers: dict[str, int] = {}
     queue = list(bodies)

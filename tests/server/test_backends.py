@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from flk_fast.server.outcome import decode_outcome
 from flk_fast.server.app import SERVICE
+from flk_fast.server.outcome import decode_outcome
 from flk_fast.storage import open_dedup
 
 from .conftest import JSON, SUBMIT, VECTOR_BYTES, make_pcs

@@ -99,7 +99,9 @@ async def test_bombs_are_413_and_health_stays_fast(
             while not stop.is_set():
                 t0 = time.perf_counter()
                 data, headers = bombs[encoding], _headers(encoding)
-                async with s.post(server.url + SUBMIT, data=data, headers=headers) as resp:
+                async with s.post(
+                    server.url + SUBMIT, data=data, headers=headers
+                ) as resp:
                     answers.append(
                         (resp.status, await resp.json(), time.perf_counter() - t0)
                     )

@@ -19,15 +19,15 @@ async def _fill(tmp_path: Path, data: Path, *args: str) -> None:
     try:
         async with aiohttp.ClientSession() as s:
             for i in range(300):
-                async with s.post(srv.url + SUBMIT, data=make_pcs(i), headers=JSON) as r:
+                async with s.post(
+                    srv.url + SUBMIT, data=make_pcs(i), headers=JSON
+                ) as r:
                     assert r.status == 200
     finally:
         assert srv.stop() == 0
 
 
-def _start(
-    tmp_path: Path, data: Path, *args: str
-) -> subprocess.CompletedProcess[str]:
+def _start(tmp_path: Path, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = serve_command(tmp_path, "--data-dir", str(data), *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 

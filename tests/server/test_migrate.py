@@ -11,10 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from flk_fast.server.handlers import frame_record
 from flk_fast.storage.aio import AsyncWal
 from flk_fast.storage.ledger import Ledger
 from flk_fast.storage.wal_lmdb import LmdbWal
-from flk_fast.server.handlers import frame_record
 
 from .conftest import JSON, SUBMIT, make_pcs
 from .procs import ServerProcess, metric
@@ -55,9 +55,7 @@ async def test_old_layout_is_adopted_once(tmp_path: Path) -> None:
         resent = await _post_all(new.url, unjudged)
         async with aiohttp.ClientSession() as s:
             dedup_hits = await metric(s, new.url, "flk_dedup_hits_total")
-        hits = [
-            x for x in new.log_lines() if "migrated" in x.get("event", "")
-        ]
+        hits = [x for x in new.log_lines() if "migrated" in x.get("event", "")]
     finally:
         assert new.stop() == 0
     log = new.log_path.read_text()

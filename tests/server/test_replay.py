@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flk_fast.server.outcome import decode_outcome
 from flk_fast.server.app import SERVICE, make_app
 from flk_fast.server.handlers import frame_record
+from flk_fast.server.outcome import decode_outcome
 from flk_fast.storage.dedup_memory import MemoryDedup
 from flk_fast.storage.wal_lmdb import LmdbWal
 

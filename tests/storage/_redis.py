@@ -60,7 +60,9 @@ class ThrowawayRedis:
             while reachable("127.0.0.1", self.port) is not None:
                 if self.proc.poll() is not None:
                     break
-                assert time.monotonic() < deadline, "throwaway redis-server did not start"
+                assert time.monotonic() < deadline, (
+                    "throwaway redis-server did not start"
+                )
                 time.sleep(0.02)
             else:
                 return

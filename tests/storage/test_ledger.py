@@ -27,7 +27,10 @@ class Clock:
 
 def _item(led: Ledger, n: int, key: bytes, value: bytes) -> LedgerItem:
     return LedgerItem(
-        led.record_key(n), b"\x00rec-%d" % n, led.prepare(key, value, TTL), b"audit-%d" % n
+        led.record_key(n),
+        b"\x00rec-%d" % n,
+        led.prepare(key, value, TTL),
+        b"audit-%d" % n,
     )
 
 
@@ -43,11 +46,17 @@ batches = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(batches)
 def test_commit_matches_a_first_write_wins_model(tmp_path: Path, plan: list) -> None:
     clock = Clock()
-    led = Ledger(tempfile.mkdtemp(dir=tmp_path), sync=False, clock=clock)  # one per example
+    led = Ledger(
+        tempfile.mkdtemp(dir=tmp_path), sync=False, clock=clock
+    )  # one per example
     model: dict[bytes, tuple[bytes, float]] = {}  # key -> (value, expires at)
     spooled: list[bytes] = []
     n = 0
@@ -68,7 +77,9 @@ def test_commit_matches_a_first_write_wins_model(tmp_path: Path, plan: list) -> 
                     want.append((value, True))
                     spooled.append(b"audit-%d" % n)
             assert led.commit(items) == want
-        assert [r.data for r in led.inbox()] == [b"\x00rec-%d" % i for i in range(1, n + 1)]
+        assert [r.data for r in led.inbox()] == [
+            b"\x00rec-%d" % i for i in range(1, n + 1)
+        ]
         assert [r.data for r in led.audit_pending(10_000)] == spooled
     finally:
         led.close()

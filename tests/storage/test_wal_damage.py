@@ -80,9 +80,7 @@ def damage(monkeypatch: pytest.MonkeyPatch) -> set[int]:
 
     def read(seg: Any, fn: Any, **kw: Any) -> Any:
         keys = {s.to_bytes(8, "big") for s in bad}
-        return real_read(
-            seg, lambda txn: fn(_DamagedTxn(txn, seg.records, keys)), **kw
-        )
+        return real_read(seg, lambda txn: fn(_DamagedTxn(txn, seg.records, keys)), **kw)
 
     monkeypatch.setattr(wal_lmdb._Segment, "read", read)
     return bad

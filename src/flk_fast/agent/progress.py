@@ -65,8 +65,12 @@ class Progress:
                 s.windows,
                 s.accepted + s.escalated,
                 s.dead_lettered,
-                s.windows + s.resent + s.redriven
-                - s.accepted - s.escalated - s.dead_lettered,
+                s.windows
+                + s.resent
+                + s.redriven
+                - s.accepted
+                - s.escalated
+                - s.dead_lettered,
                 rate,
             )
         self.stream.flush()

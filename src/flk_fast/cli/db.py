@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
         "--audit-retention-days",
         type=_positive_int,
         default=None,
-        help="drop audit partitions that ended more than N days ago (default: keep all)",
+        help="drop audit partitions that ended more than N days ago "
+        "(default: keep all)",
     )
     mnt.set_defaults(func=_maintain)
     db.set_defaults(func=lambda a: _usage(db))

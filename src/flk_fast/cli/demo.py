@@ -217,7 +217,9 @@ def _show_escalation(url: str, key: Path, agent_dir: Path) -> None:
         D_hat=round(pcs.D_hat + 0.5, 9),
         sig="",
     )
-    bad = msgspec.structs.replace(bad, sig=HmacSigner(load_hmac_key(path=key)).sign(bad))
+    bad = msgspec.structs.replace(
+        bad, sig=HmacSigner(load_hmac_key(path=key)).sign(bad)
+    )
     req = urllib.request.Request(
         url + "/v1/pcs/submit",
         data=encode_pcs(bad),

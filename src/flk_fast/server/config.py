@@ -32,6 +32,7 @@ __all__ = [
     "redact",
 ]
 
+
 @dataclass(frozen=True)
 class Option(config.Option):
     """A server option; its environment variable is ``FLK_<NAME>``."""

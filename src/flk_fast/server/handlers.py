@@ -196,6 +196,7 @@ class IngestService(Admission, Pipeline, Replay):
             body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+
 def _basic_auth_ok(request: web.Request, user: str, password: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

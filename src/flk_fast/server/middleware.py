@@ -34,9 +34,7 @@ access_log = logging.getLogger("flk_fast.server.access")
 log = logging.getLogger("flk_fast.server")
 
 
-def make_observer(
-    metrics: ServerMetrics, *, access: bool
-) -> Callable[..., Handler]:
+def make_observer(metrics: ServerMetrics, *, access: bool) -> Callable[..., Handler]:
     """``observed(route, handler, methods=None)``: ``handler`` with a request id, its
     latency in the histogram (children bound once per route and status), the optional
     access log, a JSON 405 for a method not in ``methods`` (None: the handler checks

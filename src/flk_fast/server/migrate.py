@@ -109,7 +109,9 @@ async def _adopt_inbox(cfg: Any, service: Any, root: Path) -> int:
         if not (entry.startswith("w") and entry[1:].isdigit()):
             continue
         wal = AsyncWal(
-            LmdbWal(root / entry, sync=cfg.wal_sync, rotate_daily=True, retention_days=14)
+            LmdbWal(
+                root / entry, sync=cfg.wal_sync, rotate_daily=True, retention_days=14
+            )
         )
         service.wal = wal  # the replay acks go to the old WAL
         try:

@@ -11,10 +11,11 @@ the inserter: ``server id / inbox WAL / sequence`` of the request that stored it
 replay after a crash that finds its own origin knows the insert was its own and that
 the steps after it (the audit entry, the counters) may not have happened; a replay
 that finds another origin knows some other request owns them. The CRC covers
-everything after itself and the status and digest, like the WAL's records: flipped bytes in a store are found
-and never served (503 instead), where a bare ``b"200" + body`` value answered 200 with
-garbled JSON. A CRC rather than a hash: it guards against damage, not an attacker, who
-could rewrite a value together with its hash anyway.
+everything after itself and the status and digest, like the WAL's records: flipped
+bytes in a store are found and never served (503 instead), where a bare
+``b"200" + body`` value answered 200 with garbled JSON. A CRC rather than a hash: it
+guards against damage, not an attacker, who could rewrite a value together with its
+hash anyway.
 
 Values written before this layout (``b"200"`` or ``b"202"`` followed by the body) are
 still read, without a digest (a twin of such a value is taken as a duplicate) and

@@ -36,7 +36,13 @@ from .config import ServerConfig, redact
 from .keys import KeyStore, UnknownTenantError
 from .outcome import DamagedOutcomeError, decode_outcome, encode_outcome, server_id
 
-__all__ = ["AuditSpoolError", "Pipeline", "crash_hook", "frame_record", "unframe_record"]
+__all__ = [
+    "AuditSpoolError",
+    "Pipeline",
+    "crash_hook",
+    "frame_record",
+    "unframe_record",
+]
 
 if TYPE_CHECKING:
     from .handlers import Verdict
@@ -55,7 +61,6 @@ def _conflict_body(pcs_id: str) -> bytes:
     )
 
 
-
 def frame_record(tenant: str, body: bytes) -> bytes:
     """WAL payload ``u8 len(tenant) | tenant | body``: replay knows whose key to use."""
     t = tenant.encode("ascii")  # TENANT_RE admits only ASCII
@@ -65,7 +70,6 @@ def frame_record(tenant: str, body: bytes) -> bytes:
 def unframe_record(data: bytes) -> tuple[str, bytes]:
     n = data[0]
     return data[1 : 1 + n].decode("ascii"), data[1 + n :]
-
 
 
 def _crash_trigger() -> tuple[str, int]:
@@ -97,8 +101,6 @@ def _maybe_crash(point: str) -> None:
 
 class AuditSpoolError(StorageError):
     """The audit entry of a stored verdict could not be spooled (HTTP 503)."""
-
-
 
 
 class Pipeline:
@@ -253,7 +255,6 @@ class Pipeline:
             entry_id=origin.decode("ascii"),
         )
 
-
     async def _ingest(self, tenant: str, body: bytes) -> web.Response:
         if self.ledger is not None:
             return await self._ingest_ledger(tenant, body)
@@ -316,7 +317,9 @@ class Pipeline:
                 except AuditSpoolError as exc:
                     log.error("%s", exc)
                     return json_error(503, "audit_unavailable", self._retry_after)
-        item = LedgerItem(ledger.store.record_key(n), frame_record(tenant, body), put, audit)
+        item = LedgerItem(
+            ledger.store.record_key(n), frame_record(tenant, body), put, audit
+        )
         try:
             won = await ledger.commit(item)
         except StorageError as exc:
@@ -378,5 +381,3 @@ class Pipeline:
         if not self._server_id:
             self._server_id = server_id(self.cfg.data_dir)
         return self._server_id
-
-

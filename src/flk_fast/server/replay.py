@@ -152,6 +152,3 @@ class Replay:
         if drain:
             await self.drain(5.0)
         return judged
-
-
-

@@ -53,6 +53,7 @@ def storage_error(
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return cls(f"{what}: {detail}")
 
+
 # Query options flk_fast reads itself; asyncpg would send unknown ones to the server
 # as settings, so they are removed from the DSN first.
 _OURS = ("schema",)

@@ -41,7 +41,13 @@ from .wal_lmdb import LmdbWal, check_meta
 #: would then throw good data away (a restart is the cure; /ready says 503 anyway).
 _PAGE_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError)
 
-__all__ = ["AsyncLedger", "AsyncLmdbDedup", "AsyncWal", "DEFAULT_MAX_BATCH", "LedgerSpool"]
+__all__ = [
+    "AsyncLedger",
+    "AsyncLmdbDedup",
+    "AsyncWal",
+    "DEFAULT_MAX_BATCH",
+    "LedgerSpool",
+]
 
 #: Most records one group commit may carry; bigger queues are split.
 DEFAULT_MAX_BATCH = 4096
@@ -508,7 +514,10 @@ class AsyncLedger(AsyncLmdbDedup):
     def _commit_batch(self, items: list[Any]) -> list[Any]:
         # put_if_absent of the DedupStore API queues bare PreparedPuts: no inbox record
         return self.store.commit(
-            [it if isinstance(it, LedgerItem) else LedgerItem(None, None, it) for it in items]
+            [
+                it if isinstance(it, LedgerItem) else LedgerItem(None, None, it)
+                for it in items
+            ]
         )
 
     def commit(self, item: LedgerItem) -> asyncio.Future[Any]:

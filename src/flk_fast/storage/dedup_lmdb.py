@@ -272,7 +272,8 @@ def _check_kinds(path: Path) -> None:
 def put_one(
     store: LmdbDedup, txn: lmdb.Transaction, item: PreparedPut, now: float
 ) -> tuple[bytes, bool]:
-    """First-write-wins put of one prepared item inside ``txn``: ``(winner, inserted)``."""
+    """First-write-wins put of one prepared item inside ``txn``:
+    ``(winner, inserted)``."""
     key, value, ttl_s = item
     # Rounded up to the next whole second: an entry may outlive its TTL by under a
     # second, never expire early.

@@ -51,8 +51,8 @@ from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     NoPermissionError,
     RedisClusterException,
@@ -105,7 +105,11 @@ def _text(x: Any) -> str:
 
 def _settings(reply: Any) -> dict[str, str]:
     """A ``CONFIG GET`` reply (RESP2 flat list, RESP3 or redis-py's dict) as text."""
-    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])
+    pairs = (
+        reply.items()
+        if isinstance(reply, dict)
+        else zip(reply[::2], reply[1::2], strict=False)
+    )
     return {_text(k).lower(): _text(v).lower() for k, v in pairs}
 
 

@@ -5,7 +5,7 @@ with these named databases:
 
 ``kv``, ``exp``       the dedup outcomes, exactly as ``LmdbDedup`` keeps them
 ``inbox/YYYY-MM-DD``  one per UTC day: record key -> checksummed WAL record
-                      (``u8 len(tenant) | tenant | body``, as ``frame_record`` frames it)
+                      (``u8 len(tenant) | tenant | body``, framed by ``frame_record``)
 ``audit/w<i>``        worker ``i``'s audit spool: 8-byte seq -> checksummed entry
 ``sys``               counters (each audit spool's last seq)
 
@@ -240,7 +240,7 @@ class Ledger(LmdbDedup):
             txn.put(key, _encode(key, data, now), db=self.audit_db)
         txn.put(self._audit_last_key, _SEQ.pack(seq), db=self.sys)
 
-    # -- the audit spool (read by storage.audit_postgres.AuditLog) ----------------------
+    # -- the audit spool (read by storage.audit_postgres.AuditLog) --------------------
     def audit_pending(self, limit: int, start: int = 0) -> list[WalRecord]:
         """Up to ``limit`` spooled entries from seq ``start`` on, in order. An entry
         that fails its checksum is logged and skipped (its bytes cannot be trusted)."""
@@ -328,7 +328,7 @@ class Ledger(LmdbDedup):
     def audit_count(self) -> int:
         return int(self._read(lambda txn: txn.stat(self.audit_db)["entries"]))
 
-    # -- the inbox ----------------------------------------------------------------------
+    # -- the inbox --------------------------------------------------------------------
     def days(self) -> list[str]:
         """The inbox days present, oldest first (``YYYY-MM-DD``)."""
 
@@ -358,7 +358,9 @@ class Ledger(LmdbDedup):
             for key, raw in recs:
                 decoded = _decode(key, raw)
                 if isinstance(decoded, str):
-                    log.error("ledger %s: inbox %s record: %s", self.path, name, decoded)
+                    log.error(
+                        "ledger %s: inbox %s record: %s", self.path, name, decoded
+                    )
                     continue
                 yield InboxRecord(name, bytes(key), bytes(decoded[0]), decoded[1])
 
@@ -366,9 +368,8 @@ class Ledger(LmdbDedup):
         """Drop whole inbox days older than ``keep_days``; return the days dropped."""
         today = int(self._clock() // _DAY_S)
         cutoff = (
-            (_dt.date(1970, 1, 1) + _dt.timedelta(days=today - keep_days))
-            .isoformat()
-        )
+            _dt.date(1970, 1, 1) + _dt.timedelta(days=today - keep_days)
+        ).isoformat()
         dropped = []
         for name in self.days():
             if name >= cutoff:

@@ -42,7 +42,8 @@ def _utc_today() -> _dt.date:
 
 
 async def day_partitions(conn: Any, parent: str) -> list[tuple[_dt.date, str]]:
-    """``(day, name)`` of ``parent``'s partitions in the current schema, oldest first."""
+    """``(day, name)`` of ``parent``'s partitions in the current schema, oldest
+    first."""
     rows = await conn.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = to_regclass(format('%I.%I', current_schema(), $1::text))",
@@ -52,7 +53,9 @@ async def day_partitions(conn: Any, parent: str) -> list[tuple[_dt.date, str]]:
     for r in rows:
         m = _DAY.search(r["relname"])
         if m:
-            out.append((_dt.datetime.strptime(m.group(1), "%Y%m%d").date(), r["relname"]))
+            out.append(
+                (_dt.datetime.strptime(m.group(1), "%Y%m%d").date(), r["relname"])
+            )
     return sorted(out)
 
 
@@ -104,8 +107,9 @@ async def drop_audit_before(conn: Any, retention_days: int) -> list[str]:
             )
             if last is not None:
                 await conn.execute(
-                    "INSERT INTO flk_audit_retention (partition, last_id, last_row_hash)"
-                    " VALUES ($1, $2, $3) ON CONFLICT (partition) DO NOTHING",
+                    "INSERT INTO flk_audit_retention"
+                    " (partition, last_id, last_row_hash) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (partition) DO NOTHING",
                     name,
                     last["id"],
                     last["row_hash"],

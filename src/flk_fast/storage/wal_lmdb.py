@@ -809,8 +809,8 @@ class LmdbWal:
                 keys = [k for k in keys if _seq_of(k)]
                 try:
                     acked = seg.read(
-                        lambda txn, s=seg: [
-                            txn.get(k, db=s.acks) is not None for k in keys
+                        lambda txn, s=seg, ks=keys: [
+                            txn.get(k, db=s.acks) is not None for k in ks
                         ],
                         raw=True,
                     )
@@ -951,8 +951,10 @@ class LmdbWal:
                 return out or None, at
             try:
                 found = seg.read(partial(_record_from, seg, _SEQ.pack(at)), raw=True)
-                if found is not None and len(found[0]) == _SEQ.size and (
-                    _seq_of(found[0]) < at
+                if (
+                    found is not None
+                    and len(found[0]) == _SEQ.size
+                    and (_seq_of(found[0]) < at)
                 ):
                     raise lmdb.CorruptedError("keys out of order (damaged page)")
             except lmdb.Error as exc:
