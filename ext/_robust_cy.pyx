@@ -15,7 +15,7 @@ pushed outwards by a relative 2^-40 so that the rounding of the brute force's sl
 answer and widens the interval otherwise.
 """
 from cython.parallel cimport prange
-from libc.math cimport fma, log2, fabs, rint, isnan, copysign, NAN, INFINITY
+from libc.math cimport fma, frexp, log2, fabs, rint, isnan, copysign, NAN, INFINITY
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport malloc, free, strtod
 from libc.stdio cimport snprintf
@@ -336,9 +336,12 @@ cdef double _round9(double x) noexcept nogil:
     if fabs(p) >= 4503599627370496.0:  # 2^52: rare, take the exact slow path
         snprintf(buf, 64, "%.9f", x)
         return strtod(buf, NULL)
-    e = fma(x, 1e9, -p)
     c = rint(p)  # half-even on p
     d = p - c    # exact: |p| < 2^52
+    if d != 0.5 and d != -0.5:  # no tie on p: the rounding error of p cannot matter
+        r = c / 1e9
+        return r if r != 0.0 else copysign(0.0, x)
+    e = fma(x, 1e9, -p)  # a library call on baseline x86-64: only for ties
     if d == 0.5 and e > 0:
         c += 1.0
     elif d == -0.5 and e < 0:
@@ -460,8 +463,29 @@ def d_hat_batch_i64(const int64_t[:, ::1] scales, const int64_t[:, ::1] n_j,
     return out_a
 
 
+cdef inline void _cx(double *s, int i, int j) noexcept nogil:
+    # compare-exchange: s[i] <= s[j] afterwards (minsd/maxsd, no branch to mispredict;
+    # the slopes are finite, so min/max order them exactly as the sort does)
+    cdef double a = s[i], b = s[j]
+    s[i] = a if a < b else b
+    s[j] = b if a < b else a
+
+
+cdef inline double _upper_median6(double *s) noexcept nogil:
+    # s[3] of the sorted six, by a 12-exchange sorting network (all 64 inputs of 0s and
+    # 1s come out sorted, so by the 0-1 principle every input does); random slopes
+    # made the insertion sort's branches mispredict several times per row
+    _cx(s, 0, 5); _cx(s, 1, 3); _cx(s, 2, 4)
+    _cx(s, 1, 2); _cx(s, 3, 4)
+    _cx(s, 0, 3); _cx(s, 2, 5)
+    _cx(s, 0, 1); _cx(s, 2, 3); _cx(s, 4, 5)
+    _cx(s, 1, 2); _cx(s, 3, 4)
+    return s[3]
+
+
 cdef double _dhat_shared_row(const int64_t *nj, int64_t k, const int *pi, const int *pj,
-                             const double *pdx, int npair) noexcept nogil:
+                             const double *pdx, const double *pinv,
+                             int npair) noexcept nogil:
     # One row of _dhat_shared, with local scratch so rows can run on several threads.
     cdef double ys[8]
     cdef double sl[28]
@@ -476,7 +500,12 @@ cdef double _dhat_shared_row(const int64_t *nj, int64_t k, const int *pi, const 
             return NAN
         ys[i] = _LOG2_TABLE[v_n] if v_n < _LOG2_TABLE_N else log2(<double> v_n)
     for a in range(npair):
-        sl[a] = (ys[pj[a]] - ys[pi[a]]) / pdx[a]
+        # a power-of-two dx: multiplying by its exact inverse is the division's own
+        # result (both exact scalings), without a division's latency
+        v = ys[pj[a]] - ys[pi[a]]
+        sl[a] = v * pinv[a] if pinv[a] != 0.0 else v / pdx[a]
+    if npair == 6:  # four distinct scales, the usual PCS: a branch-free network
+        return _round9(_upper_median6(sl))
     for a in range(1, npair):  # insertion sort, as _dhat_row
         v = sl[a]
         b = a - 1
@@ -497,7 +526,8 @@ cdef void _dhat_shared(const int64_t[:, ::1] n_j, int64_t k, xs_a, double[::1] o
     cdef int pi[28]
     cdef int pj[28]
     cdef double pdx[28]
-    cdef int npair = 0
+    cdef double pinv[28]  # 1/dx where dx is a power of two (else 0: divide)
+    cdef int npair = 0, ex
     cdef int64_t i, j, r, m = n_j.shape[0]
     cdef double dx
     for i in range(k):
@@ -507,10 +537,14 @@ cdef void _dhat_shared(const int64_t[:, ::1] n_j, int64_t k, xs_a, double[::1] o
                 pi[npair] = <int> i
                 pj[npair] = <int> j
                 pdx[npair] = dx
+                # |mantissa| 0.5 exactly: a power of two, whose inverse is exact;
+                # kept within the normal range so the product never rounds
+                pinv[npair] = (1.0 / dx if fabs(frexp(dx, &ex)) == 0.5
+                               and -1000 < ex < 1000 else 0.0)
                 npair += 1
     with nogil:
         for r in prange(m, num_threads=t, schedule="static"):
-            out[r] = _dhat_shared_row(&n_j[r, 0], k, pi, pj, pdx, npair)
+            out[r] = _dhat_shared_row(&n_j[r, 0], k, pi, pj, pdx, pinv, npair)
 
 
 def round9(double x):

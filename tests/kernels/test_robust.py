@@ -182,6 +182,19 @@ def test_d_hat_batch_agrees_with_signals_d_hat(robust, rng) -> None:  # type: ig
     assert got.tolist() == [d_hat(scales, row) for row in n_j.tolist()]
 
 
+@pytest.mark.parametrize("scales", [[2, 4, 8, 16], [3, 5, 7, 11], [1, 2, 4, 8]])
+def test_d_hat_batch_six_slopes_path(robust, rng, scales) -> None:  # type: ignore[no-untyped-def]
+    # Four distinct shared scales: six slopes, the sorting-network path, with dx of
+    # powers of two (multiplied by the exact inverse) and not ([3, 5, 7, 11]); many
+    # rows so every order of six slopes occurs, ties included (small counts)
+    n_j = np.concatenate(
+        [rng.integers(1, 10**6, (20000, 4)), rng.integers(1, 6, (5000, 4))]
+    )
+    got = robust.d_hat_batch(scales, n_j, n_threads=1)
+    ref = ref_d_hat_batch(np.array(scales), n_j)
+    assert all(same(a, b) for a, b in zip(got.tolist(), ref.tolist(), strict=True))
+
+
 def test_d_hat_batch_shapes(robust) -> None:  # type: ignore[no-untyped-def]
     assert robust.d_hat_batch([2, 4], np.zeros((0, 2), dtype=np.int64)).shape == (0,)
     with pytest.raises(ValueError, match="2-D"):
