@@ -117,6 +117,7 @@ class Schema:
     def coerce(self, opt: Option, value: Any, source: str) -> Any:
         """``value`` (a string from the environment, or a TOML value) as
         ``opt.type``."""
+        out: Any
         try:
             if opt.type is bool:
                 out = parse_bool(value)

@@ -15,7 +15,20 @@ import logging
 import os
 import traceback
 
-__all__ = ["JsonFormatter", "REQUEST_ID"]
+__all__ = ["JsonFormatter", "REQUEST_ID", "trace_fatal_signals"]
+
+
+def trace_fatal_signals() -> None:
+    """On SIGSEGV, SIGBUS, SIGFPE, SIGILL or SIGABRT, print every thread's Python stack
+    to stderr before the process dies (``faulthandler``). LMDB maps its files: a page
+    damaged in a way no check sees, or a file truncated under a running process, ends
+    in SIGBUS inside C code, which Python cannot turn into an exception; without this
+    the process vanished without a line. The stack names the store's module."""
+    import faulthandler
+    import sys
+
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr, all_threads=True)
 
 #: The current request's id, picked up by :class:`JsonFormatter`.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -61,7 +74,7 @@ class JsonFormatter(logging.Formatter):
 def _one_line(exc: BaseException) -> str:
     """``Type: message`` on one line (at most 300 characters), with the causes that
     say more than their wrapper (``... <- OSError: [Errno 28] No space left``)."""
-    parts = []
+    parts: list[str] = []
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen and len(parts) < 3:

@@ -182,8 +182,12 @@ async def test_pages_damaged_while_serving_turn_ready_503_naming_the_file(
     victim = data / "ledger" / "data.mdb"
     page, psize = _inbox_root_page(data / "ledger")
     with open(victim, "r+b") as fh:
-        fh.seek(page * psize)
-        fh.write(bytes(range(256)) * (psize // 256))
+        # the page's flags (bytes 10-11 of LMDB's page header) zeroed: neither branch
+        # nor leaf, which LMDB reports as MDB_CORRUPTED. Garbage over the whole page
+        # could send LMDB to a page past the end of the file instead: SIGBUS, tested
+        # apart (test_a_bus_error_is_not_silent)
+        fh.seek(page * psize + 10)
+        fh.write(b"\x00\x00")
 
     srv = ServerProcess(tmp_path, "damaged", "--data-dir", str(data))
     try:
@@ -310,3 +314,42 @@ async def test_a_damaged_outcome_in_the_ledger_can_be_forgotten(
     nowhere = _flk("dedup", "forget", "--data-dir", str(tmp_path / "none"), pcs_id)
     assert nowhere.returncode == 2 and "no LMDB store" in nowhere.stderr
     assert not (tmp_path / "none").exists()  # nothing created
+
+
+async def test_a_bus_error_is_not_silent(tmp_path: Path) -> None:
+    # data.mdb truncated under a running server (an operator's mistake, a full
+    # thin volume): LMDB's next touch of a page past the new end is SIGBUS inside C,
+    # which no Python code can catch. The process dies, but no longer without a
+    # word: the stacks of its threads are on stderr, naming the ledger's frames, and
+    # the next start refuses the truncated file naming it and the fix.
+    data = tmp_path / "data"
+    srv = ServerProcess(tmp_path, "bus", "--data-dir", str(data))
+    try:
+        assert set(await _post_all(srv.url, [make_pcs(i) for i in range(200)])) == {200}
+        victim = data / "ledger" / "data.mdb"
+        with open(victim, "r+b") as fh:
+            fh.truncate(2 * 4096)  # the two meta pages: every tree page is gone
+        async with aiohttp.ClientSession() as s:
+            for i in range(1000, 1020):
+                try:
+                    async with s.post(
+                        srv.url + SUBMIT, data=make_pcs(i), headers=JSON
+                    ) as r:
+                        await r.read()
+                except aiohttp.ClientError:
+                    break  # the server is gone
+        code = srv.proc.wait(20)
+    finally:
+        srv.kill()
+    assert code == -7  # SIGBUS
+    log = srv.log_path.read_text(errors="replace")
+    assert "Fatal Python error: Bus error" in log
+    assert "storage/ledger.py" in log or "storage/dedup_lmdb.py" in log, log
+    again = subprocess.run(
+        serve_command(tmp_path, "--data-dir", str(data)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 1
+    assert "data.mdb" in again.stderr and "truncated" in again.stderr, again.stderr

@@ -557,7 +557,7 @@ class Outbox:
     def entries(self, *, acked: int = 20) -> list[OutboxEntry]:
         """Every pending record and the last ``acked`` acknowledged ones, by seq."""
         recent: deque[WalRecord] = deque(maxlen=max(0, acked))
-        pending = []
+        pending: list[WalRecord] = []
         for rec in self.wal.replay(include_acked=True):
             (recent if rec.acked else pending).append(rec)
         verdicts = self.wal.ack_values([r.seq for r in recent])

@@ -49,7 +49,7 @@ def _storage_message(exc: BaseException, data_dir: str) -> str:
     if isinstance(exc, WalFullError):
         return f"outbox: {exc}; pending PCS stay in the outbox"
     if isinstance(exc, WalDamagedError):
-        where = exc.file.parent
+        where = os.path.dirname(str(exc.file))
         return (
             f"{exc}. Move {where} aside (keep it for inspection) or restore it from "
             f"a backup, then start again; the PCS pending in it cannot be sent "
@@ -602,7 +602,10 @@ def cap_malloc_arenas(limit: int = 1) -> bool:
 def _agent(args: argparse.Namespace) -> int:
     from flk_fast.errors import ConfigError, FlkError
 
+    from flk_fast.logs import trace_fatal_signals
+
     cap_malloc_arenas()
+    trace_fatal_signals()  # an LMDB file damaged or truncated under it: SIGBUS
     try:
         _resolve(args)
     except ConfigError as exc:

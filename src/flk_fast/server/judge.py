@@ -153,4 +153,4 @@ def Judge(  # noqa: N802 - used like a class: Judge(keys, params, refuse_v01)(t,
     oracle = PythonJudge(keys, params, refuse_v01)
     if _COMPILED is None:
         return oracle
-    return _COMPILED(oracle)  # type: ignore[no-any-return]
+    return _COMPILED(oracle)

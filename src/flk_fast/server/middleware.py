@@ -77,6 +77,7 @@ def make_observer(metrics: ServerMetrics, *, access: bool) -> Callable[..., Hand
             if not rid or len(rid) > _MAX_CLIENT_ID or not rid.isprintable():
                 rid = prefix + format(next(counter), "x")
             token = REQUEST_ID.set(rid)
+            resp: web.StreamResponse
             try:
                 if methods is not None and request.method not in methods:
                     resp = json_error(

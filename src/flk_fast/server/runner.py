@@ -65,8 +65,13 @@ def hold_sighup() -> None:
 
 
 def configure_logging(level: str) -> None:
-    """JSON lines on stderr for every logger of the process."""
+    """JSON lines on stderr for every logger of the process (and a stack trace
+    there if a fatal signal kills it)."""
+    from flk_fast.logs import trace_fatal_signals
+
     from .middleware import JsonFormatter
+
+    trace_fatal_signals()
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -110,7 +115,7 @@ def _hide_server_software() -> None:
 
     from .app import SERVER_HEADER
 
-    web_response.SERVER_SOFTWARE = SERVER_HEADER  # type: ignore[attr-defined]
+    web_response.SERVER_SOFTWARE = SERVER_HEADER
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -228,7 +233,7 @@ class _StartError(OSError):
 
     def __init__(self, message: str, code: int | None) -> None:
         super().__init__(message)
-        self.errno = code  # type: ignore[misc]
+        self.errno = code
 
     def __str__(self) -> str:
         return str(self.args[0])

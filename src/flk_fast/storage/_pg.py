@@ -13,7 +13,7 @@ __all__ = ["connect", "split_dsn", "storage_error", "unavailable_errors"]
 log = logging.getLogger("flk_fast.storage.postgres")
 
 
-def unavailable_errors() -> tuple[type[BaseException], ...]:
+def unavailable_errors() -> tuple[type[Exception], ...]:
     """What asyncpg (and the OS under it) raises when the database or the connection
     fails, rather than our arguments: ``PostgresError`` (including a backend
     terminated by ``pg_terminate_backend``: ``AdminShutdownError``, SQLSTATE 57P01),

@@ -358,11 +358,12 @@ class AuditLog:
         """Insert one batch. Connection trouble raises ``StorageError``; an entry
         the database refuses for good raises one of ``_REFUSED``."""
         unavailable = unavailable_errors()
+        not_now: tuple[type[Exception], ...] = (*unavailable, ValueError)
         try:
             # Whatever goes wrong while connecting is "not now", never the entries'
             # fault (a bad DSN is a ValueError too: it must not quarantine them).
             conn = await self._connection()
-        except (*unavailable, ValueError) as exc:
+        except not_now as exc:
             raise self._unavailable(exc) from exc
         try:
             async with asyncio.timeout(self.timeout_s):

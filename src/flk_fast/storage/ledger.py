@@ -349,12 +349,14 @@ class Ledger(LmdbDedup):
         """Every inbox record (of ``day``, or of all days), in key order; a record that
         fails its checksum is logged and skipped."""
         for name in [day] if day is not None else self.days():
+            label = _INBOX + name.encode("ascii")
+            # each lambda runs before the loop moves on: the closure is safe (B023)
             db = self._write(
-                lambda txn, n=name: self.env.open_db(
-                    _INBOX + n.encode("ascii"), txn=txn, create=True
-                )
+                lambda txn: self.env.open_db(label, txn=txn, create=True)  # noqa: B023
             )
-            recs = self._read(lambda txn, d=db: list(txn.cursor(db=d)))
+            recs: list[tuple[bytes, bytes]] = self._read(
+                lambda txn: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)]  # noqa: B023
+            )
             for key, raw in recs:
                 decoded = _decode(key, raw)
                 if isinstance(decoded, str):

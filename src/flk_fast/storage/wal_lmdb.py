@@ -801,19 +801,21 @@ class LmdbWal:
                 seg = self._segment(day, create=False)
                 if seg is None:
                     continue
-                keys = seg.read(
-                    lambda txn, s=seg: [
+
+                def tags(txn: lmdb.Transaction, s: _Segment = seg) -> list[bytes]:
+                    return [
                         bytes(k) for k in txn.cursor(db=s.tags).iternext(values=False)
                     ]
-                )
-                keys = [k for k in keys if _seq_of(k)]
+
+                keys = [k for k in seg.read(tags) if _seq_of(k)]
+
+                def acks(
+                    txn: lmdb.Transaction, s: _Segment = seg, ks: list[bytes] = keys
+                ) -> list[bool]:
+                    return [txn.get(k, db=s.acks) is not None for k in ks]
+
                 try:
-                    acked = seg.read(
-                        lambda txn, s=seg, ks=keys: [
-                            txn.get(k, db=s.acks) is not None for k in ks
-                        ],
-                        raw=True,
-                    )
+                    acked = seg.read(acks, raw=True)
                 except lmdb.Error:
                     acked = [False] * len(keys)
                 out.extend((_seq_of(k), a) for k, a in zip(keys, acked, strict=True))
@@ -825,8 +827,9 @@ class LmdbWal:
             for seq in seqs:
                 seg = self._seg_of(seq)
                 if seg is not None:
-                    key = _SEQ.pack(seq)
-                    seg.write(lambda txn, s=seg, k=key: txn.delete(k, db=s.tags))
+                    key, tags = _SEQ.pack(seq), seg.tags
+                    # runs before the loop moves on: the closure is safe (B023)
+                    seg.write(lambda txn: txn.delete(key, db=tags))  # noqa: B023
 
     def get(self, seq: int) -> WalRecord | None:
         """The record ``seq``; ``None`` if absent; ``WalCorruptionError`` if corrupt."""
