@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, hmac
 
 from bench._report import context, emit, time_per_call
 from bench.data import VECTOR
+from flk_fast.benchsuite.kernel_baselines import plain_pcs
 from flk_fast.protocol.codec import _validate_plain, decode_pcs, encode_pcs
-from flk_fast.protocol.pcs import PCS
 from flk_fast.protocol.signing import (
     HmacSigner,
     Keyring,
@@ -31,12 +31,6 @@ from flk_fast.protocol.signing import (
 from flk_fast.protocol.verify import verify_pcs
 
 KEY = b"testsecret"
-
-
-def _plain_pcs(doc: dict) -> PCS:  # type: ignore[type-arg]
-    """The PCS struct from an already checked plain JSON value (no msgspec decode)."""
-    fields = {**doc, "scales": tuple(doc["scales"]), "v_star": tuple(doc["v_star"])}
-    return PCS(**{**fields, "ft": None})  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -56,7 +50,7 @@ def main() -> None:
     def plain() -> bool:
         doc = json.loads(body)
         _validate_plain(doc)
-        pcs = _plain_pcs(doc)
+        pcs = plain_pcs(doc)
         h = hmac.HMAC(KEY, hashes.SHA256())
         h.update(canonical_payload_reference(pcs))
         h.verify(base64.b64decode(doc["sig"]))
@@ -77,7 +71,7 @@ def main() -> None:
     def plain02() -> bytes:
         doc = json.loads(body02)
         _validate_plain(doc)
-        pcs = _plain_pcs(doc)
+        pcs = plain_pcs(doc)
         payload = full_payload_reference(pcs)
         h = hmac.HMAC(KEY, hashes.SHA256())
         h.update(payload)

@@ -30,6 +30,7 @@ def trace_fatal_signals() -> None:
     if not faulthandler.is_enabled():
         faulthandler.enable(file=sys.stderr, all_threads=True)
 
+
 #: The current request's id, picked up by :class:`JsonFormatter`.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar(
     "flk_request_id", default=""

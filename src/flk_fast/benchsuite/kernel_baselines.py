@@ -253,6 +253,15 @@ def compressibility_pair(n_rows: int) -> Pair:
     )
 
 
+def plain_pcs(doc: dict[str, Any]) -> Any:
+    """The PCS struct from an already checked plain JSON value (no msgspec decode):
+    the plain baselines' way to a PCS."""
+    from flk_fast.protocol.pcs import PCS
+
+    fields = {**doc, "scales": tuple(doc["scales"]), "v_star": tuple(doc["v_star"])}
+    return PCS(**{**fields, "ft": None})
+
+
 def parse_verify_pair() -> Pair:
     """Decode, HMAC-verify and judge one signed v0.2 PCS vs json.loads, the plain
     checks and the cryptography package's HMAC."""
@@ -261,7 +270,6 @@ def parse_verify_pair() -> Pair:
 
     from flk_fast.benchsuite.bodies import BodySource
     from flk_fast.protocol.codec import _validate_plain, decode_pcs
-    from flk_fast.protocol.pcs import PCS
     from flk_fast.protocol.signing import HmacSigner, Keyring, full_payload_reference
     from flk_fast.protocol.verify import verify_pcs
 
@@ -276,8 +284,7 @@ def parse_verify_pair() -> Pair:
     def baseline() -> bool:
         doc = json.loads(body)
         _validate_plain(doc)
-        fields = {**doc, "scales": tuple(doc["scales"]), "v_star": tuple(doc["v_star"])}
-        pcs = PCS(**{**fields, "ft": None})
+        pcs = plain_pcs(doc)
         h = crypto_hmac.HMAC(KEY, hashes.SHA256())
         h.update(full_payload_reference(pcs))
         h.verify(base64.b64decode(doc["sig"]))

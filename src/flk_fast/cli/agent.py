@@ -601,7 +601,6 @@ def cap_malloc_arenas(limit: int = 1) -> bool:
 
 def _agent(args: argparse.Namespace) -> int:
     from flk_fast.errors import ConfigError, FlkError
-
     from flk_fast.logs import trace_fatal_signals
 
     cap_malloc_arenas()

@@ -282,6 +282,8 @@ def put_one(
     # py-lmdb mean fewer GIL hand-offs with the event loop's thread.
     if not txn.put(key, expires + value, db=store.kv, overwrite=False):
         raw = txn.get(key, db=store.kv)
+        if raw is None:  # the put found the key, the get in the same txn does not
+            raise lmdb.CorruptedError("dedup store: a key both present and absent")
         live = store._live(raw, now)
         if live is not None:
             return live, False
